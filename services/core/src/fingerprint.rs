@@ -1,0 +1,60 @@
+//! A stable 128-bit fingerprint of a transaction request: equal requests, equal fingerprints,
+//! on every machine and version. Used to tell a retry (same id, same body) from a conflict.
+//! The byte layout is explicit (never `std::hash::Hash`, whose output may change between
+//! Rust versions), because fingerprints are recomputed when state is rebuilt from the log.
+
+use crate::{Posting, TxRequest};
+use xxhash_rust::xxh3::Xxh3;
+
+pub fn fingerprint(request: &TxRequest) -> u128 {
+    let mut h = Xxh3::new();
+    match request {
+        TxRequest::Transfer {
+            postings,
+            metadata,
+            pending_timeout_ms,
+        } => {
+            h.update(&[1]);
+            h.update(&(postings.len() as u64).to_le_bytes());
+            for p in postings {
+                posting(&mut h, p);
+            }
+            metadata_bytes(&mut h, metadata);
+            match pending_timeout_ms {
+                None => h.update(&[0]),
+                Some(t) => {
+                    h.update(&[1]);
+                    h.update(&t.to_le_bytes());
+                }
+            }
+        }
+        TxRequest::Reversal { original, metadata } => {
+            h.update(&[2]);
+            text(&mut h, original.as_str());
+            metadata_bytes(&mut h, metadata);
+        }
+    }
+    h.digest128()
+}
+
+fn posting(h: &mut Xxh3, p: &Posting) {
+    text(h, p.source.as_str());
+    text(h, p.destination.as_str());
+    text(h, p.asset.code());
+    h.update(&[p.asset.scale()]);
+    h.update(&p.amount.to_le_bytes());
+}
+
+fn metadata_bytes(h: &mut Xxh3, m: &crate::Metadata) {
+    h.update(&(m.len() as u64).to_le_bytes());
+    for (k, v) in m {
+        text(h, k);
+        text(h, v);
+    }
+}
+
+/// Length-prefixed so that ("ab","c") and ("a","bc") differ.
+fn text(h: &mut Xxh3, s: &str) {
+    h.update(&(s.len() as u64).to_le_bytes());
+    h.update(s.as_bytes());
+}

@@ -1,0 +1,172 @@
+//! Identifiers. Each is a validated newtype: once you hold one, it is well formed.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Longest identifier accepted anywhere (tenant, ledger, account, transaction, command, ...).
+pub const ID_LEN_MAX: usize = 128;
+
+/// Why a string is not a valid identifier.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("{kind} is empty")]
+    Empty { kind: &'static str },
+    #[error("{kind} is longer than {ID_LEN_MAX} bytes")]
+    TooLong { kind: &'static str },
+    #[error("{kind} contains {found:?}; allowed are letters, digits and - _ . : @")]
+    BadChar { kind: &'static str, found: char },
+}
+
+/// Letters, digits and a few separators. No `/`: it separates the parts of a Kafka key.
+fn check_id(kind: &'static str, s: &str) -> Result<(), IdError> {
+    if s.is_empty() {
+        return Err(IdError::Empty { kind });
+    }
+    if s.len() > ID_LEN_MAX {
+        return Err(IdError::TooLong { kind });
+    }
+    match s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@')))
+    {
+        Some(found) => Err(IdError::BadChar { kind, found }),
+        None => Ok(()),
+    }
+}
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Parses and validates; the only way to build one.
+            pub fn parse(s: impl Into<String>) -> Result<Self, IdError> {
+                let s = s.into();
+                check_id($kind, &s)?;
+                Ok(Self(s))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(s: String) -> Result<Self, IdError> {
+                Self::parse(s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:?})", stringify!($name), self.0)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// An isolated customer of the deployment; every key, event and row carries one.
+    TenantId, "tenant id");
+id_type!(
+    /// A named ledger within a tenant. `state` is reserved (it prefixes document streams).
+    LedgerId, "ledger id");
+id_type!(
+    /// An account within a ledger. `world` is the ledger's unbounded source and sink.
+    AccountId, "account id");
+id_type!(
+    /// A client-chosen transaction id, unique forever within its ledger.
+    TxId, "transaction id");
+id_type!(
+    /// The id of one command; maps to the HTTP Idempotency-Key.
+    CommandId, "command id");
+id_type!(
+    /// The authenticated subject that sent a command.
+    Actor, "actor");
+id_type!(
+    /// The type of a state document (`orders`, `carts`, ...).
+    DocType, "document type");
+id_type!(
+    /// The key of a state document within its type.
+    DocKey, "document key");
+
+/// The name of the per-ledger account that may go negative: where money enters and leaves.
+pub const WORLD: &str = "world";
+
+/// The ledger name reserved for document streams (`tenant/state/type/key`).
+pub const STATE_STREAM_PREFIX: &str = "state";
+
+impl AccountId {
+    pub fn world() -> Self {
+        Self(WORLD.to_owned())
+    }
+
+    pub fn is_world(&self) -> bool {
+        self.0 == WORLD
+    }
+}
+
+impl LedgerId {
+    /// Parses a ledger id and refuses the reserved name used by document streams.
+    pub fn parse_ledger(s: impl Into<String>) -> Result<Self, IdError> {
+        let id = Self::parse(s)?;
+        if id.0 == STATE_STREAM_PREFIX {
+            return Err(IdError::BadChar {
+                kind: "ledger id (reserved name)",
+                found: 's',
+            });
+        }
+        Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_validated() {
+        assert!(AccountId::parse("users:42.wallet@eu-1_x").is_ok());
+        assert_eq!(
+            AccountId::parse(""),
+            Err(IdError::Empty { kind: "account id" })
+        );
+        assert!(matches!(
+            AccountId::parse("a/b"),
+            Err(IdError::BadChar { found: '/', .. })
+        ));
+        assert!(matches!(
+            AccountId::parse("a b"),
+            Err(IdError::BadChar { found: ' ', .. })
+        ));
+        assert!(AccountId::parse("x".repeat(ID_LEN_MAX)).is_ok());
+        assert!(matches!(
+            AccountId::parse("x".repeat(ID_LEN_MAX + 1)),
+            Err(IdError::TooLong { .. })
+        ));
+        assert!(LedgerId::parse_ledger("state").is_err());
+        assert!(LedgerId::parse_ledger("main").is_ok());
+    }
+
+    #[test]
+    fn serde_refuses_invalid_ids() {
+        assert!(serde_json::from_str::<TxId>("\"ok-1\"").is_ok());
+        assert!(serde_json::from_str::<TxId>("\"not ok\"").is_err());
+    }
+}

@@ -1,0 +1,185 @@
+//! The in-memory state a processor validates against: the fold of a partition's events.
+
+use crate::{
+    AccountId, Amount, Asset, DocKey, DocType, LedgerId, Posting, Reason, StreamId, TenantId, TxId,
+};
+use std::collections::{BTreeMap, HashMap};
+
+/// Everything one partition knows. Built only by `apply`; compared whole by the tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    pub(crate) tenants: HashMap<TenantId, TenantState>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TenantState {
+    pub(crate) ledgers: HashMap<LedgerId, Ledger>,
+    pub(crate) documents: HashMap<(DocType, DocKey), Document>,
+}
+
+/// One ledger: its assets, accounts and every transaction id it has seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ledger {
+    /// Version of the ledger's stream: the number of events it has.
+    pub stream_version: u64,
+    /// Defined assets by code.
+    pub assets: HashMap<String, Asset>,
+    pub accounts: HashMap<AccountId, Account>,
+    pub transactions: HashMap<TxId, TxRecord>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountStatus {
+    Open,
+    Closed,
+}
+
+/// An account's limits, metadata and balances per asset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub status: AccountStatus,
+    /// Minimum available balance per asset; absent means 0, `None` means unbounded.
+    pub limits: BTreeMap<Asset, Option<Amount>>,
+    pub metadata: BTreeMap<String, String>,
+    pub balances: BTreeMap<Asset, Balance>,
+}
+
+/// Balances of one account in one asset, in minor units.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Balance {
+    /// Sum of posted credits minus posted debits.
+    pub posted: Amount,
+    /// Held by pending transactions that debit this account.
+    pub pending_out: Amount,
+    /// Promised by pending transactions that credit this account (not spendable).
+    pub pending_in: Amount,
+}
+
+impl Balance {
+    /// What limits apply to: posted minus outgoing holds. `None` on overflow.
+    pub fn available(&self) -> Option<Amount> {
+        self.posted.checked_sub(self.pending_out)
+    }
+}
+
+/// How a transaction ended up, or where it stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxStatus {
+    Pending,
+    Posted,
+    Failed(Failure),
+}
+
+/// Why a transaction is FAILED.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    Rejected(Reason),
+    Voided,
+    Expired,
+}
+
+/// What the processor remembers of a transaction id (forever: ids are unique forever).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxRecord {
+    /// Fingerprint of the request that first used the id: same request = a retry.
+    pub fingerprint: u128,
+    pub status: TxStatus,
+    /// What moved, or is held (empty for a failed transaction).
+    pub postings: Vec<Posting>,
+    pub expires_at_ms: Option<i64>,
+    pub reversed_by: Option<TxId>,
+}
+
+/// A state document; `value: None` is a tombstone that keeps the version counting.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Document {
+    pub stream_version: u64,
+    pub version: u64,
+    pub value: Option<String>,
+}
+
+impl Account {
+    /// An account created by its first use: open, default limits, no metadata.
+    pub(crate) fn auto_created() -> Self {
+        Account {
+            status: AccountStatus::Open,
+            limits: BTreeMap::new(),
+            metadata: BTreeMap::new(),
+            balances: BTreeMap::new(),
+        }
+    }
+
+    /// The lowest available balance allowed in `asset`; `None` = unbounded (always for `world`).
+    pub fn min_balance(&self, id: &AccountId, asset: &Asset) -> Option<Amount> {
+        if id.is_world() {
+            return None;
+        }
+        self.limits.get(asset).copied().unwrap_or(Some(0))
+    }
+
+    pub fn balance(&self, asset: &Asset) -> Balance {
+        self.balances.get(asset).copied().unwrap_or_default()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.balances.values().all(|b| *b == Balance::default())
+    }
+}
+
+impl State {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn ledger(&self, tenant: &TenantId, ledger: &LedgerId) -> Option<&Ledger> {
+        self.tenants.get(tenant)?.ledgers.get(ledger)
+    }
+
+    pub fn document(
+        &self,
+        tenant: &TenantId,
+        doc_type: &DocType,
+        key: &DocKey,
+    ) -> Option<&Document> {
+        self.tenants
+            .get(tenant)?
+            .documents
+            .get(&(doc_type.clone(), key.clone()))
+    }
+
+    /// Every ledger of every tenant (for invariant checks and snapshots).
+    pub fn ledgers(&self) -> impl Iterator<Item = (&TenantId, &LedgerId, &Ledger)> {
+        self.tenants
+            .iter()
+            .flat_map(|(t, ts)| ts.ledgers.iter().map(move |(l, ledger)| (t, l, ledger)))
+    }
+
+    /// The current version of a stream (0 if it has no events).
+    pub fn stream_version(&self, tenant: &TenantId, stream: &StreamId) -> u64 {
+        let Some(ts) = self.tenants.get(tenant) else {
+            return 0;
+        };
+        match stream {
+            StreamId::Ledger(l) => ts.ledgers.get(l).map_or(0, |l| l.stream_version),
+            StreamId::Document(t, k) => ts
+                .documents
+                .get(&(t.clone(), k.clone()))
+                .map_or(0, |d| d.stream_version),
+        }
+    }
+
+    /// Pending transactions whose timeout has passed at `now_ms`: the processor's timer sends
+    /// `ExpirePending` for each.
+    pub fn expired_pending(&self, now_ms: i64) -> Vec<(TenantId, LedgerId, TxId)> {
+        let mut out = Vec::new();
+        for (tenant, ledger_id, ledger) in self.ledgers() {
+            for (tx_id, tx) in &ledger.transactions {
+                if tx.status == TxStatus::Pending && tx.expires_at_ms.is_some_and(|t| t <= now_ms) {
+                    out.push((tenant.clone(), ledger_id.clone(), tx_id.clone()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
