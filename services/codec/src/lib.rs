@@ -1,1 +1,57 @@
+//! # tally-codec
+//!
+//! Tally's commands and events on the wire: Avro, with the schemas in `schemas/avro/` embedded
+//! in the binary.
+//!
+//! - Encoding is always Avro single-object encoding: `C3 01`, the 8-byte CRC-64-AVRO fingerprint
+//!   of the writer schema (little-endian), then the datum.
+//! - Decoding also accepts the Confluent framing (`00`, a 4-byte big-endian schema id, the datum)
+//!   for producers that use a schema registry; ids are mapped to schemas with
+//!   [`Codec::register_confluent_id`].
+//! - Data written with any committed version of a schema (`schemas/avro/history/`) is resolved
+//!   to the current one.
+//!
+//! Decoding untrusted bytes never panics: every failure is a [`CodecError`].
 
+mod framing;
+mod schemas;
+mod values;
+mod wire;
+
+pub use framing::{CONFLUENT_MAGIC, Framing, SINGLE_OBJECT_MAGIC, confluent_header};
+pub use schemas::{Kind, SchemaVersion, history, source};
+pub use wire::Codec;
+
+/// Largest record accepted for decoding.
+pub const RECORD_LEN_MAX: usize = 1024 * 1024;
+/// Largest allocation the Avro decoder may make for one value (strings, arrays, maps).
+pub const ALLOCATION_MAX: usize = 4 * 1024 * 1024;
+
+/// Why bytes could not be decoded into a command or event (or a value not encoded).
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("record is empty")]
+    Empty,
+    #[error("record is {0} bytes; the limit is {RECORD_LEN_MAX}")]
+    TooLarge(usize),
+    #[error(
+        "unknown framing: first byte {0:#04x} is neither single-object (C3 01) nor Confluent (00)"
+    )]
+    UnknownFraming(u8),
+    #[error("record is truncated: {0}")]
+    Truncated(&'static str),
+    #[error("no known {kind} schema has fingerprint {fingerprint:016x}")]
+    UnknownFingerprint { kind: Kind, fingerprint: u64 },
+    #[error("Confluent schema id {0} is not registered for {1} records")]
+    UnknownSchemaId(u32, Kind),
+    #[error("Avro data does not match the schema: {0}")]
+    Avro(String),
+    #[error("field {field}: {why}")]
+    Invalid { field: &'static str, why: String },
+}
+
+impl From<apache_avro::Error> for CodecError {
+    fn from(e: apache_avro::Error) -> Self {
+        CodecError::Avro(e.to_string())
+    }
+}

@@ -17,6 +17,8 @@ pub mod limits;
 mod reason;
 mod rules;
 mod state;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use asset::{ASSET_CODE_LEN_MAX, ASSET_SCALE_MAX, Amount, Asset, AssetError};
 pub use command::{AssetLimit, Command, CommandBody, Metadata, Posting, TxRequest};

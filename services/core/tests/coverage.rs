@@ -1,8 +1,6 @@
 //! Guards the generator: random histories must reach the outcomes the properties are about,
 //! or the properties would pass vacuously.
 
-mod history;
-
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::TestRunner;
 use std::collections::BTreeMap;
@@ -12,8 +10,11 @@ fn histories_reach_every_interesting_outcome() {
     let mut runner = TestRunner::deterministic();
     let mut kinds: BTreeMap<String, u32> = BTreeMap::new();
     for _ in 0..2_000 {
-        let h = history::history().new_tree(&mut runner).unwrap().current();
-        history::run(&h, |_, e| {
+        let h = tally_core::testkit::history()
+            .new_tree(&mut runner)
+            .unwrap()
+            .current();
+        tally_core::testkit::run(&h, |_, e| {
             let k = match e.body.rejection() {
                 Some(r) => format!("{}:{}", e.body.kind(), r.code()),
                 None => e.body.kind().to_owned(),

@@ -1,10 +1,8 @@
 //! Properties of the core that must hold for every history. 10,000 cases each.
 
-mod history;
-
-use history::*;
 use proptest::prelude::*;
 use std::collections::HashMap;
+use tally_core::testkit::*;
 use tally_core::*;
 
 fn config() -> ProptestConfig {

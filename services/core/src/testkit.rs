@@ -1,11 +1,10 @@
-//! Random command histories over a small universe, so that ids, accounts and assets collide
-//! often: retries, conflicts, overdrafts, double releases and closed accounts all happen.
+//! Test support (feature `testkit`): random command histories over a small universe, so that
+//! ids, accounts and assets collide often (retries, conflicts, overdrafts, double releases and
+//! closed accounts all happen), and the invariants every state must satisfy.
 
-#![allow(dead_code)] // each test file uses a different part of this module
-
+use crate::*;
 use proptest::prelude::*;
 use proptest::sample::Index;
-use tally_core::*;
 
 pub const TENANTS: &[&str] = &["acme", "globex"];
 pub const LEDGERS: &[&str] = &["main", "ops"];

@@ -1,0 +1,62 @@
+//! The two framings around an Avro datum.
+
+use crate::CodecError;
+
+/// Avro single-object encoding marker.
+pub const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
+/// Confluent wire format marker.
+pub const CONFLUENT_MAGIC: u8 = 0x00;
+
+/// How the writer schema of a record is identified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// CRC-64-AVRO fingerprint of the schema's canonical form.
+    SingleObject { fingerprint: u64 },
+    /// A schema-registry id.
+    Confluent { schema_id: u32 },
+}
+
+/// Splits a record into its framing and datum.
+pub fn split(bytes: &[u8]) -> Result<(Framing, &[u8]), CodecError> {
+    match bytes {
+        [] => Err(CodecError::Empty),
+        [0xC3, 0x01, rest @ ..] => {
+            let (fp, datum) = rest
+                .split_first_chunk::<8>()
+                .ok_or(CodecError::Truncated("fingerprint"))?;
+            Ok((
+                Framing::SingleObject {
+                    fingerprint: u64::from_le_bytes(*fp),
+                },
+                datum,
+            ))
+        }
+        [CONFLUENT_MAGIC, rest @ ..] => {
+            let (id, datum) = rest
+                .split_first_chunk::<4>()
+                .ok_or(CodecError::Truncated("schema id"))?;
+            Ok((
+                Framing::Confluent {
+                    schema_id: u32::from_be_bytes(*id),
+                },
+                datum,
+            ))
+        }
+        [first, ..] => Err(CodecError::UnknownFraming(*first)),
+    }
+}
+
+/// The single-object header for a schema fingerprint.
+pub fn single_object_header(fingerprint: u64) -> [u8; 10] {
+    let mut h = [0u8; 10];
+    h[..2].copy_from_slice(&SINGLE_OBJECT_MAGIC);
+    h[2..].copy_from_slice(&fingerprint.to_le_bytes());
+    h
+}
+
+/// The Confluent header for a schema id.
+pub fn confluent_header(schema_id: u32) -> [u8; 5] {
+    let mut h = [CONFLUENT_MAGIC; 5];
+    h[1..].copy_from_slice(&schema_id.to_be_bytes());
+    h
+}

@@ -1,0 +1,728 @@
+//! The codec: commands and events to and from framed Avro.
+
+use crate::framing::{self, Framing};
+use crate::schemas::{Family, Kind, Writer};
+use crate::values::*;
+use crate::{ALLOCATION_MAX, CodecError, RECORD_LEN_MAX};
+use apache_avro::Schema;
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::types::Value;
+use apache_avro::writer::datum::GenericDatumWriter;
+use std::collections::HashMap;
+use tally_core::*;
+
+/// Encodes and decodes Tally's records. Cheap to share (`Arc`); build once.
+pub struct Codec {
+    command: Family,
+    event: Family,
+    /// Confluent schema-registry ids this deployment accepts, with the writer schema of each.
+    confluent: HashMap<u32, (Kind, Writer)>,
+}
+
+impl Default for Codec {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Codec {
+    pub fn new() -> Self {
+        apache_avro::util::max_allocation_bytes(ALLOCATION_MAX);
+        Codec {
+            command: Family::load(Kind::Command),
+            event: Family::load(Kind::Event),
+            confluent: HashMap::new(),
+        }
+    }
+
+    /// Accept Confluent-framed records with `schema_id`, written with `writer_schema_json`
+    /// (the schema the registry holds under that id). It must be readable as the current schema.
+    pub fn register_confluent_id(
+        &mut self,
+        schema_id: u32,
+        kind: Kind,
+        writer_schema_json: &str,
+    ) -> Result<(), CodecError> {
+        let writer = Schema::parse_str(writer_schema_json)?;
+        apache_avro::schema_compatibility::SchemaCompatibility::can_read(
+            &writer,
+            &self.family(kind).current().schema,
+        )
+        .map_err(|e| {
+            CodecError::Avro(format!(
+                "schema id {schema_id} is not readable as the current {kind} schema: {e}"
+            ))
+        })?;
+        if !matches!(&writer, Schema::Record(r) if r.fields.iter().any(|f| f.name == "body")) {
+            return Err(CodecError::Avro(format!(
+                "schema id {schema_id} has no body union"
+            )));
+        }
+        self.confluent
+            .insert(schema_id, (kind, Writer::new(writer)));
+        Ok(())
+    }
+
+    /// The fingerprint that single-object headers of new records carry.
+    pub fn fingerprint(&self, kind: Kind) -> u64 {
+        self.family(kind).current_fingerprint
+    }
+
+    pub fn encode_command(&self, command: &Command) -> Vec<u8> {
+        self.encode(&self.command, command_value(&self.command, command))
+    }
+
+    pub fn decode_command(&self, bytes: &[u8]) -> Result<Command, CodecError> {
+        let (value, writer) = self.decode(&self.command, bytes)?;
+        command_from(writer, value)
+    }
+
+    pub fn encode_event(&self, event: &Event) -> Vec<u8> {
+        self.encode(&self.event, event_value(&self.event, event))
+    }
+
+    pub fn decode_event(&self, bytes: &[u8]) -> Result<Event, CodecError> {
+        let (value, writer) = self.decode(&self.event, bytes)?;
+        event_from(writer, value)
+    }
+
+    fn family(&self, kind: Kind) -> &Family {
+        match kind {
+            Kind::Command => &self.command,
+            Kind::Event => &self.event,
+        }
+    }
+
+    fn encode(&self, family: &Family, value: Value) -> Vec<u8> {
+        let mut out = framing::single_object_header(family.current_fingerprint).to_vec();
+        // The value is built from validated domain types by this module: a mismatch with the
+        // embedded schema is a programming error that the round-trip tests catch.
+        GenericDatumWriter::builder(&family.current().schema)
+            .build()
+            .and_then(|w| w.write_value(&mut out, value))
+            .unwrap_or_else(|e| panic!("{} value does not match its schema: {e}", family.kind));
+        out
+    }
+
+    /// Reads the datum with the schema it was written with. No schema resolution: apache-avro
+    /// resolves a union branch to the first reader branch whose fields fit, which confuses
+    /// records with overlapping fields. Branches are mapped by the writer's own names instead,
+    /// and fields by name (a field added later must have a default in the schema and the mapping).
+    fn decode<'a>(
+        &'a self,
+        family: &'a Family,
+        bytes: &[u8],
+    ) -> Result<(Value, &'a Writer), CodecError> {
+        if bytes.len() > RECORD_LEN_MAX {
+            return Err(CodecError::TooLarge(bytes.len()));
+        }
+        let (framing, mut datum) = framing::split(bytes)?;
+        let writer = match framing {
+            Framing::SingleObject { fingerprint } => {
+                family
+                    .writer(fingerprint)
+                    .ok_or(CodecError::UnknownFingerprint {
+                        kind: family.kind,
+                        fingerprint,
+                    })?
+            }
+            Framing::Confluent { schema_id } => match self.confluent.get(&schema_id) {
+                Some((kind, writer)) if *kind == family.kind => writer,
+                _ => return Err(CodecError::UnknownSchemaId(schema_id, family.kind)),
+            },
+        };
+        let value = GenericDatumReader::builder(&writer.schema)
+            .build()?
+            .read_value(&mut datum)?;
+        if !datum.is_empty() {
+            return Err(CodecError::Avro(format!(
+                "{} bytes after the datum",
+                datum.len()
+            )));
+        }
+        Ok((value, writer))
+    }
+}
+
+// ---- shared pieces -------------------------------------------------------------------------
+
+fn posting_value(p: &Posting) -> Value {
+    record(vec![
+        ("source", string(p.source.as_str())),
+        ("destination", string(p.destination.as_str())),
+        ("asset", string(p.asset.to_string())),
+        ("amount", amount(p.amount)),
+    ])
+}
+
+fn posting_from(v: Value) -> Result<Posting, CodecError> {
+    let mut f = Fields::of("postings", v)?;
+    Ok(Posting {
+        source: f.parse("source")?,
+        destination: f.parse("destination")?,
+        asset: f.asset("asset")?,
+        amount: f.amount("amount")?,
+    })
+}
+
+fn limit_value(l: &AssetLimit) -> Value {
+    record(vec![
+        ("asset", string(l.asset.to_string())),
+        ("min_balance", optional(l.min_balance.map(amount))),
+    ])
+}
+
+fn limit_from(v: Value) -> Result<AssetLimit, CodecError> {
+    let mut f = Fields::of("limits", v)?;
+    let min_balance = f
+        .optional("min_balance")?
+        .map(|v| as_amount("min_balance", v))
+        .transpose()?;
+    Ok(AssetLimit {
+        asset: f.asset("asset")?,
+        min_balance,
+    })
+}
+
+fn request_value(r: &TxRequest) -> Value {
+    match r {
+        TxRequest::Transfer {
+            postings,
+            metadata,
+            pending_timeout_ms,
+        } => Value::Union(
+            0,
+            Box::new(record(vec![
+                ("postings", array(postings, posting_value)),
+                ("metadata", map(metadata)),
+                ("pending_timeout_ms", optional(pending_timeout_ms.map(long))),
+            ])),
+        ),
+        TxRequest::Reversal { original, metadata } => Value::Union(
+            1,
+            Box::new(record(vec![
+                ("original", string(original.as_str())),
+                ("metadata", map(metadata)),
+            ])),
+        ),
+    }
+}
+
+fn request_from(v: Value) -> Result<TxRequest, CodecError> {
+    match as_union("request", v)? {
+        (0, mut f) => {
+            let postings = f
+                .array("postings")?
+                .into_iter()
+                .map(posting_from)
+                .collect::<Result<_, _>>()?;
+            let pending_timeout_ms = match f.optional("pending_timeout_ms")? {
+                None => None,
+                Some(v) => Some(u64::try_from(as_long("pending_timeout_ms", v)?).map_err(
+                    |_| CodecError::Invalid {
+                        field: "pending_timeout_ms",
+                        why: "must not be negative".into(),
+                    },
+                )?),
+            };
+            Ok(TxRequest::Transfer {
+                postings,
+                metadata: f.metadata("metadata")?,
+                pending_timeout_ms,
+            })
+        }
+        (1, mut f) => Ok(TxRequest::Reversal {
+            original: f.parse("original")?,
+            metadata: f.metadata("metadata")?,
+        }),
+        (i, _) => Err(bad_branch("request", i)),
+    }
+}
+
+fn amounts_value(a: &[Amount]) -> Value {
+    array(a, |x| amount(*x))
+}
+
+fn amounts_from(field: &'static str, items: Vec<Value>) -> Result<Vec<Amount>, CodecError> {
+    items.into_iter().map(|v| as_amount(field, v)).collect()
+}
+
+fn reason_value(r: Reason) -> Value {
+    let index = Reason::ALL
+        .iter()
+        .position(|x| *x == r)
+        .expect("every reason is listed") as u32;
+    Value::Enum(index, r.code().to_owned())
+}
+
+fn body(family: &Family, kind: &str, fields: Vec<(&str, Value)>) -> Value {
+    Value::Union(family.body_index(kind), Box::new(record(fields)))
+}
+
+fn ledger_tx(ledger: &LedgerId, tx_id: &TxId) -> Vec<(&'static str, Value)> {
+    vec![
+        ("ledger", string(ledger.as_str())),
+        ("tx_id", string(tx_id.as_str())),
+    ]
+}
+
+fn with(
+    mut base: Vec<(&'static str, Value)>,
+    more: Vec<(&'static str, Value)>,
+) -> Vec<(&'static str, Value)> {
+    base.extend(more);
+    base
+}
+
+fn body_from(writer: &Writer, v: Value) -> Result<(&str, Fields), CodecError> {
+    let (index, fields) = as_union("body", v)?;
+    let kind = writer
+        .body_kinds
+        .get(index as usize)
+        .ok_or_else(|| bad_branch("body", index))?;
+    Ok((kind.as_str(), fields))
+}
+
+// ---- commands ------------------------------------------------------------------------------
+
+fn command_value(family: &Family, c: &Command) -> Value {
+    use CommandBody::*;
+    let account_fields =
+        |ledger: &LedgerId, account: &AccountId, limits: &[AssetLimit], metadata: &Metadata| {
+            vec![
+                ("ledger", string(ledger.as_str())),
+                ("account", string(account.as_str())),
+                ("limits", array(limits, limit_value)),
+                ("metadata", map(metadata)),
+            ]
+        };
+    let fields = match &c.body {
+        DefineAsset { ledger, asset } => vec![
+            ("ledger", string(ledger.as_str())),
+            ("asset", string(asset.to_string())),
+        ],
+        OpenAccount {
+            ledger,
+            account,
+            limits,
+            metadata,
+        }
+        | UpdateAccount {
+            ledger,
+            account,
+            limits,
+            metadata,
+        } => account_fields(ledger, account, limits, metadata),
+        CloseAccount { ledger, account } => vec![
+            ("ledger", string(ledger.as_str())),
+            ("account", string(account.as_str())),
+        ],
+        Transact {
+            ledger,
+            tx_id,
+            request,
+        } => with(
+            ledger_tx(ledger, tx_id),
+            vec![("request", request_value(request))],
+        ),
+        CommitPending {
+            ledger,
+            tx_id,
+            amounts,
+        } => with(
+            ledger_tx(ledger, tx_id),
+            vec![("amounts", optional(amounts.as_deref().map(amounts_value)))],
+        ),
+        VoidPending { ledger, tx_id } | ExpirePending { ledger, tx_id } => ledger_tx(ledger, tx_id),
+        PutDocument {
+            doc_type,
+            key,
+            value,
+            expected_version,
+        } => vec![
+            ("doc_type", string(doc_type.as_str())),
+            ("key", string(key.as_str())),
+            ("value", string(value.clone())),
+            ("expected_version", optional(expected_version.map(long))),
+        ],
+        DeleteDocument {
+            doc_type,
+            key,
+            expected_version,
+        } => vec![
+            ("doc_type", string(doc_type.as_str())),
+            ("key", string(key.as_str())),
+            ("expected_version", optional(expected_version.map(long))),
+        ],
+    };
+    record(vec![
+        ("tenant", string(c.tenant.as_str())),
+        ("command_id", string(c.command_id.as_str())),
+        ("actor", string(c.actor.as_str())),
+        ("body", body(family, c.body.kind(), fields)),
+    ])
+}
+
+fn expected_version(f: &mut Fields) -> Result<Option<u64>, CodecError> {
+    f.optional("expected_version")?
+        .map(|v| {
+            u64::try_from(as_long("expected_version", v)?).map_err(|_| CodecError::Invalid {
+                field: "expected_version",
+                why: "must not be negative".into(),
+            })
+        })
+        .transpose()
+}
+
+fn command_from(writer: &Writer, v: Value) -> Result<Command, CodecError> {
+    let mut f = Fields::of("command", v)?;
+    let (tenant, command_id, actor) = (
+        f.parse("tenant")?,
+        f.parse("command_id")?,
+        f.parse("actor")?,
+    );
+    let (kind, mut b) = body_from(writer, f.take("body")?)?;
+    let ledger = |b: &mut Fields| -> Result<LedgerId, CodecError> {
+        LedgerId::parse_ledger(b.string("ledger")?).map_err(|e| CodecError::Invalid {
+            field: "ledger",
+            why: e.to_string(),
+        })
+    };
+    let limits = |b: &mut Fields| -> Result<Vec<AssetLimit>, CodecError> {
+        b.array("limits")?.into_iter().map(limit_from).collect()
+    };
+    let body = match kind {
+        "DefineAsset" => CommandBody::DefineAsset {
+            ledger: ledger(&mut b)?,
+            asset: b.asset("asset")?,
+        },
+        "OpenAccount" => CommandBody::OpenAccount {
+            ledger: ledger(&mut b)?,
+            account: b.parse("account")?,
+            limits: limits(&mut b)?,
+            metadata: b.metadata("metadata")?,
+        },
+        "UpdateAccount" => CommandBody::UpdateAccount {
+            ledger: ledger(&mut b)?,
+            account: b.parse("account")?,
+            limits: limits(&mut b)?,
+            metadata: b.metadata("metadata")?,
+        },
+        "CloseAccount" => CommandBody::CloseAccount {
+            ledger: ledger(&mut b)?,
+            account: b.parse("account")?,
+        },
+        "Transact" => CommandBody::Transact {
+            ledger: ledger(&mut b)?,
+            tx_id: b.parse("tx_id")?,
+            request: request_from(b.take("request")?)?,
+        },
+        "CommitPending" => CommandBody::CommitPending {
+            ledger: ledger(&mut b)?,
+            tx_id: b.parse("tx_id")?,
+            amounts: b
+                .optional("amounts")?
+                .map(|v| match v {
+                    Value::Array(items) => amounts_from("amounts", items),
+                    _ => Err(CodecError::Invalid {
+                        field: "amounts",
+                        why: "expected an array".into(),
+                    }),
+                })
+                .transpose()?,
+        },
+        "VoidPending" => CommandBody::VoidPending {
+            ledger: ledger(&mut b)?,
+            tx_id: b.parse("tx_id")?,
+        },
+        "ExpirePending" => CommandBody::ExpirePending {
+            ledger: ledger(&mut b)?,
+            tx_id: b.parse("tx_id")?,
+        },
+        "PutDocument" => CommandBody::PutDocument {
+            doc_type: b.parse("doc_type")?,
+            key: b.parse("key")?,
+            value: b.string("value")?,
+            expected_version: expected_version(&mut b)?,
+        },
+        "DeleteDocument" => CommandBody::DeleteDocument {
+            doc_type: b.parse("doc_type")?,
+            key: b.parse("key")?,
+            expected_version: expected_version(&mut b)?,
+        },
+        other => {
+            return Err(CodecError::Invalid {
+                field: "body",
+                why: format!("unknown command {other}"),
+            });
+        }
+    };
+    Ok(Command {
+        tenant,
+        command_id,
+        actor,
+        body,
+    })
+}
+
+// ---- events --------------------------------------------------------------------------------
+
+fn event_value(family: &Family, e: &Event) -> Value {
+    use EventBody::*;
+    let account_fields =
+        |ledger: &LedgerId, account: &AccountId, limits: &[AssetLimit], metadata: &Metadata| {
+            vec![
+                ("ledger", string(ledger.as_str())),
+                ("account", string(account.as_str())),
+                ("limits", array(limits, limit_value)),
+                ("metadata", map(metadata)),
+            ]
+        };
+    let fields = match &e.body {
+        AssetDefined { ledger, asset } => vec![
+            ("ledger", string(ledger.as_str())),
+            ("asset", string(asset.to_string())),
+        ],
+        AccountOpened {
+            ledger,
+            account,
+            limits,
+            metadata,
+        }
+        | AccountUpdated {
+            ledger,
+            account,
+            limits,
+            metadata,
+        } => account_fields(ledger, account, limits, metadata),
+        AccountClosed { ledger, account } => vec![
+            ("ledger", string(ledger.as_str())),
+            ("account", string(account.as_str())),
+        ],
+        TransactionPosted {
+            ledger,
+            tx_id,
+            request,
+            postings,
+        } => with(
+            ledger_tx(ledger, tx_id),
+            vec![
+                ("request", request_value(request)),
+                ("postings", array(postings, posting_value)),
+            ],
+        ),
+        TransactionPending {
+            ledger,
+            tx_id,
+            request,
+            expires_at_ms,
+        } => with(
+            ledger_tx(ledger, tx_id),
+            vec![
+                ("request", request_value(request)),
+                ("expires_at_ms", Value::TimestampMillis(*expires_at_ms)),
+            ],
+        ),
+        TransactionFailed {
+            ledger,
+            tx_id,
+            request,
+            reason,
+            detail,
+        } => with(
+            ledger_tx(ledger, tx_id),
+            vec![
+                ("request", request_value(request)),
+                ("reason", reason_value(*reason)),
+                ("detail", string(detail.clone())),
+            ],
+        ),
+        TransactionDeduplicated { ledger, tx_id }
+        | PendingVoided { ledger, tx_id }
+        | PendingExpired { ledger, tx_id } => ledger_tx(ledger, tx_id),
+        PendingCommitted {
+            ledger,
+            tx_id,
+            amounts,
+        } => with(
+            ledger_tx(ledger, tx_id),
+            vec![("amounts", amounts_value(amounts))],
+        ),
+        DocumentPut {
+            doc_type,
+            key,
+            value,
+            version,
+        } => vec![
+            ("doc_type", string(doc_type.as_str())),
+            ("key", string(key.as_str())),
+            ("value", string(value.clone())),
+            ("version", long(*version)),
+        ],
+        DocumentDeleted {
+            doc_type,
+            key,
+            version,
+        } => {
+            vec![
+                ("doc_type", string(doc_type.as_str())),
+                ("key", string(key.as_str())),
+                ("version", long(*version)),
+            ]
+        }
+        CommandRejected {
+            command,
+            reason,
+            detail,
+        } => vec![
+            ("command", string(command.clone())),
+            ("reason", reason_value(*reason)),
+            ("detail", string(detail.clone())),
+        ],
+    };
+    record(vec![
+        ("event_id", string(e.event_id())),
+        ("tenant", string(e.tenant.as_str())),
+        ("stream", string(e.stream.to_string())),
+        ("stream_version", long(e.stream_version)),
+        ("command_id", string(e.command_id.as_str())),
+        ("actor", string(e.actor.as_str())),
+        ("time_ms", Value::TimestampMillis(e.time_ms)),
+        ("body", body(family, e.body.kind(), fields)),
+    ])
+}
+
+fn stream_from(s: &str) -> Result<StreamId, CodecError> {
+    let invalid = |why: String| CodecError::Invalid {
+        field: "stream",
+        why,
+    };
+    let parts: Vec<&str> = s.split('/').collect();
+    match parts.as_slice() {
+        [ledger] => LedgerId::parse_ledger(*ledger)
+            .map(StreamId::Ledger)
+            .map_err(|e| invalid(e.to_string())),
+        [prefix, doc_type, key] if *prefix == STATE_STREAM_PREFIX => Ok(StreamId::Document(
+            DocType::parse(*doc_type).map_err(|e| invalid(e.to_string()))?,
+            DocKey::parse(*key).map_err(|e| invalid(e.to_string()))?,
+        )),
+        _ => Err(invalid(format!(
+            "{s:?} is neither LEDGER nor state/TYPE/KEY"
+        ))),
+    }
+}
+
+fn event_from(writer: &Writer, v: Value) -> Result<Event, CodecError> {
+    let mut f = Fields::of("event", v)?;
+    let tenant = f.parse("tenant")?;
+    let stream = stream_from(&f.string("stream")?)?;
+    let (stream_version, command_id, actor, time_ms) = (
+        f.unsigned("stream_version")?,
+        f.parse("command_id")?,
+        f.parse("actor")?,
+        f.long("time_ms")?,
+    );
+    let (kind, mut b) = body_from(writer, f.take("body")?)?;
+    let ledger = |b: &mut Fields| -> Result<LedgerId, CodecError> {
+        LedgerId::parse_ledger(b.string("ledger")?).map_err(|e| CodecError::Invalid {
+            field: "ledger",
+            why: e.to_string(),
+        })
+    };
+    let limits = |b: &mut Fields| -> Result<Vec<AssetLimit>, CodecError> {
+        b.array("limits")?.into_iter().map(limit_from).collect()
+    };
+    let body = match kind {
+        "AssetDefined" => EventBody::AssetDefined {
+            ledger: ledger(&mut b)?,
+            asset: b.asset("asset")?,
+        },
+        "AccountOpened" => EventBody::AccountOpened {
+            ledger: ledger(&mut b)?,
+            account: b.parse("account")?,
+            limits: limits(&mut b)?,
+            metadata: b.metadata("metadata")?,
+        },
+        "AccountUpdated" => EventBody::AccountUpdated {
+            ledger: ledger(&mut b)?,
+            account: b.parse("account")?,
+            limits: limits(&mut b)?,
+            metadata: b.metadata("metadata")?,
+        },
+        "AccountClosed" => EventBody::AccountClosed {
+            ledger: ledger(&mut b)?,
+            account: b.parse("account")?,
+        },
+        "TransactionPosted" => EventBody::TransactionPosted {
+            ledger: ledger(&mut b)?,
+            tx_id: b.parse("tx_id")?,
+            request: request_from(b.take("request")?)?,
+            postings: b
+                .array("postings")?
+                .into_iter()
+                .map(posting_from)
+                .collect::<Result<_, _>>()?,
+        },
+        "TransactionPending" => EventBody::TransactionPending {
+            ledger: ledger(&mut b)?,
+            tx_id: b.parse("tx_id")?,
+            request: request_from(b.take("request")?)?,
+            expires_at_ms: b.long("expires_at_ms")?,
+        },
+        "TransactionFailed" => EventBody::TransactionFailed {
+            ledger: ledger(&mut b)?,
+            tx_id: b.parse("tx_id")?,
+            request: request_from(b.take("request")?)?,
+            reason: b.reason("reason")?,
+            detail: b.string("detail")?,
+        },
+        "TransactionDeduplicated" => EventBody::TransactionDeduplicated {
+            ledger: ledger(&mut b)?,
+            tx_id: b.parse("tx_id")?,
+        },
+        "PendingCommitted" => EventBody::PendingCommitted {
+            ledger: ledger(&mut b)?,
+            tx_id: b.parse("tx_id")?,
+            amounts: amounts_from("amounts", b.array("amounts")?)?,
+        },
+        "PendingVoided" => EventBody::PendingVoided {
+            ledger: ledger(&mut b)?,
+            tx_id: b.parse("tx_id")?,
+        },
+        "PendingExpired" => EventBody::PendingExpired {
+            ledger: ledger(&mut b)?,
+            tx_id: b.parse("tx_id")?,
+        },
+        "DocumentPut" => EventBody::DocumentPut {
+            doc_type: b.parse("doc_type")?,
+            key: b.parse("key")?,
+            value: b.string("value")?,
+            version: b.unsigned("version")?,
+        },
+        "DocumentDeleted" => EventBody::DocumentDeleted {
+            doc_type: b.parse("doc_type")?,
+            key: b.parse("key")?,
+            version: b.unsigned("version")?,
+        },
+        "CommandRejected" => EventBody::CommandRejected {
+            command: b.string("command")?,
+            reason: b.reason("reason")?,
+            detail: b.string("detail")?,
+        },
+        other => {
+            return Err(CodecError::Invalid {
+                field: "body",
+                why: format!("unknown event {other}"),
+            });
+        }
+    };
+    Ok(Event {
+        tenant,
+        stream,
+        stream_version,
+        command_id,
+        actor,
+        time_ms,
+        body,
+    })
+}
