@@ -50,6 +50,14 @@ pub struct Command {
     pub body: CommandBody,
 }
 
+impl Command {
+    /// The Kafka key: `tenant/stream` (`acme/main`, `acme/state/orders/o-1`). Every command of a
+    /// stream lands in one partition, so one processor sees them in order.
+    pub fn kafka_key(&self) -> String {
+        format!("{}/{}", self.tenant, self.body.stream())
+    }
+}
+
 /// Everything Tally can be asked to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandBody {

@@ -39,6 +39,11 @@ pub struct Event {
 }
 
 impl Event {
+    /// The Kafka key, the same as its command's: `tenant/stream`.
+    pub fn kafka_key(&self) -> String {
+        format!("{}/{}", self.tenant, self.stream)
+    }
+
     /// Unique and stable: `tenant/stream@version`.
     pub fn event_id(&self) -> String {
         format!("{}/{}@{}", self.tenant, self.stream, self.stream_version)

@@ -25,7 +25,6 @@ impl KafkaOptions {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap_servers)
             .set("client.id", format!("{}-{role}", self.client_id))
-            .set("api.version.request", "true")
             .set("socket.keepalive.enable", "true")
             .set("reconnect.backoff.ms", "50")
             .set("reconnect.backoff.max.ms", "2000")
@@ -84,11 +83,10 @@ impl KafkaOptions {
     }
 
     /// A consumer outside any group (assign, not subscribe): for reading a partition end to end
-    /// (state restore, outcome watching, tests). Same read guarantees as group consumers.
+    /// (state restore, outcome watching, tools). Same read guarantees as group consumers; the
+    /// group id is required by librdkafka but never joined.
     pub fn reader(&self, role: &str) -> ClientConfig {
-        let mut c = self.consumer(role, &format!("{}-{role}-reader", self.client_id));
-        c.set("enable.partition.eof", "true");
-        c
+        self.consumer(role, &format!("{}-{role}-reader", self.client_id))
     }
 
     pub fn admin(&self) -> ClientConfig {

@@ -7,6 +7,40 @@ use rdkafka::client::DefaultClientContext;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The names of Tally's topics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    /// Commands from HTTP and from other teams' producers.
+    pub commands: String,
+    /// The log: one event per command, in the command's partition number.
+    pub events: String,
+    /// Records on `commands` that could not be processed, with the reason in headers.
+    pub dead_letter: String,
+}
+
+impl Topics {
+    pub fn with_prefix(prefix: &str) -> Self {
+        Topics {
+            commands: format!("{prefix}commands"),
+            events: format!("{prefix}events"),
+            dead_letter: format!("{prefix}dead-letter"),
+        }
+    }
+
+    /// `commands` and `events` have the same partition count: an event goes to the partition
+    /// number its command came from.
+    pub fn specs(&self, partitions: i32, replication: i32) -> Vec<TopicSpec> {
+        [&self.commands, &self.events, &self.dead_letter]
+            .into_iter()
+            .map(|name| TopicSpec {
+                name: name.clone(),
+                partitions,
+                replication,
+            })
+            .collect()
+    }
+}
+
 /// A topic Tally needs, with the partition count it must have.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicSpec {

@@ -1,1 +1,66 @@
-fn main() {}
+//! `tally`: one binary for every role. `tally dev` runs everything in one process; the other
+//! subcommands are tools around a running deployment.
+
+mod dev;
+mod shutdown;
+mod tools;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "tally",
+    version,
+    about = "Kafka-native, event-sourced ledger and application state"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run everything in one process: an in-process Kafka broker, the topics, and the services
+    /// built so far. Memory only unless --data-dir is given.
+    Dev(dev::DevOptions),
+    /// Produce one command (JSON, see README) to the commands topic, Avro-encoded.
+    Send(tools::SendOptions),
+    /// Print the records of a topic (commands or events) as JSON lines.
+    Tail(tools::TailOptions),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with the whole cause chain; details are in the logs.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Dev(opts) => dev::run(opts).await,
+            Command::Send(opts) => tools::send(opts).await,
+            Command::Tail(opts) => tools::tail(opts).await,
+        }
+    })
+}
+
+/// Human-readable logs on stderr; `RUST_LOG` filters (default: info for Tally, warn for the rest).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,tally=info,tally_kafka=info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,86 @@
+//! `tally dev`: the whole of Tally in one process, for a laptop and for tests.
+
+use anyhow::Context;
+use std::path::PathBuf;
+use tally_kafka::config::KafkaOptions;
+use tally_kafka::topics::{Topics, ensure_topics};
+use tally_kafka::{BrokerStorage, EmbeddedBroker};
+
+#[derive(clap::Args, Debug)]
+pub struct DevOptions {
+    /// Keep the broker's log (and later the store) here, so they survive a restart.
+    /// Without it everything is in memory and lost on exit.
+    #[arg(long, env = "TALLY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Use this Kafka cluster (HOST:PORT[,...]) instead of the in-process broker.
+    #[arg(long, env = "TALLY_KAFKA")]
+    kafka: Option<String>,
+    /// Port of the in-process broker (0 = any free port).
+    #[arg(long, default_value_t = 9092, env = "TALLY_KAFKA_PORT")]
+    kafka_port: u16,
+    /// Prefix of the topic names (`<prefix>commands`, `<prefix>events`, `<prefix>dead-letter`).
+    #[arg(long, default_value = "tally.", env = "TALLY_TOPIC_PREFIX")]
+    topic_prefix: String,
+    /// Partitions of each topic (the unit of parallelism; cannot be changed later).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=1024), env = "TALLY_PARTITIONS")]
+    partitions: i32,
+}
+
+pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
+    let (broker, bootstrap) = match &opts.kafka {
+        Some(servers) => (None, servers.clone()),
+        None => {
+            let storage = match &opts.data_dir {
+                Some(dir) => BrokerStorage::Sqlite(EmbeddedBroker::sqlite_path(dir)),
+                None => BrokerStorage::Memory,
+            };
+            let broker = EmbeddedBroker::start(storage, opts.kafka_port)
+                .await
+                .with_context(|| {
+                    format!("starting the in-process broker on port {}", opts.kafka_port)
+                })?;
+            let bootstrap = broker.bootstrap_servers();
+            (Some(broker), bootstrap)
+        }
+    };
+    let kafka = KafkaOptions::new(&bootstrap);
+    let topics = Topics::with_prefix(&opts.topic_prefix);
+    ensure_topics(&kafka.admin(), &topics.specs(opts.partitions, 1))
+        .await
+        .with_context(|| format!("creating topics on {bootstrap}"))?;
+    print_banner(&opts, &bootstrap, &topics, broker.is_some());
+    crate::shutdown::signal().await;
+    drop(broker);
+    Ok(())
+}
+
+fn print_banner(opts: &DevOptions, bootstrap: &str, topics: &Topics, embedded: bool) {
+    let storage = match (&opts.data_dir, embedded) {
+        (_, false) => "external cluster".to_owned(),
+        (Some(dir), true) => format!("in-process broker, data in {}", dir.display()),
+        (None, true) => {
+            "in-process broker, in memory (lost on exit; --data-dir keeps it)".to_owned()
+        }
+    };
+    println!("tally dev is running ({storage})");
+    println!("kafka: {bootstrap}");
+    println!(
+        "topics: {}, {}, {} ({} partitions)",
+        topics.commands, topics.events, topics.dead_letter, opts.partitions
+    );
+    println!();
+    println!("Try, in another terminal:");
+    println!(
+        "  tally send --kafka {bootstrap} --topic {} --tenant demo '{{\"DefineAsset\":{{\"ledger\":\"main\",\"asset\":\"USD/2\"}}}}'",
+        topics.commands
+    );
+    println!(
+        "  tally tail --kafka {bootstrap} --topic {} --max 1",
+        topics.commands
+    );
+    println!();
+    println!(
+        "Not built yet: the processor, projector and query services (commands are not processed yet)."
+    );
+    println!("Ctrl-C stops.");
+}

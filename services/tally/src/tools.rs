@@ -1,0 +1,143 @@
+//! Small Kafka tools: produce one command, print a topic.
+
+use anyhow::{Context, bail};
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::time::Duration;
+use tally_codec::Codec;
+use tally_core::{Actor, Command, CommandBody, CommandId, TenantId};
+use tally_kafka::config::KafkaOptions;
+
+#[derive(clap::Args, Debug)]
+pub struct SendOptions {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "TALLY_KAFKA")]
+    kafka: String,
+    #[arg(long, default_value = "tally.commands")]
+    topic: String,
+    #[arg(long)]
+    tenant: String,
+    /// Command id (idempotency key); a fresh one if not given.
+    #[arg(long)]
+    command_id: Option<String>,
+    #[arg(long, default_value = "cli")]
+    actor: String,
+    /// The command body as JSON, e.g. {"DefineAsset":{"ledger":"main","asset":"USD/2"}}.
+    body: String,
+}
+
+/// Largest JSON body accepted on the command line.
+const BODY_LEN_MAX: usize = 1024 * 1024;
+
+pub async fn send(opts: SendOptions) -> anyhow::Result<()> {
+    if opts.body.len() > BODY_LEN_MAX {
+        bail!(
+            "the command body is {} bytes; the limit is {BODY_LEN_MAX}",
+            opts.body.len()
+        );
+    }
+    let body: CommandBody =
+        serde_json::from_str(&opts.body).context("the command body is not a valid command")?;
+    let command_id = opts
+        .command_id
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let command = Command {
+        tenant: TenantId::parse(opts.tenant).context("--tenant")?,
+        command_id: CommandId::parse(command_id).context("--command-id")?,
+        actor: Actor::parse(opts.actor).context("--actor")?,
+        body,
+    };
+    let producer: FutureProducer = KafkaOptions::new(&opts.kafka).producer("send").create()?;
+    let key = command.kafka_key();
+    let payload = Codec::new().encode_command(&command);
+    let delivery = producer
+        .send(
+            FutureRecord::to(&opts.topic).key(&key).payload(&payload),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .with_context(|| format!("producing to {} on {}", opts.topic, opts.kafka))?;
+    println!(
+        "{{\"command_id\":{:?},\"key\":{key:?},\"partition\":{},\"offset\":{}}}",
+        command.command_id.as_str(),
+        delivery.partition,
+        delivery.offset
+    );
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TailOptions {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "TALLY_KAFKA")]
+    kafka: String,
+    /// A commands or events topic (the record type is told from the schema fingerprint).
+    #[arg(long, default_value = "tally.events")]
+    topic: String,
+    /// Stop after this many records.
+    #[arg(long)]
+    max: Option<u64>,
+    /// Stop at the end of the topic instead of following it.
+    #[arg(long)]
+    to_end: bool,
+}
+
+pub async fn tail(opts: TailOptions) -> anyhow::Result<()> {
+    // librdkafka's consumer blocks; keep it off the async workers.
+    tokio::task::spawn_blocking(move || tail_blocking(opts)).await?
+}
+
+fn tail_blocking(opts: TailOptions) -> anyhow::Result<()> {
+    let consumer: BaseConsumer = KafkaOptions::new(&opts.kafka).reader("tail").create()?;
+    let metadata = consumer.fetch_metadata(Some(&opts.topic), Duration::from_secs(15))?;
+    let partitions = metadata
+        .topics()
+        .first()
+        .map(|t| t.partitions().len() as i32)
+        .unwrap_or(0);
+    if partitions == 0 {
+        bail!("topic {} does not exist on {}", opts.topic, opts.kafka);
+    }
+    let mut assignment = TopicPartitionList::new();
+    // With --to-end: the offset each partition must reach (its high watermark now).
+    let mut remaining: HashMap<i32, i64> = HashMap::new();
+    for p in 0..partitions {
+        assignment.add_partition_offset(&opts.topic, p, Offset::Beginning)?;
+        let (low, high) = consumer.fetch_watermarks(&opts.topic, p, Duration::from_secs(15))?;
+        if high > low {
+            remaining.insert(p, high);
+        }
+    }
+    consumer.assign(&assignment)?;
+    let codec = Codec::new();
+    let mut printed = 0u64;
+    while opts.max.is_none_or(|max| printed < max) && !(opts.to_end && remaining.is_empty()) {
+        let Some(result) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = result?;
+        let bytes = m.payload().unwrap_or_default();
+        let json = match (codec.decode_event(bytes), codec.decode_command(bytes)) {
+            (Ok(event), _) => serde_json::to_string(&event)?,
+            (_, Ok(command)) => serde_json::to_string(&command)?,
+            (Err(e), _) => format!("{{\"undecodable\":{:?}}}", e.to_string()),
+        };
+        println!(
+            "{{\"partition\":{},\"offset\":{},\"record\":{json}}}",
+            m.partition(),
+            m.offset()
+        );
+        printed += 1;
+        if remaining
+            .get(&m.partition())
+            .is_some_and(|high| m.offset() + 1 >= *high)
+        {
+            remaining.remove(&m.partition());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! `tally dev` end to end: the real binary, the real Kafka protocol.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use tally_core::{Command as TallyCommand, CommandBody};
+
+const TALLY: &str = env!("CARGO_BIN_EXE_tally");
+
+/// A running `tally dev`, killed (SIGKILL) when dropped.
+struct Dev {
+    child: Child,
+    kafka: String,
+}
+
+impl Dev {
+    fn start(args: &[&str]) -> Dev {
+        let mut child = Command::new(TALLY)
+            .arg("dev")
+            .args(["--kafka-port", "0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tally dev starts");
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Keep reading stdout on a thread so the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("kafka: ") {
+                    let _ = tx.send(addr.to_owned());
+                }
+            }
+        });
+        let kafka = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("tally dev prints its kafka address");
+        Dev { child, kafka }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tally(args: &[&str]) -> Output {
+    let out = Command::new(TALLY)
+        .args(args)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tally {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8(out.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+const BODY: &str = r#"{"Transact":{"ledger":"main","tx_id":"t-1","request":{"Transfer":{"postings":[{"source":"world","destination":"alice","asset":"USD/2","amount":1250}],"metadata":{"note":"first"},"pending_timeout_ms":null}}}}"#;
+
+fn send(kafka: &str, command_id: &str) -> serde_json::Value {
+    let out = tally(&[
+        "send",
+        "--kafka",
+        kafka,
+        "--topic",
+        "tally.commands",
+        "--tenant",
+        "acme",
+        "--command-id",
+        command_id,
+        BODY,
+    ]);
+    json_lines(&out).remove(0)
+}
+
+fn commands(kafka: &str) -> Vec<serde_json::Value> {
+    json_lines(&tally(&[
+        "tail",
+        "--kafka",
+        kafka,
+        "--topic",
+        "tally.commands",
+        "--to-end",
+    ]))
+}
+
+#[test]
+fn a_command_round_trips_through_tally_dev() {
+    let dev = Dev::start(&[]);
+    let sent = send(&dev.kafka, "cmd-1");
+    assert_eq!(sent["key"], "acme/main");
+    let records = commands(&dev.kafka);
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        (
+            records[0]["partition"].clone(),
+            records[0]["offset"].clone()
+        ),
+        (sent["partition"].clone(), sent["offset"].clone())
+    );
+    let command: TallyCommand = serde_json::from_value(records[0]["record"].clone()).unwrap();
+    assert_eq!(command.command_id.as_str(), "cmd-1");
+    assert_eq!(command.tenant.as_str(), "acme");
+    assert_eq!(
+        command.body,
+        serde_json::from_str::<CommandBody>(BODY).unwrap()
+    );
+}
+
+#[test]
+fn data_dir_survives_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let dev = Dev::start(&["--data-dir", data_dir]);
+    send(&dev.kafka, "before-kill-1");
+    send(&dev.kafka, "before-kill-2");
+    dev.kill();
+    let started = Instant::now();
+    let dev = Dev::start(&["--data-dir", data_dir]);
+    println!("restart took {:?}", started.elapsed());
+    let ids: Vec<String> = commands(&dev.kafka)
+        .iter()
+        .map(|r| r["record"]["command_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["before-kill-1", "before-kill-2"]);
+    send(&dev.kafka, "after-restart");
+    assert_eq!(commands(&dev.kafka).len(), 3);
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let out = Command::new(TALLY)
+        .args(["dev", "--partitions", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--partitions"));
+
+    let dev = Dev::start(&[]);
+    let out = Command::new(TALLY)
+        .args([
+            "send",
+            "--kafka",
+            &dev.kafka,
+            "--tenant",
+            "acme",
+            r#"{"Nope":{}}"#,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: the command body is not a valid command"),
+        "{stderr}"
+    );
+    let out = Command::new(TALLY)
+        .args([
+            "send",
+            "--kafka",
+            &dev.kafka,
+            "--tenant",
+            "not a tenant",
+            BODY,
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tenant id contains ' '"));
+    let out = Command::new(TALLY)
+        .args([
+            "tail", "--kafka", &dev.kafka, "--topic", "missing", "--to-end",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("topic missing does not exist"));
+    // Nothing reached the commands topic.
+    assert!(commands(&dev.kafka).is_empty());
+}
