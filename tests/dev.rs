@@ -33,9 +33,7 @@ impl Dev {
                 }
             }
         });
-        let kafka = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("tally dev prints its kafka address");
+        let kafka = rx.recv_timeout(Duration::from_secs(60)).expect("tally dev prints its kafka address");
         Dev { child, kafka }
     }
 
@@ -53,25 +51,13 @@ impl Drop for Dev {
 }
 
 fn tally(args: &[&str]) -> Output {
-    let out = Command::new(TALLY)
-        .args(args)
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "tally {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(TALLY).args(args).stderr(Stdio::piped()).output().unwrap();
+    assert!(out.status.success(), "tally {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     out
 }
 
 fn json_lines(out: &Output) -> Vec<serde_json::Value> {
-    String::from_utf8(out.stdout.clone())
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    String::from_utf8(out.stdout.clone()).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 const BODY: &str = r#"{"Transact":{"ledger":"main","tx_id":"t-1","request":{"Transfer":{"postings":[{"source":"world","destination":"alice","asset":"USD/2","amount":1250}],"metadata":{"note":"first"},"pending_timeout_ms":null}}}}"#;
@@ -93,14 +79,7 @@ fn send(kafka: &str, command_id: &str) -> serde_json::Value {
 }
 
 fn commands(kafka: &str) -> Vec<serde_json::Value> {
-    json_lines(&tally(&[
-        "tail",
-        "--kafka",
-        kafka,
-        "--topic",
-        "tally.commands",
-        "--to-end",
-    ]))
+    json_lines(&tally(&["tail", "--kafka", kafka, "--topic", "tally.commands", "--to-end"]))
 }
 
 #[test]
@@ -111,19 +90,13 @@ fn a_command_round_trips_through_tally_dev() {
     let records = commands(&dev.kafka);
     assert_eq!(records.len(), 1);
     assert_eq!(
-        (
-            records[0]["partition"].clone(),
-            records[0]["offset"].clone()
-        ),
+        (records[0]["partition"].clone(), records[0]["offset"].clone()),
         (sent["partition"].clone(), sent["offset"].clone())
     );
     let command: TallyCommand = serde_json::from_value(records[0]["record"].clone()).unwrap();
     assert_eq!(command.command_id.as_str(), "cmd-1");
     assert_eq!(command.tenant.as_str(), "acme");
-    assert_eq!(
-        command.body,
-        serde_json::from_str::<CommandBody>(BODY).unwrap()
-    );
+    assert_eq!(command.body, serde_json::from_str::<CommandBody>(BODY).unwrap());
 }
 
 #[test]
@@ -137,10 +110,8 @@ fn data_dir_survives_a_kill() {
     let started = Instant::now();
     let dev = Dev::start(&["--data-dir", data_dir]);
     println!("restart took {:?}", started.elapsed());
-    let ids: Vec<String> = commands(&dev.kafka)
-        .iter()
-        .map(|r| r["record"]["command_id"].as_str().unwrap().to_owned())
-        .collect();
+    let ids: Vec<String> =
+        commands(&dev.kafka).iter().map(|r| r["record"]["command_id"].as_str().unwrap().to_owned()).collect();
     assert_eq!(ids, ["before-kill-1", "before-kill-2"]);
     send(&dev.kafka, "after-restart");
     assert_eq!(commands(&dev.kafka).len(), 3);
@@ -148,47 +119,25 @@ fn data_dir_survives_a_kill() {
 
 #[test]
 fn bad_input_is_a_clear_error() {
-    let out = Command::new(TALLY)
-        .args(["dev", "--partitions", "0"])
-        .output()
-        .unwrap();
+    let out = Command::new(TALLY).args(["dev", "--partitions", "0"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--partitions"));
 
     let dev = Dev::start(&[]);
     let out = Command::new(TALLY)
-        .args([
-            "send",
-            "--kafka",
-            &dev.kafka,
-            "--tenant",
-            "acme",
-            r#"{"Nope":{}}"#,
-        ])
+        .args(["send", "--kafka", &dev.kafka, "--tenant", "acme", r#"{"Nope":{}}"#])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.starts_with("error: the command body is not a valid command"),
-        "{stderr}"
-    );
+    assert!(stderr.starts_with("error: the command body is not a valid command"), "{stderr}");
     let out = Command::new(TALLY)
-        .args([
-            "send",
-            "--kafka",
-            &dev.kafka,
-            "--tenant",
-            "not a tenant",
-            BODY,
-        ])
+        .args(["send", "--kafka", &dev.kafka, "--tenant", "not a tenant", BODY])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("tenant id contains ' '"));
     let out = Command::new(TALLY)
-        .args([
-            "tail", "--kafka", &dev.kafka, "--topic", "missing", "--to-end",
-        ])
+        .args(["tail", "--kafka", &dev.kafka, "--topic", "missing", "--to-end"])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("topic missing does not exist"));

@@ -21,26 +21,12 @@ pub fn split(bytes: &[u8]) -> Result<(Framing, &[u8]), CodecError> {
     match bytes {
         [] => Err(CodecError::Empty),
         [0xC3, 0x01, rest @ ..] => {
-            let (fp, datum) = rest
-                .split_first_chunk::<8>()
-                .ok_or(CodecError::Truncated("fingerprint"))?;
-            Ok((
-                Framing::SingleObject {
-                    fingerprint: u64::from_le_bytes(*fp),
-                },
-                datum,
-            ))
+            let (fp, datum) = rest.split_first_chunk::<8>().ok_or(CodecError::Truncated("fingerprint"))?;
+            Ok((Framing::SingleObject { fingerprint: u64::from_le_bytes(*fp) }, datum))
         }
         [CONFLUENT_MAGIC, rest @ ..] => {
-            let (id, datum) = rest
-                .split_first_chunk::<4>()
-                .ok_or(CodecError::Truncated("schema id"))?;
-            Ok((
-                Framing::Confluent {
-                    schema_id: u32::from_be_bytes(*id),
-                },
-                datum,
-            ))
+            let (id, datum) = rest.split_first_chunk::<4>().ok_or(CodecError::Truncated("schema id"))?;
+            Ok((Framing::Confluent { schema_id: u32::from_be_bytes(*id) }, datum))
         }
         [first, ..] => Err(CodecError::UnknownFraming(*first)),
     }

@@ -34,9 +34,7 @@ pub enum CodecError {
     Empty,
     #[error("record is {0} bytes; the limit is {RECORD_LEN_MAX}")]
     TooLarge(usize),
-    #[error(
-        "unknown framing: first byte {0:#04x} is neither single-object (C3 01) nor Confluent (00)"
-    )]
+    #[error("unknown framing: first byte {0:#04x} is neither single-object (C3 01) nor Confluent (00)")]
     UnknownFraming(u8),
     #[error("record is truncated: {0}")]
     Truncated(&'static str),

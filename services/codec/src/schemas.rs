@@ -94,11 +94,7 @@ impl Family {
                 writers.push((fp, Writer::new(s)));
             }
         }
-        Family {
-            kind,
-            current_fingerprint,
-            writers,
-        }
+        Family { kind, current_fingerprint, writers }
     }
 
     pub fn current(&self) -> &Writer {
@@ -106,35 +102,21 @@ impl Family {
     }
 
     pub fn writer(&self, fingerprint: u64) -> Option<&Writer> {
-        self.writers
-            .iter()
-            .find(|(f, _)| *f == fingerprint)
-            .map(|(_, w)| w)
+        self.writers.iter().find(|(f, _)| *f == fingerprint).map(|(_, w)| w)
     }
 
     pub fn body_index(&self, kind: &str) -> u32 {
         let kinds = &self.current().body_kinds;
-        let i = kinds
-            .iter()
-            .position(|k| k == kind)
-            .expect("every body kind is in the schema");
+        let i = kinds.iter().position(|k| k == kind).expect("every body kind is in the schema");
         i as u32
     }
 }
 
 /// The record names of a union field of a record schema.
 pub(crate) fn union_names(schema: &Schema, field: &str) -> Vec<String> {
-    let Schema::Record(record) = schema else {
-        panic!("top-level schema is a record")
-    };
-    let f = record
-        .fields
-        .iter()
-        .find(|f| f.name == field)
-        .expect("union field exists");
-    let Schema::Union(union) = &f.schema else {
-        panic!("{field} is a union")
-    };
+    let Schema::Record(record) = schema else { panic!("top-level schema is a record") };
+    let f = record.fields.iter().find(|f| f.name == field).expect("union field exists");
+    let Schema::Union(union) = &f.schema else { panic!("{field} is a union") };
     union
         .variants()
         .iter()

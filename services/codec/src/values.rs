@@ -33,11 +33,7 @@ pub fn array<T>(items: &[T], f: impl Fn(&T) -> Value) -> Value {
 }
 
 pub fn map(m: &BTreeMap<String, String>) -> Value {
-    Value::Map(
-        m.iter()
-            .map(|(k, v)| (k.clone(), string(v.clone())))
-            .collect(),
-    )
+    Value::Map(m.iter().map(|(k, v)| (k.clone(), string(v.clone()))).collect())
 }
 
 pub fn record(fields: Vec<(&str, Value)>) -> Value {
@@ -45,10 +41,7 @@ pub fn record(fields: Vec<(&str, Value)>) -> Value {
 }
 
 fn invalid(field: &'static str, why: impl Into<String>) -> CodecError {
-    CodecError::Invalid {
-        field,
-        why: why.into(),
-    }
+    CodecError::Invalid { field, why: why.into() }
 }
 
 /// The fields of a decoded record, taken out by name.
@@ -63,11 +56,7 @@ impl Fields {
     }
 
     pub fn take(&mut self, field: &'static str) -> Result<Value, CodecError> {
-        let i = self
-            .0
-            .iter()
-            .position(|(k, _)| k == field)
-            .ok_or_else(|| invalid(field, "missing"))?;
+        let i = self.0.iter().position(|(k, _)| k == field).ok_or_else(|| invalid(field, "missing"))?;
         Ok(self.0.swap_remove(i).1)
     }
 
@@ -111,10 +100,7 @@ impl Fields {
         }
     }
 
-    pub fn metadata(
-        &mut self,
-        field: &'static str,
-    ) -> Result<BTreeMap<String, String>, CodecError> {
+    pub fn metadata(&mut self, field: &'static str) -> Result<BTreeMap<String, String>, CodecError> {
         match self.take(field)? {
             Value::Map(m) => string_map(field, m),
             other => Err(invalid(field, format!("expected a map, got {other:?}"))),
@@ -134,9 +120,7 @@ fn string_map(
     field: &'static str,
     m: HashMap<String, Value>,
 ) -> Result<BTreeMap<String, String>, CodecError> {
-    m.into_iter()
-        .map(|(k, v)| Ok((k, as_string(field, v)?)))
-        .collect()
+    m.into_iter().map(|(k, v)| Ok((k, as_string(field, v)?))).collect()
 }
 
 pub fn as_string(field: &'static str, v: Value) -> Result<String, CodecError> {
@@ -161,14 +145,9 @@ pub fn as_amount(field: &'static str, v: Value) -> Result<Amount, CodecError> {
     let bytes = Vec::<u8>::try_from(&d).map_err(|e| invalid(field, e.to_string()))?;
     let negative = bytes.first().is_some_and(|b| b & 0x80 != 0);
     let sign = if negative { 0xFF } else { 0x00 };
-    let significant = bytes
-        .iter()
-        .position(|b| *b != sign)
-        .map_or(&[][..], |i| &bytes[i..]);
+    let significant = bytes.iter().position(|b| *b != sign).map_or(&[][..], |i| &bytes[i..]);
     // Keep one sign byte if the first significant byte's top bit disagrees with the sign.
-    if significant.len() > 16
-        || (significant.len() == 16 && (significant[0] & 0x80 != 0) != negative)
-    {
+    if significant.len() > 16 || (significant.len() == 16 && (significant[0] & 0x80 != 0) != negative) {
         return Err(invalid(field, "amount does not fit in 128 bits"));
     }
     let mut buf = [sign; 16];
@@ -183,10 +162,7 @@ pub fn as_optional(field: &'static str, v: Value) -> Result<Option<Value>, Codec
             other => Ok(Some(other)),
         },
         Value::Null => Ok(None),
-        other => Err(invalid(
-            field,
-            format!("expected an optional value, got {other:?}"),
-        )),
+        other => Err(invalid(field, format!("expected an optional value, got {other:?}"))),
     }
 }
 

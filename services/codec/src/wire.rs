@@ -54,12 +54,9 @@ impl Codec {
             ))
         })?;
         if !matches!(&writer, Schema::Record(r) if r.fields.iter().any(|f| f.name == "body")) {
-            return Err(CodecError::Avro(format!(
-                "schema id {schema_id} has no body union"
-            )));
+            return Err(CodecError::Avro(format!("schema id {schema_id} has no body union")));
         }
-        self.confluent
-            .insert(schema_id, (kind, Writer::new(writer)));
+        self.confluent.insert(schema_id, (kind, Writer::new(writer)));
         Ok(())
     }
 
@@ -108,39 +105,47 @@ impl Codec {
     /// resolves a union branch to the first reader branch whose fields fit, which confuses
     /// records with overlapping fields. Branches are mapped by the writer's own names instead,
     /// and fields by name (a field added later must have a default in the schema and the mapping).
-    fn decode<'a>(
-        &'a self,
-        family: &'a Family,
-        bytes: &[u8],
-    ) -> Result<(Value, &'a Writer), CodecError> {
+    fn decode<'a>(&'a self, family: &'a Family, bytes: &[u8]) -> Result<(Value, &'a Writer), CodecError> {
         if bytes.len() > RECORD_LEN_MAX {
             return Err(CodecError::TooLarge(bytes.len()));
         }
-        let (framing, mut datum) = framing::split(bytes)?;
+        let (framing, datum) = framing::split(bytes)?;
         let writer = match framing {
-            Framing::SingleObject { fingerprint } => {
-                family
-                    .writer(fingerprint)
-                    .ok_or(CodecError::UnknownFingerprint {
-                        kind: family.kind,
-                        fingerprint,
-                    })?
-            }
+            Framing::SingleObject { fingerprint } => family
+                .writer(fingerprint)
+                .ok_or(CodecError::UnknownFingerprint { kind: family.kind, fingerprint })?,
             Framing::Confluent { schema_id } => match self.confluent.get(&schema_id) {
                 Some((kind, writer)) if *kind == family.kind => writer,
                 _ => return Err(CodecError::UnknownSchemaId(schema_id, family.kind)),
             },
         };
-        let value = GenericDatumReader::builder(&writer.schema)
-            .build()?
-            .read_value(&mut datum)?;
-        if !datum.is_empty() {
-            return Err(CodecError::Avro(format!(
-                "{} bytes after the datum",
-                datum.len()
-            )));
+        let mut input = EofGuard { rest: datum, hit_end: false };
+        let value = GenericDatumReader::builder(&writer.schema).build()?.read_value(&mut input);
+        // apache-avro reads a union index cut off by the end of the input as branch 0 (null):
+        // a record truncated before a trailing optional field would decode "successfully".
+        if input.hit_end {
+            return Err(CodecError::Truncated("datum"));
+        }
+        let value = value?;
+        if !input.rest.is_empty() {
+            return Err(CodecError::Avro(format!("{} bytes after the datum", input.rest.len())));
         }
         Ok((value, writer))
+    }
+}
+
+/// A reader over a byte slice that remembers whether anyone asked to read past its end.
+struct EofGuard<'a> {
+    rest: &'a [u8],
+    hit_end: bool,
+}
+
+impl std::io::Read for EofGuard<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !buf.is_empty() && self.rest.is_empty() {
+            self.hit_end = true;
+        }
+        self.rest.read(buf)
     }
 }
 
@@ -165,32 +170,27 @@ fn posting_from(v: Value) -> Result<Posting, CodecError> {
     })
 }
 
+fn postings_from(f: &mut Fields) -> Result<Vec<Posting>, CodecError> {
+    f.array("postings")?.into_iter().map(posting_from).collect()
+}
+
+fn invalid(field: &'static str, e: impl std::fmt::Display) -> CodecError {
+    CodecError::Invalid { field, why: e.to_string() }
+}
+
 fn limit_value(l: &AssetLimit) -> Value {
-    record(vec![
-        ("asset", string(l.asset.to_string())),
-        ("min_balance", optional(l.min_balance.map(amount))),
-    ])
+    record(vec![("asset", string(l.asset.to_string())), ("min_balance", optional(l.min_balance.map(amount)))])
 }
 
 fn limit_from(v: Value) -> Result<AssetLimit, CodecError> {
     let mut f = Fields::of("limits", v)?;
-    let min_balance = f
-        .optional("min_balance")?
-        .map(|v| as_amount("min_balance", v))
-        .transpose()?;
-    Ok(AssetLimit {
-        asset: f.asset("asset")?,
-        min_balance,
-    })
+    let min_balance = f.optional("min_balance")?.map(|v| as_amount("min_balance", v)).transpose()?;
+    Ok(AssetLimit { asset: f.asset("asset")?, min_balance })
 }
 
 fn request_value(r: &TxRequest) -> Value {
     match r {
-        TxRequest::Transfer {
-            postings,
-            metadata,
-            pending_timeout_ms,
-        } => Value::Union(
+        TxRequest::Transfer { postings, metadata, pending_timeout_ms } => Value::Union(
             0,
             Box::new(record(vec![
                 ("postings", array(postings, posting_value)),
@@ -200,10 +200,7 @@ fn request_value(r: &TxRequest) -> Value {
         ),
         TxRequest::Reversal { original, metadata } => Value::Union(
             1,
-            Box::new(record(vec![
-                ("original", string(original.as_str())),
-                ("metadata", map(metadata)),
-            ])),
+            Box::new(record(vec![("original", string(original.as_str())), ("metadata", map(metadata))])),
         ),
     }
 }
@@ -211,30 +208,18 @@ fn request_value(r: &TxRequest) -> Value {
 fn request_from(v: Value) -> Result<TxRequest, CodecError> {
     match as_union("request", v)? {
         (0, mut f) => {
-            let postings = f
-                .array("postings")?
-                .into_iter()
-                .map(posting_from)
-                .collect::<Result<_, _>>()?;
+            let postings = postings_from(&mut f)?;
             let pending_timeout_ms = match f.optional("pending_timeout_ms")? {
                 None => None,
-                Some(v) => Some(u64::try_from(as_long("pending_timeout_ms", v)?).map_err(
-                    |_| CodecError::Invalid {
-                        field: "pending_timeout_ms",
-                        why: "must not be negative".into(),
-                    },
-                )?),
+                Some(v) => Some(u64::try_from(as_long("pending_timeout_ms", v)?).map_err(|_| {
+                    CodecError::Invalid { field: "pending_timeout_ms", why: "must not be negative".into() }
+                })?),
             };
-            Ok(TxRequest::Transfer {
-                postings,
-                metadata: f.metadata("metadata")?,
-                pending_timeout_ms,
-            })
+            Ok(TxRequest::Transfer { postings, metadata: f.metadata("metadata")?, pending_timeout_ms })
         }
-        (1, mut f) => Ok(TxRequest::Reversal {
-            original: f.parse("original")?,
-            metadata: f.metadata("metadata")?,
-        }),
+        (1, mut f) => {
+            Ok(TxRequest::Reversal { original: f.parse("original")?, metadata: f.metadata("metadata")? })
+        }
         (i, _) => Err(bad_branch("request", i)),
     }
 }
@@ -248,10 +233,7 @@ fn amounts_from(field: &'static str, items: Vec<Value>) -> Result<Vec<Amount>, C
 }
 
 fn reason_value(r: Reason) -> Value {
-    let index = Reason::ALL
-        .iter()
-        .position(|x| *x == r)
-        .expect("every reason is listed") as u32;
+    let index = Reason::ALL.iter().position(|x| *x == r).expect("every reason is listed") as u32;
     Value::Enum(index, r.code().to_owned())
 }
 
@@ -260,10 +242,7 @@ fn body(family: &Family, kind: &str, fields: Vec<(&str, Value)>) -> Value {
 }
 
 fn ledger_tx(ledger: &LedgerId, tx_id: &TxId) -> Vec<(&'static str, Value)> {
-    vec![
-        ("ledger", string(ledger.as_str())),
-        ("tx_id", string(tx_id.as_str())),
-    ]
+    vec![("ledger", string(ledger.as_str())), ("tx_id", string(tx_id.as_str()))]
 }
 
 fn with(
@@ -276,10 +255,7 @@ fn with(
 
 fn body_from(writer: &Writer, v: Value) -> Result<(&str, Fields), CodecError> {
     let (index, fields) = as_union("body", v)?;
-    let kind = writer
-        .body_kinds
-        .get(index as usize)
-        .ok_or_else(|| bad_branch("body", index))?;
+    let kind = writer.body_kinds.get(index as usize).ok_or_else(|| bad_branch("body", index))?;
     Ok((kind.as_str(), fields))
 }
 
@@ -297,59 +273,30 @@ fn command_value(family: &Family, c: &Command) -> Value {
             ]
         };
     let fields = match &c.body {
-        DefineAsset { ledger, asset } => vec![
-            ("ledger", string(ledger.as_str())),
-            ("asset", string(asset.to_string())),
-        ],
-        OpenAccount {
-            ledger,
-            account,
-            limits,
-            metadata,
+        DefineAsset { ledger, asset } => {
+            vec![("ledger", string(ledger.as_str())), ("asset", string(asset.to_string()))]
         }
-        | UpdateAccount {
-            ledger,
-            account,
-            limits,
-            metadata,
-        } => account_fields(ledger, account, limits, metadata),
-        CloseAccount { ledger, account } => vec![
-            ("ledger", string(ledger.as_str())),
-            ("account", string(account.as_str())),
-        ],
-        Transact {
-            ledger,
-            tx_id,
-            request,
-        } => with(
-            ledger_tx(ledger, tx_id),
-            vec![("request", request_value(request))],
-        ),
-        CommitPending {
-            ledger,
-            tx_id,
-            amounts,
-        } => with(
-            ledger_tx(ledger, tx_id),
-            vec![("amounts", optional(amounts.as_deref().map(amounts_value)))],
-        ),
+        OpenAccount { ledger, account, limits, metadata }
+        | UpdateAccount { ledger, account, limits, metadata } => {
+            account_fields(ledger, account, limits, metadata)
+        }
+        CloseAccount { ledger, account } => {
+            vec![("ledger", string(ledger.as_str())), ("account", string(account.as_str()))]
+        }
+        Transact { ledger, tx_id, request } => {
+            with(ledger_tx(ledger, tx_id), vec![("request", request_value(request))])
+        }
+        CommitPending { ledger, tx_id, amounts } => {
+            with(ledger_tx(ledger, tx_id), vec![("amounts", optional(amounts.as_deref().map(amounts_value)))])
+        }
         VoidPending { ledger, tx_id } | ExpirePending { ledger, tx_id } => ledger_tx(ledger, tx_id),
-        PutDocument {
-            doc_type,
-            key,
-            value,
-            expected_version,
-        } => vec![
+        PutDocument { doc_type, key, value, expected_version } => vec![
             ("doc_type", string(doc_type.as_str())),
             ("key", string(key.as_str())),
             ("value", string(value.clone())),
             ("expected_version", optional(expected_version.map(long))),
         ],
-        DeleteDocument {
-            doc_type,
-            key,
-            expected_version,
-        } => vec![
+        DeleteDocument { doc_type, key, expected_version } => vec![
             ("doc_type", string(doc_type.as_str())),
             ("key", string(key.as_str())),
             ("expected_version", optional(expected_version.map(long))),
@@ -376,26 +323,17 @@ fn expected_version(f: &mut Fields) -> Result<Option<u64>, CodecError> {
 
 fn command_from(writer: &Writer, v: Value) -> Result<Command, CodecError> {
     let mut f = Fields::of("command", v)?;
-    let (tenant, command_id, actor) = (
-        f.parse("tenant")?,
-        f.parse("command_id")?,
-        f.parse("actor")?,
-    );
+    let (tenant, command_id, actor) = (f.parse("tenant")?, f.parse("command_id")?, f.parse("actor")?);
     let (kind, mut b) = body_from(writer, f.take("body")?)?;
     let ledger = |b: &mut Fields| -> Result<LedgerId, CodecError> {
-        LedgerId::parse_ledger(b.string("ledger")?).map_err(|e| CodecError::Invalid {
-            field: "ledger",
-            why: e.to_string(),
-        })
+        LedgerId::parse_ledger(b.string("ledger")?)
+            .map_err(|e| CodecError::Invalid { field: "ledger", why: e.to_string() })
     };
     let limits = |b: &mut Fields| -> Result<Vec<AssetLimit>, CodecError> {
         b.array("limits")?.into_iter().map(limit_from).collect()
     };
     let body = match kind {
-        "DefineAsset" => CommandBody::DefineAsset {
-            ledger: ledger(&mut b)?,
-            asset: b.asset("asset")?,
-        },
+        "DefineAsset" => CommandBody::DefineAsset { ledger: ledger(&mut b)?, asset: b.asset("asset")? },
         "OpenAccount" => CommandBody::OpenAccount {
             ledger: ledger(&mut b)?,
             account: b.parse("account")?,
@@ -408,10 +346,7 @@ fn command_from(writer: &Writer, v: Value) -> Result<Command, CodecError> {
             limits: limits(&mut b)?,
             metadata: b.metadata("metadata")?,
         },
-        "CloseAccount" => CommandBody::CloseAccount {
-            ledger: ledger(&mut b)?,
-            account: b.parse("account")?,
-        },
+        "CloseAccount" => CommandBody::CloseAccount { ledger: ledger(&mut b)?, account: b.parse("account")? },
         "Transact" => CommandBody::Transact {
             ledger: ledger(&mut b)?,
             tx_id: b.parse("tx_id")?,
@@ -424,21 +359,12 @@ fn command_from(writer: &Writer, v: Value) -> Result<Command, CodecError> {
                 .optional("amounts")?
                 .map(|v| match v {
                     Value::Array(items) => amounts_from("amounts", items),
-                    _ => Err(CodecError::Invalid {
-                        field: "amounts",
-                        why: "expected an array".into(),
-                    }),
+                    _ => Err(CodecError::Invalid { field: "amounts", why: "expected an array".into() }),
                 })
                 .transpose()?,
         },
-        "VoidPending" => CommandBody::VoidPending {
-            ledger: ledger(&mut b)?,
-            tx_id: b.parse("tx_id")?,
-        },
-        "ExpirePending" => CommandBody::ExpirePending {
-            ledger: ledger(&mut b)?,
-            tx_id: b.parse("tx_id")?,
-        },
+        "VoidPending" => CommandBody::VoidPending { ledger: ledger(&mut b)?, tx_id: b.parse("tx_id")? },
+        "ExpirePending" => CommandBody::ExpirePending { ledger: ledger(&mut b)?, tx_id: b.parse("tx_id")? },
         "PutDocument" => CommandBody::PutDocument {
             doc_type: b.parse("doc_type")?,
             key: b.parse("key")?,
@@ -451,18 +377,10 @@ fn command_from(writer: &Writer, v: Value) -> Result<Command, CodecError> {
             expected_version: expected_version(&mut b)?,
         },
         other => {
-            return Err(CodecError::Invalid {
-                field: "body",
-                why: format!("unknown command {other}"),
-            });
+            return Err(CodecError::Invalid { field: "body", why: format!("unknown command {other}") });
         }
     };
-    Ok(Command {
-        tenant,
-        command_id,
-        actor,
-        body,
-    })
+    Ok(Command { tenant, command_id, actor, body })
 }
 
 // ---- events --------------------------------------------------------------------------------
@@ -479,57 +397,34 @@ fn event_value(family: &Family, e: &Event) -> Value {
             ]
         };
     let fields = match &e.body {
-        AssetDefined { ledger, asset } => vec![
-            ("ledger", string(ledger.as_str())),
-            ("asset", string(asset.to_string())),
-        ],
-        AccountOpened {
-            ledger,
-            account,
-            limits,
-            metadata,
+        AssetDefined { ledger, asset } => {
+            vec![("ledger", string(ledger.as_str())), ("asset", string(asset.to_string()))]
         }
-        | AccountUpdated {
-            ledger,
-            account,
-            limits,
-            metadata,
-        } => account_fields(ledger, account, limits, metadata),
-        AccountClosed { ledger, account } => vec![
-            ("ledger", string(ledger.as_str())),
-            ("account", string(account.as_str())),
-        ],
-        TransactionPosted {
-            ledger,
-            tx_id,
-            request,
-            postings,
-        } => with(
+        AccountOpened { ledger, account, limits, metadata }
+        | AccountUpdated { ledger, account, limits, metadata } => {
+            account_fields(ledger, account, limits, metadata)
+        }
+        AccountClosed { ledger, account } => {
+            vec![("ledger", string(ledger.as_str())), ("account", string(account.as_str()))]
+        }
+        TransactionPosted { ledger, tx_id, postings, metadata, reverses } => with(
             ledger_tx(ledger, tx_id),
             vec![
-                ("request", request_value(request)),
                 ("postings", array(postings, posting_value)),
+                ("metadata", map(metadata)),
+                ("reverses", optional(reverses.as_ref().map(|t| string(t.as_str())))),
             ],
         ),
-        TransactionPending {
-            ledger,
-            tx_id,
-            request,
-            expires_at_ms,
-        } => with(
+        TransactionPending { ledger, tx_id, postings, metadata, timeout_ms, expires_at_ms } => with(
             ledger_tx(ledger, tx_id),
             vec![
-                ("request", request_value(request)),
+                ("postings", array(postings, posting_value)),
+                ("metadata", map(metadata)),
+                ("timeout_ms", long(*timeout_ms)),
                 ("expires_at_ms", Value::TimestampMillis(*expires_at_ms)),
             ],
         ),
-        TransactionFailed {
-            ledger,
-            tx_id,
-            request,
-            reason,
-            detail,
-        } => with(
+        TransactionFailed { ledger, tx_id, request, reason, detail } => with(
             ledger_tx(ledger, tx_id),
             vec![
                 ("request", request_value(request)),
@@ -540,41 +435,23 @@ fn event_value(family: &Family, e: &Event) -> Value {
         TransactionDeduplicated { ledger, tx_id }
         | PendingVoided { ledger, tx_id }
         | PendingExpired { ledger, tx_id } => ledger_tx(ledger, tx_id),
-        PendingCommitted {
-            ledger,
-            tx_id,
-            amounts,
-        } => with(
-            ledger_tx(ledger, tx_id),
-            vec![("amounts", amounts_value(amounts))],
-        ),
-        DocumentPut {
-            doc_type,
-            key,
-            value,
-            version,
-        } => vec![
+        PendingCommitted { ledger, tx_id, amounts } => {
+            with(ledger_tx(ledger, tx_id), vec![("amounts", amounts_value(amounts))])
+        }
+        DocumentPut { doc_type, key, value, version } => vec![
             ("doc_type", string(doc_type.as_str())),
             ("key", string(key.as_str())),
             ("value", string(value.clone())),
             ("version", long(*version)),
         ],
-        DocumentDeleted {
-            doc_type,
-            key,
-            version,
-        } => {
+        DocumentDeleted { doc_type, key, version } => {
             vec![
                 ("doc_type", string(doc_type.as_str())),
                 ("key", string(key.as_str())),
                 ("version", long(*version)),
             ]
         }
-        CommandRejected {
-            command,
-            reason,
-            detail,
-        } => vec![
+        CommandRejected { command, reason, detail } => vec![
             ("command", string(command.clone())),
             ("reason", reason_value(*reason)),
             ("detail", string(detail.clone())),
@@ -593,22 +470,15 @@ fn event_value(family: &Family, e: &Event) -> Value {
 }
 
 fn stream_from(s: &str) -> Result<StreamId, CodecError> {
-    let invalid = |why: String| CodecError::Invalid {
-        field: "stream",
-        why,
-    };
+    let invalid = |why: String| CodecError::Invalid { field: "stream", why };
     let parts: Vec<&str> = s.split('/').collect();
     match parts.as_slice() {
-        [ledger] => LedgerId::parse_ledger(*ledger)
-            .map(StreamId::Ledger)
-            .map_err(|e| invalid(e.to_string())),
+        [ledger] => LedgerId::parse_ledger(*ledger).map(StreamId::Ledger).map_err(|e| invalid(e.to_string())),
         [prefix, doc_type, key] if *prefix == STATE_STREAM_PREFIX => Ok(StreamId::Document(
             DocType::parse(*doc_type).map_err(|e| invalid(e.to_string()))?,
             DocKey::parse(*key).map_err(|e| invalid(e.to_string()))?,
         )),
-        _ => Err(invalid(format!(
-            "{s:?} is neither LEDGER nor state/TYPE/KEY"
-        ))),
+        _ => Err(invalid(format!("{s:?} is neither LEDGER nor state/TYPE/KEY"))),
     }
 }
 
@@ -616,27 +486,18 @@ fn event_from(writer: &Writer, v: Value) -> Result<Event, CodecError> {
     let mut f = Fields::of("event", v)?;
     let tenant = f.parse("tenant")?;
     let stream = stream_from(&f.string("stream")?)?;
-    let (stream_version, command_id, actor, time_ms) = (
-        f.unsigned("stream_version")?,
-        f.parse("command_id")?,
-        f.parse("actor")?,
-        f.long("time_ms")?,
-    );
+    let (stream_version, command_id, actor, time_ms) =
+        (f.unsigned("stream_version")?, f.parse("command_id")?, f.parse("actor")?, f.long("time_ms")?);
     let (kind, mut b) = body_from(writer, f.take("body")?)?;
     let ledger = |b: &mut Fields| -> Result<LedgerId, CodecError> {
-        LedgerId::parse_ledger(b.string("ledger")?).map_err(|e| CodecError::Invalid {
-            field: "ledger",
-            why: e.to_string(),
-        })
+        LedgerId::parse_ledger(b.string("ledger")?)
+            .map_err(|e| CodecError::Invalid { field: "ledger", why: e.to_string() })
     };
     let limits = |b: &mut Fields| -> Result<Vec<AssetLimit>, CodecError> {
         b.array("limits")?.into_iter().map(limit_from).collect()
     };
     let body = match kind {
-        "AssetDefined" => EventBody::AssetDefined {
-            ledger: ledger(&mut b)?,
-            asset: b.asset("asset")?,
-        },
+        "AssetDefined" => EventBody::AssetDefined { ledger: ledger(&mut b)?, asset: b.asset("asset")? },
         "AccountOpened" => EventBody::AccountOpened {
             ledger: ledger(&mut b)?,
             account: b.parse("account")?,
@@ -649,24 +510,23 @@ fn event_from(writer: &Writer, v: Value) -> Result<Event, CodecError> {
             limits: limits(&mut b)?,
             metadata: b.metadata("metadata")?,
         },
-        "AccountClosed" => EventBody::AccountClosed {
-            ledger: ledger(&mut b)?,
-            account: b.parse("account")?,
-        },
+        "AccountClosed" => EventBody::AccountClosed { ledger: ledger(&mut b)?, account: b.parse("account")? },
         "TransactionPosted" => EventBody::TransactionPosted {
             ledger: ledger(&mut b)?,
             tx_id: b.parse("tx_id")?,
-            request: request_from(b.take("request")?)?,
-            postings: b
-                .array("postings")?
-                .into_iter()
-                .map(posting_from)
-                .collect::<Result<_, _>>()?,
+            postings: postings_from(&mut b)?,
+            metadata: b.metadata("metadata")?,
+            reverses: b
+                .optional("reverses")?
+                .map(|v| TxId::parse(as_string("reverses", v)?).map_err(|e| invalid("reverses", e)))
+                .transpose()?,
         },
         "TransactionPending" => EventBody::TransactionPending {
             ledger: ledger(&mut b)?,
             tx_id: b.parse("tx_id")?,
-            request: request_from(b.take("request")?)?,
+            postings: postings_from(&mut b)?,
+            metadata: b.metadata("metadata")?,
+            timeout_ms: b.unsigned("timeout_ms")?,
             expires_at_ms: b.long("expires_at_ms")?,
         },
         "TransactionFailed" => EventBody::TransactionFailed {
@@ -676,23 +536,16 @@ fn event_from(writer: &Writer, v: Value) -> Result<Event, CodecError> {
             reason: b.reason("reason")?,
             detail: b.string("detail")?,
         },
-        "TransactionDeduplicated" => EventBody::TransactionDeduplicated {
-            ledger: ledger(&mut b)?,
-            tx_id: b.parse("tx_id")?,
-        },
+        "TransactionDeduplicated" => {
+            EventBody::TransactionDeduplicated { ledger: ledger(&mut b)?, tx_id: b.parse("tx_id")? }
+        }
         "PendingCommitted" => EventBody::PendingCommitted {
             ledger: ledger(&mut b)?,
             tx_id: b.parse("tx_id")?,
             amounts: amounts_from("amounts", b.array("amounts")?)?,
         },
-        "PendingVoided" => EventBody::PendingVoided {
-            ledger: ledger(&mut b)?,
-            tx_id: b.parse("tx_id")?,
-        },
-        "PendingExpired" => EventBody::PendingExpired {
-            ledger: ledger(&mut b)?,
-            tx_id: b.parse("tx_id")?,
-        },
+        "PendingVoided" => EventBody::PendingVoided { ledger: ledger(&mut b)?, tx_id: b.parse("tx_id")? },
+        "PendingExpired" => EventBody::PendingExpired { ledger: ledger(&mut b)?, tx_id: b.parse("tx_id")? },
         "DocumentPut" => EventBody::DocumentPut {
             doc_type: b.parse("doc_type")?,
             key: b.parse("key")?,
@@ -710,19 +563,8 @@ fn event_from(writer: &Writer, v: Value) -> Result<Event, CodecError> {
             detail: b.string("detail")?,
         },
         other => {
-            return Err(CodecError::Invalid {
-                field: "body",
-                why: format!("unknown event {other}"),
-            });
+            return Err(CodecError::Invalid { field: "body", why: format!("unknown event {other}") });
         }
     };
-    Ok(Event {
-        tenant,
-        stream,
-        stream_version,
-        command_id,
-        actor,
-        time_ms,
-        body,
-    })
+    Ok(Event { tenant, stream, stream_version, command_id, actor, time_ms, body })
 }

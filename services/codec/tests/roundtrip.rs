@@ -10,10 +10,7 @@ use tally_core::*;
 static CODEC: LazyLock<Codec> = LazyLock::new(Codec::new);
 
 fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        ..ProptestConfig::default()
-    }
+    ProptestConfig { cases, ..ProptestConfig::default() }
 }
 
 proptest! {
@@ -94,10 +91,7 @@ fn truncated_records_are_errors() {
         }
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(
-            CODEC.decode_event(&longer).is_err(),
-            "trailing byte accepted"
-        );
+        assert!(CODEC.decode_event(&longer).is_err(), "trailing byte accepted");
     }
 }
 
@@ -107,20 +101,11 @@ fn wrong_schema_is_an_error() {
     let bytes = CODEC.encode_event(event);
     assert!(matches!(
         CODEC.decode_command(&bytes),
-        Err(CodecError::UnknownFingerprint {
-            kind: Kind::Command,
-            ..
-        })
+        Err(CodecError::UnknownFingerprint { kind: Kind::Command, .. })
     ));
-    assert!(matches!(
-        CODEC.decode_event(b"\x01garbage"),
-        Err(CodecError::UnknownFraming(0x01))
-    ));
+    assert!(matches!(CODEC.decode_event(b"\x01garbage"), Err(CodecError::UnknownFraming(0x01))));
     assert!(matches!(CODEC.decode_event(b""), Err(CodecError::Empty)));
-    assert!(matches!(
-        CODEC.decode_event(&[0xC3, 0x01, 1, 2]),
-        Err(CodecError::Truncated(_))
-    ));
+    assert!(matches!(CODEC.decode_event(&[0xC3, 0x01, 1, 2]), Err(CodecError::Truncated(_))));
     assert!(matches!(
         CODEC.decode_event(&vec![0u8; tally_codec::RECORD_LEN_MAX + 1]),
         Err(CodecError::TooLarge(_))
@@ -132,38 +117,20 @@ fn confluent_framing_is_accepted_for_registered_ids() {
     let event = &sample_events()[0];
     let datum = CODEC.encode_event(event)[10..].to_vec();
     let framed: Vec<u8> = confluent_header(42).iter().copied().chain(datum).collect();
-    assert!(matches!(
-        CODEC.decode_event(&framed),
-        Err(CodecError::UnknownSchemaId(42, Kind::Event))
-    ));
+    assert!(matches!(CODEC.decode_event(&framed), Err(CodecError::UnknownSchemaId(42, Kind::Event))));
 
     let mut codec = Codec::new();
-    codec
-        .register_confluent_id(42, Kind::Event, tally_codec::source(Kind::Event))
-        .unwrap();
+    codec.register_confluent_id(42, Kind::Event, tally_codec::source(Kind::Event)).unwrap();
     assert_eq!(&codec.decode_event(&framed).unwrap(), event);
     // An id registered for events is not a command schema.
-    assert!(matches!(
-        codec.decode_command(&framed),
-        Err(CodecError::UnknownSchemaId(42, Kind::Command))
-    ));
+    assert!(matches!(codec.decode_command(&framed), Err(CodecError::UnknownSchemaId(42, Kind::Command))));
     // A registry schema that cannot be read as ours is refused at registration.
     assert!(codec.register_confluent_id(7, Kind::Event, r#"{"type":"record","name":"Event","namespace":"io.tally","fields":[{"name":"x","type":"int"}]}"#).is_err());
 }
 
 #[test]
 fn amounts_keep_every_i128() {
-    for amount in [
-        1,
-        255,
-        256,
-        i128::MAX,
-        i128::MIN,
-        -1,
-        0,
-        1 << 64,
-        -(1 << 64),
-    ] {
+    for amount in [1, 255, 256, i128::MAX, i128::MIN, -1, 0, 1 << 64, -(1 << 64)] {
         let p = Posting {
             source: AccountId::world(),
             destination: AccountId::parse("a").unwrap(),
@@ -184,11 +151,6 @@ fn amounts_keep_every_i128() {
                 },
             },
         };
-        assert_eq!(
-            CODEC
-                .decode_command(&CODEC.encode_command(&command))
-                .unwrap(),
-            command
-        );
+        assert_eq!(CODEC.decode_command(&CODEC.encode_command(&command)).unwrap(), command);
     }
 }

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 /// An amount in minor units of its asset. Never a float.
 pub type Amount = i128;
@@ -16,9 +17,7 @@ pub const ASSET_CODE_LEN_MAX: usize = 32;
 pub enum AssetError {
     #[error("asset {0:?} is not CODE/DECIMALS, e.g. USD/2")]
     Shape(String),
-    #[error(
-        "asset code {0:?} must be 1-{ASSET_CODE_LEN_MAX} of A-Z, 0-9, - and _, starting with a letter"
-    )]
+    #[error("asset code {0:?} must be 1-{ASSET_CODE_LEN_MAX} of A-Z, 0-9, - and _, starting with a letter")]
     Code(String),
     #[error("asset decimals {0:?} must be an integer 0-{ASSET_SCALE_MAX}")]
     Scale(String),
@@ -28,41 +27,29 @@ pub enum AssetError {
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Asset {
-    code: String,
+    code: Arc<str>,
     scale: u8,
 }
 
 impl Asset {
     /// Parses `CODE/DECIMALS`, e.g. `USD/2`, `BTC/8`, `SKU-123/0`.
     pub fn parse(s: &str) -> Result<Self, AssetError> {
-        let (code, scale) = s
-            .split_once('/')
-            .ok_or_else(|| AssetError::Shape(s.to_owned()))?;
-        Self::new(
-            code,
-            scale
-                .parse()
-                .map_err(|_| AssetError::Scale(scale.to_owned()))?,
-        )
+        let (code, scale) = s.split_once('/').ok_or_else(|| AssetError::Shape(s.to_owned()))?;
+        Self::new(code, scale.parse().map_err(|_| AssetError::Scale(scale.to_owned()))?)
     }
 
     pub fn new(code: &str, scale: u8) -> Result<Self, AssetError> {
         let well_formed = !code.is_empty()
             && code.len() <= ASSET_CODE_LEN_MAX
             && code.starts_with(|c: char| c.is_ascii_uppercase())
-            && code
-                .chars()
-                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '-' || c == '_');
+            && code.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '-' || c == '_');
         if !well_formed {
             return Err(AssetError::Code(code.to_owned()));
         }
         if scale > ASSET_SCALE_MAX {
             return Err(AssetError::Scale(scale.to_string()));
         }
-        Ok(Self {
-            code: code.to_owned(),
-            scale,
-        })
+        Ok(Self { code: code.into(), scale })
     }
 
     pub fn code(&self) -> &str {

@@ -1,9 +1,7 @@
 //! Commands: what a client asks for. A command is validated against state and becomes
 //! exactly one event (an accepted change, or a recorded rejection).
 
-use crate::{
-    AccountId, Actor, Amount, Asset, CommandId, DocKey, DocType, LedgerId, TenantId, TxId,
-};
+use crate::{AccountId, Actor, Amount, Asset, CommandId, DocKey, DocType, LedgerId, TenantId, TxId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -32,11 +30,7 @@ pub struct AssetLimit {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TxRequest {
     /// Postings applied atomically; with `pending_timeout_ms` they are held, not posted.
-    Transfer {
-        postings: Vec<Posting>,
-        metadata: Metadata,
-        pending_timeout_ms: Option<u64>,
-    },
+    Transfer { postings: Vec<Posting>, metadata: Metadata, pending_timeout_ms: Option<u64> },
     /// Post the compensating transaction of `original`.
     Reversal { original: TxId, metadata: Metadata },
 }
@@ -65,54 +59,24 @@ pub enum CommandBody {
     DefineAsset { ledger: LedgerId, asset: Asset },
     /// Open an account explicitly, with limits and metadata. Accounts are otherwise auto-created on
     /// first use with a minimum balance of zero in every asset.
-    OpenAccount {
-        ledger: LedgerId,
-        account: AccountId,
-        limits: Vec<AssetLimit>,
-        metadata: Metadata,
-    },
+    OpenAccount { ledger: LedgerId, account: AccountId, limits: Vec<AssetLimit>, metadata: Metadata },
     /// Replace the limits and metadata of an open account.
-    UpdateAccount {
-        ledger: LedgerId,
-        account: AccountId,
-        limits: Vec<AssetLimit>,
-        metadata: Metadata,
-    },
+    UpdateAccount { ledger: LedgerId, account: AccountId, limits: Vec<AssetLimit>, metadata: Metadata },
     /// Close an account whose balances and holds are all zero.
-    CloseAccount {
-        ledger: LedgerId,
-        account: AccountId,
-    },
+    CloseAccount { ledger: LedgerId, account: AccountId },
     /// Create a transaction (posted at once, or pending).
-    Transact {
-        ledger: LedgerId,
-        tx_id: TxId,
-        request: TxRequest,
-    },
+    Transact { ledger: LedgerId, tx_id: TxId, request: TxRequest },
     /// Post a pending transaction, in full (`amounts: None`) or partially (one amount per posting,
     /// each at most the held amount; the rest is released).
-    CommitPending {
-        ledger: LedgerId,
-        tx_id: TxId,
-        amounts: Option<Vec<Amount>>,
-    },
+    CommitPending { ledger: LedgerId, tx_id: TxId, amounts: Option<Vec<Amount>> },
     /// Release a pending transaction's holds.
     VoidPending { ledger: LedgerId, tx_id: TxId },
     /// Release a pending transaction whose timeout has passed (sent by the processor's timer).
     ExpirePending { ledger: LedgerId, tx_id: TxId },
     /// Create or replace a state document; `expected_version: Some(0)` means "must not exist".
-    PutDocument {
-        doc_type: DocType,
-        key: DocKey,
-        value: String,
-        expected_version: Option<u64>,
-    },
+    PutDocument { doc_type: DocType, key: DocKey, value: String, expected_version: Option<u64> },
     /// Delete a state document.
-    DeleteDocument {
-        doc_type: DocType,
-        key: DocKey,
-        expected_version: Option<u64>,
-    },
+    DeleteDocument { doc_type: DocType, key: DocKey, expected_version: Option<u64> },
 }
 
 impl CommandBody {

@@ -1,8 +1,8 @@
 //! Events: immutable facts. State is the fold of events with `apply`.
 
 use crate::{
-    AccountId, Actor, Amount, Asset, AssetLimit, CommandId, DocKey, DocType, LedgerId, Metadata,
-    Posting, Reason, TenantId, TxId, TxRequest,
+    AccountId, Actor, Amount, Asset, AssetLimit, CommandId, DocKey, DocType, LedgerId, Metadata, Posting,
+    Reason, TenantId, TxId, TxRequest,
 };
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -73,18 +73,22 @@ pub enum EventBody {
         ledger: LedgerId,
         account: AccountId,
     },
-    /// A transaction took effect; `postings` are what moved (for a reversal, the inverse of the original's).
+    /// A transaction took effect: `postings` moved. A reversal names the transaction it
+    /// compensates in `reverses` (its postings are the inverse of the original's).
     TransactionPosted {
         ledger: LedgerId,
         tx_id: TxId,
-        request: TxRequest,
         postings: Vec<Posting>,
+        metadata: Metadata,
+        reverses: Option<TxId>,
     },
-    /// A transaction holds funds until committed, voided or expired.
+    /// A transaction holds funds until committed, voided or expired at `expires_at_ms`.
     TransactionPending {
         ledger: LedgerId,
         tx_id: TxId,
-        request: TxRequest,
+        postings: Vec<Posting>,
+        metadata: Metadata,
+        timeout_ms: u64,
         expires_at_ms: i64,
     },
     /// A new transaction id was rejected: the transaction is recorded FAILED with its reason.
@@ -158,8 +162,9 @@ impl EventBody {
     /// The rejection carried by this event, if the command it answers was refused.
     pub fn rejection(&self) -> Option<Reason> {
         match self {
-            EventBody::TransactionFailed { reason, .. }
-            | EventBody::CommandRejected { reason, .. } => Some(*reason),
+            EventBody::TransactionFailed { reason, .. } | EventBody::CommandRejected { reason, .. } => {
+                Some(*reason)
+            }
             _ => None,
         }
     }

@@ -3,37 +3,47 @@
 //! The byte layout is explicit (never `std::hash::Hash`, whose output may change between
 //! Rust versions), because fingerprints are recomputed when state is rebuilt from the log.
 
-use crate::{Posting, TxRequest};
+use crate::{Metadata, Posting, TxId, TxRequest};
 use xxhash_rust::xxh3::Xxh3;
 
 pub fn fingerprint(request: &TxRequest) -> u128 {
-    let mut h = Xxh3::new();
     match request {
-        TxRequest::Transfer {
-            postings,
-            metadata,
-            pending_timeout_ms,
-        } => {
-            h.update(&[1]);
-            h.update(&(postings.len() as u64).to_le_bytes());
-            for p in postings {
-                posting(&mut h, p);
-            }
-            metadata_bytes(&mut h, metadata);
-            match pending_timeout_ms {
-                None => h.update(&[0]),
-                Some(t) => {
-                    h.update(&[1]);
-                    h.update(&t.to_le_bytes());
-                }
-            }
+        TxRequest::Transfer { postings, metadata, pending_timeout_ms } => {
+            transfer_fingerprint(postings, metadata, *pending_timeout_ms)
         }
-        TxRequest::Reversal { original, metadata } => {
-            h.update(&[2]);
-            text(&mut h, original.as_str());
-            metadata_bytes(&mut h, metadata);
+        TxRequest::Reversal { original, metadata } => reversal_fingerprint(original, metadata),
+    }
+}
+
+/// The fingerprint of `TxRequest::Transfer` from its parts (no request needs to be built).
+pub fn transfer_fingerprint(
+    postings: &[Posting],
+    metadata: &Metadata,
+    pending_timeout_ms: Option<u64>,
+) -> u128 {
+    let mut h = Xxh3::new();
+    h.update(&[1]);
+    h.update(&(postings.len() as u64).to_le_bytes());
+    for p in postings {
+        posting(&mut h, p);
+    }
+    metadata_bytes(&mut h, metadata);
+    match pending_timeout_ms {
+        None => h.update(&[0]),
+        Some(t) => {
+            h.update(&[1]);
+            h.update(&t.to_le_bytes());
         }
     }
+    h.digest128()
+}
+
+/// The fingerprint of `TxRequest::Reversal` from its parts.
+pub fn reversal_fingerprint(original: &TxId, metadata: &Metadata) -> u128 {
+    let mut h = Xxh3::new();
+    h.update(&[2]);
+    text(&mut h, original.as_str());
+    metadata_bytes(&mut h, metadata);
     h.digest128()
 }
 
@@ -45,7 +55,7 @@ fn posting(h: &mut Xxh3, p: &Posting) {
     h.update(&p.amount.to_le_bytes());
 }
 
-fn metadata_bytes(h: &mut Xxh3, m: &crate::Metadata) {
+fn metadata_bytes(h: &mut Xxh3, m: &Metadata) {
     h.update(&(m.len() as u64).to_le_bytes());
     for (k, v) in m {
         text(h, k);

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 /// Longest identifier accepted anywhere (tenant, ledger, account, transaction, command, ...).
 pub const ID_LEN_MAX: usize = 128;
@@ -25,10 +26,7 @@ fn check_id(kind: &'static str, s: &str) -> Result<(), IdError> {
     if s.len() > ID_LEN_MAX {
         return Err(IdError::TooLong { kind });
     }
-    match s
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@')))
-    {
+    match s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@'))) {
         Some(found) => Err(IdError::BadChar { kind, found }),
         None => Ok(()),
     }
@@ -37,16 +35,18 @@ fn check_id(kind: &'static str, s: &str) -> Result<(), IdError> {
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
+        /// Shared, immutable text: cloning one (into events, records, keys) bumps a count
+        /// instead of copying the string.
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Parses and validates; the only way to build one.
             pub fn parse(s: impl Into<String>) -> Result<Self, IdError> {
                 let s = s.into();
                 check_id($kind, &s)?;
-                Ok(Self(s))
+                Ok(Self(s.into()))
             }
 
             pub fn as_str(&self) -> &str {
@@ -63,7 +63,7 @@ macro_rules! id_type {
 
         impl From<$name> for String {
             fn from(id: $name) -> String {
-                id.0
+                id.0.to_string()
             }
         }
 
@@ -114,11 +114,11 @@ pub const STATE_STREAM_PREFIX: &str = "state";
 
 impl AccountId {
     pub fn world() -> Self {
-        Self(WORLD.to_owned())
+        Self(WORLD.into())
     }
 
     pub fn is_world(&self) -> bool {
-        self.0 == WORLD
+        &*self.0 == WORLD
     }
 }
 
@@ -126,11 +126,8 @@ impl LedgerId {
     /// Parses a ledger id and refuses the reserved name used by document streams.
     pub fn parse_ledger(s: impl Into<String>) -> Result<Self, IdError> {
         let id = Self::parse(s)?;
-        if id.0 == STATE_STREAM_PREFIX {
-            return Err(IdError::BadChar {
-                kind: "ledger id (reserved name)",
-                found: 's',
-            });
+        if &*id.0 == STATE_STREAM_PREFIX {
+            return Err(IdError::BadChar { kind: "ledger id (reserved name)", found: 's' });
         }
         Ok(id)
     }
@@ -143,23 +140,11 @@ mod tests {
     #[test]
     fn ids_are_validated() {
         assert!(AccountId::parse("users:42.wallet@eu-1_x").is_ok());
-        assert_eq!(
-            AccountId::parse(""),
-            Err(IdError::Empty { kind: "account id" })
-        );
-        assert!(matches!(
-            AccountId::parse("a/b"),
-            Err(IdError::BadChar { found: '/', .. })
-        ));
-        assert!(matches!(
-            AccountId::parse("a b"),
-            Err(IdError::BadChar { found: ' ', .. })
-        ));
+        assert_eq!(AccountId::parse(""), Err(IdError::Empty { kind: "account id" }));
+        assert!(matches!(AccountId::parse("a/b"), Err(IdError::BadChar { found: '/', .. })));
+        assert!(matches!(AccountId::parse("a b"), Err(IdError::BadChar { found: ' ', .. })));
         assert!(AccountId::parse("x".repeat(ID_LEN_MAX)).is_ok());
-        assert!(matches!(
-            AccountId::parse("x".repeat(ID_LEN_MAX + 1)),
-            Err(IdError::TooLong { .. })
-        ));
+        assert!(matches!(AccountId::parse("x".repeat(ID_LEN_MAX + 1)), Err(IdError::TooLong { .. })));
         assert!(LedgerId::parse_ledger("state").is_err());
         assert!(LedgerId::parse_ledger("main").is_ok());
     }

@@ -23,13 +23,11 @@ pub mod testkit;
 pub use asset::{ASSET_CODE_LEN_MAX, ASSET_SCALE_MAX, Amount, Asset, AssetError};
 pub use command::{AssetLimit, Command, CommandBody, Metadata, Posting, TxRequest};
 pub use event::{Event, EventBody, StreamId};
-pub use fingerprint::fingerprint;
+pub use fingerprint::{fingerprint, reversal_fingerprint, transfer_fingerprint};
 pub use ids::{
-    AccountId, Actor, CommandId, DocKey, DocType, ID_LEN_MAX, IdError, LedgerId,
-    STATE_STREAM_PREFIX, TenantId, TxId, WORLD,
+    AccountId, Actor, CommandId, DocKey, DocType, ID_LEN_MAX, IdError, LedgerId, STATE_STREAM_PREFIX,
+    TenantId, TxId, WORLD,
 };
 pub use reason::{Reason, Rejection};
 pub use rules::{apply, decide, validate};
-pub use state::{
-    Account, AccountStatus, Balance, Document, Failure, Ledger, State, TxRecord, TxStatus,
-};
+pub use state::{Account, AccountStatus, Balance, Document, Failure, Ledger, State, TxRecord, TxStatus};

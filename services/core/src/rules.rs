@@ -2,10 +2,11 @@
 //! Both are pure. `decide` wraps `validate` into the one event every command produces.
 
 use crate::limits::*;
-use crate::state::{Account, AccountStatus, Document, Failure, Ledger, TxRecord, TxStatus};
+use crate::state::{Account, AccountStatus, Balance, Document, Failure, Ledger, TxRecord, TxStatus};
 use crate::{
-    AccountId, Amount, Asset, AssetLimit, Command, CommandBody, DocKey, DocType, Event, EventBody,
-    LedgerId, Metadata, Posting, Reason, Rejection, State, TxId, TxRequest, fingerprint,
+    AccountId, Amount, Asset, AssetLimit, Command, CommandBody, DocKey, DocType, Event, EventBody, LedgerId,
+    Metadata, Posting, Reason, Rejection, State, TxId, TxRequest, fingerprint, reversal_fingerprint,
+    transfer_fingerprint,
 };
 use std::collections::{BTreeMap, HashMap};
 
@@ -24,51 +25,27 @@ pub fn validate(state: &State, command: &Command, now_ms: i64) -> Verdict {
     use CommandBody::*;
     match &command.body {
         DefineAsset { ledger, asset } => define_asset(ledger_of(ledger), ledger, asset),
-        OpenAccount {
-            ledger,
-            account,
-            limits,
-            metadata,
-        } => open_account(ledger_of(ledger), ledger, account, limits, metadata),
-        UpdateAccount {
-            ledger,
-            account,
-            limits,
-            metadata,
-        } => update_account(ledger_of(ledger), ledger, account, limits, metadata),
+        OpenAccount { ledger, account, limits, metadata } => {
+            open_account(ledger_of(ledger), ledger, account, limits, metadata)
+        }
+        UpdateAccount { ledger, account, limits, metadata } => {
+            update_account(ledger_of(ledger), ledger, account, limits, metadata)
+        }
         CloseAccount { ledger, account } => close_account(ledger_of(ledger), ledger, account),
-        Transact {
-            ledger,
-            tx_id,
-            request,
-        } => transact(ledger_of(ledger), ledger, tx_id, request, now_ms),
-        CommitPending {
-            ledger,
-            tx_id,
-            amounts,
-        } => commit_pending(ledger_of(ledger), ledger, tx_id, amounts.as_deref(), now_ms),
+        Transact { ledger, tx_id, request } => transact(ledger_of(ledger), ledger, tx_id, request, now_ms),
+        CommitPending { ledger, tx_id, amounts } => {
+            commit_pending(ledger_of(ledger), ledger, tx_id, amounts.as_deref(), now_ms)
+        }
         VoidPending { ledger, tx_id } => {
             pending(ledger_of(ledger), tx_id)?;
-            Ok(EventBody::PendingVoided {
-                ledger: ledger.clone(),
-                tx_id: tx_id.clone(),
-            })
+            Ok(EventBody::PendingVoided { ledger: ledger.clone(), tx_id: tx_id.clone() })
         }
         ExpirePending { ledger, tx_id } => expire_pending(ledger_of(ledger), ledger, tx_id, now_ms),
-        PutDocument {
-            doc_type,
-            key,
-            value,
-            expected_version,
-        } => {
+        PutDocument { doc_type, key, value, expected_version } => {
             let doc = tenant.and_then(|t| t.documents.get(&(doc_type.clone(), key.clone())));
             put_document(doc, doc_type, key, value, *expected_version)
         }
-        DeleteDocument {
-            doc_type,
-            key,
-            expected_version,
-        } => {
+        DeleteDocument { doc_type, key, expected_version } => {
             let doc = tenant.and_then(|t| t.documents.get(&(doc_type.clone(), key.clone())));
             delete_document(doc, doc_type, key, *expected_version)
         }
@@ -78,8 +55,7 @@ pub fn validate(state: &State, command: &Command, now_ms: i64) -> Verdict {
 /// The one event a command produces at `now_ms`: the accepted change, or its rejection recorded
 /// as an event (a new transaction id is recorded FAILED with the reason).
 pub fn decide(state: &State, command: &Command, now_ms: i64) -> Event {
-    let body =
-        validate(state, command, now_ms).unwrap_or_else(|r| rejection_event(&command.body, r));
+    let body = validate(state, command, now_ms).unwrap_or_else(|r| rejection_event(&command.body, r));
     let stream = command.body.stream();
     Event {
         tenant: command.tenant.clone(),
@@ -95,17 +71,15 @@ pub fn decide(state: &State, command: &Command, now_ms: i64) -> Event {
 fn rejection_event(command: &CommandBody, r: Rejection) -> EventBody {
     match command {
         // A conflict must not touch the record of the id's first use.
-        CommandBody::Transact {
-            ledger,
-            tx_id,
-            request,
-        } if r.reason != Reason::IdConflict => EventBody::TransactionFailed {
-            ledger: ledger.clone(),
-            tx_id: tx_id.clone(),
-            request: request.clone(),
-            reason: r.reason,
-            detail: r.detail,
-        },
+        CommandBody::Transact { ledger, tx_id, request } if r.reason != Reason::IdConflict => {
+            EventBody::TransactionFailed {
+                ledger: ledger.clone(),
+                tx_id: tx_id.clone(),
+                request: request.clone(),
+                reason: r.reason,
+                detail: r.detail,
+            }
+        }
         _ => EventBody::CommandRejected {
             command: command.kind().to_owned(),
             reason: r.reason,
@@ -118,35 +92,26 @@ fn rejection_event(command: &CommandBody, r: Rejection) -> EventBody {
 
 fn define_asset(l: &Ledger, ledger: &LedgerId, asset: &Asset) -> Verdict {
     match l.assets.get(asset.code()) {
-        Some(known) if known != asset => reject(
-            Reason::AssetConflict,
-            format!("{} is defined as {known}", asset.code()),
-        ),
-        _ => Ok(EventBody::AssetDefined {
-            ledger: ledger.clone(),
-            asset: asset.clone(),
-        }),
+        Some(known) if known != asset => {
+            reject(Reason::AssetConflict, format!("{} is defined as {known}", asset.code()))
+        }
+        _ => Ok(EventBody::AssetDefined { ledger: ledger.clone(), asset: asset.clone() }),
     }
 }
 
 fn known_asset(l: &Ledger, asset: &Asset) -> Result<(), Rejection> {
     match l.assets.get(asset.code()) {
         Some(known) if known == asset => Ok(()),
-        Some(known) => Err(Rejection::new(
-            Reason::UnknownAsset,
-            format!("{asset} is not defined; {known} is"),
-        )),
-        None => Err(Rejection::new(
-            Reason::UnknownAsset,
-            format!("{asset} is not defined in this ledger"),
-        )),
+        Some(known) => {
+            Err(Rejection::new(Reason::UnknownAsset, format!("{asset} is not defined; {known} is")))
+        }
+        None => Err(Rejection::new(Reason::UnknownAsset, format!("{asset} is not defined in this ledger"))),
     }
 }
 
 fn check_metadata(m: &Metadata) -> Result<(), Rejection> {
     let too_large = m.len() > METADATA_ENTRIES_MAX
-        || m.iter()
-            .any(|(k, v)| k.len() > METADATA_KEY_LEN_MAX || v.len() > METADATA_VALUE_LEN_MAX);
+        || m.iter().any(|(k, v)| k.len() > METADATA_KEY_LEN_MAX || v.len() > METADATA_VALUE_LEN_MAX);
     if too_large {
         return Err(Rejection::new(
             Reason::MetadataTooLarge,
@@ -160,20 +125,14 @@ fn check_metadata(m: &Metadata) -> Result<(), Rejection> {
 
 fn check_limits(l: &Ledger, limits: &[AssetLimit]) -> Result<(), Rejection> {
     if limits.len() > ACCOUNT_LIMITS_MAX {
-        return Err(Rejection::new(
-            Reason::MetadataTooLarge,
-            format!("at most {ACCOUNT_LIMITS_MAX} limits"),
-        ));
+        return Err(Rejection::new(Reason::MetadataTooLarge, format!("at most {ACCOUNT_LIMITS_MAX} limits")));
     }
     limits.iter().try_for_each(|lim| known_asset(l, &lim.asset))
 }
 
 fn not_world(account: &AccountId) -> Result<(), Rejection> {
     if account.is_world() {
-        return Err(Rejection::new(
-            Reason::WorldAccount,
-            "the world account is managed by the ledger",
-        ));
+        return Err(Rejection::new(Reason::WorldAccount, "the world account is managed by the ledger"));
     }
     Ok(())
 }
@@ -187,13 +146,12 @@ fn open_account(
 ) -> Verdict {
     not_world(account)?;
     if l.accounts.contains_key(account) {
-        return reject(
-            Reason::AccountExists,
-            format!("account {account} exists; update it instead"),
-        );
+        return reject(Reason::AccountExists, format!("account {account} exists; update it instead"));
     }
     check_limits(l, limits)?;
     check_metadata(metadata)?;
+    let opened = Account { limits: limit_map(limits), ..Account::auto_created() };
+    check_within_limits(&opened, account)?;
     Ok(EventBody::AccountOpened {
         ledger: ledger.clone(),
         account: account.clone(),
@@ -204,16 +162,10 @@ fn open_account(
 
 fn open_account_ref<'a>(l: &'a Ledger, account: &AccountId) -> Result<&'a Account, Rejection> {
     let a = l.accounts.get(account).ok_or_else(|| {
-        Rejection::new(
-            Reason::AccountNotFound,
-            format!("account {account} does not exist"),
-        )
+        Rejection::new(Reason::AccountNotFound, format!("account {account} does not exist"))
     })?;
     if a.status == AccountStatus::Closed {
-        return Err(Rejection::new(
-            Reason::AccountClosed,
-            format!("account {account} is closed"),
-        ));
+        return Err(Rejection::new(Reason::AccountClosed, format!("account {account} is closed")));
     }
     Ok(a)
 }
@@ -229,23 +181,7 @@ fn update_account(
     let current = open_account_ref(l, account)?;
     check_limits(l, limits)?;
     check_metadata(metadata)?;
-    let updated = Account {
-        limits: limit_map(limits),
-        ..current.clone()
-    };
-    for (asset, balance) in &updated.balances {
-        let (Some(min), Some(available)) =
-            (updated.min_balance(account, asset), balance.available())
-        else {
-            continue;
-        };
-        if available < min {
-            return reject(
-                Reason::LimitBelowBalance,
-                format!("{asset} available {available} is below the new limit {min}"),
-            );
-        }
-    }
+    check_within_limits(&Account { limits: limit_map(limits), ..current.clone() }, account)?;
     Ok(EventBody::AccountUpdated {
         ledger: ledger.clone(),
         account: account.clone(),
@@ -254,88 +190,88 @@ fn update_account(
     })
 }
 
+/// An account's limits must not put it below them: every asset it holds or has a limit in
+/// (a positive minimum on an empty account is already broken).
+fn check_within_limits(a: &Account, id: &AccountId) -> Result<(), Rejection> {
+    for asset in a.balances.keys().chain(a.limits.keys()) {
+        let (Some(min), Some(available)) = (a.min_balance(id, asset), a.balance(asset).available()) else {
+            continue;
+        };
+        if available < min {
+            return Err(Rejection::new(
+                Reason::LimitBelowBalance,
+                format!("{asset} available {available} is below the limit {min}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn close_account(l: &Ledger, ledger: &LedgerId, account: &AccountId) -> Verdict {
     not_world(account)?;
     if !open_account_ref(l, account)?.is_empty() {
-        return reject(
-            Reason::AccountNotEmpty,
-            format!("account {account} has balances or holds"),
-        );
+        return reject(Reason::AccountNotEmpty, format!("account {account} has balances or holds"));
     }
-    Ok(EventBody::AccountClosed {
-        ledger: ledger.clone(),
-        account: account.clone(),
-    })
+    Ok(EventBody::AccountClosed { ledger: ledger.clone(), account: account.clone() })
 }
 
 fn limit_map(limits: &[AssetLimit]) -> BTreeMap<Asset, Option<Amount>> {
-    limits
-        .iter()
-        .map(|l| (l.asset.clone(), l.min_balance))
-        .collect()
+    limits.iter().map(|l| (l.asset.clone(), l.min_balance)).collect()
 }
 
 // ---- transactions --------------------------------------------------------------------------
 
-fn transact(
-    l: &Ledger,
-    ledger: &LedgerId,
-    tx_id: &TxId,
-    request: &TxRequest,
-    now_ms: i64,
-) -> Verdict {
+fn transact(l: &Ledger, ledger: &LedgerId, tx_id: &TxId, request: &TxRequest, now_ms: i64) -> Verdict {
     if let Some(first) = l.transactions.get(tx_id) {
+        // Only a reused id pays for a fingerprint here; `apply` records it for new ids.
         if first.fingerprint == fingerprint(request) {
-            return Ok(EventBody::TransactionDeduplicated {
-                ledger: ledger.clone(),
-                tx_id: tx_id.clone(),
-            });
+            return Ok(EventBody::TransactionDeduplicated { ledger: ledger.clone(), tx_id: tx_id.clone() });
         }
-        return reject(
-            Reason::IdConflict,
-            format!("transaction {tx_id} exists with a different request"),
-        );
+        return reject(Reason::IdConflict, format!("transaction {tx_id} exists with a different request"));
     }
-    let (postings, pending_timeout_ms) = match request {
-        TxRequest::Transfer {
-            postings,
-            metadata,
-            pending_timeout_ms,
-        } => {
+    let (ledger, tx_id) = (ledger.clone(), tx_id.clone());
+    match request {
+        TxRequest::Transfer { postings, metadata, pending_timeout_ms: None } => {
             check_metadata(metadata)?;
             check_postings(l, postings)?;
-            (postings.clone(), *pending_timeout_ms)
-        }
-        TxRequest::Reversal { original, metadata } => {
-            check_metadata(metadata)?;
-            (reversal_postings(l, original)?, None)
-        }
-    };
-    let (ledger, tx_id, request) = (ledger.clone(), tx_id.clone(), request.clone());
-    match pending_timeout_ms {
-        None => {
-            check_movement(l, &postings, Movement::Post)?;
+            check_movement(l, postings, Movement::Post)?;
             Ok(EventBody::TransactionPosted {
                 ledger,
                 tx_id,
-                request,
-                postings,
+                postings: postings.clone(),
+                metadata: metadata.clone(),
+                reverses: None,
             })
         }
-        Some(timeout_ms) => {
-            if timeout_ms == 0 || timeout_ms > PENDING_TIMEOUT_MS_MAX {
+        TxRequest::Transfer { postings, metadata, pending_timeout_ms: Some(timeout_ms) } => {
+            check_metadata(metadata)?;
+            check_postings(l, postings)?;
+            if *timeout_ms == 0 || *timeout_ms > PENDING_TIMEOUT_MS_MAX {
                 return reject(
                     Reason::InvalidTimeout,
                     format!("pending timeout must be 1..={PENDING_TIMEOUT_MS_MAX} ms"),
                 );
             }
-            check_movement(l, &postings, Movement::Hold)?;
-            let expires_at_ms = now_ms.saturating_add(timeout_ms as i64);
+            check_movement(l, postings, Movement::Hold)?;
             Ok(EventBody::TransactionPending {
                 ledger,
                 tx_id,
-                request,
-                expires_at_ms,
+                postings: postings.clone(),
+                metadata: metadata.clone(),
+                timeout_ms: *timeout_ms,
+                expires_at_ms: now_ms.saturating_add(*timeout_ms as i64),
+            })
+        }
+        TxRequest::Reversal { original, metadata } => {
+            check_metadata(metadata)?;
+            let postings = reversal_postings(l, original)?;
+            check_movement(l, &postings, Movement::Post)?;
+            Ok(EventBody::TransactionPosted {
+                ledger,
+                tx_id,
+                postings,
+                metadata: metadata.clone(),
+                reverses: Some(original.clone()),
             })
         }
     }
@@ -343,16 +279,10 @@ fn transact(
 
 fn check_postings(l: &Ledger, postings: &[Posting]) -> Result<(), Rejection> {
     if postings.is_empty() {
-        return Err(Rejection::new(
-            Reason::NoPostings,
-            "a transaction needs at least one posting",
-        ));
+        return Err(Rejection::new(Reason::NoPostings, "a transaction needs at least one posting"));
     }
     if postings.len() > POSTINGS_MAX {
-        return Err(Rejection::new(
-            Reason::TooManyPostings,
-            format!("at most {POSTINGS_MAX} postings"),
-        ));
+        return Err(Rejection::new(Reason::TooManyPostings, format!("at most {POSTINGS_MAX} postings")));
     }
     for (i, p) in postings.iter().enumerate() {
         if p.amount <= 0 {
@@ -374,16 +304,10 @@ fn check_postings(l: &Ledger, postings: &[Posting]) -> Result<(), Rejection> {
 
 fn reversal_postings(l: &Ledger, original: &TxId) -> Result<Vec<Posting>, Rejection> {
     let tx = l.transactions.get(original).ok_or_else(|| {
-        Rejection::new(
-            Reason::TransactionNotFound,
-            format!("transaction {original} does not exist"),
-        )
+        Rejection::new(Reason::TransactionNotFound, format!("transaction {original} does not exist"))
     })?;
     if tx.status != TxStatus::Posted {
-        return Err(Rejection::new(
-            Reason::NotReversible,
-            format!("transaction {original} is not posted"),
-        ));
+        return Err(Rejection::new(Reason::NotReversible, format!("transaction {original} is not posted")));
     }
     if let Some(by) = &tx.reversed_by {
         return Err(Rejection::new(
@@ -395,11 +319,7 @@ fn reversal_postings(l: &Ledger, original: &TxId) -> Result<Vec<Posting>, Reject
 }
 
 fn inverse(p: &Posting) -> Posting {
-    Posting {
-        source: p.destination.clone(),
-        destination: p.source.clone(),
-        ..p.clone()
-    }
+    Posting { source: p.destination.clone(), destination: p.source.clone(), ..p.clone() }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -411,56 +331,49 @@ enum Movement {
 }
 
 /// Checks that moving `postings` keeps every account open, within its limits and within i128.
-/// Postings apply atomically, so each (account, asset) is checked on its net result.
+/// The postings are replayed in the order `apply` moves them, with checked arithmetic, so no
+/// intermediate balance can overflow there; limits apply to the final balances (a transaction
+/// is atomic). Transactions are small (at most POSTINGS_MAX postings): a linear scan of the
+/// touched balances beats hashing.
 fn check_movement(l: &Ledger, postings: &[Posting], movement: Movement) -> Result<(), Rejection> {
-    let mut debit: HashMap<(&AccountId, &Asset), Amount> =
-        HashMap::with_capacity(postings.len() * 2);
-    let mut credit: HashMap<(&AccountId, &Asset), Amount> =
-        HashMap::with_capacity(postings.len() * 2);
     let overflow = || Rejection::new(Reason::Overflow, "amounts overflow");
+    let default = Account::auto_created();
+    // (account id, account, asset, balance after the postings so far, debited?)
+    let mut touched: Vec<(&AccountId, &Account, &Asset, Balance, bool)> =
+        Vec::with_capacity(postings.len() * 2);
     for p in postings {
-        let d = debit.entry((&p.source, &p.asset)).or_default();
-        *d = d.checked_add(p.amount).ok_or_else(overflow)?;
-        let c = credit.entry((&p.destination, &p.asset)).or_default();
-        *c = c.checked_add(p.amount).ok_or_else(overflow)?;
-    }
-    let touched = debit.keys().chain(credit.keys());
-    for &(account_id, asset) in touched {
-        let default = Account::auto_created();
-        let account = l.accounts.get(account_id).unwrap_or(&default);
-        if account.status == AccountStatus::Closed {
-            return Err(Rejection::new(
-                Reason::AccountClosed,
-                format!("account {account_id} is closed"),
-            ));
+        for (account_id, debit) in [(&p.source, true), (&p.destination, false)] {
+            let i = match touched.iter().position(|t| t.0 == account_id && t.2 == &p.asset) {
+                Some(i) => i,
+                None => {
+                    let account = l.accounts.get(account_id).unwrap_or(&default);
+                    if account.status == AccountStatus::Closed {
+                        return Err(Rejection::new(
+                            Reason::AccountClosed,
+                            format!("account {account_id} is closed"),
+                        ));
+                    }
+                    touched.push((account_id, account, &p.asset, account.balance(&p.asset), false));
+                    touched.len() - 1
+                }
+            };
+            let b = &mut touched[i].3;
+            let moved = match (movement, debit) {
+                (Movement::Post, true) => b.posted.checked_sub(p.amount).map(|v| b.posted = v),
+                (Movement::Post, false) => b.posted.checked_add(p.amount).map(|v| b.posted = v),
+                (Movement::Hold, true) => b.pending_out.checked_add(p.amount).map(|v| b.pending_out = v),
+                (Movement::Hold, false) => b.pending_in.checked_add(p.amount).map(|v| b.pending_in = v),
+            };
+            moved.ok_or_else(overflow)?;
+            touched[i].4 |= debit;
         }
-        let out = debit.get(&(account_id, asset)).copied().unwrap_or(0);
-        let inc = credit.get(&(account_id, asset)).copied().unwrap_or(0);
-        let b = account.balance(asset);
-        let after = match movement {
-            Movement::Post => b
-                .posted
-                .checked_add(inc)
-                .and_then(|v| v.checked_sub(out))
-                .map(|posted| (posted, b.pending_out, b.pending_in)),
-            Movement::Hold => b
-                .pending_out
-                .checked_add(out)
-                .zip(b.pending_in.checked_add(inc))
-                .map(|(o, i)| (b.posted, o, i)),
-        };
-        let (posted, pending_out, _) = after.ok_or_else(overflow)?;
-        let available = posted.checked_sub(pending_out).ok_or_else(overflow)?;
-        if out > 0
-            && account
-                .min_balance(account_id, asset)
-                .is_some_and(|min| available < min)
-        {
+    }
+    for (account_id, account, asset, after, debited) in touched {
+        let available = after.available().ok_or_else(overflow)?;
+        if debited && account.min_balance(account_id, asset).is_some_and(|min| available < min) {
             return Err(Rejection::new(
                 Reason::InsufficientFunds,
-                format!(
-                    "account {account_id} would have {available} {asset} available, below its limit"
-                ),
+                format!("account {account_id} would have {available} {asset} available, below its limit"),
             ));
         }
     }
@@ -469,16 +382,10 @@ fn check_movement(l: &Ledger, postings: &[Posting], movement: Movement) -> Resul
 
 fn pending<'a>(l: &'a Ledger, tx_id: &TxId) -> Result<&'a TxRecord, Rejection> {
     let tx = l.transactions.get(tx_id).ok_or_else(|| {
-        Rejection::new(
-            Reason::TransactionNotFound,
-            format!("transaction {tx_id} does not exist"),
-        )
+        Rejection::new(Reason::TransactionNotFound, format!("transaction {tx_id} does not exist"))
     })?;
     if tx.status != TxStatus::Pending {
-        return Err(Rejection::new(
-            Reason::NotPending,
-            format!("transaction {tx_id} is not pending"),
-        ));
+        return Err(Rejection::new(Reason::NotPending, format!("transaction {tx_id} is not pending")));
     }
     Ok(tx)
 }
@@ -492,18 +399,13 @@ fn commit_pending(
 ) -> Verdict {
     let tx = pending(l, tx_id)?;
     if tx.expires_at_ms.is_some_and(|t| t <= now_ms) {
-        return reject(
-            Reason::PendingExpired,
-            format!("transaction {tx_id} timed out; it can only expire"),
-        );
+        return reject(Reason::PendingExpired, format!("transaction {tx_id} timed out; it can only expire"));
     }
     let amounts = match amounts {
         None => tx.postings.iter().map(|p| p.amount).collect(),
         Some(a) => {
             let fits = a.len() == tx.postings.len()
-                && a.iter()
-                    .zip(&tx.postings)
-                    .all(|(c, p)| (0..=p.amount).contains(c))
+                && a.iter().zip(&tx.postings).all(|(c, p)| (0..=p.amount).contains(c))
                 && a.iter().any(|c| *c > 0);
             if !fits {
                 return reject(
@@ -523,27 +425,15 @@ fn commit_pending(
     let mut credit: HashMap<(&AccountId, &Asset), Amount> = HashMap::new();
     for p in &committed {
         let c = credit.entry((&p.destination, &p.asset)).or_default();
-        *c = c
-            .checked_add(p.amount)
-            .ok_or_else(|| Rejection::new(Reason::Overflow, "amounts overflow"))?;
+        *c = c.checked_add(p.amount).ok_or_else(|| Rejection::new(Reason::Overflow, "amounts overflow"))?;
     }
     for ((account, asset), amount) in credit {
-        let posted = l
-            .accounts
-            .get(account)
-            .map_or(0, |a| a.balance(asset).posted);
+        let posted = l.accounts.get(account).map_or(0, |a| a.balance(asset).posted);
         if posted.checked_add(amount).is_none() {
-            return reject(
-                Reason::Overflow,
-                format!("account {account} would overflow"),
-            );
+            return reject(Reason::Overflow, format!("account {account} would overflow"));
         }
     }
-    Ok(EventBody::PendingCommitted {
-        ledger: ledger.clone(),
-        tx_id: tx_id.clone(),
-        amounts,
-    })
+    Ok(EventBody::PendingCommitted { ledger: ledger.clone(), tx_id: tx_id.clone(), amounts })
 }
 
 fn committed_postings(postings: &[Posting], amounts: &[Amount]) -> Vec<Posting> {
@@ -551,25 +441,16 @@ fn committed_postings(postings: &[Posting], amounts: &[Amount]) -> Vec<Posting> 
         .iter()
         .zip(amounts)
         .filter(|(_, a)| **a > 0)
-        .map(|(p, a)| Posting {
-            amount: *a,
-            ..p.clone()
-        })
+        .map(|(p, a)| Posting { amount: *a, ..p.clone() })
         .collect()
 }
 
 fn expire_pending(l: &Ledger, ledger: &LedgerId, tx_id: &TxId, now_ms: i64) -> Verdict {
     let tx = pending(l, tx_id)?;
     if tx.expires_at_ms.is_some_and(|t| t > now_ms) {
-        return reject(
-            Reason::NotYetExpired,
-            format!("transaction {tx_id} has not timed out"),
-        );
+        return reject(Reason::NotYetExpired, format!("transaction {tx_id} has not timed out"));
     }
-    Ok(EventBody::PendingExpired {
-        ledger: ledger.clone(),
-        tx_id: tx_id.clone(),
-    })
+    Ok(EventBody::PendingExpired { ledger: ledger.clone(), tx_id: tx_id.clone() })
 }
 
 // ---- documents -----------------------------------------------------------------------------
@@ -593,10 +474,7 @@ fn put_document(
     expected: Option<u64>,
 ) -> Verdict {
     if value.len() > DOCUMENT_LEN_MAX {
-        return reject(
-            Reason::DocumentTooLarge,
-            format!("documents are at most {DOCUMENT_LEN_MAX} bytes"),
-        );
+        return reject(Reason::DocumentTooLarge, format!("documents are at most {DOCUMENT_LEN_MAX} bytes"));
     }
     if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(value) {
         return reject(Reason::InvalidJson, format!("value is not JSON: {e}"));
@@ -617,10 +495,7 @@ fn delete_document(
     expected: Option<u64>,
 ) -> Verdict {
     let Some(current) = doc.filter(|d| d.value.is_some()) else {
-        return reject(
-            Reason::DocumentNotFound,
-            format!("{doc_type}/{key} does not exist"),
-        );
+        return reject(Reason::DocumentNotFound, format!("{doc_type}/{key} does not exist"));
     };
     check_expected(doc, expected)?;
     Ok(EventBody::DocumentDeleted {
@@ -635,34 +510,35 @@ fn delete_document(
 /// Folds one event into the state. Events come from the log, where only `decide` puts them,
 /// so they are valid by construction; what must hold is asserted in debug builds.
 pub fn apply(state: &mut State, event: &Event) {
-    let tenant = state.tenants.entry(event.tenant.clone()).or_default();
+    let tenant = get_or_insert_default(&mut state.tenants, &event.tenant);
     match &event.stream {
         crate::StreamId::Ledger(ledger_id) => {
-            let ledger = tenant.ledgers.entry(ledger_id.clone()).or_default();
-            debug_assert_eq!(
-                ledger.stream_version + 1,
-                event.stream_version,
-                "gap in {}",
-                event.event_id()
-            );
+            let ledger = get_or_insert_default(&mut tenant.ledgers, ledger_id);
+            debug_assert_eq!(ledger.stream_version + 1, event.stream_version, "gap in {}", event.event_id());
             ledger.stream_version = event.stream_version;
             apply_ledger(ledger, &event.body);
         }
         crate::StreamId::Document(doc_type, key) => {
-            let doc = tenant
-                .documents
-                .entry((doc_type.clone(), key.clone()))
-                .or_default();
-            debug_assert_eq!(
-                doc.stream_version + 1,
-                event.stream_version,
-                "gap in {}",
-                event.event_id()
-            );
+            let doc = tenant.documents.entry((doc_type.clone(), key.clone())).or_default();
+            debug_assert_eq!(doc.stream_version + 1, event.stream_version, "gap in {}", event.event_id());
             doc.stream_version = event.stream_version;
             apply_document(doc, &event.body);
         }
     }
+}
+
+/// `map.entry(key.clone()).or_default()` without cloning the key when it is already there
+/// (the common case on the hot path).
+fn get_or_insert_default<'m, K, V, S>(map: &'m mut HashMap<K, V, S>, key: &K) -> &'m mut V
+where
+    K: std::hash::Hash + Eq + Clone,
+    V: Default,
+    S: std::hash::BuildHasher,
+{
+    if !map.contains_key(key) {
+        map.insert(key.clone(), V::default());
+    }
+    map.get_mut(key).expect("inserted above")
 }
 
 fn apply_document(doc: &mut Document, body: &EventBody) {
@@ -686,87 +562,43 @@ fn apply_ledger(l: &mut Ledger, body: &EventBody) {
         AssetDefined { asset, .. } => {
             l.assets.insert(asset.code().to_owned(), asset.clone());
         }
-        AccountOpened {
-            account,
-            limits,
-            metadata,
-            ..
-        } => {
-            let a = Account {
-                limits: limit_map(limits),
-                metadata: metadata.clone(),
-                ..Account::auto_created()
-            };
+        AccountOpened { account, limits, metadata, .. } => {
+            let a =
+                Account { limits: limit_map(limits), metadata: metadata.clone(), ..Account::auto_created() };
             l.accounts.insert(account.clone(), a);
         }
-        AccountUpdated {
-            account,
-            limits,
-            metadata,
-            ..
-        } => {
+        AccountUpdated { account, limits, metadata, .. } => {
             let a = l.accounts.get_mut(account).expect("updated account exists");
             a.limits = limit_map(limits);
             a.metadata = metadata.clone();
         }
         AccountClosed { account, .. } => {
-            l.accounts
-                .get_mut(account)
-                .expect("closed account exists")
-                .status = AccountStatus::Closed;
+            l.accounts.get_mut(account).expect("closed account exists").status = AccountStatus::Closed;
         }
-        TransactionPosted {
-            tx_id,
-            request,
-            postings,
-            ..
-        } => {
+        TransactionPosted { tx_id, postings, metadata, reverses, .. } => {
             for p in postings {
                 move_posted(l, p, p.amount);
             }
-            if let TxRequest::Reversal { original, .. } = request {
-                l.transactions
-                    .get_mut(original)
-                    .expect("reversed transaction exists")
-                    .reversed_by = Some(tx_id.clone());
-            }
-            record(l, tx_id, request, TxStatus::Posted, postings.clone(), None);
-        }
-        TransactionPending {
-            tx_id,
-            request,
-            expires_at_ms,
-            ..
-        } => {
-            let TxRequest::Transfer { postings, .. } = request else {
-                unreachable!("only transfers can be pending")
+            let fingerprint = match reverses {
+                None => transfer_fingerprint(postings, metadata, None),
+                Some(original) => {
+                    let reversed = l.transactions.get_mut(original).expect("reversed transaction exists");
+                    reversed.reversed_by = Some(tx_id.clone());
+                    reversal_fingerprint(original, metadata)
+                }
             };
+            record(l, tx_id, fingerprint, TxStatus::Posted, postings.clone(), None);
+        }
+        TransactionPending { tx_id, postings, metadata, timeout_ms, expires_at_ms, .. } => {
             for p in postings {
                 hold(l, p, p.amount);
             }
-            record(
-                l,
-                tx_id,
-                request,
-                TxStatus::Pending,
-                postings.clone(),
-                Some(*expires_at_ms),
-            );
+            let fingerprint = transfer_fingerprint(postings, metadata, Some(*timeout_ms));
+            record(l, tx_id, fingerprint, TxStatus::Pending, postings.clone(), Some(*expires_at_ms));
         }
-        TransactionFailed {
-            tx_id,
-            request,
-            reason,
-            ..
-        } => {
-            record(
-                l,
-                tx_id,
-                request,
-                TxStatus::Failed(Failure::Rejected(*reason)),
-                Vec::new(),
-                None,
-            );
+        TransactionFailed { tx_id, request, reason, .. } => {
+            let status = TxStatus::Failed(Failure::Rejected(*reason));
+            record(l, tx_id, fingerprint(request), status, Vec::new(), None);
         }
         PendingCommitted { tx_id, amounts, .. } => {
             let held = release(l, tx_id, TxStatus::Posted);
@@ -774,10 +606,7 @@ fn apply_ledger(l: &mut Ledger, body: &EventBody) {
             for p in &committed {
                 move_posted(l, p, p.amount);
             }
-            l.transactions
-                .get_mut(tx_id)
-                .expect("committed transaction exists")
-                .postings = committed;
+            l.transactions.get_mut(tx_id).expect("committed transaction exists").postings = committed;
         }
         PendingVoided { tx_id, .. } => {
             release(l, tx_id, TxStatus::Failed(Failure::Voided));
@@ -795,62 +624,43 @@ fn apply_ledger(l: &mut Ledger, body: &EventBody) {
 fn record(
     l: &mut Ledger,
     tx_id: &TxId,
-    request: &TxRequest,
+    fingerprint: u128,
     status: TxStatus,
     postings: Vec<Posting>,
     expires_at_ms: Option<i64>,
 ) {
-    let previous = l.transactions.insert(
-        tx_id.clone(),
-        TxRecord {
-            fingerprint: fingerprint(request),
-            status,
-            postings,
-            expires_at_ms,
-            reversed_by: None,
-        },
-    );
+    let previous = l
+        .transactions
+        .insert(tx_id.clone(), TxRecord { fingerprint, status, postings, expires_at_ms, reversed_by: None });
     debug_assert!(previous.is_none(), "transaction id {tx_id} recorded twice");
 }
 
-fn account_mut<'a>(l: &'a mut Ledger, id: &AccountId) -> &'a mut Account {
-    l.accounts
-        .entry(id.clone())
-        .or_insert_with(Account::auto_created)
+/// The balance of `account` in `asset`, creating the account on first use; clones a key only
+/// when it is new.
+fn balance_mut<'a>(l: &'a mut Ledger, account: &AccountId, asset: &Asset) -> &'a mut Balance {
+    if !l.accounts.contains_key(account) {
+        l.accounts.insert(account.clone(), Account::auto_created());
+    }
+    let balances = &mut l.accounts.get_mut(account).expect("inserted above").balances;
+    if !balances.contains_key(asset) {
+        balances.insert(asset.clone(), Balance::default());
+    }
+    balances.get_mut(asset).expect("inserted above")
 }
 
 fn move_posted(l: &mut Ledger, p: &Posting, amount: Amount) {
-    account_mut(l, &p.source)
-        .balances
-        .entry(p.asset.clone())
-        .or_default()
-        .posted -= amount;
-    account_mut(l, &p.destination)
-        .balances
-        .entry(p.asset.clone())
-        .or_default()
-        .posted += amount;
+    balance_mut(l, &p.source, &p.asset).posted -= amount;
+    balance_mut(l, &p.destination, &p.asset).posted += amount;
 }
 
 fn hold(l: &mut Ledger, p: &Posting, amount: Amount) {
-    account_mut(l, &p.source)
-        .balances
-        .entry(p.asset.clone())
-        .or_default()
-        .pending_out += amount;
-    account_mut(l, &p.destination)
-        .balances
-        .entry(p.asset.clone())
-        .or_default()
-        .pending_in += amount;
+    balance_mut(l, &p.source, &p.asset).pending_out += amount;
+    balance_mut(l, &p.destination, &p.asset).pending_in += amount;
 }
 
 /// Releases every hold of a pending transaction and sets its final status; returns what was held.
 fn release(l: &mut Ledger, tx_id: &TxId, status: TxStatus) -> Vec<Posting> {
-    let tx = l
-        .transactions
-        .get_mut(tx_id)
-        .expect("released transaction exists");
+    let tx = l.transactions.get_mut(tx_id).expect("released transaction exists");
     debug_assert_eq!(tx.status, TxStatus::Pending, "{tx_id} released twice");
     tx.status = status;
     let held = tx.postings.clone();

@@ -53,13 +53,11 @@ pub fn amount() -> impl Strategy<Value = Amount> {
 }
 
 pub fn posting() -> impl Strategy<Value = Posting> {
-    (source(), account(), asset(), amount()).prop_map(|(source, destination, asset, amount)| {
-        Posting {
-            source,
-            destination,
-            asset,
-            amount,
-        }
+    (source(), account(), asset(), amount()).prop_map(|(source, destination, asset, amount)| Posting {
+        source,
+        destination,
+        asset,
+        amount,
     })
 }
 
@@ -76,8 +74,7 @@ pub fn limit() -> impl Strategy<Value = AssetLimit> {
 }
 
 pub fn transfer() -> impl Strategy<Value = TxRequest> {
-    let timeout =
-        prop_oneof![6 => Just(None), 4 => (1u64..=20_000).prop_map(Some), 1 => Just(Some(0))];
+    let timeout = prop_oneof![6 => Just(None), 4 => (1u64..=20_000).prop_map(Some), 1 => Just(Some(0))];
     (prop_oneof![3 => proptest::collection::vec(posting(), 1..=1), 1 => proptest::collection::vec(posting(), 2..=3)], metadata(), timeout)
         .prop_map(|(postings, metadata, pending_timeout_ms)| TxRequest::Transfer { postings, metadata, pending_timeout_ms })
 }
@@ -92,7 +89,8 @@ pub fn request() -> impl Strategy<Value = TxRequest> {
 pub fn body() -> impl Strategy<Value = CommandBody> {
     let doc_type = || Just(DocType::parse("orders").unwrap());
     let doc_key = || pick(DOC_KEYS, |s| DocKey::parse(s).unwrap());
-    let partial = prop_oneof![3 => Just(None), 1 => proptest::collection::vec(0i128..=600, 1..=3).prop_map(Some)];
+    let partial =
+        prop_oneof![3 => Just(None), 1 => proptest::collection::vec(0i128..=600, 1..=3).prop_map(Some)];
     prop_oneof![
         3 => (ledger(), asset()).prop_map(|(ledger, asset)| CommandBody::DefineAsset { ledger, asset }),
         2 => (ledger(), account(), proptest::collection::vec(limit(), 0..=2), metadata())
@@ -133,18 +131,11 @@ pub fn history() -> impl Strategy<Value = Vec<(Command, i64)>> {
             let reversal = |attempt: u8| CommandBody::Transact {
                 ledger: ledger.clone(),
                 tx_id: TxId::parse(format!("{tx_id}r{n}-{attempt}")).unwrap(),
-                request: TxRequest::Reversal {
-                    original: tx_id.clone(),
-                    metadata: Metadata::new(),
-                },
+                request: TxRequest::Reversal { original: tx_id.clone(), metadata: Metadata::new() },
             };
             let bodies = match kind {
                 0 => vec![first.body.clone()],
-                1 => vec![CommandBody::CommitPending {
-                    ledger,
-                    tx_id,
-                    amounts: None,
-                }],
+                1 => vec![CommandBody::CommitPending { ledger, tx_id, amounts: None }],
                 2 => vec![CommandBody::VoidPending { ledger, tx_id }],
                 _ => vec![reversal(0), reversal(1)],
             };
@@ -181,10 +172,7 @@ pub fn command(tenant: TenantId, body: CommandBody) -> Command {
 
 /// Runs a history from an empty state; calls `check` after every event. Returns the state, the
 /// events and the final time.
-pub fn run(
-    history: &[(Command, i64)],
-    mut check: impl FnMut(&State, &Event),
-) -> (State, Vec<Event>, i64) {
+pub fn run(history: &[(Command, i64)], mut check: impl FnMut(&State, &Event)) -> (State, Vec<Event>, i64) {
     let mut state = State::new();
     let mut events = Vec::with_capacity(history.len());
     let mut now = 1_700_000_000_000i64;
@@ -205,27 +193,28 @@ pub fn run(
 pub fn check_invariants(state: &State) -> Result<(), String> {
     use std::collections::BTreeMap;
     for (tenant, ledger_id, ledger) in state.ledgers() {
-        let mut sums: BTreeMap<&Asset, (Amount, Amount, Amount)> = BTreeMap::new();
+        let mut sums: BTreeMap<&Asset, (Wide, Wide, Wide)> = BTreeMap::new();
         let mut expected_holds: BTreeMap<(&AccountId, &Asset), (Amount, Amount)> = BTreeMap::new();
-        for tx in ledger
-            .transactions
-            .values()
-            .filter(|t| t.status == TxStatus::Pending)
-        {
+        for tx in ledger.transactions.values().filter(|t| t.status == TxStatus::Pending) {
             for p in &tx.postings {
                 expected_holds.entry((&p.source, &p.asset)).or_default().0 += p.amount;
-                expected_holds
-                    .entry((&p.destination, &p.asset))
-                    .or_default()
-                    .1 += p.amount;
+                expected_holds.entry((&p.destination, &p.asset)).or_default().1 += p.amount;
             }
         }
         for (id, account) in &ledger.accounts {
+            for asset in account.limits.keys() {
+                let available = account.balance(asset).available().ok_or("available overflows")?;
+                if account.min_balance(id, asset).is_some_and(|min| available < min) {
+                    return Err(format!(
+                        "{tenant}/{ledger_id}/{id} {asset}: available {available} below its limit"
+                    ));
+                }
+            }
             for (asset, b) in &account.balances {
                 let s = sums.entry(asset).or_default();
-                s.0 += b.posted;
-                s.1 += b.pending_out;
-                s.2 += b.pending_in;
+                s.0.add(b.posted);
+                s.1.add(b.pending_out);
+                s.2.add(b.pending_in);
                 let available = b.available().ok_or("available overflows")?;
                 if let Some(min) = account.min_balance(id, asset) {
                     if available < min {
@@ -234,29 +223,39 @@ pub fn check_invariants(state: &State) -> Result<(), String> {
                         ));
                     }
                 }
-                let holds = expected_holds
-                    .get(&(id, asset))
-                    .copied()
-                    .unwrap_or_default();
+                let holds = expected_holds.get(&(id, asset)).copied().unwrap_or_default();
                 if (b.pending_out, b.pending_in) != holds {
                     return Err(format!(
                         "{tenant}/{ledger_id}/{id} {asset}: holds {b:?} != pending transactions {holds:?}"
                     ));
                 }
                 if account.status == AccountStatus::Closed && *b != Balance::default() {
-                    return Err(format!(
-                        "{tenant}/{ledger_id}/{id} is closed but holds {asset} {b:?}"
-                    ));
+                    return Err(format!("{tenant}/{ledger_id}/{id} is closed but holds {asset} {b:?}"));
                 }
             }
         }
         for (asset, (posted, out, inc)) in sums {
-            if posted != 0 || out != inc {
+            if posted != Wide::default() || out != inc {
                 return Err(format!(
-                    "{tenant}/{ledger_id} {asset}: posted sum {posted}, holds out {out} in {inc}"
+                    "{tenant}/{ledger_id} {asset}: posted sum {posted:?}, holds out {out:?} in {inc:?}"
                 ));
             }
         }
     }
     Ok(())
+}
+
+/// A 256-bit sum: balances near the edges of i128 must not overflow the check itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Wide {
+    high: i128,
+    low: u128,
+}
+
+impl Wide {
+    fn add(&mut self, v: Amount) {
+        let (low, carry) = self.low.overflowing_add(v as u128);
+        self.low = low;
+        self.high += i128::from(carry) - i128::from(v < 0);
+    }
 }

@@ -10,10 +10,7 @@ fn histories_reach_every_interesting_outcome() {
     let mut runner = TestRunner::deterministic();
     let mut kinds: BTreeMap<String, u32> = BTreeMap::new();
     for _ in 0..2_000 {
-        let h = tally_core::testkit::history()
-            .new_tree(&mut runner)
-            .unwrap()
-            .current();
+        let h = tally_core::testkit::history().new_tree(&mut runner).unwrap().current();
         tally_core::testkit::run(&h, |_, e| {
             let k = match e.body.rejection() {
                 Some(r) => format!("{}:{}", e.body.kind(), r.code()),
@@ -44,9 +41,6 @@ fn histories_reach_every_interesting_outcome() {
         "CommandRejected:NOT_PENDING",
         "TransactionFailed:ALREADY_REVERSED",
     ] {
-        assert!(
-            kinds.get(must).copied().unwrap_or(0) >= 5,
-            "histories rarely reach {must}: {kinds:#?}"
-        );
+        assert!(kinds.get(must).copied().unwrap_or(0) >= 5, "histories rarely reach {must}: {kinds:#?}");
     }
 }

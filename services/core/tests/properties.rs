@@ -6,11 +6,7 @@ use tally_core::testkit::*;
 use tally_core::*;
 
 fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 10_000,
-        max_shrink_iters: 10_000,
-        ..ProptestConfig::default()
-    }
+    ProptestConfig { cases: 10_000, max_shrink_iters: 10_000, ..ProptestConfig::default() }
 }
 
 proptest! {

@@ -22,42 +22,22 @@ fn usd() -> Asset {
 }
 
 fn posting(from: &str, to: &str, amount: Amount) -> Posting {
-    Posting {
-        source: id(from),
-        destination: id(to),
-        asset: usd(),
-        amount,
-    }
+    Posting { source: id(from), destination: id(to), asset: usd(), amount }
 }
 
 fn transfer(postings: Vec<Posting>) -> TxRequest {
-    TxRequest::Transfer {
-        postings,
-        metadata: Metadata::new(),
-        pending_timeout_ms: None,
-    }
+    TxRequest::Transfer { postings, metadata: Metadata::new(), pending_timeout_ms: None }
 }
 
 fn hold(postings: Vec<Posting>, timeout_ms: u64) -> TxRequest {
-    TxRequest::Transfer {
-        postings,
-        metadata: Metadata::new(),
-        pending_timeout_ms: Some(timeout_ms),
-    }
+    TxRequest::Transfer { postings, metadata: Metadata::new(), pending_timeout_ms: Some(timeout_ms) }
 }
 
 impl Ledger1 {
     /// A ledger `main` of tenant `acme` with USD/2 defined.
     fn new() -> Self {
-        let mut l = Ledger1 {
-            state: State::new(),
-            now: T0,
-            n: 0,
-        };
-        l.ok(CommandBody::DefineAsset {
-            ledger: id("main"),
-            asset: usd(),
-        });
+        let mut l = Ledger1 { state: State::new(), now: T0, n: 0 };
+        l.ok(CommandBody::DefineAsset { ledger: id("main"), asset: usd() });
         l
     }
 
@@ -91,47 +71,26 @@ impl Ledger1 {
     }
 
     fn tx(&mut self, tx_id: &str, request: TxRequest) -> Event {
-        self.send(CommandBody::Transact {
-            ledger: id("main"),
-            tx_id: id(tx_id),
-            request,
-        })
+        self.send(CommandBody::Transact { ledger: id("main"), tx_id: id(tx_id), request })
     }
 
     fn balance(&self, account: &str) -> Balance {
         let l = self.state.ledger(&id("acme"), &id("main")).unwrap();
-        l.accounts
-            .get(&id::<AccountId>(account))
-            .map(|a| a.balance(&usd()))
-            .unwrap_or_default()
+        l.accounts.get(&id::<AccountId>(account)).map(|a| a.balance(&usd())).unwrap_or_default()
     }
 
     fn status(&self, tx_id: &str) -> TxStatus {
-        self.state
-            .ledger(&id("acme"), &id("main"))
-            .unwrap()
-            .transactions[&id::<TxId>(tx_id)]
-            .status
+        self.state.ledger(&id("acme"), &id("main")).unwrap().transactions[&id::<TxId>(tx_id)].status
     }
 }
 
 #[test]
 fn transfers_move_money_and_auto_create_accounts() {
     let mut l = Ledger1::new();
-    let e = l.tx(
-        "t1",
-        transfer(vec![
-            posting("world", "alice", 1000),
-            posting("alice", "bob", 300),
-        ]),
-    );
+    let e = l.tx("t1", transfer(vec![posting("world", "alice", 1000), posting("alice", "bob", 300)]));
     assert!(matches!(e.body, EventBody::TransactionPosted { .. }));
     assert_eq!(
-        (
-            l.balance("world").posted,
-            l.balance("alice").posted,
-            l.balance("bob").posted
-        ),
+        (l.balance("world").posted, l.balance("alice").posted, l.balance("bob").posted),
         (-1000, 700, 300)
     );
     assert_eq!(e.stream_version, 2);
@@ -143,37 +102,13 @@ fn transfers_move_money_and_auto_create_accounts() {
 fn each_bad_posting_has_its_reason_and_records_the_transaction_failed() {
     let mut l = Ledger1::new();
     let cases = [
-        (
-            "z",
-            transfer(vec![posting("world", "alice", 0)]),
-            Reason::NonPositiveAmount,
-        ),
-        (
-            "n",
-            transfer(vec![posting("world", "alice", -5)]),
-            Reason::NonPositiveAmount,
-        ),
-        (
-            "s",
-            transfer(vec![posting("alice", "alice", 5)]),
-            Reason::SelfPosting,
-        ),
+        ("z", transfer(vec![posting("world", "alice", 0)]), Reason::NonPositiveAmount),
+        ("n", transfer(vec![posting("world", "alice", -5)]), Reason::NonPositiveAmount),
+        ("s", transfer(vec![posting("alice", "alice", 5)]), Reason::SelfPosting),
         ("e", transfer(vec![]), Reason::NoPostings),
-        (
-            "i",
-            transfer(vec![posting("alice", "bob", 1)]),
-            Reason::InsufficientFunds,
-        ),
-        (
-            "m",
-            transfer(vec![posting("world", "a", 1); limits::POSTINGS_MAX + 1]),
-            Reason::TooManyPostings,
-        ),
-        (
-            "to",
-            hold(vec![posting("world", "a", 1)], 0),
-            Reason::InvalidTimeout,
-        ),
+        ("i", transfer(vec![posting("alice", "bob", 1)]), Reason::InsufficientFunds),
+        ("m", transfer(vec![posting("world", "a", 1); limits::POSTINGS_MAX + 1]), Reason::TooManyPostings),
+        ("to", hold(vec![posting("world", "a", 1)], 0), Reason::InvalidTimeout),
     ];
     for (tx_id, request, reason) in cases {
         let e = l.tx(tx_id, request);
@@ -184,28 +119,14 @@ fn each_bad_posting_has_its_reason_and_records_the_transaction_failed() {
         );
         assert_eq!(l.status(tx_id), TxStatus::Failed(Failure::Rejected(reason)));
     }
-    let eur = Posting {
-        asset: Asset::parse("EUR/2").unwrap(),
-        ..posting("world", "alice", 1)
-    };
+    let eur = Posting { asset: Asset::parse("EUR/2").unwrap(), ..posting("world", "alice", 1) };
     l.rejected(
-        CommandBody::Transact {
-            ledger: id("main"),
-            tx_id: id("u"),
-            request: transfer(vec![eur]),
-        },
+        CommandBody::Transact { ledger: id("main"), tx_id: id("u"), request: transfer(vec![eur]) },
         Reason::UnknownAsset,
     );
-    let usd3 = Posting {
-        asset: Asset::parse("USD/3").unwrap(),
-        ..posting("world", "alice", 1)
-    };
+    let usd3 = Posting { asset: Asset::parse("USD/3").unwrap(), ..posting("world", "alice", 1) };
     l.rejected(
-        CommandBody::Transact {
-            ledger: id("main"),
-            tx_id: id("u3"),
-            request: transfer(vec![usd3]),
-        },
+        CommandBody::Transact { ledger: id("main"), tx_id: id("u3"), request: transfer(vec![usd3]) },
         Reason::UnknownAsset,
     );
 }
@@ -220,15 +141,12 @@ fn overflow_is_rejected() {
     });
     let e = l.tx("b", transfer(vec![posting("world", "alice", 1)]));
     assert_eq!(e.body.rejection(), Some(Reason::Overflow));
-    let e = l.tx(
-        "c",
-        transfer(vec![
-            posting("world", "bob", i128::MAX),
-            posting("world", "bob", i128::MAX),
-        ]),
-    );
+    let e = l.tx("c", transfer(vec![posting("world", "bob", i128::MAX), posting("world", "bob", i128::MAX)]));
     assert_eq!(e.body.rejection(), Some(Reason::Overflow));
     assert_eq!(l.balance("alice").posted, i128::MAX);
+    // Net zero for world, but applied posting by posting world would pass i128::MIN on the way.
+    let e = l.tx("d", transfer(vec![posting("world", "bob", 10), posting("bob", "world", 10)]));
+    assert_eq!(e.body.rejection(), Some(Reason::Overflow));
 }
 
 #[test]
@@ -236,10 +154,7 @@ fn a_transaction_id_is_unique_forever() {
     let mut l = Ledger1::new();
     let req = transfer(vec![posting("world", "alice", 10)]);
     l.tx("t", req.clone());
-    assert!(matches!(
-        l.tx("t", req).body,
-        EventBody::TransactionDeduplicated { .. }
-    ));
+    assert!(matches!(l.tx("t", req).body, EventBody::TransactionDeduplicated { .. }));
     assert_eq!(l.balance("alice").posted, 10);
     l.rejected(
         CommandBody::Transact {
@@ -251,19 +166,10 @@ fn a_transaction_id_is_unique_forever() {
     );
     // A failed id stays failed: retrying the same request returns the first outcome.
     let broke = transfer(vec![posting("bob", "alice", 10)]);
-    assert_eq!(
-        l.tx("f", broke.clone()).body.rejection(),
-        Some(Reason::InsufficientFunds)
-    );
+    assert_eq!(l.tx("f", broke.clone()).body.rejection(), Some(Reason::InsufficientFunds));
     l.tx("fund", transfer(vec![posting("world", "bob", 100)]));
-    assert!(matches!(
-        l.tx("f", broke).body,
-        EventBody::TransactionDeduplicated { .. }
-    ));
-    assert_eq!(
-        l.status("f"),
-        TxStatus::Failed(Failure::Rejected(Reason::InsufficientFunds))
-    );
+    assert!(matches!(l.tx("f", broke).body, EventBody::TransactionDeduplicated { .. }));
+    assert_eq!(l.status("f"), TxStatus::Failed(Failure::Rejected(Reason::InsufficientFunds)));
 }
 
 #[test]
@@ -271,84 +177,31 @@ fn pending_holds_limit_available_and_commit_partially() {
     let mut l = Ledger1::new();
     l.tx("fund", transfer(vec![posting("world", "alice", 100)]));
     assert!(matches!(
-        l.tx("h", hold(vec![posting("alice", "bob", 80)], 60_000))
-            .body,
+        l.tx("h", hold(vec![posting("alice", "bob", 80)], 60_000)).body,
         EventBody::TransactionPending { .. }
     ));
-    assert_eq!(
-        l.balance("alice"),
-        Balance {
-            posted: 100,
-            pending_out: 80,
-            pending_in: 0
-        }
-    );
-    assert_eq!(
-        l.balance("bob"),
-        Balance {
-            posted: 0,
-            pending_out: 0,
-            pending_in: 80
-        }
-    );
+    assert_eq!(l.balance("alice"), Balance { posted: 100, pending_out: 80, pending_in: 0 });
+    assert_eq!(l.balance("bob"), Balance { posted: 0, pending_out: 0, pending_in: 80 });
     // Only 20 is available now.
     assert_eq!(
-        l.tx("x", transfer(vec![posting("alice", "carol", 21)]))
-            .body
-            .rejection(),
+        l.tx("x", transfer(vec![posting("alice", "carol", 21)])).body.rejection(),
         Some(Reason::InsufficientFunds)
     );
     l.rejected(
-        CommandBody::CommitPending {
-            ledger: id("main"),
-            tx_id: id("h"),
-            amounts: Some(vec![81]),
-        },
+        CommandBody::CommitPending { ledger: id("main"), tx_id: id("h"), amounts: Some(vec![81]) },
         Reason::InvalidCommitAmounts,
     );
     l.rejected(
-        CommandBody::CommitPending {
-            ledger: id("main"),
-            tx_id: id("h"),
-            amounts: Some(vec![0]),
-        },
+        CommandBody::CommitPending { ledger: id("main"), tx_id: id("h"), amounts: Some(vec![0]) },
         Reason::InvalidCommitAmounts,
     );
-    l.ok(CommandBody::CommitPending {
-        ledger: id("main"),
-        tx_id: id("h"),
-        amounts: Some(vec![50]),
-    });
-    assert_eq!(
-        l.balance("alice"),
-        Balance {
-            posted: 50,
-            pending_out: 0,
-            pending_in: 0
-        }
-    );
-    assert_eq!(
-        l.balance("bob"),
-        Balance {
-            posted: 50,
-            pending_out: 0,
-            pending_in: 0
-        }
-    );
+    l.ok(CommandBody::CommitPending { ledger: id("main"), tx_id: id("h"), amounts: Some(vec![50]) });
+    assert_eq!(l.balance("alice"), Balance { posted: 50, pending_out: 0, pending_in: 0 });
+    assert_eq!(l.balance("bob"), Balance { posted: 50, pending_out: 0, pending_in: 0 });
     assert_eq!(l.status("h"), TxStatus::Posted);
+    l.rejected(CommandBody::VoidPending { ledger: id("main"), tx_id: id("h") }, Reason::NotPending);
     l.rejected(
-        CommandBody::VoidPending {
-            ledger: id("main"),
-            tx_id: id("h"),
-        },
-        Reason::NotPending,
-    );
-    l.rejected(
-        CommandBody::CommitPending {
-            ledger: id("main"),
-            tx_id: id("nope"),
-            amounts: None,
-        },
+        CommandBody::CommitPending { ledger: id("main"), tx_id: id("nope"), amounts: None },
         Reason::TransactionNotFound,
     );
 }
@@ -358,106 +211,42 @@ fn pending_transactions_void_and_expire() {
     let mut l = Ledger1::new();
     l.tx("fund", transfer(vec![posting("world", "alice", 100)]));
     l.tx("v", hold(vec![posting("alice", "bob", 10)], 1_000));
-    l.ok(CommandBody::VoidPending {
-        ledger: id("main"),
-        tx_id: id("v"),
-    });
+    l.ok(CommandBody::VoidPending { ledger: id("main"), tx_id: id("v") });
     assert_eq!(l.status("v"), TxStatus::Failed(Failure::Voided));
     l.tx("x", hold(vec![posting("alice", "bob", 10)], 1_000));
-    l.rejected(
-        CommandBody::ExpirePending {
-            ledger: id("main"),
-            tx_id: id("x"),
-        },
-        Reason::NotYetExpired,
-    );
+    l.rejected(CommandBody::ExpirePending { ledger: id("main"), tx_id: id("x") }, Reason::NotYetExpired);
     assert!(l.state.expired_pending(l.now + 999).is_empty());
     l.now += 1_000;
     assert_eq!(l.state.expired_pending(l.now).len(), 1);
     l.rejected(
-        CommandBody::CommitPending {
-            ledger: id("main"),
-            tx_id: id("x"),
-            amounts: None,
-        },
+        CommandBody::CommitPending { ledger: id("main"), tx_id: id("x"), amounts: None },
         Reason::PendingExpired,
     );
-    l.ok(CommandBody::ExpirePending {
-        ledger: id("main"),
-        tx_id: id("x"),
-    });
+    l.ok(CommandBody::ExpirePending { ledger: id("main"), tx_id: id("x") });
     assert_eq!(l.status("x"), TxStatus::Failed(Failure::Expired));
-    assert_eq!(
-        l.balance("alice"),
-        Balance {
-            posted: 100,
-            pending_out: 0,
-            pending_in: 0
-        }
-    );
-    l.rejected(
-        CommandBody::ExpirePending {
-            ledger: id("main"),
-            tx_id: id("x"),
-        },
-        Reason::NotPending,
-    );
+    assert_eq!(l.balance("alice"), Balance { posted: 100, pending_out: 0, pending_in: 0 });
+    l.rejected(CommandBody::ExpirePending { ledger: id("main"), tx_id: id("x") }, Reason::NotPending);
 }
 
 #[test]
 fn reversals_post_the_compensating_transaction_once() {
     let mut l = Ledger1::new();
-    l.tx(
-        "t",
-        transfer(vec![
-            posting("world", "alice", 100),
-            posting("alice", "bob", 40),
-        ]),
-    );
-    let rev = |original: &str| TxRequest::Reversal {
-        original: id(original),
-        metadata: Metadata::new(),
-    };
+    l.tx("t", transfer(vec![posting("world", "alice", 100), posting("alice", "bob", 40)]));
+    let rev = |original: &str| TxRequest::Reversal { original: id(original), metadata: Metadata::new() };
     let e = l.tx("r", rev("t"));
-    let EventBody::TransactionPosted { postings, .. } = e.body else {
-        panic!("{:?}", e.body)
-    };
-    assert_eq!(
-        postings,
-        vec![posting("alice", "world", 100), posting("bob", "alice", 40)]
-    );
-    assert_eq!(
-        (
-            l.balance("alice").posted,
-            l.balance("bob").posted,
-            l.balance("world").posted
-        ),
-        (0, 0, 0)
-    );
-    assert_eq!(
-        l.tx("r2", rev("t")).body.rejection(),
-        Some(Reason::AlreadyReversed)
-    );
-    assert_eq!(
-        l.tx("r3", rev("missing")).body.rejection(),
-        Some(Reason::TransactionNotFound)
-    );
+    let EventBody::TransactionPosted { postings, .. } = e.body else { panic!("{:?}", e.body) };
+    assert_eq!(postings, vec![posting("alice", "world", 100), posting("bob", "alice", 40)]);
+    assert_eq!((l.balance("alice").posted, l.balance("bob").posted, l.balance("world").posted), (0, 0, 0));
+    assert_eq!(l.tx("r2", rev("t")).body.rejection(), Some(Reason::AlreadyReversed));
+    assert_eq!(l.tx("r3", rev("missing")).body.rejection(), Some(Reason::TransactionNotFound));
     l.tx("p", hold(vec![posting("world", "carol", 5)], 10_000));
-    assert_eq!(
-        l.tx("r4", rev("p")).body.rejection(),
-        Some(Reason::NotReversible)
-    );
+    assert_eq!(l.tx("r4", rev("p")).body.rejection(), Some(Reason::NotReversible));
 }
 
 #[test]
 fn accounts_open_with_limits_update_and_close() {
     let mut l = Ledger1::new();
-    let limit = |min| {
-        vec![AssetLimit {
-            asset: usd(),
-            min_balance: min,
-        }]
-    };
+    let limit = |min| vec![AssetLimit { asset: usd(), min_balance: min }];
     let open = |account: &str, limits: Vec<AssetLimit>| CommandBody::OpenAccount {
         ledger: id("main"),
         account: id(account),
@@ -467,23 +256,17 @@ fn accounts_open_with_limits_update_and_close() {
     l.ok(open("credit", limit(Some(-500))));
     l.rejected(open("credit", vec![]), Reason::AccountExists);
     l.rejected(open("world", vec![]), Reason::WorldAccount);
+    // A positive minimum on an empty account would start it below its limit.
+    l.rejected(open("savings", limit(Some(1))), Reason::LimitBelowBalance);
     l.rejected(
-        open(
-            "eur",
-            vec![AssetLimit {
-                asset: Asset::parse("EUR/2").unwrap(),
-                min_balance: None,
-            }],
-        ),
+        open("eur", vec![AssetLimit { asset: Asset::parse("EUR/2").unwrap(), min_balance: None }]),
         Reason::UnknownAsset,
     );
     // A credit line of 500.
     l.tx("c1", transfer(vec![posting("credit", "bob", 500)]));
     assert_eq!(l.balance("credit").posted, -500);
     assert_eq!(
-        l.tx("c2", transfer(vec![posting("credit", "bob", 1)]))
-            .body
-            .rejection(),
+        l.tx("c2", transfer(vec![posting("credit", "bob", 1)])).body.rejection(),
         Some(Reason::InsufficientFunds)
     );
     let update = |limits| CommandBody::UpdateAccount {
@@ -495,18 +278,13 @@ fn accounts_open_with_limits_update_and_close() {
     l.rejected(update(limit(Some(-499))), Reason::LimitBelowBalance);
     l.ok(update(limit(None)));
     l.tx("c3", transfer(vec![posting("credit", "bob", 1_000)]));
-    let close = |account: &str| CommandBody::CloseAccount {
-        ledger: id("main"),
-        account: id(account),
-    };
+    let close = |account: &str| CommandBody::CloseAccount { ledger: id("main"), account: id(account) };
     l.rejected(close("credit"), Reason::AccountNotEmpty);
     l.rejected(close("nobody"), Reason::AccountNotFound);
     l.tx("back", transfer(vec![posting("bob", "credit", 1_500)]));
     l.ok(close("credit"));
     assert_eq!(
-        l.tx("late", transfer(vec![posting("world", "credit", 1)]))
-            .body
-            .rejection(),
+        l.tx("late", transfer(vec![posting("world", "credit", 1)])).body.rejection(),
         Some(Reason::AccountClosed)
     );
     l.rejected(close("credit"), Reason::AccountClosed);
@@ -515,15 +293,9 @@ fn accounts_open_with_limits_update_and_close() {
 #[test]
 fn assets_are_defined_once_per_ledger() {
     let mut l = Ledger1::new();
-    l.ok(CommandBody::DefineAsset {
-        ledger: id("main"),
-        asset: usd(),
-    });
+    l.ok(CommandBody::DefineAsset { ledger: id("main"), asset: usd() });
     l.rejected(
-        CommandBody::DefineAsset {
-            ledger: id("main"),
-            asset: Asset::parse("USD/3").unwrap(),
-        },
+        CommandBody::DefineAsset { ledger: id("main"), asset: Asset::parse("USD/3").unwrap() },
         Reason::AssetConflict,
     );
 }
@@ -549,46 +321,26 @@ fn documents_put_delete_with_expected_versions() {
     assert_eq!(e.event_id(), "acme/state/orders/o1@2");
     l.rejected(put("{}", Some(0)), Reason::VersionMismatch);
     l.rejected(put("{", None), Reason::InvalidJson);
-    l.rejected(
-        put(
-            &format!("\"{}\"", "x".repeat(limits::DOCUMENT_LEN_MAX)),
-            None,
-        ),
-        Reason::DocumentTooLarge,
-    );
+    l.rejected(put(&format!("\"{}\"", "x".repeat(limits::DOCUMENT_LEN_MAX)), None), Reason::DocumentTooLarge);
     l.ok(put("{\"a\":2}", Some(1)));
     l.rejected(del(Some(1)), Reason::VersionMismatch);
-    assert!(matches!(
-        l.ok(del(Some(2))).body,
-        EventBody::DocumentDeleted { version: 3, .. }
-    ));
-    let doc = l
-        .state
-        .document(&id("acme"), &id("orders"), &id("o1"))
-        .unwrap();
+    assert!(matches!(l.ok(del(Some(2))).body, EventBody::DocumentDeleted { version: 3, .. }));
+    let doc = l.state.document(&id("acme"), &id("orders"), &id("o1")).unwrap();
     assert_eq!((doc.version, doc.value.as_deref()), (3, None));
     // After a delete, "must not exist" holds again and versions keep counting.
-    assert!(matches!(
-        l.ok(put("{}", Some(0))).body,
-        EventBody::DocumentPut { version: 4, .. }
-    ));
+    assert!(matches!(l.ok(put("{}", Some(0))).body, EventBody::DocumentPut { version: 4, .. }));
 }
 
 #[test]
 fn metadata_is_bounded() {
     let mut l = Ledger1::new();
-    let big: Metadata = (0..=limits::METADATA_ENTRIES_MAX)
-        .map(|i| (format!("k{i}"), "v".into()))
-        .collect();
+    let big: Metadata = (0..=limits::METADATA_ENTRIES_MAX).map(|i| (format!("k{i}"), "v".into())).collect();
     let req = TxRequest::Transfer {
         postings: vec![posting("world", "a", 1)],
         metadata: big,
         pending_timeout_ms: None,
     };
-    assert_eq!(
-        l.tx("m", req).body.rejection(),
-        Some(Reason::MetadataTooLarge)
-    );
+    assert_eq!(l.tx("m", req).body.rejection(), Some(Reason::MetadataTooLarge));
 }
 
 #[test]

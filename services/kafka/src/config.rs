@@ -15,10 +15,7 @@ pub struct KafkaOptions {
 
 impl KafkaOptions {
     pub fn new(bootstrap_servers: impl Into<String>) -> Self {
-        KafkaOptions {
-            bootstrap_servers: bootstrap_servers.into(),
-            client_id: "tally".into(),
-        }
+        KafkaOptions { bootstrap_servers: bootstrap_servers.into(), client_id: "tally".into() }
     }
 
     fn base(&self, role: &str) -> ClientConfig {

@@ -27,8 +27,7 @@ impl BrokerStorage {
             // nisshi joins the URL path onto the working directory; a path that stays absolute
             // after it strips one leading `/` replaces it (`sqlite:////abs/file.db`).
             BrokerStorage::Sqlite(path) => {
-                let abs =
-                    std::path::absolute(path).map_err(|e| KafkaError::Broker(e.to_string()))?;
+                let abs = std::path::absolute(path).map_err(|e| KafkaError::Broker(e.to_string()))?;
                 format!("sqlite:///{}", abs.display())
             }
         };
@@ -102,18 +101,14 @@ impl Drop for EmbeddedBroker {
 
 fn free_port() -> Result<u16, KafkaError> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| KafkaError::Broker(e.to_string()))?;
-    Ok(l.local_addr()
-        .map_err(|e| KafkaError::Broker(e.to_string()))?
-        .port())
+    Ok(l.local_addr().map_err(|e| KafkaError::Broker(e.to_string()))?.port())
 }
 
 async fn wait_until_listening(addr: SocketAddr) -> Result<(), KafkaError> {
     let deadline = tokio::time::Instant::now() + START_TIMEOUT;
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
         if tokio::time::Instant::now() > deadline {
-            return Err(KafkaError::Broker(format!(
-                "not listening on {addr} after {START_TIMEOUT:?}"
-            )));
+            return Err(KafkaError::Broker(format!("not listening on {addr} after {START_TIMEOUT:?}")));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -16,11 +16,7 @@ pub enum KafkaError {
     #[error("kafka client: {0}")]
     Client(#[from] rdkafka::error::KafkaError),
     #[error("topic {topic}: has {actual} partitions, configuration says {expected}")]
-    PartitionMismatch {
-        topic: String,
-        expected: i32,
-        actual: i32,
-    },
+    PartitionMismatch { topic: String, expected: i32, actual: i32 },
     #[error("topic {topic}: {message}")]
     Topic { topic: String, message: String },
     #[error("embedded broker: {0}")]

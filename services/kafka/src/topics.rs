@@ -32,11 +32,7 @@ impl Topics {
     pub fn specs(&self, partitions: i32, replication: i32) -> Vec<TopicSpec> {
         [&self.commands, &self.events, &self.dead_letter]
             .into_iter()
-            .map(|name| TopicSpec {
-                name: name.clone(),
-                partitions,
-                replication,
-            })
+            .map(|name| TopicSpec { name: name.clone(), partitions, replication })
             .collect()
     }
 }
@@ -61,19 +57,12 @@ pub async fn ensure_topics(config: &ClientConfig, specs: &[TopicSpec]) -> Result
             missing.push(spec);
         }
     }
-    let opts = AdminOptions::new()
-        .operation_timeout(Some(ADMIN_TIMEOUT))
-        .request_timeout(Some(ADMIN_TIMEOUT));
+    let opts =
+        AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT)).request_timeout(Some(ADMIN_TIMEOUT));
     if !missing.is_empty() {
         let new: Vec<NewTopic> = missing
             .iter()
-            .map(|s| {
-                NewTopic::new(
-                    &s.name,
-                    s.partitions,
-                    TopicReplication::Fixed(s.replication),
-                )
-            })
+            .map(|s| NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(s.replication)))
             .collect();
         for result in admin.create_topics(&new, &opts).await? {
             match result {
@@ -81,10 +70,7 @@ pub async fn ensure_topics(config: &ClientConfig, specs: &[TopicSpec]) -> Result
                 // Another instance created it meanwhile: checked below like any existing topic.
                 Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((topic, code)) => {
-                    return Err(KafkaError::Topic {
-                        topic,
-                        message: code.to_string(),
-                    });
+                    return Err(KafkaError::Topic { topic, message: code.to_string() });
                 }
             }
         }
@@ -111,14 +97,10 @@ pub async fn partition_count(
     topic: &str,
 ) -> Result<Option<i32>, KafkaError> {
     let (admin, name) = (admin.clone(), topic.to_owned());
-    let metadata = tokio::task::spawn_blocking(move || {
-        admin.inner().fetch_metadata(Some(&name), ADMIN_TIMEOUT)
-    })
-    .await
-    .map_err(|e| KafkaError::Topic {
-        topic: topic.into(),
-        message: e.to_string(),
-    })??;
+    let metadata =
+        tokio::task::spawn_blocking(move || admin.inner().fetch_metadata(Some(&name), ADMIN_TIMEOUT))
+            .await
+            .map_err(|e| KafkaError::Topic { topic: topic.into(), message: e.to_string() })??;
     Ok(metadata
         .topics()
         .iter()

@@ -64,10 +64,7 @@ fn member(opts: &KafkaOptions, name: &str, seen: Arc<Seen>) -> Member {
     let assigned = Arc::new(AtomicUsize::new(0));
     let consumer: BaseConsumer<CommitOnRevoke> = opts
         .consumer(name, "rebalance-test-group")
-        .create_with_context(CommitOnRevoke {
-            revocations: AtomicUsize::new(0),
-            assigned: assigned.clone(),
-        })
+        .create_with_context(CommitOnRevoke { revocations: AtomicUsize::new(0), assigned: assigned.clone() })
         .expect("consumer");
     consumer.subscribe(&[TOPIC]).expect("subscribe");
     let stop2 = stop.clone();
@@ -79,29 +76,18 @@ fn member(opts: &KafkaOptions, name: &str, seen: Arc<Seen>) -> Member {
             };
             let m = result.expect("consume");
             let id = u64::from_be_bytes(m.payload().unwrap()[..8].try_into().unwrap());
-            seen.records
-                .lock()
-                .unwrap()
-                .push((m.partition(), m.offset(), id));
+            seen.records.lock().unwrap().push((m.partition(), m.offset(), id));
             mine += 1;
-            consumer
-                .store_offset_from_message(&m)
-                .expect("store offset");
+            consumer.store_offset_from_message(&m).expect("store offset");
             if mine % 500 == 0 {
-                consumer
-                    .commit_consumer_state(CommitMode::Sync)
-                    .expect("commit");
+                consumer.commit_consumer_state(CommitMode::Sync).expect("commit");
             }
         }
         let _ = consumer.commit_consumer_state(CommitMode::Sync);
         consumer.unsubscribe();
         (mine, consumer.context().revocations.load(Ordering::SeqCst))
     });
-    Member {
-        stop,
-        assigned,
-        handle,
-    }
+    Member { stop, assigned, handle }
 }
 
 /// Produces records with ids in `ids` (150 bytes, the id in the first 8) and waits for every
@@ -112,11 +98,8 @@ async fn produce(producer: &FutureProducer, ids: std::ops::Range<u64>) {
         let mut payload = vec![0u8; RECORD_LEN];
         payload[..8].copy_from_slice(&id.to_be_bytes());
         let key = format!("key-{}", id % 97);
-        pending.push(
-            producer
-                .send_result(FutureRecord::to(TOPIC).key(&key).payload(&payload))
-                .expect("queue"),
-        );
+        pending
+            .push(producer.send_result(FutureRecord::to(TOPIC).key(&key).payload(&payload)).expect("queue"));
         if pending.len() == 1_000 {
             for d in pending.drain(..) {
                 d.await.unwrap().expect("delivered");
@@ -141,20 +124,11 @@ async fn wait_for(what: &str, deadline: Instant, cond: impl Fn() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebalancing_group_loses_and_duplicates_nothing() {
-    let broker = EmbeddedBroker::start(BrokerStorage::Memory, 0)
+    let broker = EmbeddedBroker::start(BrokerStorage::Memory, 0).await.unwrap();
+    let opts = KafkaOptions::new(broker.bootstrap_servers());
+    ensure_topics(&opts.admin(), &[TopicSpec { name: TOPIC.into(), partitions: PARTITIONS, replication: 1 }])
         .await
         .unwrap();
-    let opts = KafkaOptions::new(broker.bootstrap_servers());
-    ensure_topics(
-        &opts.admin(),
-        &[TopicSpec {
-            name: TOPIC.into(),
-            partitions: PARTITIONS,
-            replication: 1,
-        }],
-    )
-    .await
-    .unwrap();
 
     let seen = Arc::new(Seen::default());
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -175,10 +149,7 @@ async fn a_rebalancing_group_loses_and_duplicates_nothing() {
 
     // Phase 2: member b joins; the partitions are shared.
     let b = member(&opts, "member-b", seen.clone());
-    wait_for("b to get partitions", deadline, || {
-        b.assigned.load(Ordering::SeqCst) > 0
-    })
-    .await;
+    wait_for("b to get partitions", deadline, || b.assigned.load(Ordering::SeqCst) > 0).await;
     wait_for("a and b to share", deadline, || {
         a.assigned.load(Ordering::SeqCst) + b.assigned.load(Ordering::SeqCst) == PARTITIONS as usize
     })
@@ -209,89 +180,35 @@ async fn a_rebalancing_group_loses_and_duplicates_nothing() {
         "member a: {a_count} records, {a_revocations} revocations; member b: {b_count} records, {b_revocations} revocations"
     );
     assert!(a_count > 0 && b_count > 0, "both members did work");
-    assert!(
-        a_revocations >= 1,
-        "member a saw the rebalance when b joined"
-    );
+    assert!(a_revocations >= 1, "member a saw the rebalance when b joined");
 
     let ids: BTreeSet<u64> = records.iter().map(|r| r.2).collect();
-    assert_eq!(
-        records.len(),
-        RECORDS as usize,
-        "records delivered (duplicates or losses)"
-    );
-    assert_eq!(
-        ids,
-        (0..RECORDS).collect::<BTreeSet<_>>(),
-        "every record id exactly once"
-    );
+    assert_eq!(records.len(), RECORDS as usize, "records delivered (duplicates or losses)");
+    assert_eq!(ids, (0..RECORDS).collect::<BTreeSet<_>>(), "every record id exactly once");
     let mut offsets: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
     for (p, o, _) in &records {
         offsets.entry(*p).or_default().push(*o);
     }
-    assert_eq!(
-        offsets.len(),
-        PARTITIONS as usize,
-        "records in every partition"
-    );
+    assert_eq!(offsets.len(), PARTITIONS as usize, "records in every partition");
     for (p, mut os) in offsets {
         os.sort();
         let n = os.len() as i64;
-        assert_eq!(
-            os,
-            (0..n).collect::<Vec<_>>(),
-            "partition {p}: every offset once, none missing"
-        );
+        assert_eq!(os, (0..n).collect::<Vec<_>>(), "partition {p}: every offset once, none missing");
     }
 }
 
 #[tokio::test]
 async fn topics_are_created_with_their_partition_count_and_mismatches_refused() {
-    let broker = EmbeddedBroker::start(BrokerStorage::Memory, 0)
-        .await
-        .unwrap();
+    let broker = EmbeddedBroker::start(BrokerStorage::Memory, 0).await.unwrap();
     let opts = KafkaOptions::new(broker.bootstrap_servers());
-    let spec = |name: &str, partitions| TopicSpec {
-        name: name.into(),
-        partitions,
-        replication: 1,
-    };
-    ensure_topics(&opts.admin(), &[spec("a", 4), spec("b", 2)])
-        .await
-        .unwrap();
+    let spec = |name: &str, partitions| TopicSpec { name: name.into(), partitions, replication: 1 };
+    ensure_topics(&opts.admin(), &[spec("a", 4), spec("b", 2)]).await.unwrap();
     // Idempotent.
     ensure_topics(&opts.admin(), &[spec("a", 4)]).await.unwrap();
     let admin = Arc::new(opts.admin().create().unwrap());
-    assert_eq!(
-        tally_kafka::topics::partition_count(&admin, "a")
-            .await
-            .unwrap(),
-        Some(4)
-    );
-    assert_eq!(
-        tally_kafka::topics::partition_count(&admin, "b")
-            .await
-            .unwrap(),
-        Some(2)
-    );
-    assert_eq!(
-        tally_kafka::topics::partition_count(&admin, "none")
-            .await
-            .unwrap(),
-        None
-    );
-    let err = ensure_topics(&opts.admin(), &[spec("a", 3)])
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            KafkaError::PartitionMismatch {
-                expected: 3,
-                actual: 4,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_eq!(tally_kafka::topics::partition_count(&admin, "a").await.unwrap(), Some(4));
+    assert_eq!(tally_kafka::topics::partition_count(&admin, "b").await.unwrap(), Some(2));
+    assert_eq!(tally_kafka::topics::partition_count(&admin, "none").await.unwrap(), None);
+    let err = ensure_topics(&opts.admin(), &[spec("a", 3)]).await.unwrap_err();
+    assert!(matches!(err, KafkaError::PartitionMismatch { expected: 3, actual: 4, .. }), "{err}");
 }

@@ -36,9 +36,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
             };
             let broker = EmbeddedBroker::start(storage, opts.kafka_port)
                 .await
-                .with_context(|| {
-                    format!("starting the in-process broker on port {}", opts.kafka_port)
-                })?;
+                .with_context(|| format!("starting the in-process broker on port {}", opts.kafka_port))?;
             let bootstrap = broker.bootstrap_servers();
             (Some(broker), bootstrap)
         }
@@ -58,9 +56,7 @@ fn print_banner(opts: &DevOptions, bootstrap: &str, topics: &Topics, embedded: b
     let storage = match (&opts.data_dir, embedded) {
         (_, false) => "external cluster".to_owned(),
         (Some(dir), true) => format!("in-process broker, data in {}", dir.display()),
-        (None, true) => {
-            "in-process broker, in memory (lost on exit; --data-dir keeps it)".to_owned()
-        }
+        (None, true) => "in-process broker, in memory (lost on exit; --data-dir keeps it)".to_owned(),
     };
     println!("tally dev is running ({storage})");
     println!("kafka: {bootstrap}");
@@ -74,13 +70,8 @@ fn print_banner(opts: &DevOptions, bootstrap: &str, topics: &Topics, embedded: b
         "  tally send --kafka {bootstrap} --topic {} --tenant demo '{{\"DefineAsset\":{{\"ledger\":\"main\",\"asset\":\"USD/2\"}}}}'",
         topics.commands
     );
-    println!(
-        "  tally tail --kafka {bootstrap} --topic {} --max 1",
-        topics.commands
-    );
+    println!("  tally tail --kafka {bootstrap} --topic {} --max 1", topics.commands);
     println!();
-    println!(
-        "Not built yet: the processor, projector and query services (commands are not processed yet)."
-    );
+    println!("Not built yet: the processor, projector and query services (commands are not processed yet).");
     println!("Ctrl-C stops.");
 }

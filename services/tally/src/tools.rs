@@ -34,16 +34,11 @@ const BODY_LEN_MAX: usize = 1024 * 1024;
 
 pub async fn send(opts: SendOptions) -> anyhow::Result<()> {
     if opts.body.len() > BODY_LEN_MAX {
-        bail!(
-            "the command body is {} bytes; the limit is {BODY_LEN_MAX}",
-            opts.body.len()
-        );
+        bail!("the command body is {} bytes; the limit is {BODY_LEN_MAX}", opts.body.len());
     }
     let body: CommandBody =
         serde_json::from_str(&opts.body).context("the command body is not a valid command")?;
-    let command_id = opts
-        .command_id
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let command_id = opts.command_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let command = Command {
         tenant: TenantId::parse(opts.tenant).context("--tenant")?,
         command_id: CommandId::parse(command_id).context("--command-id")?,
@@ -54,10 +49,7 @@ pub async fn send(opts: SendOptions) -> anyhow::Result<()> {
     let key = command.kafka_key();
     let payload = Codec::new().encode_command(&command);
     let delivery = producer
-        .send(
-            FutureRecord::to(&opts.topic).key(&key).payload(&payload),
-            Duration::from_secs(30),
-        )
+        .send(FutureRecord::to(&opts.topic).key(&key).payload(&payload), Duration::from_secs(30))
         .await
         .map_err(|(e, _)| e)
         .with_context(|| format!("producing to {} on {}", opts.topic, opts.kafka))?;
@@ -94,11 +86,7 @@ pub async fn tail(opts: TailOptions) -> anyhow::Result<()> {
 fn tail_blocking(opts: TailOptions) -> anyhow::Result<()> {
     let consumer: BaseConsumer = KafkaOptions::new(&opts.kafka).reader("tail").create()?;
     let metadata = consumer.fetch_metadata(Some(&opts.topic), Duration::from_secs(15))?;
-    let partitions = metadata
-        .topics()
-        .first()
-        .map(|t| t.partitions().len() as i32)
-        .unwrap_or(0);
+    let partitions = metadata.topics().first().map(|t| t.partitions().len() as i32).unwrap_or(0);
     if partitions == 0 {
         bail!("topic {} does not exist on {}", opts.topic, opts.kafka);
     }
@@ -126,16 +114,9 @@ fn tail_blocking(opts: TailOptions) -> anyhow::Result<()> {
             (_, Ok(command)) => serde_json::to_string(&command)?,
             (Err(e), _) => format!("{{\"undecodable\":{:?}}}", e.to_string()),
         };
-        println!(
-            "{{\"partition\":{},\"offset\":{},\"record\":{json}}}",
-            m.partition(),
-            m.offset()
-        );
+        println!("{{\"partition\":{},\"offset\":{},\"record\":{json}}}", m.partition(), m.offset());
         printed += 1;
-        if remaining
-            .get(&m.partition())
-            .is_some_and(|high| m.offset() + 1 >= *high)
-        {
+        if remaining.get(&m.partition()).is_some_and(|high| m.offset() + 1 >= *high) {
             remaining.remove(&m.partition());
         }
     }
