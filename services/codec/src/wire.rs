@@ -170,6 +170,14 @@ fn posting_from(v: Value) -> Result<Posting, CodecError> {
     })
 }
 
+fn ledger(f: &mut Fields) -> Result<LedgerId, CodecError> {
+    LedgerId::parse_ledger(f.string("ledger")?).map_err(|e| invalid("ledger", e))
+}
+
+fn limits(f: &mut Fields) -> Result<Vec<AssetLimit>, CodecError> {
+    f.array("limits")?.into_iter().map(limit_from).collect()
+}
+
 fn postings_from(f: &mut Fields) -> Result<Vec<Posting>, CodecError> {
     f.array("postings")?.into_iter().map(posting_from).collect()
 }
@@ -224,6 +232,23 @@ fn request_from(v: Value) -> Result<TxRequest, CodecError> {
     }
 }
 
+fn ledger_account(ledger: &LedgerId, account: &AccountId) -> Vec<(&'static str, Value)> {
+    vec![("ledger", string(ledger.as_str())), ("account", string(account.as_str()))]
+}
+
+/// The fields shared by the account records (open/update commands and events).
+fn account_fields(
+    ledger: &LedgerId,
+    account: &AccountId,
+    limits: &[AssetLimit],
+    metadata: &Metadata,
+) -> Vec<(&'static str, Value)> {
+    with(
+        ledger_account(ledger, account),
+        vec![("limits", array(limits, limit_value)), ("metadata", map(metadata))],
+    )
+}
+
 fn amounts_value(a: &[Amount]) -> Value {
     array(a, |x| amount(*x))
 }
@@ -263,15 +288,6 @@ fn body_from(writer: &Writer, v: Value) -> Result<(&str, Fields), CodecError> {
 
 fn command_value(family: &Family, c: &Command) -> Value {
     use CommandBody::*;
-    let account_fields =
-        |ledger: &LedgerId, account: &AccountId, limits: &[AssetLimit], metadata: &Metadata| {
-            vec![
-                ("ledger", string(ledger.as_str())),
-                ("account", string(account.as_str())),
-                ("limits", array(limits, limit_value)),
-                ("metadata", map(metadata)),
-            ]
-        };
     let fields = match &c.body {
         DefineAsset { ledger, asset } => {
             vec![("ledger", string(ledger.as_str())), ("asset", string(asset.to_string()))]
@@ -280,9 +296,7 @@ fn command_value(family: &Family, c: &Command) -> Value {
         | UpdateAccount { ledger, account, limits, metadata } => {
             account_fields(ledger, account, limits, metadata)
         }
-        CloseAccount { ledger, account } => {
-            vec![("ledger", string(ledger.as_str())), ("account", string(account.as_str()))]
-        }
+        CloseAccount { ledger, account } => ledger_account(ledger, account),
         Transact { ledger, tx_id, request } => {
             with(ledger_tx(ledger, tx_id), vec![("request", request_value(request))])
         }
@@ -325,13 +339,6 @@ fn command_from(writer: &Writer, v: Value) -> Result<Command, CodecError> {
     let mut f = Fields::of("command", v)?;
     let (tenant, command_id, actor) = (f.parse("tenant")?, f.parse("command_id")?, f.parse("actor")?);
     let (kind, mut b) = body_from(writer, f.take("body")?)?;
-    let ledger = |b: &mut Fields| -> Result<LedgerId, CodecError> {
-        LedgerId::parse_ledger(b.string("ledger")?)
-            .map_err(|e| CodecError::Invalid { field: "ledger", why: e.to_string() })
-    };
-    let limits = |b: &mut Fields| -> Result<Vec<AssetLimit>, CodecError> {
-        b.array("limits")?.into_iter().map(limit_from).collect()
-    };
     let body = match kind {
         "DefineAsset" => CommandBody::DefineAsset { ledger: ledger(&mut b)?, asset: b.asset("asset")? },
         "OpenAccount" => CommandBody::OpenAccount {
@@ -387,15 +394,6 @@ fn command_from(writer: &Writer, v: Value) -> Result<Command, CodecError> {
 
 fn event_value(family: &Family, e: &Event) -> Value {
     use EventBody::*;
-    let account_fields =
-        |ledger: &LedgerId, account: &AccountId, limits: &[AssetLimit], metadata: &Metadata| {
-            vec![
-                ("ledger", string(ledger.as_str())),
-                ("account", string(account.as_str())),
-                ("limits", array(limits, limit_value)),
-                ("metadata", map(metadata)),
-            ]
-        };
     let fields = match &e.body {
         AssetDefined { ledger, asset } => {
             vec![("ledger", string(ledger.as_str())), ("asset", string(asset.to_string()))]
@@ -404,9 +402,7 @@ fn event_value(family: &Family, e: &Event) -> Value {
         | AccountUpdated { ledger, account, limits, metadata } => {
             account_fields(ledger, account, limits, metadata)
         }
-        AccountClosed { ledger, account } => {
-            vec![("ledger", string(ledger.as_str())), ("account", string(account.as_str()))]
-        }
+        AccountClosed { ledger, account } => ledger_account(ledger, account),
         TransactionPosted { ledger, tx_id, postings, metadata, reverses } => with(
             ledger_tx(ledger, tx_id),
             vec![
@@ -489,13 +485,6 @@ fn event_from(writer: &Writer, v: Value) -> Result<Event, CodecError> {
     let (stream_version, command_id, actor, time_ms) =
         (f.unsigned("stream_version")?, f.parse("command_id")?, f.parse("actor")?, f.long("time_ms")?);
     let (kind, mut b) = body_from(writer, f.take("body")?)?;
-    let ledger = |b: &mut Fields| -> Result<LedgerId, CodecError> {
-        LedgerId::parse_ledger(b.string("ledger")?)
-            .map_err(|e| CodecError::Invalid { field: "ledger", why: e.to_string() })
-    };
-    let limits = |b: &mut Fields| -> Result<Vec<AssetLimit>, CodecError> {
-        b.array("limits")?.into_iter().map(limit_from).collect()
-    };
     let body = match kind {
         "AssetDefined" => EventBody::AssetDefined { ledger: ledger(&mut b)?, asset: b.asset("asset")? },
         "AccountOpened" => EventBody::AccountOpened {

@@ -16,7 +16,7 @@ fn pick<T: Clone + std::fmt::Debug + 'static>(
     items: &'static [&'static str],
     f: fn(&str) -> T,
 ) -> impl Strategy<Value = T> {
-    proptest::sample::select(items).prop_map(move |s| f(s))
+    proptest::sample::select(items).prop_map(f)
 }
 
 pub fn tenant() -> impl Strategy<Value = TenantId> {
@@ -216,12 +216,12 @@ pub fn check_invariants(state: &State) -> Result<(), String> {
                 s.1.add(b.pending_out);
                 s.2.add(b.pending_in);
                 let available = b.available().ok_or("available overflows")?;
-                if let Some(min) = account.min_balance(id, asset) {
-                    if available < min {
-                        return Err(format!(
-                            "{tenant}/{ledger_id}/{id} {asset}: available {available} < limit {min}"
-                        ));
-                    }
+                if let Some(min) = account.min_balance(id, asset)
+                    && available < min
+                {
+                    return Err(format!(
+                        "{tenant}/{ledger_id}/{id} {asset}: available {available} < limit {min}"
+                    ));
                 }
                 let holds = expected_holds.get(&(id, asset)).copied().unwrap_or_default();
                 if (b.pending_out, b.pending_in) != holds {

@@ -47,11 +47,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 impl EmbeddedBroker {
     /// Starts a broker on `127.0.0.1:port` (0 = an ephemeral port).
     pub async fn start(storage: BrokerStorage, port: u16) -> Result<Self, KafkaError> {
-        if let BrokerStorage::Sqlite(path) = &storage {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| KafkaError::Broker(format!("{}: {e}", dir.display())))?;
-            }
+        if let BrokerStorage::Sqlite(path) = &storage
+            && let Some(dir) = path.parent()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| KafkaError::Broker(format!("{}: {e}", dir.display())))?;
         }
         let port = if port == 0 { free_port()? } else { port };
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
