@@ -144,3 +144,19 @@ fn bad_input_is_a_clear_error() {
     // Nothing reached the commands topic.
     assert!(commands(&dev.kafka).is_empty());
 }
+
+#[test]
+fn an_external_broker_is_used_and_partition_mismatches_refused() {
+    let broker = Dev::start(&[]);
+    // A second `tally dev` on the first one's broker: the topics exist with 4 partitions.
+    let external = Dev::start(&["--kafka", &broker.kafka]);
+    assert_eq!(external.kafka, broker.kafka);
+    send(&external.kafka, "via-external");
+    assert_eq!(commands(&broker.kafka).len(), 1);
+
+    let out =
+        Command::new(TALLY).args(["dev", "--kafka", &broker.kafka, "--partitions", "8"]).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("has 4 partitions, configuration says 8"), "{stderr}");
+}

@@ -19,7 +19,7 @@ mod values;
 mod wire;
 
 pub use framing::{CONFLUENT_MAGIC, Framing, SINGLE_OBJECT_MAGIC, confluent_header};
-pub use schemas::{Kind, SchemaVersion, history, source};
+pub use schemas::{Kind, SchemaVersion, canonical_form, crc64_avro, fingerprint, history, source};
 pub use wire::Codec;
 
 /// Largest record accepted for decoding.

@@ -1,7 +1,6 @@
 //! The embedded schemas: the current version of each, and every committed earlier version.
 
 use apache_avro::Schema;
-use apache_avro::rabin::Rabin;
 use std::fmt;
 
 /// Which record family a schema describes.
@@ -53,10 +52,60 @@ pub fn history(kind: Kind) -> &'static [SchemaVersion] {
     }
 }
 
-/// The CRC-64-AVRO fingerprint of a schema, as the single-object header carries it.
+/// The CRC-64-AVRO fingerprint of a schema's Parsing Canonical Form, as the single-object
+/// header carries it (little-endian).
 pub fn fingerprint(schema: &Schema) -> u64 {
-    let bytes = schema.fingerprint::<Rabin>().bytes;
-    u64::from_le_bytes(bytes.try_into().expect("a Rabin fingerprint is 8 bytes"))
+    crc64_avro(canonical_form(schema).as_bytes())
+}
+
+/// The Parsing Canonical Form as the Avro specification defines it. apache-avro 0.22 gets the
+/// full names, order and whitespace right but keeps attributes of logical types
+/// (`{"type":"bytes","precision":39,"scale":0}`) where the specification, Java and fastavro
+/// strip them and write the primitive bare (`"bytes"`); its fingerprints would differ from
+/// every other producer's. This applies the specification's [STRIP] and [PRIMITIVES] rules to
+/// apache-avro's form.
+pub fn canonical_form(schema: &Schema) -> String {
+    let parsed: serde_json::Value =
+        serde_json::from_str(&schema.canonical_form()).expect("apache-avro's canonical form is JSON");
+    serde_json::to_string(&strip(parsed)).expect("JSON values serialize")
+}
+
+/// The attributes the Parsing Canonical Form keeps.
+const PARSING_ATTRIBUTES: [&str; 7] = ["name", "type", "fields", "symbols", "items", "values", "size"];
+const PRIMITIVES: [&str; 8] = ["null", "boolean", "int", "long", "float", "double", "bytes", "string"];
+
+fn strip(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            let kept: serde_json::Map<String, Value> = m
+                .into_iter()
+                .filter(|(k, _)| PARSING_ATTRIBUTES.contains(&k.as_str()))
+                .map(|(k, v)| (k, strip(v)))
+                .collect();
+            match kept.get("type") {
+                Some(Value::String(t)) if kept.len() == 1 && PRIMITIVES.contains(&t.as_str()) => {
+                    Value::String(t.clone())
+                }
+                _ => Value::Object(kept),
+            }
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(strip).collect()),
+        other => other,
+    }
+}
+
+/// CRC-64-AVRO (Rabin), as the Avro specification gives it.
+pub fn crc64_avro(bytes: &[u8]) -> u64 {
+    const EMPTY: u64 = 0xc15d_213a_a4d7_a795;
+    static TABLE: std::sync::LazyLock<[u64; 256]> = std::sync::LazyLock::new(|| {
+        let mut t = [0u64; 256];
+        for (i, slot) in t.iter_mut().enumerate() {
+            *slot = (0..8).fold(i as u64, |fp, _| (fp >> 1) ^ (EMPTY & (fp & 1).wrapping_neg()));
+        }
+        t
+    });
+    bytes.iter().fold(EMPTY, |fp, b| (fp >> 8) ^ TABLE[((fp ^ u64::from(*b)) & 0xff) as usize])
 }
 
 /// One schema a record may have been written with, and the names of its `body` union
