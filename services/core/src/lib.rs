@@ -14,6 +14,7 @@ mod event;
 mod fingerprint;
 mod ids;
 pub mod limits;
+pub mod log;
 mod reason;
 mod rules;
 mod state;

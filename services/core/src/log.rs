@@ -1,0 +1,93 @@
+//! Reading the events log: which records count.
+//!
+//! Exactly-once must not rest on broker transactions (DESIGN.md section 2). Instead, each
+//! partition of the events topic is written by one owner at a time:
+//! - a new owner first appends a [`LogRecord::Claim`] with an epoch higher than any before, then
+//!   restores state up to its own claim;
+//! - every event it writes carries its epoch and the offset of the command it answers;
+//! - every reader (processor restore, outcome watcher, projector) folds the partition in offset
+//!   order through a [`LogReader`], which ignores records written under a superseded epoch (a
+//!   zombie's late writes) and events for commands already answered.
+//!
+//! The next owner resumes the `commands` partition at [`LogReader::next_command_offset`], so no
+//! command is answered twice and none is skipped.
+//!
+//! Two owners may claim at once with the same epoch (a group split for a moment). The first claim
+//! of an epoch wins; a later one reads as [`Verdict::Invalid`]. An owner restores up to its own
+//! claim before writing anything, and if its claim did not read as [`Verdict::NewEpoch`] it has
+//! lost and must claim again.
+
+use crate::Event;
+
+/// One record of an events partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogRecord {
+    /// An owner takes the partition over from `epoch - 1` and earlier.
+    Claim { epoch: u64, owner: String },
+    /// The one event for the command at `command_offset`, written by the owner of `epoch`.
+    Event { epoch: u64, command_offset: i64, event: Event },
+}
+
+/// What a reader does with a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A claim with a higher epoch: later writes of older epochs are ignored.
+    NewEpoch,
+    /// An event that counts: fold it.
+    Apply,
+    /// Written by an owner that had already been superseded (a zombie).
+    Superseded,
+    /// An event for a command that is already answered in the log.
+    AlreadyAnswered,
+    /// A claim that does not raise the epoch, or an event of an epoch never claimed: no correct
+    /// writer produces these; ignored (and worth a warning).
+    Invalid,
+}
+
+/// The position of a reader in one events partition.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogReader {
+    epoch: u64,
+    next_command_offset: i64,
+}
+
+impl LogReader {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Resumes from a snapshot that covered the log up to some offset.
+    pub fn resume(epoch: u64, next_command_offset: i64) -> Self {
+        LogReader { epoch, next_command_offset }
+    }
+
+    /// The epoch of the latest claim read; a new owner claims `epoch() + 1`.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The first command offset not answered in the log read so far.
+    pub fn next_command_offset(&self) -> i64 {
+        self.next_command_offset
+    }
+
+    /// Reads the next record (in offset order) and says whether it counts.
+    pub fn read(&mut self, record: &LogRecord) -> Verdict {
+        match *record {
+            LogRecord::Claim { epoch, .. } if epoch > self.epoch => {
+                self.epoch = epoch;
+                Verdict::NewEpoch
+            }
+            LogRecord::Claim { .. } => Verdict::Invalid,
+            LogRecord::Event { epoch, .. } if epoch < self.epoch => Verdict::Superseded,
+            LogRecord::Event { epoch, .. } if epoch > self.epoch => Verdict::Invalid,
+            LogRecord::Event { command_offset, .. } if command_offset < self.next_command_offset => {
+                Verdict::AlreadyAnswered
+            }
+            LogRecord::Event { command_offset, .. } => {
+                self.next_command_offset = command_offset + 1;
+                Verdict::Apply
+            }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The exactly-once log protocol, modelled: owners take a partition over (claim, then restore up
+//! to their claim), process commands, and keep writing after they were superseded (zombies);
+//! two owners may claim from stale views at once; owners' clocks differ. Whatever the
+//! interleaving, a reader sees each command answered exactly once, in order, and each event is
+//! what a correct processor decides on exactly the events before it.
+
+use proptest::prelude::*;
+use proptest::sample::Index;
+use tally_core::log::{LogReader, LogRecord, Verdict};
+use tally_core::testkit::history;
+use tally_core::*;
+
+/// Each owner reads its own clock: owner `k` is `7k` seconds ahead (pending timeouts are 1-20 s), so a zombie and the owner
+/// that superseded it decide different events (expiry, timestamps) for the same command.
+fn clock(owner: usize, offset: i64) -> i64 {
+    1_700_000_000_000 + offset * 100 + owner as i64 * 7_000
+}
+
+#[derive(Debug, Clone)]
+enum Action {
+    /// A new owner claims from a view of the first `prefix` records of the log (possibly stale).
+    TakeOver { prefix: Index },
+    /// An owner (current or superseded) processes its next command.
+    Process { owner: Index },
+    /// An owner stops for good (crash without restart).
+    Stop { owner: Index },
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        1 => any::<Index>().prop_map(|prefix| Action::TakeOver { prefix }),
+        8 => any::<Index>().prop_map(|owner| Action::Process { owner }),
+        1 => any::<Index>().prop_map(|owner| Action::Stop { owner }),
+    ]
+}
+
+struct Owner {
+    name: usize,
+    epoch: u64,
+    state: State,
+    next: i64,
+    running: bool,
+}
+
+/// Folds `log[..end]` as every reader does.
+fn restore(log: &[LogRecord], end: usize) -> (LogReader, State, Vec<Verdict>) {
+    let (mut reader, mut state, mut verdicts) = (LogReader::new(), State::new(), Vec::new());
+    for record in &log[..end] {
+        let v = reader.read(record);
+        if let (Verdict::Apply, LogRecord::Event { event, .. }) = (v, record) {
+            apply(&mut state, event);
+        }
+        verdicts.push(v);
+    }
+    (reader, state, verdicts)
+}
+
+/// Claims from a view of `log[..view]`, then restores up to the claim; claims again while it
+/// loses to an equal epoch. Returns the new owner.
+fn take_over(log: &mut Vec<LogRecord>, view: usize, name: usize) -> Owner {
+    let mut epoch = restore(log, view).0.epoch() + 1;
+    loop {
+        log.push(LogRecord::Claim { epoch, owner: format!("owner-{name}") });
+        let (reader, state, verdicts) = restore(log, log.len());
+        if verdicts.last() == Some(&Verdict::NewEpoch) {
+            return Owner { name, epoch, state, next: reader.next_command_offset(), running: true };
+        }
+        epoch = reader.epoch() + 1;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 10_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn readers_see_every_command_answered_once_whatever_the_owners_do(
+        history in history(),
+        actions in proptest::collection::vec(action(), 1..80),
+    ) {
+        let commands: Vec<Command> = history.into_iter().map(|(c, _)| c).collect();
+        let mut log: Vec<LogRecord> = Vec::new();
+        let mut owners: Vec<Owner> = Vec::new();
+        for action in actions {
+            match action {
+                Action::TakeOver { prefix } => {
+                    let view = prefix.index(log.len() + 1);
+                    let owner = take_over(&mut log, view, owners.len());
+                    owners.push(owner);
+                }
+                Action::Process { owner } if !owners.is_empty() => {
+                    let i = owner.index(owners.len());
+                    let o = &mut owners[i];
+                    let Some(command) = commands.get(o.next as usize).filter(|_| o.running) else { continue };
+                    let event = decide(&o.state, command, clock(o.name, o.next));
+                    apply(&mut o.state, &event);
+                    log.push(LogRecord::Event { epoch: o.epoch, command_offset: o.next, event });
+                    o.next += 1;
+                }
+                Action::Stop { owner } if !owners.is_empty() => {
+                    let i = owner.index(owners.len());
+                    owners[i].running = false;
+                }
+                _ => {}
+            }
+        }
+
+        // What a reader accepts, against one correct processor over the same commands.
+        let mut reader = LogReader::new();
+        let mut accepted = Vec::new();
+        for record in &log {
+            if let (Verdict::Apply, LogRecord::Event { command_offset, event, .. }) = (reader.read(record), record) {
+                accepted.push((*command_offset, event.clone()));
+            }
+        }
+        let mut single = State::new();
+        for (i, (offset, event)) in accepted.iter().enumerate() {
+            prop_assert_eq!(*offset, i as i64, "command offsets answered once each, in order, no gap");
+            // The event a correct processor decides on exactly the accepted prefix, at its time.
+            let expected = decide(&single, &commands[i], event.time_ms);
+            prop_assert_eq!(event, &expected, "an event decided on a state readers never saw");
+            apply(&mut single, &expected);
+        }
+        prop_assert_eq!(reader.next_command_offset(), accepted.len() as i64);
+        // Owners that won a claim hold distinct epochs.
+        let unique: std::collections::BTreeSet<u64> = owners.iter().map(|o| o.epoch).collect();
+        prop_assert_eq!(unique.len(), owners.len());
+    }
+}
+
+#[test]
+fn zombie_writes_and_repeated_epochs_are_ignored() {
+    let e = |epoch, command_offset| LogRecord::Event {
+        epoch,
+        command_offset,
+        event: Event {
+            tenant: TenantId::parse("t").unwrap(),
+            stream: StreamId::Ledger(LedgerId::parse_ledger("main").unwrap()),
+            stream_version: command_offset as u64 + 1,
+            command_id: CommandId::parse("c").unwrap(),
+            actor: Actor::parse("a").unwrap(),
+            time_ms: 0,
+            body: EventBody::CommandRejected {
+                command: "x".into(),
+                reason: Reason::NoPostings,
+                detail: String::new(),
+            },
+        },
+    };
+    let claim = |epoch| LogRecord::Claim { epoch, owner: format!("o{epoch}") };
+    let mut r = LogReader::new();
+    let verdicts: Vec<Verdict> =
+        [claim(1), e(1, 0), e(1, 1), claim(2), e(1, 2), e(2, 2), claim(2), e(3, 3), e(2, 2), e(2, 3)]
+            .iter()
+            .map(|rec| r.read(rec))
+            .collect();
+    use Verdict::*;
+    assert_eq!(
+        verdicts,
+        [NewEpoch, Apply, Apply, NewEpoch, Superseded, Apply, Invalid, Invalid, AlreadyAnswered, Apply]
+    );
+    assert_eq!((r.epoch(), r.next_command_offset()), (2, 4));
+}
