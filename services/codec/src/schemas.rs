@@ -7,7 +7,10 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     Command,
+    /// Events, on the events topic.
     Event,
+    /// Ownership claims, on the events topic beside the events.
+    Claim,
 }
 
 impl fmt::Display for Kind {
@@ -15,6 +18,7 @@ impl fmt::Display for Kind {
         f.write_str(match self {
             Kind::Command => "command",
             Kind::Event => "event",
+            Kind::Claim => "claim",
         })
     }
 }
@@ -31,6 +35,7 @@ pub fn source(kind: Kind) -> &'static str {
     match kind {
         Kind::Command => include_str!("../../../schemas/avro/command.avsc"),
         Kind::Event => include_str!("../../../schemas/avro/event.avsc"),
+        Kind::Claim => include_str!("../../../schemas/avro/claim.avsc"),
     }
 }
 
@@ -48,7 +53,8 @@ pub fn history(kind: Kind) -> &'static [SchemaVersion] {
     }
     match kind {
         Kind::Command => &[v!("command.v1.avsc")],
-        Kind::Event => &[v!("event.v1.avsc")],
+        Kind::Event => &[v!("event.v1.avsc"), v!("event.v2.avsc")],
+        Kind::Claim => &[v!("claim.v1.avsc")],
     }
 }
 
@@ -162,9 +168,10 @@ impl Family {
 }
 
 /// The record names of a union field of a record schema.
+/// (Empty for a schema without that field, like claims.)
 pub(crate) fn union_names(schema: &Schema, field: &str) -> Vec<String> {
     let Schema::Record(record) = schema else { panic!("top-level schema is a record") };
-    let f = record.fields.iter().find(|f| f.name == field).expect("union field exists");
+    let Some(f) = record.fields.iter().find(|f| f.name == field) else { return Vec::new() };
     let Schema::Union(union) = &f.schema else { panic!("{field} is a union") };
     union
         .variants()

@@ -60,6 +60,14 @@ impl Fields {
         Ok(self.0.swap_remove(i).1)
     }
 
+    /// A field that older writer schemas may not have.
+    pub fn optional_field(&mut self, field: &'static str) -> Result<Option<Value>, CodecError> {
+        match self.0.iter().position(|(k, _)| k == field) {
+            Some(i) => Ok(Some(self.0.swap_remove(i).1)),
+            None => Ok(None),
+        }
+    }
+
     pub fn string(&mut self, field: &'static str) -> Result<String, CodecError> {
         as_string(field, self.take(field)?)
     }

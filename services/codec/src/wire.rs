@@ -9,12 +9,14 @@ use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;
 use std::collections::HashMap;
+use tally_core::log::LogRecord;
 use tally_core::*;
 
 /// Encodes and decodes Tally's records. Cheap to share (`Arc`); build once.
 pub struct Codec {
     command: Family,
     event: Family,
+    claim: Family,
     /// Confluent schema-registry ids this deployment accepts, with the writer schema of each.
     confluent: HashMap<u32, (Kind, Writer)>,
 }
@@ -31,6 +33,7 @@ impl Codec {
         Codec {
             command: Family::load(Kind::Command),
             event: Family::load(Kind::Event),
+            claim: Family::load(Kind::Claim),
             confluent: HashMap::new(),
         }
     }
@@ -70,23 +73,38 @@ impl Codec {
     }
 
     pub fn decode_command(&self, bytes: &[u8]) -> Result<Command, CodecError> {
-        let (value, writer) = self.decode(&self.command, bytes)?;
+        let (value, writer, _) = self.decode(&[&self.command], bytes)?;
         command_from(writer, value)
     }
 
-    pub fn encode_event(&self, event: &Event) -> Vec<u8> {
-        self.encode(&self.event, event_value(&self.event, event))
+    /// A record of the events topic: an event (with the epoch of its writer and the offset of
+    /// the command it answers) or an ownership claim.
+    pub fn encode_log_record(&self, log_record: &LogRecord) -> Vec<u8> {
+        match log_record {
+            LogRecord::Event { epoch, command_offset, event } => {
+                self.encode(&self.event, event_value(&self.event, *epoch, *command_offset, event))
+            }
+            LogRecord::Claim { epoch, owner } => self
+                .encode(&self.claim, record(vec![("epoch", long(*epoch)), ("owner", string(owner.clone()))])),
+        }
     }
 
-    pub fn decode_event(&self, bytes: &[u8]) -> Result<Event, CodecError> {
-        let (value, writer) = self.decode(&self.event, bytes)?;
-        event_from(writer, value)
+    pub fn decode_log_record(&self, bytes: &[u8]) -> Result<LogRecord, CodecError> {
+        let (value, writer, kind) = self.decode(&[&self.event, &self.claim], bytes)?;
+        match kind {
+            Kind::Claim => {
+                let mut f = Fields::of("claim", value)?;
+                Ok(LogRecord::Claim { epoch: f.unsigned("epoch")?, owner: f.string("owner")? })
+            }
+            _ => event_from(writer, value),
+        }
     }
 
     fn family(&self, kind: Kind) -> &Family {
         match kind {
             Kind::Command => &self.command,
             Kind::Event => &self.event,
+            Kind::Claim => &self.claim,
         }
     }
 
@@ -105,18 +123,24 @@ impl Codec {
     /// resolves a union branch to the first reader branch whose fields fit, which confuses
     /// records with overlapping fields. Branches are mapped by the writer's own names instead,
     /// and fields by name (a field added later must have a default in the schema and the mapping).
-    fn decode<'a>(&'a self, family: &'a Family, bytes: &[u8]) -> Result<(Value, &'a Writer), CodecError> {
+    fn decode<'a>(
+        &'a self,
+        families: &[&'a Family],
+        bytes: &[u8],
+    ) -> Result<(Value, &'a Writer, Kind), CodecError> {
         if bytes.len() > RECORD_LEN_MAX {
             return Err(CodecError::TooLarge(bytes.len()));
         }
+        let expected = families[0].kind;
         let (framing, datum) = framing::split(bytes)?;
-        let writer = match framing {
-            Framing::SingleObject { fingerprint } => family
-                .writer(fingerprint)
-                .ok_or(CodecError::UnknownFingerprint { kind: family.kind, fingerprint })?,
+        let (writer, kind) = match framing {
+            Framing::SingleObject { fingerprint } => families
+                .iter()
+                .find_map(|f| f.writer(fingerprint).map(|w| (w, f.kind)))
+                .ok_or(CodecError::UnknownFingerprint { kind: expected, fingerprint })?,
             Framing::Confluent { schema_id } => match self.confluent.get(&schema_id) {
-                Some((kind, writer)) if *kind == family.kind => writer,
-                _ => return Err(CodecError::UnknownSchemaId(schema_id, family.kind)),
+                Some((kind, writer)) if families.iter().any(|f| f.kind == *kind) => (writer, *kind),
+                _ => return Err(CodecError::UnknownSchemaId(schema_id, expected)),
             },
         };
         let mut input = EofGuard { rest: datum, hit_end: false };
@@ -130,7 +154,7 @@ impl Codec {
         if !input.rest.is_empty() {
             return Err(CodecError::Avro(format!("{} bytes after the datum", input.rest.len())));
         }
-        Ok((value, writer))
+        Ok((value, writer, kind))
     }
 }
 
@@ -392,7 +416,7 @@ fn command_from(writer: &Writer, v: Value) -> Result<Command, CodecError> {
 
 // ---- events --------------------------------------------------------------------------------
 
-fn event_value(family: &Family, e: &Event) -> Value {
+fn event_value(family: &Family, epoch: u64, command_offset: i64, e: &Event) -> Value {
     use EventBody::*;
     let fields = match &e.body {
         AssetDefined { ledger, asset } => {
@@ -458,6 +482,8 @@ fn event_value(family: &Family, e: &Event) -> Value {
         ("tenant", string(e.tenant.as_str())),
         ("stream", string(e.stream.to_string())),
         ("stream_version", long(e.stream_version)),
+        ("epoch", long(epoch)),
+        ("command_offset", Value::Long(command_offset)),
         ("command_id", string(e.command_id.as_str())),
         ("actor", string(e.actor.as_str())),
         ("time_ms", Value::TimestampMillis(e.time_ms)),
@@ -478,8 +504,13 @@ fn stream_from(s: &str) -> Result<StreamId, CodecError> {
     }
 }
 
-fn event_from(writer: &Writer, v: Value) -> Result<Event, CodecError> {
+fn event_from(writer: &Writer, v: Value) -> Result<LogRecord, CodecError> {
     let mut f = Fields::of("event", v)?;
+    // Added in event schema v2; v1 records carry neither (readers treat them as unclaimed).
+    let epoch = f.optional_field("epoch")?.map(|v| as_long("epoch", v)).transpose()?.unwrap_or(0);
+    let epoch = u64::try_from(epoch).map_err(|_| invalid("epoch", "must not be negative"))?;
+    let command_offset =
+        f.optional_field("command_offset")?.map(|v| as_long("command_offset", v)).transpose()?.unwrap_or(-1);
     let tenant = f.parse("tenant")?;
     let stream = stream_from(&f.string("stream")?)?;
     let (stream_version, command_id, actor, time_ms) =
@@ -555,5 +586,6 @@ fn event_from(writer: &Writer, v: Value) -> Result<Event, CodecError> {
             return Err(CodecError::Invalid { field: "body", why: format!("unknown event {other}") });
         }
     };
-    Ok(Event { tenant, stream, stream_version, command_id, actor, time_ms, body })
+    let event = Event { tenant, stream, stream_version, command_id, actor, time_ms, body };
+    Ok(LogRecord::Event { epoch, command_offset, event })
 }

@@ -4,10 +4,20 @@ use proptest::prelude::*;
 use std::collections::BTreeSet;
 use std::sync::LazyLock;
 use tally_codec::{Codec, CodecError, Kind, confluent_header};
+use tally_core::log::LogRecord;
 use tally_core::testkit::{history, run};
 use tally_core::*;
 
 static CODEC: LazyLock<Codec> = LazyLock::new(Codec::new);
+
+/// An event as the processor writes it: with its writer's epoch and its command's offset.
+fn logged(event: &Event) -> LogRecord {
+    LogRecord::Event { epoch: 3, command_offset: event.stream_version as i64 * 10, event: event.clone() }
+}
+
+fn encode(event: &Event) -> Vec<u8> {
+    CODEC.encode_log_record(&logged(event))
+}
 
 fn config(cases: u32) -> ProptestConfig {
     ProptestConfig { cases, ..ProptestConfig::default() }
@@ -26,8 +36,8 @@ proptest! {
         }
         let (_, events, _) = run(&history, |_, _| {});
         for event in &events {
-            let bytes = CODEC.encode_event(event);
-            prop_assert_eq!(&CODEC.decode_event(&bytes).unwrap(), event);
+            let bytes = encode(event);
+            prop_assert_eq!(CODEC.decode_log_record(&bytes).unwrap(), logged(event));
         }
     }
 }
@@ -45,7 +55,7 @@ proptest! {
         };
         input.extend(bytes);
         let _ = CODEC.decode_command(&input);
-        let _ = CODEC.decode_event(&input);
+        let _ = CODEC.decode_log_record(&input);
     }
 
     /// Flipping any byte of a valid record gives an error or a (different) valid record; never a panic.
@@ -53,10 +63,10 @@ proptest! {
     fn corrupted_records_never_panic(history in history(), at in any::<prop::sample::Index>(), xor in 1u8..=255) {
         let (_, events, _) = run(&history, |_, _| {});
         for event in events.iter().take(8) {
-            let mut bytes = CODEC.encode_event(event);
+            let mut bytes = encode(event);
             let i = at.index(bytes.len());
             bytes[i] ^= xor;
-            let _ = CODEC.decode_event(&bytes);
+            let _ = CODEC.decode_log_record(&bytes);
         }
     }
 }
@@ -81,33 +91,33 @@ fn sample_events() -> Vec<Event> {
 #[test]
 fn truncated_records_are_errors() {
     for event in sample_events() {
-        let bytes = CODEC.encode_event(&event);
+        let bytes = encode(&event);
         for len in 0..bytes.len() {
             assert!(
-                CODEC.decode_event(&bytes[..len]).is_err(),
+                CODEC.decode_log_record(&bytes[..len]).is_err(),
                 "{} truncated to {len} decoded",
                 event.body.kind()
             );
         }
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(CODEC.decode_event(&longer).is_err(), "trailing byte accepted");
+        assert!(CODEC.decode_log_record(&longer).is_err(), "trailing byte accepted");
     }
 }
 
 #[test]
 fn wrong_schema_is_an_error() {
     let event = &sample_events()[0];
-    let bytes = CODEC.encode_event(event);
+    let bytes = encode(event);
     assert!(matches!(
         CODEC.decode_command(&bytes),
         Err(CodecError::UnknownFingerprint { kind: Kind::Command, .. })
     ));
-    assert!(matches!(CODEC.decode_event(b"\x01garbage"), Err(CodecError::UnknownFraming(0x01))));
-    assert!(matches!(CODEC.decode_event(b""), Err(CodecError::Empty)));
-    assert!(matches!(CODEC.decode_event(&[0xC3, 0x01, 1, 2]), Err(CodecError::Truncated(_))));
+    assert!(matches!(CODEC.decode_log_record(b"\x01garbage"), Err(CodecError::UnknownFraming(0x01))));
+    assert!(matches!(CODEC.decode_log_record(b""), Err(CodecError::Empty)));
+    assert!(matches!(CODEC.decode_log_record(&[0xC3, 0x01, 1, 2]), Err(CodecError::Truncated(_))));
     assert!(matches!(
-        CODEC.decode_event(&vec![0u8; tally_codec::RECORD_LEN_MAX + 1]),
+        CODEC.decode_log_record(&vec![0u8; tally_codec::RECORD_LEN_MAX + 1]),
         Err(CodecError::TooLarge(_))
     ));
 }
@@ -115,13 +125,13 @@ fn wrong_schema_is_an_error() {
 #[test]
 fn confluent_framing_is_accepted_for_registered_ids() {
     let event = &sample_events()[0];
-    let datum = CODEC.encode_event(event)[10..].to_vec();
+    let datum = encode(event)[10..].to_vec();
     let framed: Vec<u8> = confluent_header(42).iter().copied().chain(datum).collect();
-    assert!(matches!(CODEC.decode_event(&framed), Err(CodecError::UnknownSchemaId(42, Kind::Event))));
+    assert!(matches!(CODEC.decode_log_record(&framed), Err(CodecError::UnknownSchemaId(42, Kind::Event))));
 
     let mut codec = Codec::new();
     codec.register_confluent_id(42, Kind::Event, tally_codec::source(Kind::Event)).unwrap();
-    assert_eq!(&codec.decode_event(&framed).unwrap(), event);
+    assert_eq!(codec.decode_log_record(&framed).unwrap(), logged(event));
     // An id registered for events is not a command schema.
     assert!(matches!(codec.decode_command(&framed), Err(CodecError::UnknownSchemaId(42, Kind::Command))));
     // A registry schema that cannot be read as ours is refused at registration.
@@ -153,4 +163,36 @@ fn amounts_keep_every_i128() {
         };
         assert_eq!(CODEC.decode_command(&CODEC.encode_command(&command)).unwrap(), command);
     }
+}
+
+#[test]
+fn claims_round_trip_and_are_told_from_events() {
+    let claim = LogRecord::Claim { epoch: 42, owner: "ingest-7f3a".into() };
+    let bytes = CODEC.encode_log_record(&claim);
+    assert_eq!(CODEC.decode_log_record(&bytes).unwrap(), claim);
+    assert_eq!(bytes[2..10], CODEC.fingerprint(Kind::Claim).to_le_bytes());
+    assert!(matches!(CODEC.decode_command(&bytes), Err(CodecError::UnknownFingerprint { .. })));
+    for len in 0..bytes.len() {
+        assert!(CODEC.decode_log_record(&bytes[..len]).is_err());
+    }
+}
+
+/// Events written with event schema v1 (before `epoch` and `command_offset`) still decode,
+/// as unclaimed records (epoch 0, no command offset). The fixture holds one event of every type,
+/// encoded by the v1 codec: its JSON form and its bytes.
+#[test]
+fn events_written_with_schema_v1_still_decode() {
+    let fixture = include_str!("fixtures/events.v1.tsv");
+    let mut n = 0;
+    for line in fixture.lines() {
+        let (json, hex) = line.split_once('\t').unwrap();
+        let expected: Event = serde_json::from_str(json).unwrap();
+        let bytes: Vec<u8> =
+            (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        let decoded =
+            CODEC.decode_log_record(&bytes).unwrap_or_else(|e| panic!("{}: {e}", expected.body.kind()));
+        assert_eq!(decoded, LogRecord::Event { epoch: 0, command_offset: -1, event: expected });
+        n += 1;
+    }
+    assert_eq!(n, 14, "one fixture per event type");
 }

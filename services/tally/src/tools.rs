@@ -8,6 +8,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::time::Duration;
 use tally_codec::Codec;
+use tally_core::log::LogRecord;
 use tally_core::{Actor, Command, CommandBody, CommandId, TenantId};
 use tally_kafka::config::KafkaOptions;
 
@@ -109,8 +110,14 @@ fn tail_blocking(opts: TailOptions) -> anyhow::Result<()> {
         };
         let m = result?;
         let bytes = m.payload().unwrap_or_default();
-        let json = match (codec.decode_event(bytes), codec.decode_command(bytes)) {
-            (Ok(event), _) => serde_json::to_string(&event)?,
+        let json = match (codec.decode_log_record(bytes), codec.decode_command(bytes)) {
+            (Ok(LogRecord::Event { epoch, command_offset, event }), _) => format!(
+                "{{\"epoch\":{epoch},\"command_offset\":{command_offset},\"event\":{}}}",
+                serde_json::to_string(&event)?
+            ),
+            (Ok(LogRecord::Claim { epoch, owner }), _) => {
+                format!("{{\"claim\":{{\"epoch\":{epoch},\"owner\":{owner:?}}}}}")
+            }
             (_, Ok(command)) => serde_json::to_string(&command)?,
             (Err(e), _) => format!("{{\"undecodable\":{:?}}}", e.to_string()),
         };
