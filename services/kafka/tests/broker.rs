@@ -139,17 +139,21 @@ async fn a_rebalancing_group_loses_and_duplicates_nothing() {
     };
 
     // Phase 1: member a alone owns every partition.
+    let joining = Instant::now();
     let a = member(&opts, "member-a", seen.clone());
     produce(&producer, 0..8_000).await;
     wait_for("a to own all partitions", deadline, || {
         a.assigned.load(Ordering::SeqCst) == PARTITIONS as usize
     })
     .await;
+    println!("first group join took {:?}", joining.elapsed());
     wait_for("phase 1 records", deadline, all(8_000)).await;
 
     // Phase 2: member b joins; the partitions are shared.
+    let rebalancing = Instant::now();
     let b = member(&opts, "member-b", seen.clone());
     wait_for("b to get partitions", deadline, || b.assigned.load(Ordering::SeqCst) > 0).await;
+    println!("rebalance on join took {:?}", rebalancing.elapsed());
     wait_for("a and b to share", deadline, || {
         a.assigned.load(Ordering::SeqCst) + b.assigned.load(Ordering::SeqCst) == PARTITIONS as usize
     })
@@ -163,12 +167,14 @@ async fn a_rebalancing_group_loses_and_duplicates_nothing() {
         tokio::spawn(async move { produce(&p, 16_000..RECORDS).await })
     };
     a.stop.store(true, Ordering::SeqCst);
+    let leaving = Instant::now();
     let (a_count, a_revocations) = a.handle.join().unwrap();
     more.await.unwrap();
     wait_for("b to own all partitions", deadline, || {
         b.assigned.load(Ordering::SeqCst) == PARTITIONS as usize
     })
     .await;
+    println!("rebalance on leave done {:?} after a stopped", leaving.elapsed());
     wait_for("every record", deadline, all(RECORDS)).await;
     // A moment more, to catch any duplicate delivered after the last expected record.
     tokio::time::sleep(Duration::from_secs(2)).await;
