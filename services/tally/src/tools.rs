@@ -110,16 +110,19 @@ fn tail_blocking(opts: TailOptions) -> anyhow::Result<()> {
         };
         let m = result?;
         let bytes = m.payload().unwrap_or_default();
-        let json = match (codec.decode_log_record(bytes), codec.decode_command(bytes)) {
-            (Ok(LogRecord::Event { epoch, command_offset, event }), _) => format!(
+        // A topic holds one family; the command decoder runs only if the record is not a log record.
+        let json = match codec.decode_log_record(bytes) {
+            Ok(LogRecord::Event { epoch, command_offset, event }) => format!(
                 "{{\"epoch\":{epoch},\"command_offset\":{command_offset},\"event\":{}}}",
                 serde_json::to_string(&event)?
             ),
-            (Ok(LogRecord::Claim { epoch, owner }), _) => {
+            Ok(LogRecord::Claim { epoch, owner }) => {
                 format!("{{\"claim\":{{\"epoch\":{epoch},\"owner\":{owner:?}}}}}")
             }
-            (_, Ok(command)) => serde_json::to_string(&command)?,
-            (Err(e), _) => format!("{{\"undecodable\":{:?}}}", e.to_string()),
+            Err(log_error) => match codec.decode_command(bytes) {
+                Ok(command) => serde_json::to_string(&command)?,
+                Err(_) => format!("{{\"undecodable\":{:?}}}", log_error.to_string()),
+            },
         };
         println!("{{\"partition\":{},\"offset\":{},\"record\":{json}}}", m.partition(), m.offset());
         printed += 1;
