@@ -11,6 +11,12 @@ pub enum Kind {
     Event,
     /// Ownership claims, on the events topic beside the events.
     Claim,
+    /// Markers answering a command record that went to the dead-letter topic (events topic).
+    DeadLettered,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Command, Kind::Event, Kind::Claim, Kind::DeadLettered];
 }
 
 impl fmt::Display for Kind {
@@ -19,6 +25,7 @@ impl fmt::Display for Kind {
             Kind::Command => "command",
             Kind::Event => "event",
             Kind::Claim => "claim",
+            Kind::DeadLettered => "dead_lettered",
         })
     }
 }
@@ -36,6 +43,7 @@ pub fn source(kind: Kind) -> &'static str {
         Kind::Command => include_str!("../../../schemas/avro/command.avsc"),
         Kind::Event => include_str!("../../../schemas/avro/event.avsc"),
         Kind::Claim => include_str!("../../../schemas/avro/claim.avsc"),
+        Kind::DeadLettered => include_str!("../../../schemas/avro/dead_lettered.avsc"),
     }
 }
 
@@ -55,6 +63,7 @@ pub fn history(kind: Kind) -> &'static [SchemaVersion] {
         Kind::Command => &[v!("command.v1.avsc")],
         Kind::Event => &[v!("event.v1.avsc"), v!("event.v2.avsc")],
         Kind::Claim => &[v!("claim.v1.avsc")],
+        Kind::DeadLettered => &[v!("dead_lettered.v1.avsc")],
     }
 }
 
@@ -168,7 +177,7 @@ impl Family {
 }
 
 /// The record names of a union field of a record schema.
-/// (Empty for a schema without that field, like claims.)
+/// (Empty for a schema without that field, like claims and dead-letter markers.)
 pub(crate) fn union_names(schema: &Schema, field: &str) -> Vec<String> {
     let Schema::Record(record) = schema else { panic!("top-level schema is a record") };
     let Some(f) = record.fields.iter().find(|f| f.name == field) else { return Vec::new() };

@@ -17,6 +17,7 @@ pub struct Codec {
     command: Family,
     event: Family,
     claim: Family,
+    dead_lettered: Family,
     /// Confluent schema-registry ids this deployment accepts, with the writer schema of each.
     confluent: HashMap<u32, (Kind, Writer)>,
 }
@@ -34,6 +35,7 @@ impl Codec {
             command: Family::load(Kind::Command),
             event: Family::load(Kind::Event),
             claim: Family::load(Kind::Claim),
+            dead_lettered: Family::load(Kind::DeadLettered),
             confluent: HashMap::new(),
         }
     }
@@ -78,7 +80,7 @@ impl Codec {
     }
 
     /// A record of the events topic: an event (with the epoch of its writer and the offset of
-    /// the command it answers) or an ownership claim.
+    /// the command it answers), an ownership claim, or a dead-letter marker.
     pub fn encode_log_record(&self, log_record: &LogRecord) -> Vec<u8> {
         match log_record {
             LogRecord::Event { epoch, command_offset, event } => {
@@ -86,15 +88,31 @@ impl Codec {
             }
             LogRecord::Claim { epoch, owner } => self
                 .encode(&self.claim, record(vec![("epoch", long(*epoch)), ("owner", string(owner.clone()))])),
+            LogRecord::DeadLettered { epoch, command_offset, reason } => self.encode(
+                &self.dead_lettered,
+                record(vec![
+                    ("epoch", long(*epoch)),
+                    ("command_offset", Value::Long(*command_offset)),
+                    ("reason", string(reason.clone())),
+                ]),
+            ),
         }
     }
 
     pub fn decode_log_record(&self, bytes: &[u8]) -> Result<LogRecord, CodecError> {
-        let (value, writer, kind) = self.decode(&[&self.event, &self.claim], bytes)?;
+        let (value, writer, kind) = self.decode(&[&self.event, &self.claim, &self.dead_lettered], bytes)?;
         match kind {
             Kind::Claim => {
                 let mut f = Fields::of("claim", value)?;
                 Ok(LogRecord::Claim { epoch: f.unsigned("epoch")?, owner: f.string("owner")? })
+            }
+            Kind::DeadLettered => {
+                let mut f = Fields::of("dead_lettered", value)?;
+                Ok(LogRecord::DeadLettered {
+                    epoch: f.unsigned("epoch")?,
+                    command_offset: f.long("command_offset")?,
+                    reason: f.string("reason")?,
+                })
             }
             _ => event_from(writer, value),
         }
@@ -105,6 +123,7 @@ impl Codec {
             Kind::Command => &self.command,
             Kind::Event => &self.event,
             Kind::Claim => &self.claim,
+            Kind::DeadLettered => &self.dead_lettered,
         }
     }
 

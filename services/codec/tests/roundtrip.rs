@@ -166,14 +166,22 @@ fn amounts_keep_every_i128() {
 }
 
 #[test]
-fn claims_round_trip_and_are_told_from_events() {
-    let claim = LogRecord::Claim { epoch: 42, owner: "ingest-7f3a".into() };
-    let bytes = CODEC.encode_log_record(&claim);
-    assert_eq!(CODEC.decode_log_record(&bytes).unwrap(), claim);
-    assert_eq!(bytes[2..10], CODEC.fingerprint(Kind::Claim).to_le_bytes());
-    assert!(matches!(CODEC.decode_command(&bytes), Err(CodecError::UnknownFingerprint { .. })));
-    for len in 0..bytes.len() {
-        assert!(CODEC.decode_log_record(&bytes[..len]).is_err());
+fn claims_and_dead_letter_markers_round_trip_and_are_told_from_events() {
+    let records = [
+        (LogRecord::Claim { epoch: 42, owner: "ingest-7f3a".into() }, Kind::Claim),
+        (
+            LogRecord::DeadLettered { epoch: 7, command_offset: 1234, reason: "UNDECODABLE: bad".into() },
+            Kind::DeadLettered,
+        ),
+    ];
+    for (record, kind) in records {
+        let bytes = CODEC.encode_log_record(&record);
+        assert_eq!(CODEC.decode_log_record(&bytes).unwrap(), record);
+        assert_eq!(bytes[2..10], CODEC.fingerprint(kind).to_le_bytes());
+        assert!(matches!(CODEC.decode_command(&bytes), Err(CodecError::UnknownFingerprint { .. })));
+        for len in 0..bytes.len() {
+            assert!(CODEC.decode_log_record(&bytes[..len]).is_err());
+        }
     }
 }
 

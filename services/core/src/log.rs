@@ -10,7 +10,10 @@
 //!   zombie's late writes) and events for commands already answered.
 //!
 //! The next owner resumes the `commands` partition at [`LogReader::next_command_offset`], so no
-//! command is answered twice and none is skipped.
+//! command is answered twice and none is skipped. A command record that cannot be processed at
+//! all (undecodable, unknown schema, key not matching its body) is answered by a
+//! [`LogRecord::DeadLettered`] marker instead of an event, after the record went to the
+//! dead-letter topic, so the log still answers every command offset exactly once.
 //!
 //! Two owners may claim at once with the same epoch (a group split for a moment). The first claim
 //! of an epoch wins; a later one reads as [`Verdict::Invalid`]. An owner restores up to its own
@@ -30,6 +33,19 @@ pub enum LogRecord {
     Claim { epoch: u64, owner: String },
     /// The one event for the command at `command_offset`, written by the owner of `epoch`.
     Event { epoch: u64, command_offset: i64, event: Event },
+    /// The command record at `command_offset` was sent to the dead-letter topic for `reason`.
+    DeadLettered { epoch: u64, command_offset: i64, reason: String },
+}
+
+impl LogRecord {
+    /// The epoch of the owner that wrote this record.
+    pub fn epoch(&self) -> u64 {
+        match *self {
+            LogRecord::Claim { epoch, .. }
+            | LogRecord::Event { epoch, .. }
+            | LogRecord::DeadLettered { epoch, .. } => epoch,
+        }
+    }
 }
 
 /// What a reader does with a record.
@@ -37,7 +53,7 @@ pub enum LogRecord {
 pub enum Verdict {
     /// A claim with a higher epoch: later writes of older epochs are ignored.
     NewEpoch,
-    /// An event that counts: fold it.
+    /// An answer that counts: fold the event (a dead-letter marker only advances the position).
     Apply,
     /// Written by an owner that had already been superseded (a zombie).
     Superseded,
@@ -83,15 +99,21 @@ impl LogReader {
                 Verdict::NewEpoch
             }
             LogRecord::Claim { .. } => Verdict::Invalid,
-            LogRecord::Event { epoch, .. } if epoch < self.epoch => Verdict::Superseded,
-            LogRecord::Event { epoch, .. } if epoch > self.epoch => Verdict::Invalid,
-            LogRecord::Event { command_offset, .. } if command_offset < self.next_command_offset => {
-                Verdict::AlreadyAnswered
-            }
-            LogRecord::Event { command_offset, .. } => {
-                self.next_command_offset = command_offset + 1;
-                Verdict::Apply
-            }
+            LogRecord::Event { epoch, command_offset, .. }
+            | LogRecord::DeadLettered { epoch, command_offset, .. } => self.answer(epoch, command_offset),
+        }
+    }
+
+    fn answer(&mut self, epoch: u64, command_offset: i64) -> Verdict {
+        if epoch < self.epoch {
+            Verdict::Superseded
+        } else if epoch > self.epoch {
+            Verdict::Invalid
+        } else if command_offset < self.next_command_offset {
+            Verdict::AlreadyAnswered
+        } else {
+            self.next_command_offset = command_offset + 1;
+            Verdict::Apply
         }
     }
 }

@@ -2,7 +2,8 @@
 //! to their claim), process commands, and keep writing after they were superseded (zombies);
 //! two owners may claim from stale views at once; owners' clocks differ. Whatever the
 //! interleaving, a reader sees each command answered exactly once, in order, and each event is
-//! what a correct processor decides on exactly the events before it.
+//! what a correct processor decides on exactly the events before it. Some command records are
+//! garbage: they are answered by a dead-letter marker, exactly once too.
 
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -76,8 +77,13 @@ proptest! {
     fn readers_see_every_command_answered_once_whatever_the_owners_do(
         history in history(),
         actions in proptest::collection::vec(action(), 1..80),
+        garbage in proptest::collection::btree_set(0usize..60, 0..8),
     ) {
-        let commands: Vec<Command> = history.into_iter().map(|(c, _)| c).collect();
+        // The commands partition: `None` is a record no processor can decode.
+        let mut commands: Vec<Option<Command>> = history.into_iter().map(|(c, _)| Some(c)).collect();
+        for at in garbage.into_iter().rev() {
+            commands.insert(at.min(commands.len()), None);
+        }
         let mut log: Vec<LogRecord> = Vec::new();
         let mut owners: Vec<Owner> = Vec::new();
         for action in actions {
@@ -90,10 +96,16 @@ proptest! {
                 Action::Process { owner } if !owners.is_empty() => {
                     let i = owner.index(owners.len());
                     let o = &mut owners[i];
-                    let Some(command) = commands.get(o.next as usize).filter(|_| o.running) else { continue };
-                    let event = decide(&o.state, command, clock(o.name, o.next));
-                    apply(&mut o.state, &event);
-                    log.push(LogRecord::Event { epoch: o.epoch, command_offset: o.next, event });
+                    let Some(input) = commands.get(o.next as usize).filter(|_| o.running) else { continue };
+                    let (epoch, command_offset) = (o.epoch, o.next);
+                    log.push(match input {
+                        Some(command) => {
+                            let event = decide(&o.state, command, clock(o.name, o.next));
+                            apply(&mut o.state, &event);
+                            LogRecord::Event { epoch, command_offset, event }
+                        }
+                        None => LogRecord::DeadLettered { epoch, command_offset, reason: "garbage".into() },
+                    });
                     o.next += 1;
                 }
                 Action::Stop { owner } if !owners.is_empty() => {
@@ -108,17 +120,25 @@ proptest! {
         let mut reader = LogReader::new();
         let mut accepted = Vec::new();
         for record in &log {
-            if let (Verdict::Apply, LogRecord::Event { command_offset, event, .. }) = (reader.read(record), record) {
-                accepted.push((*command_offset, event.clone()));
+            if reader.read(record) == Verdict::Apply {
+                accepted.push(record);
             }
         }
         let mut single = State::new();
-        for (i, (offset, event)) in accepted.iter().enumerate() {
-            prop_assert_eq!(*offset, i as i64, "command offsets answered once each, in order, no gap");
-            // The event a correct processor decides on exactly the accepted prefix, at its time.
-            let expected = decide(&single, &commands[i], event.time_ms);
-            prop_assert_eq!(event, &expected, "an event decided on a state readers never saw");
-            apply(&mut single, &expected);
+        for (i, record) in accepted.iter().enumerate() {
+            match (record, &commands[i]) {
+                (LogRecord::Event { command_offset, event, .. }, Some(command)) => {
+                    prop_assert_eq!(*command_offset, i as i64, "command offsets answered once each, in order");
+                    // The event a correct processor decides on exactly the accepted prefix, at its time.
+                    let expected = decide(&single, command, event.time_ms);
+                    prop_assert_eq!(event, &expected, "an event decided on a state readers never saw");
+                    apply(&mut single, &expected);
+                }
+                (LogRecord::DeadLettered { command_offset, .. }, None) => {
+                    prop_assert_eq!(*command_offset, i as i64, "command offsets answered once each, in order");
+                }
+                (record, input) => prop_assert!(false, "offset {i}: {record:?} answers {input:?}"),
+            }
         }
         prop_assert_eq!(reader.next_command_offset(), accepted.len() as i64);
         // Owners that won a claim hold distinct epochs.
@@ -147,16 +167,44 @@ fn zombie_writes_and_repeated_epochs_are_ignored() {
         },
     };
     let claim = |epoch| LogRecord::Claim { epoch, owner: format!("o{epoch}") };
+    let dead = |epoch, command_offset| LogRecord::DeadLettered { epoch, command_offset, reason: "x".into() };
     let mut r = LogReader::new();
-    let verdicts: Vec<Verdict> =
-        [claim(1), e(1, 0), e(1, 1), claim(2), e(1, 2), e(2, 2), claim(2), e(3, 3), e(2, 2), e(2, 3)]
-            .iter()
-            .map(|rec| r.read(rec))
-            .collect();
+    let verdicts: Vec<Verdict> = [
+        claim(1),
+        e(1, 0),
+        e(1, 1),
+        claim(2),
+        e(1, 2),
+        e(2, 2),
+        claim(2),
+        e(3, 3),
+        e(2, 2),
+        e(2, 3),
+        dead(1, 4),
+        dead(2, 3),
+        dead(2, 4),
+    ]
+    .iter()
+    .map(|rec| r.read(rec))
+    .collect();
     use Verdict::*;
     assert_eq!(
         verdicts,
-        [NewEpoch, Apply, Apply, NewEpoch, Superseded, Apply, Invalid, Invalid, AlreadyAnswered, Apply]
+        [
+            NewEpoch,
+            Apply,
+            Apply,
+            NewEpoch,
+            Superseded,
+            Apply,
+            Invalid,
+            Invalid,
+            AlreadyAnswered,
+            Apply,
+            Superseded,
+            AlreadyAnswered,
+            Apply
+        ]
     );
-    assert_eq!((r.epoch(), r.next_command_offset()), (2, 4));
+    assert_eq!((r.epoch(), r.next_command_offset()), (2, 5));
 }
