@@ -117,3 +117,27 @@ impl LogReader {
         }
     }
 }
+
+/// The state of one events partition as its readers fold it: the reader's position and the
+/// state of every stream in the partition. The processor restores one of these before it
+/// writes; projections and tests fold the same way.
+#[derive(Debug, Clone, Default)]
+pub struct Replica {
+    pub reader: LogReader,
+    pub state: crate::State,
+}
+
+impl Replica {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reads the next record of the partition, folding it into the state if it counts.
+    pub fn read(&mut self, record: &LogRecord) -> Verdict {
+        let verdict = self.reader.read(record);
+        if let (Verdict::Apply, LogRecord::Event { event, .. }) = (verdict, record) {
+            crate::apply(&mut self.state, event);
+        }
+        verdict
+    }
+}

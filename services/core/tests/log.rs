@@ -7,7 +7,7 @@
 
 use proptest::prelude::*;
 use proptest::sample::Index;
-use tally_core::log::{LogReader, LogRecord, Verdict};
+use tally_core::log::{LogReader, LogRecord, Replica, Verdict};
 use tally_core::testkit::history;
 use tally_core::*;
 
@@ -45,15 +45,9 @@ struct Owner {
 
 /// Folds `log[..end]` as every reader does.
 fn restore(log: &[LogRecord], end: usize) -> (LogReader, State, Vec<Verdict>) {
-    let (mut reader, mut state, mut verdicts) = (LogReader::new(), State::new(), Vec::new());
-    for record in &log[..end] {
-        let v = reader.read(record);
-        if let (Verdict::Apply, LogRecord::Event { event, .. }) = (v, record) {
-            apply(&mut state, event);
-        }
-        verdicts.push(v);
-    }
-    (reader, state, verdicts)
+    let mut replica = Replica::new();
+    let verdicts = log[..end].iter().map(|record| replica.read(record)).collect();
+    (replica.reader, replica.state, verdicts)
 }
 
 /// Claims from a view of `log[..view]`, then restores up to the claim; claims again while it

@@ -55,6 +55,17 @@ impl KafkaOptions {
         c
     }
 
+    /// The producer that appends to the events log. A log with a hole would lose a command:
+    /// readers accept the answer after the hole and move past the command whose answer is
+    /// missing. So any error that could leave a hole stops the producer (gapless guarantee), and
+    /// records never expire in the queue: an owner waits for the broker rather than give up on a
+    /// record in the middle of a batch.
+    pub fn log_writer(&self, role: &str) -> ClientConfig {
+        let mut c = self.producer(role);
+        c.set("enable.gapless.guarantee", "true").set("message.timeout.ms", "0");
+        c
+    }
+
     /// A group consumer that never commits or stores offsets on its own: the application stores
     /// an offset only after the work it covers is durable. Reads committed data only. Session
     /// and poll timeouts are short so that groups form and fail over in seconds.

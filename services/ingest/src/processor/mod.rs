@@ -1,0 +1,218 @@
+//! The processor: owns partitions of `commands` through a consumer group and answers each
+//! command record with exactly one record in the same partition number of `events`.
+//!
+//! Exactly-once rests on the log, not on broker transactions (DESIGN.md section 2, and
+//! [`tally_core::log`]): on assignment a partition's owner restores the state by reading the
+//! events partition, appends a claim with a higher epoch and reads on to it, then resumes the
+//! commands partition at the first command the log has not answered. A former owner that keeps
+//! writing (a zombie) writes under a superseded epoch, which every reader ignores. Kafka's
+//! committed offsets are only a lag hint: the log says where to resume.
+//!
+//! Threads: one thread runs the group consumer (librdkafka blocks) and hands each partition's
+//! records to that partition's task through a bounded queue; a partition whose queue is full
+//! is paused at the broker until its task catches up.
+
+mod group;
+pub mod intake;
+mod partition;
+mod restore;
+
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tally_codec::Codec;
+use tally_core::log::LogRecord;
+use tally_kafka::config::KafkaOptions;
+use tally_kafka::topics::Topics;
+use tokio_util::sync::CancellationToken;
+
+pub use restore::LogTail;
+
+/// What a processor instance needs to know.
+#[derive(Debug, Clone)]
+pub struct ProcessorConfig {
+    pub kafka: KafkaOptions,
+    pub topics: Topics,
+    /// Consumer group of all processor instances of one deployment.
+    pub group_id: String,
+    /// This instance's name in claims (for operators reading the log).
+    pub owner: String,
+    /// Most command records answered in one batch (one round trip to the broker).
+    pub batch_max: usize,
+    /// How often each partition looks for pending transactions past their timeout.
+    pub expiry_interval: Duration,
+}
+
+impl ProcessorConfig {
+    pub fn new(kafka: KafkaOptions, topics: Topics) -> Self {
+        ProcessorConfig {
+            kafka,
+            topics,
+            group_id: "tally-processor".into(),
+            owner: format!("processor-{}", std::process::id()),
+            batch_max: 1000,
+            expiry_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("restoring: {0}")]
+    Restore(String),
+    #[error("the producer was dropped before delivering")]
+    Canceled,
+}
+
+/// Messages from partition tasks to the group thread, which alone touches the consumer.
+#[derive(Debug)]
+enum Control {
+    /// The partition is restored and claimed: deliver its commands from `offset` on.
+    Start { partition: i32, offset: i64 },
+    /// Every command before `next_offset` is answered in the log (a lag hint for Kafka).
+    Answered { partition: i32, next_offset: i64 },
+}
+
+/// What every partition task of one instance shares.
+struct Shared {
+    config: ProcessorConfig,
+    codec: Arc<Codec>,
+    producer: FutureProducer,
+    control: std::sync::mpsc::Sender<Control>,
+}
+
+impl Shared {
+    /// Appends one record to an events partition; returns its offset.
+    async fn append(&self, partition: i32, record: &LogRecord) -> Result<i64, ProcessorError> {
+        let payload = self.codec.encode_log_record(record);
+        let key = log_key(record);
+        let mut out = FutureRecord::to(&self.config.topics.events).partition(partition).payload(&payload);
+        if let Some(key) = &key {
+            out = out.key(key);
+        }
+        self.send(out).await
+    }
+
+    /// Appends records in order, pipelined; returns once all are durable.
+    async fn append_all(&self, partition: i32, records: &[LogRecord]) -> Result<(), ProcessorError> {
+        let mut in_flight = std::collections::VecDeque::with_capacity(records.len());
+        for record in records {
+            let payload = self.codec.encode_log_record(record);
+            let key = log_key(record);
+            let mut out = FutureRecord::to(&self.config.topics.events).partition(partition).payload(&payload);
+            if let Some(key) = &key {
+                out = out.key(key);
+            }
+            loop {
+                match self.producer.send_result(out) {
+                    Ok(delivery) => {
+                        in_flight.push_back(delivery);
+                        break;
+                    }
+                    Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) => {
+                        out = back;
+                        // The local queue is full: wait for the oldest record, or for a moment.
+                        match in_flight.pop_front() {
+                            Some(delivery) => settle(delivery.await)?,
+                            None => tokio::time::sleep(Duration::from_millis(5)).await,
+                        };
+                    }
+                    Err((e, _)) => return Err(e.into()),
+                }
+            }
+        }
+        for delivery in in_flight {
+            settle(delivery.await)?;
+        }
+        Ok(())
+    }
+
+    /// Sends one record and waits until it is durable; returns its offset.
+    async fn send(&self, record: FutureRecord<'_, String, Vec<u8>>) -> Result<i64, ProcessorError> {
+        let delivery = self.producer.send(record, Timeout::Never).await;
+        delivery.map(|d| d.offset).map_err(|(e, _)| e.into())
+    }
+
+    /// Copies an unprocessable command record to the dead-letter topic, reason in headers.
+    async fn dead_letter(&self, message: &OwnedMessage, why: &intake::Unprocessable) -> Result<(), ProcessorError> {
+        use rdkafka::Message;
+        let payload = message.payload().unwrap_or_default().to_vec();
+        let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned());
+        let mut out = FutureRecord::to(&self.config.topics.dead_letter)
+            .payload(&payload)
+            .headers(intake::dead_letter_headers(message, why));
+        if let Some(key) = &key {
+            out = out.key(key);
+        }
+        self.send(out).await.map(drop)
+    }
+}
+
+/// The outcome of one delivery future (its error type is the producer's channel closing).
+fn settle<Closed>(
+    delivery: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, Closed>,
+) -> Result<(), ProcessorError> {
+    match delivery {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, _))) => Err(e.into()),
+        Err(_) => Err(ProcessorError::Canceled),
+    }
+}
+
+/// Events are keyed like their commands (`tenant/stream`), so consumers of other teams can
+/// partition by stream too. Claims and markers have no key.
+fn log_key(record: &LogRecord) -> Option<String> {
+    match record {
+        LogRecord::Event { event, .. } => Some(event.kafka_key()),
+        LogRecord::Claim { .. } | LogRecord::DeadLettered { .. } => None,
+    }
+}
+
+/// A running processor instance.
+pub struct Processor {
+    stop: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+    running: Arc<Mutex<BTreeSet<i32>>>,
+}
+
+impl Processor {
+    /// Joins the group and starts answering commands. Must be called within a tokio runtime
+    /// (partition tasks run on it).
+    pub fn start(config: ProcessorConfig) -> Result<Processor, ProcessorError> {
+        let producer: FutureProducer = config.kafka.log_writer("processor").create()?;
+        let (control_tx, control_rx) = std::sync::mpsc::channel();
+        let shared = Arc::new(Shared { config, codec: Arc::new(Codec::new()), producer, control: control_tx });
+        let stop = CancellationToken::new();
+        let running = Arc::new(Mutex::new(BTreeSet::new()));
+        let group = group::Group::join(shared, control_rx, stop.clone(), running.clone())?;
+        let thread = std::thread::Builder::new()
+            .name("tally-processor-group".into())
+            .spawn(move || group.run())
+            .map_err(|e| ProcessorError::Restore(format!("starting the group thread: {e}")))?;
+        Ok(Processor { stop, thread: Some(thread), running })
+    }
+
+    /// Partitions restored, claimed and being answered by this instance.
+    pub fn running_partitions(&self) -> Vec<i32> {
+        self.running.lock().expect("not poisoned").iter().copied().collect()
+    }
+
+    /// Stops taking commands, lets each partition finish its batch, leaves the group.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+impl Drop for Processor {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}

@@ -1,0 +1,194 @@
+//! The owner of one partition: restores it from the log, claims it, then answers its commands
+//! in batches, one log record per command record.
+
+use super::intake;
+use super::restore::LogTail;
+use super::{Control, ProcessorError, Shared};
+use rdkafka::Message;
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::FutureRecord;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tally_core::log::{LogRecord, Replica, Verdict};
+use tally_core::{Actor, Command, CommandBody, CommandId, LedgerId, TenantId, TxId, decide};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// How often a new owner claims again after losing a claim race before it gives up (and the
+/// group thread restarts it).
+const CLAIM_ATTEMPTS_MAX: u32 = 5;
+
+/// Restores the partition, claims it, and answers commands until cancelled or the intake closes.
+pub(super) async fn own(
+    shared: Arc<Shared>,
+    partition: i32,
+    mut intake: mpsc::Receiver<OwnedMessage>,
+    cancel: CancellationToken,
+) -> Result<(), ProcessorError> {
+    let replica = take_over(&shared, partition).await?;
+    let start = replica.reader.next_command_offset();
+    tracing::info!(partition, epoch = replica.reader.epoch(), start, "partition restored and claimed");
+    let mut owner = Owner { shared, partition, replica, expiring: HashSet::new() };
+    owner.control(Control::Start { partition, offset: start });
+    let mut batch = Vec::with_capacity(owner.shared.config.batch_max);
+    let mut expiry = tokio::time::interval(owner.shared.config.expiry_interval);
+    expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Ok(()),
+            n = intake.recv_many(&mut batch, owner.shared.config.batch_max) => {
+                if n == 0 {
+                    return Ok(());
+                }
+                owner.answer(&mut batch).await?;
+            }
+            _ = expiry.tick() => owner.request_expiries().await?,
+        }
+    }
+}
+
+/// Reads the partition to its end, appends a claim with the next epoch, and reads on to the
+/// claim. The claim wins if it reads as a new epoch there; otherwise another owner claimed the
+/// same epoch first, and this one claims again above it.
+async fn take_over(shared: &Arc<Shared>, partition: i32) -> Result<Replica, ProcessorError> {
+    let (kafka, topic) = (shared.config.kafka.clone(), shared.config.topics.events.clone());
+    let mut tail = blocking(move || LogTail::open(&kafka, &topic, partition)).await?;
+    let mut replica = Replica::new();
+    let end = {
+        let codec = shared.codec.clone();
+        let (t, r, end) = blocking(move || {
+            let end = tail.end()?;
+            tail.read_until(&codec, &mut replica, end)?;
+            Ok::<_, ProcessorError>((tail, replica, end))
+        })
+        .await?;
+        (tail, replica) = (t, r);
+        end
+    };
+    tracing::debug!(partition, end, epoch = replica.reader.epoch(), "log read");
+    for _ in 0..CLAIM_ATTEMPTS_MAX {
+        let claim = LogRecord::Claim { epoch: replica.reader.epoch() + 1, owner: shared.config.owner.clone() };
+        let at = shared.append(partition, &claim).await?;
+        let codec = shared.codec.clone();
+        let (t, r, last) = blocking(move || {
+            let last = tail.read_until(&codec, &mut replica, at + 1)?;
+            Ok::<_, ProcessorError>((tail, replica, last))
+        })
+        .await?;
+        (tail, replica) = (t, r);
+        if last == Some((at, Verdict::NewEpoch)) {
+            return Ok(replica);
+        }
+        tracing::warn!(partition, at, epoch = replica.reader.epoch(), "lost a claim race; claiming again");
+    }
+    Err(ProcessorError::Restore(format!("partition {partition}: lost {CLAIM_ATTEMPTS_MAX} claim races in a row")))
+}
+
+/// Runs librdkafka's blocking calls off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ProcessorError> + Send + 'static) -> Result<T, ProcessorError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ProcessorError::Restore(format!("restore task: {e}")))?
+}
+
+/// A pending transaction, as the expiry timer tracks it.
+type TxKey = (TenantId, LedgerId, TxId);
+
+struct Owner {
+    shared: Arc<Shared>,
+    partition: i32,
+    replica: Replica,
+    /// Expiries requested and not yet seen answered (so each is requested once per owner).
+    expiring: HashSet<TxKey>,
+}
+
+impl Owner {
+    fn control(&self, message: Control) {
+        // The group thread outlives every partition task it started.
+        let _ = self.shared.control.send(message);
+    }
+
+    /// Answers a batch: one log record per command record not answered yet. Dead letters are
+    /// durable before the markers that answer them; the records are durable before the command
+    /// offsets are stored.
+    async fn answer(&mut self, batch: &mut Vec<OwnedMessage>) -> Result<(), ProcessorError> {
+        let now = now_ms();
+        let epoch = self.replica.reader.epoch();
+        let mut records = Vec::with_capacity(batch.len());
+        let mut dead_letters = Vec::new();
+        for message in batch.drain(..) {
+            let command_offset = message.offset();
+            if command_offset < self.replica.reader.next_command_offset() {
+                continue; // delivered again (a seek, a restart): already answered
+            }
+            let record = match intake::classify(&self.shared.codec, &message) {
+                Ok(command) => {
+                    LogRecord::Event { epoch, command_offset, event: decide(&self.replica.state, &command, now) }
+                }
+                Err(why) => {
+                    tracing::warn!(partition = self.partition, command_offset, code = why.code, "dead-lettered: {}", why.detail);
+                    let reason = why.marker_reason();
+                    dead_letters.push((message, why));
+                    LogRecord::DeadLettered { epoch, command_offset, reason }
+                }
+            };
+            // Folds the answer exactly as every reader of the log will.
+            let verdict = self.replica.read(&record);
+            debug_assert_eq!(verdict, Verdict::Apply);
+            records.push(record);
+        }
+        let Some(last) = records.last() else { return Ok(()) };
+        tracing::trace!(partition = self.partition, records = records.len(), "answering a batch");
+        let next = match last {
+            LogRecord::Event { command_offset, .. } | LogRecord::DeadLettered { command_offset, .. } => command_offset + 1,
+            LogRecord::Claim { .. } => unreachable!("an owner answers commands with events and markers"),
+        };
+        for (message, why) in &dead_letters {
+            self.shared.dead_letter(message, why).await?;
+        }
+        self.shared.append_all(self.partition, &records).await?;
+        self.control(Control::Answered { partition: self.partition, next_offset: next });
+        Ok(())
+    }
+
+    /// Pending transactions expire on time even when no command arrives for their ledger: the
+    /// owner sends `ExpirePending` through the commands partition like any other command, so
+    /// expiry is answered exactly once like everything else.
+    async fn request_expiries(&mut self) -> Result<(), ProcessorError> {
+        let due = self.replica.state.expired_pending(now_ms());
+        let due_set: HashSet<TxKey> = due.iter().cloned().collect();
+        self.expiring.retain(|k| due_set.contains(k));
+        for key in due {
+            if self.expiring.contains(&key) {
+                continue;
+            }
+            let command = expiry_command(&key);
+            let payload = self.shared.codec.encode_command(&command);
+            let record_key = command.kafka_key();
+            let record = FutureRecord::to(&self.shared.config.topics.commands)
+                .partition(self.partition)
+                .key(&record_key)
+                .payload(&payload);
+            self.shared.send(record).await?;
+            self.expiring.insert(key);
+        }
+        Ok(())
+    }
+}
+
+/// The command that expires a pending transaction. Its id is derived from the transaction, so
+/// a repeated request (another owner, a restart) is recognisably the same.
+fn expiry_command((tenant, ledger, tx_id): &TxKey) -> Command {
+    let digest = xxhash_rust::xxh3::xxh3_128(format!("{ledger}/{tx_id}").as_bytes());
+    Command {
+        tenant: tenant.clone(),
+        command_id: CommandId::parse(format!("expire-{digest:032x}")).expect("hex is a valid id"),
+        actor: Actor::parse("tally-expiry").expect("a valid actor"),
+        body: CommandBody::ExpirePending { ledger: ledger.clone(), tx_id: tx_id.clone() },
+    }
+}
+
+fn now_ms() -> i64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    since_epoch.as_millis() as i64
+}

@@ -1,0 +1,220 @@
+//! A Tally deployment in the test process: the in-process broker, topics with a fresh prefix,
+//! and a view of the events log as every reader folds it.
+
+#![allow(dead_code, reason = "each test file uses a different part")]
+
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::time::{Duration, Instant};
+use tally_codec::Codec;
+use tally_core::log::{LogRecord, Replica, Verdict};
+use tally_core::*;
+use tally_ingest::processor::{LogTail, ProcessorConfig};
+use tally_kafka::config::KafkaOptions;
+use tally_kafka::topics::{Topics, ensure_topics};
+use tally_kafka::{BrokerStorage, EmbeddedBroker};
+
+pub struct Harness {
+    pub broker: Option<EmbeddedBroker>,
+    pub kafka: KafkaOptions,
+    pub topics: Topics,
+    pub partitions: i32,
+    pub codec: Codec,
+    producer: FutureProducer,
+    /// The highest offset produced to each commands partition by this harness.
+    sent: std::sync::Mutex<std::collections::BTreeMap<i32, i64>>,
+}
+
+impl Harness {
+    pub async fn start(partitions: i32) -> Harness {
+        init_logs();
+        let broker = EmbeddedBroker::start(BrokerStorage::Memory, 0).await.expect("broker starts");
+        Self::on(Some(broker.bootstrap_servers()), Some(broker), partitions).await
+    }
+
+    /// Against an existing broker (`bootstrap`).
+    pub async fn on(bootstrap: Option<String>, broker: Option<EmbeddedBroker>, partitions: i32) -> Harness {
+        let kafka = KafkaOptions::new(bootstrap.expect("a bootstrap address"));
+        let topics = Topics::with_prefix(&format!("t{}.", uuid_like()));
+        ensure_topics(&kafka.admin(), &topics.specs(partitions, 1)).await.expect("topics");
+        let producer = kafka.producer("test").create().expect("producer");
+        Harness { broker, kafka, topics, partitions, codec: Codec::new(), producer, sent: Default::default() }
+    }
+
+    pub fn processor(&self, owner: &str) -> ProcessorConfig {
+        let mut config = ProcessorConfig::new(self.kafka.clone(), self.topics.clone());
+        config.owner = owner.to_owned();
+        config.group_id = format!("{}processor", self.topics.commands);
+        config
+    }
+
+    /// Produces commands keyed by their stream, as any producer would; returns where each landed.
+    pub async fn send(&self, commands: &[Command]) -> Vec<(i32, i64)> {
+        let mut out = Vec::new();
+        for c in commands {
+            let key = c.kafka_key();
+            out.push(self.send_raw(Some(key.as_bytes()), &self.codec.encode_command(c), None).await);
+        }
+        out
+    }
+
+    pub async fn send_raw(&self, key: Option<&[u8]>, payload: &[u8], partition: Option<i32>) -> (i32, i64) {
+        let mut record = FutureRecord::<[u8], [u8]>::to(&self.topics.commands).payload(payload);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
+        let d = self.producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("produced");
+        let mut sent = self.sent.lock().unwrap();
+        let highest = sent.entry(d.partition).or_insert(d.offset);
+        *highest = (*highest).max(d.offset);
+        (d.partition, d.offset)
+    }
+
+    /// Reads the whole log as readers do (everything there is: the embedded broker's high
+    /// watermark can be short of the last record).
+    pub async fn log(&self) -> Log {
+        let (kafka, topic, n) = (self.kafka.clone(), self.topics.events.clone(), self.partitions);
+        tokio::task::spawn_blocking(move || {
+            let codec = Codec::new();
+            let partitions = (0..n)
+                .map(|p| {
+                    let mut tail = LogTail::open(&kafka, &topic, p).unwrap();
+                    let mut part = PartitionLog::default();
+                    tail.for_each_available(&codec, Duration::from_millis(300), |offset, record| {
+                        let verdict = part.replica.read(&record);
+                        part.records.push((offset, record, verdict));
+                        verdict
+                    })
+                    .unwrap();
+                    part
+                })
+                .collect();
+            Log { partitions }
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Waits until the log answers every command record this harness produced.
+    pub async fn settled(&self, timeout: Duration) -> Log {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ends: Vec<i64> = {
+                let sent = self.sent.lock().unwrap();
+                (0..self.partitions).map(|p| sent.get(&p).map_or(0, |o| o + 1)).collect()
+            };
+            let log = self.log().await;
+            let answered: Vec<i64> = log.partitions.iter().map(|p| p.replica.reader.next_command_offset()).collect();
+            if answered.iter().zip(&ends).all(|(a, e)| a >= e) {
+                return log;
+            }
+            if Instant::now() > deadline {
+                for (p, part) in log.partitions.iter().enumerate() {
+                    for (offset, record, verdict) in &part.records {
+                        eprintln!("events {p}@{offset}: {verdict:?} {record:?}");
+                    }
+                }
+                panic!("not settled in {timeout:?}: answered {answered:?} of {ends:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct PartitionLog {
+    pub replica: Replica,
+    /// Every record with its offset and verdict.
+    pub records: Vec<(i64, LogRecord, Verdict)>,
+}
+
+pub struct Log {
+    pub partitions: Vec<PartitionLog>,
+}
+
+impl Log {
+    /// The events readers accept, across partitions.
+    pub fn events(&self) -> impl Iterator<Item = &Event> {
+        self.partitions.iter().flat_map(|p| {
+            p.records.iter().filter_map(|(_, r, v)| match (r, v) {
+                (LogRecord::Event { event, .. }, Verdict::Apply) => Some(event),
+                _ => None,
+            })
+        })
+    }
+
+    /// The accepted answer for each command id (panics if one has two).
+    pub fn outcomes(&self) -> std::collections::HashMap<String, Event> {
+        let mut out = std::collections::HashMap::new();
+        for e in self.events() {
+            let previous = out.insert(e.command_id.to_string(), e.clone());
+            assert!(previous.is_none(), "command {} answered twice", e.command_id);
+        }
+        out
+    }
+
+    pub fn dead_lettered(&self) -> usize {
+        self.partitions
+            .iter()
+            .flat_map(|p| &p.records)
+            .filter(|(_, r, v)| matches!((r, v), (LogRecord::DeadLettered { .. }, Verdict::Apply)))
+            .count()
+    }
+
+    pub fn verdicts(&self, wanted: Verdict) -> usize {
+        self.partitions.iter().flat_map(|p| &p.records).filter(|(_, _, v)| *v == wanted).count()
+    }
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+}
+
+pub fn command(tenant: &str, id: &str, body: CommandBody) -> Command {
+    Command {
+        tenant: TenantId::parse(tenant).unwrap(),
+        command_id: CommandId::parse(id).unwrap(),
+        actor: Actor::parse("test").unwrap(),
+        body,
+    }
+}
+
+pub fn ledger(s: &str) -> LedgerId {
+    LedgerId::parse_ledger(s).unwrap()
+}
+
+pub fn define_usd(tenant: &str, id: &str) -> Command {
+    command(tenant, id, CommandBody::DefineAsset { ledger: ledger("main"), asset: Asset::parse("USD/2").unwrap() })
+}
+
+pub fn transfer(tenant: &str, id: &str, from: &str, to: &str, amount: Amount) -> Command {
+    command(
+        tenant,
+        id,
+        CommandBody::Transact {
+            ledger: ledger("main"),
+            tx_id: TxId::parse(id).unwrap(),
+            request: TxRequest::Transfer {
+                postings: vec![Posting {
+                    source: AccountId::parse(from).unwrap(),
+                    destination: AccountId::parse(to).unwrap(),
+                    asset: Asset::parse("USD/2").unwrap(),
+                    amount,
+                }],
+                metadata: Default::default(),
+                pending_timeout_ms: None,
+            },
+        },
+    )
+}
+
+/// Logs to the test's output (shown for failing tests); `RUST_LOG` filters.
+pub fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,tally_ingest=info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+}
