@@ -154,6 +154,16 @@ async fn concurrent_double_spend_across_two_processors_never_overdraws() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let second = Processor::start(h.processor("p2")).unwrap();
+    // The group splits the partitions between the two; then the first leaves and the second
+    // takes everything over. (The first leaves only once the group is steady: the embedded
+    // broker's coordinator never completes a rebalance whose leader left during it.)
+    let deadline = std::time::Instant::now() + SETTLE;
+    while second.running_partitions().is_empty()
+        || first.running_partitions().len() + second.running_partitions().len() < 4
+    {
+        assert!(std::time::Instant::now() < deadline, "the group did not settle with two members");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for t in tasks {
         t.await.unwrap();
     }

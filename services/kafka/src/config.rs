@@ -32,6 +32,10 @@ impl KafkaOptions {
             .set("allow.auto.create.topics", "false")
             // Lets librdkafka report consumer lag and queue depths (wired to metrics later).
             .set("statistics.interval.ms", "0");
+        // librdkafka's own tracing (e.g. `cgrp,fetch`), for diagnosing group or fetch trouble.
+        if let Ok(contexts) = std::env::var("TALLY_KAFKA_DEBUG") {
+            c.set("debug", contexts);
+        }
         c
     }
 
