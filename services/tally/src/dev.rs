@@ -3,7 +3,8 @@
 use anyhow::Context;
 use std::path::PathBuf;
 use tally_kafka::config::KafkaOptions;
-use tally_kafka::topics::{Topics, ensure_topics};
+use tally_kafka::topics::Topics;
+use crate::ingest::{ProcessorOptions, TopicOptions, start_processor};
 use tally_kafka::{BrokerStorage, EmbeddedBroker};
 
 #[derive(clap::Args, Debug)]
@@ -18,12 +19,10 @@ pub struct DevOptions {
     /// Port of the in-process broker (0 = any free port).
     #[arg(long, default_value_t = 9092, env = "TALLY_KAFKA_PORT")]
     kafka_port: u16,
-    /// Prefix of the topic names (`<prefix>commands`, `<prefix>events`, `<prefix>dead-letter`).
-    #[arg(long, default_value = "tally.", env = "TALLY_TOPIC_PREFIX")]
-    topic_prefix: String,
-    /// Partitions of each topic (the unit of parallelism; cannot be changed later).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=1024), env = "TALLY_PARTITIONS")]
-    partitions: i32,
+    #[command(flatten)]
+    topics: TopicOptions,
+    #[command(flatten)]
+    processor: ProcessorOptions,
 }
 
 pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
@@ -42,12 +41,10 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         }
     };
     let kafka = KafkaOptions::new(&bootstrap);
-    let topics = Topics::with_prefix(&opts.topic_prefix);
-    ensure_topics(&kafka.admin(), &topics.specs(opts.partitions, 1))
-        .await
-        .with_context(|| format!("creating topics on {bootstrap}"))?;
+    let (topics, processor) = start_processor(&kafka, &opts.topics, &opts.processor).await?;
     print_banner(&opts, &bootstrap, &topics, broker.is_some());
     crate::shutdown::signal().await;
+    processor.stop().await;
     drop(broker);
     Ok(())
 }
@@ -62,7 +59,7 @@ fn print_banner(opts: &DevOptions, bootstrap: &str, topics: &Topics, embedded: b
     println!("kafka: {bootstrap}");
     println!(
         "topics: {}, {}, {} ({} partitions)",
-        topics.commands, topics.events, topics.dead_letter, opts.partitions
+        topics.commands, topics.events, topics.dead_letter, opts.topics.partitions
     );
     println!();
     println!("Try, in another terminal:");
@@ -70,8 +67,8 @@ fn print_banner(opts: &DevOptions, bootstrap: &str, topics: &Topics, embedded: b
         "  tally send --kafka {bootstrap} --topic {} --tenant demo '{{\"DefineAsset\":{{\"ledger\":\"main\",\"asset\":\"USD/2\"}}}}'",
         topics.commands
     );
-    println!("  tally tail --kafka {bootstrap} --topic {} --max 1", topics.commands);
+    println!("  tally tail --kafka {bootstrap} --topic {} --max 2", topics.events);
     println!();
-    println!("Not built yet: the processor, projector and query services (commands are not processed yet).");
+    println!("Running: the command processor. Not built yet: HTTP, projector and query services.");
     println!("Ctrl-C stops.");
 }

@@ -2,6 +2,7 @@
 //! subcommands are tools around a running deployment.
 
 mod dev;
+mod ingest;
 mod shutdown;
 mod tools;
 
@@ -19,6 +20,9 @@ enum Command {
     /// Run everything in one process: an in-process Kafka broker, the topics, and the services
     /// built so far. Memory only unless --data-dir is given.
     Dev(dev::DevOptions),
+    /// The ingest service: the command processor (owns partitions of the commands topic
+    /// through a consumer group; run as many instances as you like).
+    Ingest(ingest::IngestOptions),
     /// Produce one command (JSON, see README) to the commands topic, Avro-encoded.
     Send(tools::SendOptions),
     /// Print the records of a topic (commands or events) as JSON lines.
@@ -43,6 +47,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Dev(opts) => dev::run(opts).await,
+            Command::Ingest(opts) => ingest::run(opts).await,
             Command::Send(opts) => tools::send(opts).await,
             Command::Tail(opts) => tools::tail(opts).await,
         }
@@ -52,6 +57,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// Human-readable logs on stderr; `RUST_LOG` filters (default: info for Tally, warn for the rest).
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,tally=info,tally_kafka=info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,tally=info,tally_kafka=info,tally_ingest=info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }

@@ -119,6 +119,10 @@ fn tail_blocking(opts: TailOptions) -> anyhow::Result<()> {
             Ok(LogRecord::Claim { epoch, owner }) => {
                 format!("{{\"claim\":{{\"epoch\":{epoch},\"owner\":{owner:?}}}}}")
             }
+            Ok(LogRecord::DeadLettered { epoch, command_offset, reason }) => format!(
+                "{{\"dead_lettered\":{{\"epoch\":{epoch},\"command_offset\":{command_offset},\"reason\":{}}}}}",
+                serde_json::to_string(&reason)?
+            ),
             Err(log_error) => match codec.decode_command(bytes) {
                 Ok(command) => serde_json::to_string(&command)?,
                 Err(_) => format!("{{\"undecodable\":{:?}}}", log_error.to_string()),

@@ -47,14 +47,28 @@ impl Harness {
         config
     }
 
-    /// Produces commands keyed by their stream, as any producer would; returns where each landed.
+    /// Produces commands keyed by their stream, as any producer would, pipelined (in order per
+    /// partition); returns where each landed.
     pub async fn send(&self, commands: &[Command]) -> Vec<(i32, i64)> {
-        let mut out = Vec::new();
+        let mut deliveries = Vec::with_capacity(commands.len());
         for c in commands {
-            let key = c.kafka_key();
-            out.push(self.send_raw(Some(key.as_bytes()), &self.codec.encode_command(c), None).await);
+            let (key, payload) = (c.kafka_key(), self.codec.encode_command(c));
+            let record = FutureRecord::to(&self.topics.commands).key(&key).payload(&payload);
+            deliveries.push(self.producer.send_result(record).map_err(|(e, _)| e).expect("queued"));
+        }
+        let mut out = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            let d = d.await.unwrap().map_err(|(e, _)| e).expect("produced");
+            out.push(self.record_sent(d.partition, d.offset));
         }
         out
+    }
+
+    fn record_sent(&self, partition: i32, offset: i64) -> (i32, i64) {
+        let mut sent = self.sent.lock().unwrap();
+        let highest = sent.entry(partition).or_insert(offset);
+        *highest = (*highest).max(offset);
+        (partition, offset)
     }
 
     pub async fn send_raw(&self, key: Option<&[u8]>, payload: &[u8], partition: Option<i32>) -> (i32, i64) {
@@ -66,10 +80,7 @@ impl Harness {
             record = record.partition(p);
         }
         let d = self.producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("produced");
-        let mut sent = self.sent.lock().unwrap();
-        let highest = sent.entry(d.partition).or_insert(d.offset);
-        *highest = (*highest).max(d.offset);
-        (d.partition, d.offset)
+        self.record_sent(d.partition, d.offset)
     }
 
     /// Reads the whole log as readers do (everything there is: the embedded broker's high
@@ -145,12 +156,13 @@ impl Log {
         })
     }
 
-    /// The accepted answer for each command id (panics if one has two).
+    /// The accepted answer for each `tenant/command id` (panics if one has two).
     pub fn outcomes(&self) -> std::collections::HashMap<String, Event> {
         let mut out = std::collections::HashMap::new();
         for e in self.events() {
-            let previous = out.insert(e.command_id.to_string(), e.clone());
-            assert!(previous.is_none(), "command {} answered twice", e.command_id);
+            let id = format!("{}/{}", e.tenant, e.command_id);
+            let previous = out.insert(id.clone(), e.clone());
+            assert!(previous.is_none(), "command {id} answered twice");
         }
         out
     }
