@@ -5,4 +5,9 @@
 //!   each command against the state restored from the `events` log, and appends exactly one
 //!   answer per command record to the same partition number of `events`.
 
+//! - [`outcomes`]: follows the log and tells waiting callers how their command was answered.
+//! - [`http`]: the HTTP front door (axum): one command per request, answered from the log.
+
+pub mod http;
+pub mod outcomes;
 pub mod processor;

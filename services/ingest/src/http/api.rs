@@ -1,0 +1,493 @@
+//! Routes, request bodies and the OpenAPI document (generated from these definitions).
+
+use super::{Answer, Caller, Front, Problem, pending, respond, status_of};
+use crate::outcomes::{Outcome, Peek};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use tally_core::*;
+use utoipa::{OpenApi, ToSchema};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Tally ingest", description = "Commands over HTTP: each request becomes one command; the answer comes from the events log."),
+    paths(
+        define_asset, open_account, update_account, close_account, post_transaction, post_batch,
+        commit_pending, void_pending, reverse, put_document, delete_document, command_outcome
+    ),
+    components(schemas(Outcome, Problem, PendingBody, BatchResult, BatchItem))
+)]
+pub struct ApiDoc;
+
+pub(super) fn routes() -> Router<Front> {
+    Router::new()
+        .route("/v1/ledgers/{ledger}/assets", post(define_asset))
+        .route("/v1/ledgers/{ledger}/accounts", post(open_account))
+        .route("/v1/ledgers/{ledger}/accounts/{account}", put(update_account))
+        .route("/v1/ledgers/{ledger}/accounts/{account}/close", post(close_account))
+        .route("/v1/ledgers/{ledger}/transactions", post(post_transaction))
+        .route("/v1/ledgers/{ledger}/transactions/batch", post(post_batch))
+        .route("/v1/ledgers/{ledger}/transactions/{tx_id}/commit", post(commit_pending))
+        .route("/v1/ledgers/{ledger}/transactions/{tx_id}/void", post(void_pending))
+        .route("/v1/ledgers/{ledger}/transactions/{tx_id}/reverse", post(reverse))
+        .route("/v1/state/{doc_type}/{key}", put(put_document).delete(delete_document))
+        .route("/v1/commands/{command_id}", get(command_outcome))
+        .route("/openapi.json", get(|| async { axum::Json(super::openapi()) }))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(|| async { Problem::not_found("no such route") })
+}
+
+// ---- bodies -------------------------------------------------------------------------------
+
+/// 202: the command is in the log's queue; its answer will be at `poll`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PendingBody {
+    pub command_id: String,
+    pub status: String,
+    pub poll: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DefineAssetBody {
+    /// `CODE/DECIMALS`, e.g. `USD/2`.
+    asset: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitBody {
+    asset: String,
+    /// Lowest available balance in minor units (negative: a credit line); absent: unbounded.
+    min_balance: Option<i128>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAccountBody {
+    account: String,
+    #[serde(default)]
+    limits: Vec<LimitBody>,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAccountBody {
+    #[serde(default)]
+    limits: Vec<LimitBody>,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostingBody {
+    source: String,
+    destination: String,
+    asset: String,
+    /// Minor units (cents for `USD/2`), positive.
+    amount: i128,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransactionBody {
+    /// Unique forever within the ledger; also the command id unless Idempotency-Key is given.
+    tx_id: String,
+    postings: Vec<PostingBody>,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+    /// Hold the funds as a pending transaction for this long (milliseconds).
+    pending_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchBody {
+    /// Each is its own command (not atomic across them); ids are the transactions' ids.
+    transactions: Vec<TransactionBody>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchItem {
+    pub tx_id: String,
+    /// The status a single request would have been answered with.
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poll: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResult {
+    pub results: Vec<BatchItem>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommitBody {
+    /// Amounts to commit per posting (partial commit); absent: everything held.
+    amounts: Option<Vec<i128>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReverseBody {
+    /// Id of the compensating transaction.
+    tx_id: String,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+}
+
+// ---- parsing ------------------------------------------------------------------------------
+
+fn json<T: DeserializeOwned>(body: &Bytes) -> Result<T, Problem> {
+    serde_json::from_slice(body).map_err(|e| Problem::bad_request(format!("body: {e}")))
+}
+
+/// An optional body: empty means the default.
+fn json_or_default<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, Problem> {
+    if body.iter().all(u8::is_ascii_whitespace) { Ok(T::default()) } else { json(body) }
+}
+
+fn field<T, E: std::fmt::Display>(name: &str, parsed: Result<T, E>) -> Result<T, Problem> {
+    parsed.map_err(|e| Problem::bad_request(format!("{name}: {e}")))
+}
+
+fn ledger_id(s: &str) -> Result<LedgerId, Problem> {
+    field("ledger", LedgerId::parse_ledger(s))
+}
+
+fn limits(body: Vec<LimitBody>) -> Result<Vec<AssetLimit>, Problem> {
+    body.into_iter()
+        .map(|l| Ok(AssetLimit { asset: field("limits.asset", Asset::parse(&l.asset))?, min_balance: l.min_balance }))
+        .collect()
+}
+
+fn transfer(ledger: &LedgerId, body: TransactionBody) -> Result<(String, CommandBody), Problem> {
+    let postings = body
+        .postings
+        .into_iter()
+        .map(|p| {
+            Ok(Posting {
+                source: field("postings.source", AccountId::parse(p.source))?,
+                destination: field("postings.destination", AccountId::parse(p.destination))?,
+                asset: field("postings.asset", Asset::parse(&p.asset))?,
+                amount: p.amount,
+            })
+        })
+        .collect::<Result<Vec<_>, Problem>>()?;
+    let tx_id = field("tx_id", TxId::parse(body.tx_id.clone()))?;
+    let request =
+        TxRequest::Transfer { postings, metadata: body.metadata, pending_timeout_ms: body.pending_timeout_ms };
+    Ok((body.tx_id, CommandBody::Transact { ledger: ledger.clone(), tx_id, request }))
+}
+
+/// `If-Match: "3"` (or `3`) expects version 3; `If-None-Match: *` expects no document.
+fn expected_version(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
+    if let Some(v) = headers.get("if-match") {
+        let text = v.to_str().unwrap_or_default().trim().trim_start_matches("W/").trim_matches('"');
+        return text.parse().map(Some).map_err(|_| Problem::bad_request("If-Match: expected a version number"));
+    }
+    match headers.get("if-none-match").map(|v| v.to_str().unwrap_or_default().trim()) {
+        Some("*") => Ok(Some(0)),
+        Some(_) => Err(Problem::bad_request("If-None-Match: only * is supported")),
+        None => Ok(None),
+    }
+}
+
+async fn run(front: &Front, caller: &Caller, headers: &HeaderMap, id: Option<&str>, body: CommandBody, created: bool) -> Response {
+    let command = match caller.command(headers, id, body) {
+        Ok(command) => command,
+        Err(problem) => return problem.into_response(),
+    };
+    match front.submit(command).await {
+        Ok(answer) => respond(answer, created),
+        Err(problem) => problem.into_response(),
+    }
+}
+
+// ---- handlers -----------------------------------------------------------------------------
+
+const CALLER_HEADERS: &str = "Tenant in Tally-Tenant, actor in Tally-Actor, command id in Idempotency-Key";
+
+/// Define an asset (code and decimals) in a ledger.
+#[utoipa::path(post, path = "/v1/ledgers/{ledger}/assets", request_body = DefineAssetBody, description = CALLER_HEADERS,
+    responses((status = 201, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn define_asset(State(front): State<Front>, caller: Caller, Path(ledger): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let command = (|| {
+        let b: DefineAssetBody = json(&body)?;
+        Ok::<_, Problem>(CommandBody::DefineAsset { ledger: ledger_id(&ledger)?, asset: field("asset", Asset::parse(&b.asset))? })
+    })();
+    match command {
+        Ok(c) => run(&front, &caller, &headers, None, c, true).await,
+        Err(p) => p.into_response(),
+    }
+}
+
+/// Open an account with limits and metadata.
+#[utoipa::path(post, path = "/v1/ledgers/{ledger}/accounts", request_body = OpenAccountBody, description = CALLER_HEADERS,
+    responses((status = 201, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn open_account(State(front): State<Front>, caller: Caller, Path(ledger): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let command = (|| {
+        let b: OpenAccountBody = json(&body)?;
+        Ok::<_, Problem>(CommandBody::OpenAccount {
+            ledger: ledger_id(&ledger)?,
+            account: field("account", AccountId::parse(b.account))?,
+            limits: limits(b.limits)?,
+            metadata: b.metadata,
+        })
+    })();
+    match command {
+        Ok(c) => run(&front, &caller, &headers, None, c, true).await,
+        Err(p) => p.into_response(),
+    }
+}
+
+/// Replace an account's limits and metadata.
+#[utoipa::path(put, path = "/v1/ledgers/{ledger}/accounts/{account}", request_body = UpdateAccountBody, description = CALLER_HEADERS,
+    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem), (status = 422, body = Problem)))]
+async fn update_account(
+    State(front): State<Front>,
+    caller: Caller,
+    Path((ledger, account)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let command = (|| {
+        let b: UpdateAccountBody = json(&body)?;
+        Ok::<_, Problem>(CommandBody::UpdateAccount {
+            ledger: ledger_id(&ledger)?,
+            account: field("account", AccountId::parse(account))?,
+            limits: limits(b.limits)?,
+            metadata: b.metadata,
+        })
+    })();
+    match command {
+        Ok(c) => run(&front, &caller, &headers, None, c, false).await,
+        Err(p) => p.into_response(),
+    }
+}
+
+/// Close an account whose balances and holds are zero.
+#[utoipa::path(post, path = "/v1/ledgers/{ledger}/accounts/{account}/close", description = CALLER_HEADERS,
+    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem), (status = 422, body = Problem)))]
+async fn close_account(
+    State(front): State<Front>,
+    caller: Caller,
+    Path((ledger, account)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let command = (|| {
+        Ok::<_, Problem>(CommandBody::CloseAccount {
+            ledger: ledger_id(&ledger)?,
+            account: field("account", AccountId::parse(account))?,
+        })
+    })();
+    match command {
+        Ok(c) => run(&front, &caller, &headers, None, c, false).await,
+        Err(p) => p.into_response(),
+    }
+}
+
+/// Post a transaction (or hold it as pending with `pending_timeout_ms`).
+#[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions", request_body = TransactionBody, description = CALLER_HEADERS,
+    responses((status = 201, body = Outcome), (status = 200, description = "deduplicated: the first outcome stands", body = Outcome),
+        (status = 202, body = PendingBody), (status = 400, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn post_transaction(State(front): State<Front>, caller: Caller, Path(ledger): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let command = (|| transfer(&ledger_id(&ledger)?, json(&body)?))();
+    match command {
+        Ok((tx_id, c)) => run(&front, &caller, &headers, Some(&tx_id), c, true).await,
+        Err(p) => p.into_response(),
+    }
+}
+
+/// Post many transactions; each is its own command, answered in `results` in request order.
+#[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions/batch", request_body = BatchBody, description = CALLER_HEADERS,
+    responses((status = 200, body = BatchResult), (status = 400, body = Problem)))]
+async fn post_batch(State(front): State<Front>, caller: Caller, Path(ledger): Path<String>, body: Bytes) -> Response {
+    let commands = (|| {
+        let ledger = ledger_id(&ledger)?;
+        let b: BatchBody = json(&body)?;
+        if b.transactions.is_empty() || b.transactions.len() > front.batch_max() {
+            return Err(Problem::bad_request(format!("a batch holds 1 to {} transactions", front.batch_max())));
+        }
+        b.transactions
+            .into_iter()
+            .map(|t| {
+                let (tx_id, c) = transfer(&ledger, t)?;
+                Ok((tx_id.clone(), caller.command(&HeaderMap::new(), Some(&tx_id), c)?))
+            })
+            .collect::<Result<Vec<_>, Problem>>()
+    })();
+    let commands = match commands {
+        Ok(c) => c,
+        Err(p) => return p.into_response(),
+    };
+    let deadline = front.deadline();
+    let answers: Vec<_> = commands
+        .into_iter()
+        .map(|(tx_id, command)| {
+            let front = front.clone();
+            tokio::spawn(async move { (tx_id, front.submit_until(command, deadline).await) })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(answers.len());
+    for answer in answers {
+        let Ok((tx_id, answer)) = answer.await else {
+            return Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error", "the batch was interrupted")
+                .into_response();
+        };
+        results.push(match answer {
+            Ok(Answer::Done(outcome)) => BatchItem {
+                tx_id,
+                status: status_of(&outcome, true).as_u16(),
+                outcome: Some(outcome.as_ref().clone()),
+                poll: None,
+            },
+            Ok(Answer::Pending(id)) => {
+                BatchItem { tx_id, status: 202, outcome: None, poll: Some(format!("/v1/commands/{id}")) }
+            }
+            Err(problem) => BatchItem { tx_id, status: problem.status, outcome: None, poll: None },
+        });
+    }
+    axum::Json(BatchResult { results }).into_response()
+}
+
+/// Commit a pending transaction, fully or partially (`amounts` per posting).
+#[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions/{tx_id}/commit", request_body = CommitBody, description = CALLER_HEADERS,
+    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem), (status = 422, body = Problem)))]
+async fn commit_pending(
+    State(front): State<Front>,
+    caller: Caller,
+    Path((ledger, tx_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let command = (|| {
+        let b: CommitBody = json_or_default(&body)?;
+        Ok::<_, Problem>(CommandBody::CommitPending {
+            ledger: ledger_id(&ledger)?,
+            tx_id: field("tx_id", TxId::parse(tx_id))?,
+            amounts: b.amounts,
+        })
+    })();
+    match command {
+        Ok(c) => run(&front, &caller, &headers, None, c, false).await,
+        Err(p) => p.into_response(),
+    }
+}
+
+/// Void a pending transaction: release its holds.
+#[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions/{tx_id}/void", description = CALLER_HEADERS,
+    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem), (status = 422, body = Problem)))]
+async fn void_pending(
+    State(front): State<Front>,
+    caller: Caller,
+    Path((ledger, tx_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let command = (|| {
+        Ok::<_, Problem>(CommandBody::VoidPending { ledger: ledger_id(&ledger)?, tx_id: field("tx_id", TxId::parse(tx_id))? })
+    })();
+    match command {
+        Ok(c) => run(&front, &caller, &headers, None, c, false).await,
+        Err(p) => p.into_response(),
+    }
+}
+
+/// Post the compensating transaction of a posted one, under a new id.
+#[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions/{tx_id}/reverse", request_body = ReverseBody, description = CALLER_HEADERS,
+    responses((status = 201, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn reverse(
+    State(front): State<Front>,
+    caller: Caller,
+    Path((ledger, original)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let command = (|| {
+        let b: ReverseBody = json(&body)?;
+        let request = TxRequest::Reversal { original: field("original", TxId::parse(original))?, metadata: b.metadata };
+        let tx_id = field("tx_id", TxId::parse(b.tx_id.clone()))?;
+        Ok::<_, Problem>((b.tx_id, CommandBody::Transact { ledger: ledger_id(&ledger)?, tx_id, request }))
+    })();
+    match command {
+        Ok((tx_id, c)) => run(&front, &caller, &headers, Some(&tx_id), c, true).await,
+        Err(p) => p.into_response(),
+    }
+}
+
+/// Put a state document (any JSON value). `If-Match: "<version>"` or `If-None-Match: *`
+/// make it conditional.
+#[utoipa::path(put, path = "/v1/state/{doc_type}/{key}", request_body(content = Object, description = "the document, any JSON"), description = CALLER_HEADERS,
+    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn put_document(
+    State(front): State<Front>,
+    caller: Caller,
+    Path((doc_type, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let command = (|| {
+        let value: serde_json::Value = json(&body)?;
+        Ok::<_, Problem>(CommandBody::PutDocument {
+            doc_type: field("doc_type", DocType::parse(doc_type))?,
+            key: field("key", DocKey::parse(key))?,
+            value: value.to_string(),
+            expected_version: expected_version(&headers)?,
+        })
+    })();
+    match command {
+        Ok(c) => run(&front, &caller, &headers, None, c, false).await,
+        Err(p) => p.into_response(),
+    }
+}
+
+/// Delete a state document (`If-Match` makes it conditional).
+#[utoipa::path(delete, path = "/v1/state/{doc_type}/{key}", description = CALLER_HEADERS,
+    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn delete_document(
+    State(front): State<Front>,
+    caller: Caller,
+    Path((doc_type, key)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let command = (|| {
+        Ok::<_, Problem>(CommandBody::DeleteDocument {
+            doc_type: field("doc_type", DocType::parse(doc_type))?,
+            key: field("key", DocKey::parse(key))?,
+            expected_version: expected_version(&headers)?,
+        })
+    })();
+    match command {
+        Ok(c) => run(&front, &caller, &headers, None, c, false).await,
+        Err(p) => p.into_response(),
+    }
+}
+
+/// The outcome of a command: 200 with it, 202 while it is awaited, 404 if this instance does
+/// not know it (outcomes are kept in memory, bounded; older ones are the query service's).
+#[utoipa::path(get, path = "/v1/commands/{command_id}", description = CALLER_HEADERS,
+    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn command_outcome(State(front): State<Front>, caller: Caller, Path(command_id): Path<String>) -> Response {
+    let command_id = match CommandId::parse(command_id) {
+        Ok(id) => id,
+        Err(e) => return Problem::bad_request(format!("command_id: {e}")).into_response(),
+    };
+    match front.peek(&caller.tenant, &command_id) {
+        Peek::Done(outcome) => respond(Answer::Done(outcome), false),
+        Peek::Pending => pending(&command_id),
+        Peek::Unknown => Problem::new(StatusCode::NOT_FOUND, "unknown command", format!("no outcome of {command_id} is known here"))
+            .into_response(),
+    }
+}

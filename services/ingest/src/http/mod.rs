@@ -1,0 +1,208 @@
+//! The HTTP front door. Each write request becomes one command on the `commands` topic; the
+//! handler waits, bounded, for the command's answer in the log and replies with it, or with 202
+//! and a URL to poll when the wait runs out.
+//!
+//! Caller identity: until authentication lands (security issue), the tenant comes from the
+//! `Tally-Tenant` header and the actor from `Tally-Actor` (default `anonymous`).
+
+mod api;
+mod problem;
+
+use crate::outcomes::{Lookup, Outcome, Outcomes, Peek, Status};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::sync::Arc;
+use std::time::Duration;
+use tally_codec::Codec;
+use tally_core::{Actor, Command, CommandBody, CommandId, TenantId};
+use utoipa::OpenApi;
+
+pub use api::ApiDoc;
+pub use problem::Problem;
+
+/// Knobs of the front door.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// How long a request waits for its command's answer before replying 202.
+    pub wait: Duration,
+    /// Largest request body, in bytes.
+    pub body_limit: usize,
+    /// Most transactions in one batch request.
+    pub batch_max: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { wait: Duration::from_secs(5), body_limit: 256 * 1024, batch_max: 100 }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct Front {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    producer: FutureProducer,
+    commands_topic: String,
+    outcomes: Arc<Outcomes>,
+    codec: Codec,
+    config: HttpConfig,
+}
+
+/// How a submitted command ended, as far as this request knows.
+pub enum Answer {
+    Done(Arc<Outcome>),
+    /// Not answered within the wait: poll `/v1/commands/{id}`.
+    Pending(CommandId),
+}
+
+impl Front {
+    pub fn new(producer: FutureProducer, commands_topic: String, outcomes: Arc<Outcomes>, config: HttpConfig) -> Front {
+        Front { inner: Arc::new(Inner { producer, commands_topic, outcomes, codec: Codec::new(), config }) }
+    }
+
+    pub fn router(self) -> Router {
+        let limit = self.inner.config.body_limit;
+        api::routes().with_state(self).layer(DefaultBodyLimit::max(limit))
+    }
+
+    /// Produces the command (unless its answer is already known) and waits for the answer.
+    pub async fn submit(&self, command: Command) -> Result<Answer, Problem> {
+        self.submit_until(command, tokio::time::Instant::now() + self.inner.config.wait).await
+    }
+
+    async fn submit_until(&self, command: Command, deadline: tokio::time::Instant) -> Result<Answer, Problem> {
+        let receiver = match self.inner.outcomes.wait(&command.tenant, &command.command_id) {
+            Lookup::Done(outcome) => return Ok(Answer::Done(outcome)),
+            Lookup::Pending(receiver) => receiver,
+        };
+        let (key, payload) = (command.kafka_key(), self.inner.codec.encode_command(&command));
+        let record = FutureRecord::to(&self.inner.commands_topic).key(&key).payload(&payload);
+        if let Err((e, _)) = self.inner.producer.send(record, self.inner.config.wait).await {
+            tracing::error!(command_id = %command.command_id, "producing a command: {e}");
+            return Err(Problem::unavailable());
+        }
+        match tokio::time::timeout_at(deadline, receiver).await {
+            Ok(Ok(outcome)) => Ok(Answer::Done(outcome)),
+            _ => Ok(Answer::Pending(command.command_id)),
+        }
+    }
+
+    fn peek(&self, tenant: &TenantId, command_id: &CommandId) -> Peek {
+        self.inner.outcomes.peek(tenant, command_id)
+    }
+
+    fn batch_max(&self) -> usize {
+        self.inner.config.batch_max
+    }
+
+    fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.inner.config.wait
+    }
+}
+
+/// Who is calling (see the module documentation).
+pub struct Caller {
+    pub tenant: TenantId,
+    pub actor: Actor,
+}
+
+pub const TENANT_HEADER: &str = "tally-tenant";
+pub const ACTOR_HEADER: &str = "tally-actor";
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+pub const POSITION_HEADER: &str = "tally-position";
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Caller, Problem> {
+        let tenant = header_text(&parts.headers, TENANT_HEADER)?
+            .ok_or_else(|| Problem::bad_request(format!("the {TENANT_HEADER} header is required")))?;
+        let tenant = TenantId::parse(tenant).map_err(|e| Problem::bad_request(format!("{TENANT_HEADER}: {e}")))?;
+        let actor = header_text(&parts.headers, ACTOR_HEADER)?.unwrap_or("anonymous");
+        let actor = Actor::parse(actor).map_err(|e| Problem::bad_request(format!("{ACTOR_HEADER}: {e}")))?;
+        Ok(Caller { tenant, actor })
+    }
+}
+
+impl Caller {
+    /// The command for `body`, with the id from the Idempotency-Key header, else `default_id`
+    /// (the body's own id), else a fresh one.
+    pub fn command(&self, headers: &HeaderMap, default_id: Option<&str>, body: CommandBody) -> Result<Command, Problem> {
+        let id = match header_text(headers, IDEMPOTENCY_HEADER)? {
+            Some(key) => key.to_owned(),
+            None => default_id.map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned),
+        };
+        let command_id =
+            CommandId::parse(id).map_err(|e| Problem::bad_request(format!("{IDEMPOTENCY_HEADER}: {e}")))?;
+        Ok(Command { tenant: self.tenant.clone(), command_id, actor: self.actor.clone(), body })
+    }
+}
+
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Problem> {
+    headers
+        .get(name)
+        .map(|v| v.to_str().map_err(|_| Problem::bad_request(format!("the {name} header is not text"))))
+        .transpose()
+}
+
+/// Reason codes that mean "conflicts with what exists" (409) rather than "not allowed" (422).
+const CONFLICTS: [&str; 4] = ["ID_CONFLICT", "ACCOUNT_EXISTS", "ASSET_CONFLICT", "VERSION_MISMATCH"];
+
+/// The HTTP status an outcome is answered with (`created` for requests that make something).
+pub fn status_of(outcome: &Outcome, created: bool) -> StatusCode {
+    match outcome.status {
+        Status::Accepted if created => StatusCode::CREATED,
+        Status::Accepted | Status::Deduplicated => StatusCode::OK,
+        Status::Rejected if outcome.reason.as_deref().is_some_and(|r| CONFLICTS.contains(&r)) => {
+            StatusCode::CONFLICT
+        }
+        Status::Rejected => StatusCode::UNPROCESSABLE_ENTITY,
+    }
+}
+
+/// The response for an answer: the outcome (or a problem for a rejection), with the position
+/// in the `Tally-Position` header; or 202 with where to poll.
+pub fn respond(answer: Answer, created: bool) -> Response {
+    match answer {
+        Answer::Done(outcome) => {
+            let status = status_of(&outcome, created);
+            let position = HeaderValue::from_str(&outcome.position).ok();
+            let mut response = if outcome.status == Status::Rejected {
+                let mut problem = Problem::new(status, "command rejected", outcome.detail.clone().unwrap_or_default());
+                problem.reason = outcome.reason.clone();
+                problem.command_id = Some(outcome.command_id.clone());
+                problem.position = Some(outcome.position.clone());
+                problem.into_response()
+            } else {
+                (status, axum::Json(outcome.as_ref().clone())).into_response()
+            };
+            if let Some(position) = position {
+                response.headers_mut().insert(POSITION_HEADER, position);
+            }
+            response
+        }
+        Answer::Pending(command_id) => pending(&command_id),
+    }
+}
+
+fn pending(command_id: &CommandId) -> Response {
+    let poll = format!("/v1/commands/{command_id}");
+    let body = api::PendingBody { command_id: command_id.to_string(), status: "PENDING".into(), poll: poll.clone() };
+    let mut response = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&poll) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+/// The OpenAPI document of the front door.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
