@@ -17,7 +17,7 @@ impl Dev {
     fn start(args: &[&str]) -> Dev {
         let mut child = Command::new(TALLY)
             .arg("dev")
-            .args(["--kafka-port", "0"])
+            .args(["--kafka-port", "0", "--http-listen", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -24,10 +24,6 @@ use crate::Event;
 
 /// One record of an events partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "nearly every record is an event; boxing it would cost an allocation per event to shrink rare claims"
-)]
 pub enum LogRecord {
     /// An owner takes the partition over from `epoch - 1` and earlier.
     Claim { epoch: u64, owner: String },

@@ -53,7 +53,8 @@ pub struct Outcome {
 impl Outcome {
     fn of(event: &Event, partition: i32, offset: i64) -> Outcome {
         let (status, reason, detail) = match &event.body {
-            EventBody::TransactionFailed { reason, detail, .. } | EventBody::CommandRejected { reason, detail, .. } => {
+            EventBody::TransactionFailed { reason, detail, .. }
+            | EventBody::CommandRejected { reason, detail, .. } => {
                 (Status::Rejected, Some(reason.code().to_owned()), Some(detail.clone()))
             }
             EventBody::TransactionDeduplicated { .. } => (Status::Deduplicated, None, None),
@@ -141,7 +142,8 @@ impl Outcomes {
         let outcome = Arc::new(Outcome::of(event, partition, offset));
         let key = (event.tenant.clone(), event.command_id.clone());
         let mut inner = self.inner.lock().expect("not poisoned");
-        if let Some(Entry::Waiting(waiters)) = inner.entries.insert(key.clone(), Entry::Done(outcome.clone())) {
+        if let Some(Entry::Waiting(waiters)) = inner.entries.insert(key.clone(), Entry::Done(outcome.clone()))
+        {
             for waiter in waiters {
                 let _ = waiter.send(outcome.clone());
             }

@@ -124,7 +124,8 @@ async fn the_same_command_produced_twice_takes_effect_once() {
     let log = h.settled(SETTLE).await;
     let bodies: Vec<&EventBody> = log.events().map(|e| &e.body).collect();
     let posted = bodies.iter().filter(|b| matches!(b, EventBody::TransactionPosted { .. })).count();
-    let deduplicated = bodies.iter().filter(|b| matches!(b, EventBody::TransactionDeduplicated { .. })).count();
+    let deduplicated =
+        bodies.iter().filter(|b| matches!(b, EventBody::TransactionDeduplicated { .. })).count();
     assert_eq!((posted, deduplicated), (1, 2), "{bodies:?}");
     assert_eq!(balance(&log, "acme", "alice"), 500);
     processor.stop().await;
@@ -173,7 +174,8 @@ async fn concurrent_double_spend_across_two_processors_never_overdraws() {
 
     let outcomes = log.outcomes();
     assert_eq!(outcomes.len(), 2 + clients * per_client);
-    let accepted = outcomes.values().filter(|e| matches!(e.body, EventBody::TransactionPosted { .. })).count();
+    let accepted =
+        outcomes.values().filter(|e| matches!(e.body, EventBody::TransactionPosted { .. })).count();
     let refused = outcomes
         .values()
         .filter(|e| matches!(&e.body, EventBody::TransactionFailed { reason: Reason::InsufficientFunds, .. }))
@@ -227,14 +229,17 @@ async fn pending_transactions_expire_without_traffic() {
     config.expiry_interval = Duration::from_millis(100);
     let processor = Processor::start(config).unwrap();
     let mut hold = transfer("acme", "hold-1", "world", "alice", 5);
-    if let CommandBody::Transact { request: TxRequest::Transfer { pending_timeout_ms, .. }, .. } = &mut hold.body {
+    if let CommandBody::Transact { request: TxRequest::Transfer { pending_timeout_ms, .. }, .. } =
+        &mut hold.body
+    {
         *pending_timeout_ms = Some(1_000);
     }
     h.send(&[define_usd("acme", "def"), hold]).await;
     let deadline = std::time::Instant::now() + SETTLE;
     loop {
         let log = h.settled(SETTLE).await;
-        let expired: Vec<&Event> = log.events().filter(|e| matches!(e.body, EventBody::PendingExpired { .. })).collect();
+        let expired: Vec<&Event> =
+            log.events().filter(|e| matches!(e.body, EventBody::PendingExpired { .. })).collect();
         if let [event] = expired.as_slice() {
             assert_eq!(event.actor.as_str(), "tally-expiry");
             break;

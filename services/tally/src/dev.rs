@@ -1,10 +1,10 @@
 //! `tally dev`: the whole of Tally in one process, for a laptop and for tests.
 
+use crate::ingest::{HttpOptions, ProcessorOptions, TopicOptions, start_http, start_processor};
 use anyhow::Context;
 use std::path::PathBuf;
 use tally_kafka::config::KafkaOptions;
 use tally_kafka::topics::Topics;
-use crate::ingest::{ProcessorOptions, TopicOptions, start_processor};
 use tally_kafka::{BrokerStorage, EmbeddedBroker};
 
 #[derive(clap::Args, Debug)]
@@ -23,6 +23,8 @@ pub struct DevOptions {
     topics: TopicOptions,
     #[command(flatten)]
     processor: ProcessorOptions,
+    #[command(flatten)]
+    http: HttpOptions,
 }
 
 pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
@@ -42,8 +44,12 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     };
     let kafka = KafkaOptions::new(&bootstrap);
     let (topics, processor) = start_processor(&kafka, &opts.topics, &opts.processor).await?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let http = start_http(&kafka, &topics, opts.topics.partitions, &opts.http, stop.clone()).await?;
     print_banner(&opts, &bootstrap, &topics, broker.is_some());
     crate::shutdown::signal().await;
+    stop.cancel();
+    let _ = http.await;
     processor.stop().await;
     drop(broker);
     Ok(())
@@ -69,6 +75,13 @@ fn print_banner(opts: &DevOptions, bootstrap: &str, topics: &Topics, embedded: b
     );
     println!("  tally tail --kafka {bootstrap} --topic {} --max 2", topics.events);
     println!();
-    println!("Running: the command processor. Not built yet: HTTP, projector and query services.");
+    println!(
+        "  curl -X POST -H 'tally-tenant: demo' -d '{{\"asset\":\"USD/2\"}}' http://{}/v1/ledgers/main/assets",
+        opts.http.http_listen
+    );
+    println!();
+    println!(
+        "Running: the command processor and the HTTP front door. Not built yet: projector and query services."
+    );
     println!("Ctrl-C stops.");
 }

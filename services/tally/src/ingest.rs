@@ -1,11 +1,14 @@
-//! `tally ingest`: the ingest service against a Kafka cluster (the processor; the HTTP front
-//! door joins it here).
+//! `tally ingest`: the ingest service against a Kafka cluster: the processor and the HTTP front
+//! door.
 
 use anyhow::Context;
 use std::time::Duration;
+use tally_ingest::http::{Front, HttpConfig};
+use tally_ingest::outcomes::{Outcomes, watch};
 use tally_ingest::processor::{Processor, ProcessorConfig};
 use tally_kafka::config::KafkaOptions;
 use tally_kafka::topics::{Topics, ensure_topics};
+use tokio_util::sync::CancellationToken;
 
 /// Where the topics are and how they are laid out; shared by `tally dev` and `tally ingest`.
 #[derive(clap::Args, Debug, Clone)]
@@ -36,6 +39,47 @@ pub struct ProcessorOptions {
     pub expiry_interval_ms: u64,
 }
 
+/// The HTTP front door.
+#[derive(clap::Args, Debug, Clone)]
+pub struct HttpOptions {
+    /// Address of the HTTP front door.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "TALLY_HTTP_LISTEN")]
+    pub http_listen: std::net::SocketAddr,
+    /// How long (milliseconds) a request waits for its answer before replying 202.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=60_000), env = "TALLY_HTTP_WAIT_MS")]
+    pub http_wait_ms: u64,
+    /// Recent outcomes kept in memory for polling (`GET /v1/commands/{id}`).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000), env = "TALLY_OUTCOMES_KEPT")]
+    pub outcomes_kept: u64,
+}
+
+/// Starts the outcome watcher and serves the front door until `stop`.
+pub async fn start_http(
+    kafka: &KafkaOptions,
+    topics: &Topics,
+    partitions: i32,
+    options: &HttpOptions,
+    stop: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let outcomes = Outcomes::new(options.outcomes_kept as usize);
+    let watcher = watch(kafka.clone(), topics.events.clone(), partitions, outcomes.clone(), stop.clone());
+    let producer = kafka.producer("http").create().context("creating the HTTP producer")?;
+    let config = HttpConfig { wait: Duration::from_millis(options.http_wait_ms), ..HttpConfig::default() };
+    let app = Front::new(producer, topics.commands.clone(), outcomes, config).router();
+    let listener = tokio::net::TcpListener::bind(options.http_listen)
+        .await
+        .with_context(|| format!("listening on {}", options.http_listen))?;
+    println!("http: {}", listener.local_addr()?);
+    Ok(tokio::spawn(async move {
+        let served = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned()).await;
+        if let Err(e) = served {
+            tracing::error!("http server: {e}");
+        }
+        stop.cancel();
+        let _ = tokio::task::spawn_blocking(move || watcher.join()).await;
+    }))
+}
+
 #[derive(clap::Args, Debug)]
 pub struct IngestOptions {
     /// Kafka bootstrap servers.
@@ -45,6 +89,8 @@ pub struct IngestOptions {
     topics: TopicOptions,
     #[command(flatten)]
     processor: ProcessorOptions,
+    #[command(flatten)]
+    http: HttpOptions,
 }
 
 /// Creates missing topics, refuses mismatched ones, and starts the processor.
@@ -68,8 +114,12 @@ pub async fn start_processor(
 pub async fn run(opts: IngestOptions) -> anyhow::Result<()> {
     let kafka = KafkaOptions::new(&opts.kafka);
     let (topics, processor) = start_processor(&kafka, &opts.topics, &opts.processor).await?;
+    let stop = CancellationToken::new();
+    let http = start_http(&kafka, &topics, opts.topics.partitions, &opts.http, stop.clone()).await?;
     tracing::info!(commands = %topics.commands, events = %topics.events, "ingest running");
     crate::shutdown::signal().await;
+    stop.cancel();
+    let _ = http.await;
     processor.stop().await;
     Ok(())
 }

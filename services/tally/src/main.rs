@@ -56,7 +56,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Human-readable logs on stderr; `RUST_LOG` filters (default: info for Tally, warn for the rest).
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,tally=info,tally_kafka=info,tally_ingest=info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,tally=info,tally_kafka=info,tally_ingest=info")
+    });
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }

@@ -16,10 +16,23 @@ use utoipa::{OpenApi, ToSchema};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Tally ingest", description = "Commands over HTTP: each request becomes one command; the answer comes from the events log."),
+    info(
+        title = "Tally ingest",
+        description = "Commands over HTTP: each request becomes one command; the answer comes from the events log."
+    ),
     paths(
-        define_asset, open_account, update_account, close_account, post_transaction, post_batch,
-        commit_pending, void_pending, reverse, put_document, delete_document, command_outcome
+        define_asset,
+        open_account,
+        update_account,
+        close_account,
+        post_transaction,
+        post_batch,
+        commit_pending,
+        void_pending,
+        reverse,
+        put_document,
+        delete_document,
+        command_outcome
     ),
     components(schemas(Outcome, Problem, PendingBody, BatchResult, BatchItem))
 )]
@@ -169,7 +182,12 @@ fn ledger_id(s: &str) -> Result<LedgerId, Problem> {
 
 fn limits(body: Vec<LimitBody>) -> Result<Vec<AssetLimit>, Problem> {
     body.into_iter()
-        .map(|l| Ok(AssetLimit { asset: field("limits.asset", Asset::parse(&l.asset))?, min_balance: l.min_balance }))
+        .map(|l| {
+            Ok(AssetLimit {
+                asset: field("limits.asset", Asset::parse(&l.asset))?,
+                min_balance: l.min_balance,
+            })
+        })
         .collect()
 }
 
@@ -187,8 +205,11 @@ fn transfer(ledger: &LedgerId, body: TransactionBody) -> Result<(String, Command
         })
         .collect::<Result<Vec<_>, Problem>>()?;
     let tx_id = field("tx_id", TxId::parse(body.tx_id.clone()))?;
-    let request =
-        TxRequest::Transfer { postings, metadata: body.metadata, pending_timeout_ms: body.pending_timeout_ms };
+    let request = TxRequest::Transfer {
+        postings,
+        metadata: body.metadata,
+        pending_timeout_ms: body.pending_timeout_ms,
+    };
     Ok((body.tx_id, CommandBody::Transact { ledger: ledger.clone(), tx_id, request }))
 }
 
@@ -196,7 +217,10 @@ fn transfer(ledger: &LedgerId, body: TransactionBody) -> Result<(String, Command
 fn expected_version(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
     if let Some(v) = headers.get("if-match") {
         let text = v.to_str().unwrap_or_default().trim().trim_start_matches("W/").trim_matches('"');
-        return text.parse().map(Some).map_err(|_| Problem::bad_request("If-Match: expected a version number"));
+        return text
+            .parse()
+            .map(Some)
+            .map_err(|_| Problem::bad_request("If-Match: expected a version number"));
     }
     match headers.get("if-none-match").map(|v| v.to_str().unwrap_or_default().trim()) {
         Some("*") => Ok(Some(0)),
@@ -205,7 +229,14 @@ fn expected_version(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
     }
 }
 
-async fn run(front: &Front, caller: &Caller, headers: &HeaderMap, id: Option<&str>, body: CommandBody, created: bool) -> Response {
+async fn run(
+    front: &Front,
+    caller: &Caller,
+    headers: &HeaderMap,
+    id: Option<&str>,
+    body: CommandBody,
+    created: bool,
+) -> Response {
     let command = match caller.command(headers, id, body) {
         Ok(command) => command,
         Err(problem) => return problem.into_response(),
@@ -223,10 +254,19 @@ const CALLER_HEADERS: &str = "Tenant in Tally-Tenant, actor in Tally-Actor, comm
 /// Define an asset (code and decimals) in a ledger.
 #[utoipa::path(post, path = "/v1/ledgers/{ledger}/assets", request_body = DefineAssetBody, description = CALLER_HEADERS,
     responses((status = 201, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
-async fn define_asset(State(front): State<Front>, caller: Caller, Path(ledger): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn define_asset(
+    State(front): State<Front>,
+    caller: Caller,
+    Path(ledger): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let command = (|| {
         let b: DefineAssetBody = json(&body)?;
-        Ok::<_, Problem>(CommandBody::DefineAsset { ledger: ledger_id(&ledger)?, asset: field("asset", Asset::parse(&b.asset))? })
+        Ok::<_, Problem>(CommandBody::DefineAsset {
+            ledger: ledger_id(&ledger)?,
+            asset: field("asset", Asset::parse(&b.asset))?,
+        })
     })();
     match command {
         Ok(c) => run(&front, &caller, &headers, None, c, true).await,
@@ -237,7 +277,13 @@ async fn define_asset(State(front): State<Front>, caller: Caller, Path(ledger): 
 /// Open an account with limits and metadata.
 #[utoipa::path(post, path = "/v1/ledgers/{ledger}/accounts", request_body = OpenAccountBody, description = CALLER_HEADERS,
     responses((status = 201, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
-async fn open_account(State(front): State<Front>, caller: Caller, Path(ledger): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn open_account(
+    State(front): State<Front>,
+    caller: Caller,
+    Path(ledger): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let command = (|| {
         let b: OpenAccountBody = json(&body)?;
         Ok::<_, Problem>(CommandBody::OpenAccount {
@@ -303,7 +349,13 @@ async fn close_account(
 #[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions", request_body = TransactionBody, description = CALLER_HEADERS,
     responses((status = 201, body = Outcome), (status = 200, description = "deduplicated: the first outcome stands", body = Outcome),
         (status = 202, body = PendingBody), (status = 400, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
-async fn post_transaction(State(front): State<Front>, caller: Caller, Path(ledger): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn post_transaction(
+    State(front): State<Front>,
+    caller: Caller,
+    Path(ledger): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let command = (|| transfer(&ledger_id(&ledger)?, json(&body)?))();
     match command {
         Ok((tx_id, c)) => run(&front, &caller, &headers, Some(&tx_id), c, true).await,
@@ -314,12 +366,20 @@ async fn post_transaction(State(front): State<Front>, caller: Caller, Path(ledge
 /// Post many transactions; each is its own command, answered in `results` in request order.
 #[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions/batch", request_body = BatchBody, description = CALLER_HEADERS,
     responses((status = 200, body = BatchResult), (status = 400, body = Problem)))]
-async fn post_batch(State(front): State<Front>, caller: Caller, Path(ledger): Path<String>, body: Bytes) -> Response {
+async fn post_batch(
+    State(front): State<Front>,
+    caller: Caller,
+    Path(ledger): Path<String>,
+    body: Bytes,
+) -> Response {
     let commands = (|| {
         let ledger = ledger_id(&ledger)?;
         let b: BatchBody = json(&body)?;
         if b.transactions.is_empty() || b.transactions.len() > front.batch_max() {
-            return Err(Problem::bad_request(format!("a batch holds 1 to {} transactions", front.batch_max())));
+            return Err(Problem::bad_request(format!(
+                "a batch holds 1 to {} transactions",
+                front.batch_max()
+            )));
         }
         b.transactions
             .into_iter()
@@ -344,8 +404,12 @@ async fn post_batch(State(front): State<Front>, caller: Caller, Path(ledger): Pa
     let mut results = Vec::with_capacity(answers.len());
     for answer in answers {
         let Ok((tx_id, answer)) = answer.await else {
-            return Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error", "the batch was interrupted")
-                .into_response();
+            return Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error",
+                "the batch was interrupted",
+            )
+            .into_response();
         };
         results.push(match answer {
             Ok(Answer::Done(outcome)) => BatchItem {
@@ -397,7 +461,10 @@ async fn void_pending(
     headers: HeaderMap,
 ) -> Response {
     let command = (|| {
-        Ok::<_, Problem>(CommandBody::VoidPending { ledger: ledger_id(&ledger)?, tx_id: field("tx_id", TxId::parse(tx_id))? })
+        Ok::<_, Problem>(CommandBody::VoidPending {
+            ledger: ledger_id(&ledger)?,
+            tx_id: field("tx_id", TxId::parse(tx_id))?,
+        })
     })();
     match command {
         Ok(c) => run(&front, &caller, &headers, None, c, false).await,
@@ -417,7 +484,8 @@ async fn reverse(
 ) -> Response {
     let command = (|| {
         let b: ReverseBody = json(&body)?;
-        let request = TxRequest::Reversal { original: field("original", TxId::parse(original))?, metadata: b.metadata };
+        let request =
+            TxRequest::Reversal { original: field("original", TxId::parse(original))?, metadata: b.metadata };
         let tx_id = field("tx_id", TxId::parse(b.tx_id.clone()))?;
         Ok::<_, Problem>((b.tx_id, CommandBody::Transact { ledger: ledger_id(&ledger)?, tx_id, request }))
     })();
@@ -479,7 +547,11 @@ async fn delete_document(
 /// not know it (outcomes are kept in memory, bounded; older ones are the query service's).
 #[utoipa::path(get, path = "/v1/commands/{command_id}", description = CALLER_HEADERS,
     responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
-async fn command_outcome(State(front): State<Front>, caller: Caller, Path(command_id): Path<String>) -> Response {
+async fn command_outcome(
+    State(front): State<Front>,
+    caller: Caller,
+    Path(command_id): Path<String>,
+) -> Response {
     let command_id = match CommandId::parse(command_id) {
         Ok(id) => id,
         Err(e) => return Problem::bad_request(format!("command_id: {e}")).into_response(),
@@ -487,7 +559,11 @@ async fn command_outcome(State(front): State<Front>, caller: Caller, Path(comman
     match front.peek(&caller.tenant, &command_id) {
         Peek::Done(outcome) => respond(Answer::Done(outcome), false),
         Peek::Pending => pending(&command_id),
-        Peek::Unknown => Problem::new(StatusCode::NOT_FOUND, "unknown command", format!("no outcome of {command_id} is known here"))
-            .into_response(),
+        Peek::Unknown => Problem::new(
+            StatusCode::NOT_FOUND,
+            "unknown command",
+            format!("no outcome of {command_id} is known here"),
+        )
+        .into_response(),
     }
 }

@@ -5,6 +5,11 @@
 //! Caller identity: until authentication lands (security issue), the tenant comes from the
 //! `Tally-Tenant` header and the actor from `Tally-Actor` (default `anonymous`).
 
+#![allow(
+    clippy::result_large_err,
+    reason = "a Problem is the error of a request that is answered right away; its size costs nothing worth boxing"
+)]
+
 mod api;
 mod problem;
 
@@ -63,7 +68,12 @@ pub enum Answer {
 }
 
 impl Front {
-    pub fn new(producer: FutureProducer, commands_topic: String, outcomes: Arc<Outcomes>, config: HttpConfig) -> Front {
+    pub fn new(
+        producer: FutureProducer,
+        commands_topic: String,
+        outcomes: Arc<Outcomes>,
+        config: HttpConfig,
+    ) -> Front {
         Front { inner: Arc::new(Inner { producer, commands_topic, outcomes, codec: Codec::new(), config }) }
     }
 
@@ -77,7 +87,11 @@ impl Front {
         self.submit_until(command, tokio::time::Instant::now() + self.inner.config.wait).await
     }
 
-    async fn submit_until(&self, command: Command, deadline: tokio::time::Instant) -> Result<Answer, Problem> {
+    async fn submit_until(
+        &self,
+        command: Command,
+        deadline: tokio::time::Instant,
+    ) -> Result<Answer, Problem> {
         let receiver = match self.inner.outcomes.wait(&command.tenant, &command.command_id) {
             Lookup::Done(outcome) => return Ok(Answer::Done(outcome)),
             Lookup::Pending(receiver) => receiver,
@@ -124,7 +138,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Caller, Problem> {
         let tenant = header_text(&parts.headers, TENANT_HEADER)?
             .ok_or_else(|| Problem::bad_request(format!("the {TENANT_HEADER} header is required")))?;
-        let tenant = TenantId::parse(tenant).map_err(|e| Problem::bad_request(format!("{TENANT_HEADER}: {e}")))?;
+        let tenant =
+            TenantId::parse(tenant).map_err(|e| Problem::bad_request(format!("{TENANT_HEADER}: {e}")))?;
         let actor = header_text(&parts.headers, ACTOR_HEADER)?.unwrap_or("anonymous");
         let actor = Actor::parse(actor).map_err(|e| Problem::bad_request(format!("{ACTOR_HEADER}: {e}")))?;
         Ok(Caller { tenant, actor })
@@ -134,7 +149,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 impl Caller {
     /// The command for `body`, with the id from the Idempotency-Key header, else `default_id`
     /// (the body's own id), else a fresh one.
-    pub fn command(&self, headers: &HeaderMap, default_id: Option<&str>, body: CommandBody) -> Result<Command, Problem> {
+    pub fn command(
+        &self,
+        headers: &HeaderMap,
+        default_id: Option<&str>,
+        body: CommandBody,
+    ) -> Result<Command, Problem> {
         let id = match header_text(headers, IDEMPOTENCY_HEADER)? {
             Some(key) => key.to_owned(),
             None => default_id.map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned),
@@ -175,7 +195,8 @@ pub fn respond(answer: Answer, created: bool) -> Response {
             let status = status_of(&outcome, created);
             let position = HeaderValue::from_str(&outcome.position).ok();
             let mut response = if outcome.status == Status::Rejected {
-                let mut problem = Problem::new(status, "command rejected", outcome.detail.clone().unwrap_or_default());
+                let mut problem =
+                    Problem::new(status, "command rejected", outcome.detail.clone().unwrap_or_default());
                 problem.reason = outcome.reason.clone();
                 problem.command_id = Some(outcome.command_id.clone());
                 problem.position = Some(outcome.position.clone());
@@ -194,7 +215,8 @@ pub fn respond(answer: Answer, created: bool) -> Response {
 
 fn pending(command_id: &CommandId) -> Response {
     let poll = format!("/v1/commands/{command_id}");
-    let body = api::PendingBody { command_id: command_id.to_string(), status: "PENDING".into(), poll: poll.clone() };
+    let body =
+        api::PendingBody { command_id: command_id.to_string(), status: "PENDING".into(), poll: poll.clone() };
     let mut response = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
     if let Ok(location) = HeaderValue::from_str(&poll) {
         response.headers_mut().insert(header::LOCATION, location);

@@ -94,8 +94,11 @@ impl Group {
         let (membership_tx, membership) = std::sync::mpsc::channel();
         let topic = shared.config.topics.commands.clone();
         let context = GroupContext { topic: topic.clone(), membership: membership_tx };
-        let consumer: BaseConsumer<GroupContext> =
-            shared.config.kafka.consumer("processor", &shared.config.group_id).create_with_context(context)?;
+        let consumer: BaseConsumer<GroupContext> = shared
+            .config
+            .kafka
+            .consumer("processor", &shared.config.group_id)
+            .create_with_context(context)?;
         consumer.subscribe(&[&topic])?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| ProcessorError::Restore("the processor must start inside a tokio runtime".into()))?;
@@ -189,7 +192,8 @@ impl Group {
 
     fn store(&self, partition: i32, next_offset: i64) {
         if self.slots.contains_key(&partition)
-            && let Err(e) = self.consumer.store_offset(&self.shared.config.topics.commands, partition, next_offset)
+            && let Err(e) =
+                self.consumer.store_offset(&self.shared.config.topics.commands, partition, next_offset)
         {
             tracing::debug!(partition, "storing offset {next_offset}: {e}");
         }
@@ -240,7 +244,8 @@ impl Group {
     /// A partition task that ended while its partition is still assigned (an error, a panic)
     /// starts over from the log: restore, claim, resume where the log says.
     fn restart_failed(&mut self) {
-        let failed: Vec<i32> = self.slots.iter().filter(|(_, s)| s.task.is_finished()).map(|(p, _)| *p).collect();
+        let failed: Vec<i32> =
+            self.slots.iter().filter(|(_, s)| s.task.is_finished()).map(|(p, _)| *p).collect();
         for partition in failed {
             let Some(slot) = self.slots.remove(&partition) else { continue };
             self.running.lock().expect("not poisoned").remove(&partition);

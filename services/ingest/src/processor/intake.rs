@@ -42,11 +42,16 @@ pub fn classify(codec: &Codec, record: &OwnedMessage) -> Result<Command, Unproce
     })?;
     let expected = command.kafka_key();
     match record.key() {
-        None => Err(Unprocessable::new("KEY_MISSING", format!("the record has no key; expected {expected:?}"))),
+        None => {
+            Err(Unprocessable::new("KEY_MISSING", format!("the record has no key; expected {expected:?}")))
+        }
         Some(key) if key == expected.as_bytes() => Ok(command),
         Some(key) => Err(Unprocessable::new(
             "KEY_MISMATCH",
-            format!("key {:?} does not match the command's stream; expected {expected:?}", String::from_utf8_lossy(key)),
+            format!(
+                "key {:?} does not match the command's stream; expected {expected:?}",
+                String::from_utf8_lossy(key)
+            ),
         )),
     }
 }

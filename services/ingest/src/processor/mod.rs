@@ -114,7 +114,12 @@ impl Shared {
                         in_flight.push_back(delivery);
                         break;
                     }
-                    Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) => {
+                    Err((
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::QueueFull,
+                        ),
+                        back,
+                    )) => {
                         out = back;
                         // The local queue is full: wait for the oldest record, or for a moment.
                         match in_flight.pop_front() {
@@ -139,7 +144,11 @@ impl Shared {
     }
 
     /// Copies an unprocessable command record to the dead-letter topic, reason in headers.
-    async fn dead_letter(&self, message: &OwnedMessage, why: &intake::Unprocessable) -> Result<(), ProcessorError> {
+    async fn dead_letter(
+        &self,
+        message: &OwnedMessage,
+        why: &intake::Unprocessable,
+    ) -> Result<(), ProcessorError> {
         use rdkafka::Message;
         let payload = message.payload().unwrap_or_default().to_vec();
         let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned());
@@ -186,7 +195,8 @@ impl Processor {
     pub fn start(config: ProcessorConfig) -> Result<Processor, ProcessorError> {
         let producer: FutureProducer = config.kafka.log_writer("processor").create()?;
         let (control_tx, control_rx) = std::sync::mpsc::channel();
-        let shared = Arc::new(Shared { config, codec: Arc::new(Codec::new()), producer, control: control_tx });
+        let shared =
+            Arc::new(Shared { config, codec: Arc::new(Codec::new()), producer, control: control_tx });
         let stop = CancellationToken::new();
         let running = Arc::new(Mutex::new(BTreeSet::new()));
         let group = group::Group::join(shared, control_rx, stop.clone(), running.clone())?;

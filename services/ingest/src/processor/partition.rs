@@ -69,7 +69,8 @@ async fn take_over(shared: &Arc<Shared>, partition: i32) -> Result<Replica, Proc
     };
     tracing::debug!(partition, end, epoch = replica.reader.epoch(), "log read");
     for _ in 0..CLAIM_ATTEMPTS_MAX {
-        let claim = LogRecord::Claim { epoch: replica.reader.epoch() + 1, owner: shared.config.owner.clone() };
+        let claim =
+            LogRecord::Claim { epoch: replica.reader.epoch() + 1, owner: shared.config.owner.clone() };
         let at = shared.append(partition, &claim).await?;
         let codec = shared.codec.clone();
         let (t, r, last) = blocking(move || {
@@ -83,11 +84,15 @@ async fn take_over(shared: &Arc<Shared>, partition: i32) -> Result<Replica, Proc
         }
         tracing::warn!(partition, at, epoch = replica.reader.epoch(), "lost a claim race; claiming again");
     }
-    Err(ProcessorError::Restore(format!("partition {partition}: lost {CLAIM_ATTEMPTS_MAX} claim races in a row")))
+    Err(ProcessorError::Restore(format!(
+        "partition {partition}: lost {CLAIM_ATTEMPTS_MAX} claim races in a row"
+    )))
 }
 
 /// Runs librdkafka's blocking calls off the async workers.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ProcessorError> + Send + 'static) -> Result<T, ProcessorError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ProcessorError> + Send + 'static,
+) -> Result<T, ProcessorError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| ProcessorError::Restore(format!("restore task: {e}")))?
 }
 
@@ -122,11 +127,19 @@ impl Owner {
                 continue; // delivered again (a seek, a restart): already answered
             }
             let record = match intake::classify(&self.shared.codec, &message) {
-                Ok(command) => {
-                    LogRecord::Event { epoch, command_offset, event: decide(&self.replica.state, &command, now) }
-                }
+                Ok(command) => LogRecord::Event {
+                    epoch,
+                    command_offset,
+                    event: decide(&self.replica.state, &command, now),
+                },
                 Err(why) => {
-                    tracing::warn!(partition = self.partition, command_offset, code = why.code, "dead-lettered: {}", why.detail);
+                    tracing::warn!(
+                        partition = self.partition,
+                        command_offset,
+                        code = why.code,
+                        "dead-lettered: {}",
+                        why.detail
+                    );
                     let reason = why.marker_reason();
                     dead_letters.push((message, why));
                     LogRecord::DeadLettered { epoch, command_offset, reason }
@@ -140,7 +153,9 @@ impl Owner {
         let Some(last) = records.last() else { return Ok(()) };
         tracing::trace!(partition = self.partition, records = records.len(), "answering a batch");
         let next = match last {
-            LogRecord::Event { command_offset, .. } | LogRecord::DeadLettered { command_offset, .. } => command_offset + 1,
+            LogRecord::Event { command_offset, .. } | LogRecord::DeadLettered { command_offset, .. } => {
+                command_offset + 1
+            }
             LogRecord::Claim { .. } => unreachable!("an owner answers commands with events and markers"),
         };
         for (message, why) in &dead_letters {
@@ -189,6 +204,7 @@ fn expiry_command((tenant, ledger, tx_id): &TxKey) -> Command {
 }
 
 fn now_ms() -> i64 {
-    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let since_epoch =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or(Duration::ZERO);
     since_epoch.as_millis() as i64
 }

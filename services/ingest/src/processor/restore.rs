@@ -36,7 +36,8 @@ impl LogTail {
     /// than per record, so it can be short of the last record. Restore does not depend on it:
     /// an owner reads on to its own claim, whose offset the broker's acknowledgement gives.
     pub fn end(&self) -> Result<i64, ProcessorError> {
-        let (_, high) = self.consumer.fetch_watermarks(&self.topic, self.partition, Duration::from_secs(15))?;
+        let (_, high) =
+            self.consumer.fetch_watermarks(&self.topic, self.partition, Duration::from_secs(15))?;
         Ok(high)
     }
 

@@ -79,7 +79,8 @@ impl Harness {
         if let Some(p) = partition {
             record = record.partition(p);
         }
-        let d = self.producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("produced");
+        let d =
+            self.producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("produced");
         self.record_sent(d.partition, d.offset)
     }
 
@@ -117,7 +118,8 @@ impl Harness {
                 (0..self.partitions).map(|p| sent.get(&p).map_or(0, |o| o + 1)).collect()
             };
             let log = self.log().await;
-            let answered: Vec<i64> = log.partitions.iter().map(|p| p.replica.reader.next_command_offset()).collect();
+            let answered: Vec<i64> =
+                log.partitions.iter().map(|p| p.replica.reader.next_command_offset()).collect();
             if answered.iter().zip(&ends).all(|(a, e)| a >= e) {
                 return log;
             }
@@ -200,7 +202,11 @@ pub fn ledger(s: &str) -> LedgerId {
 }
 
 pub fn define_usd(tenant: &str, id: &str) -> Command {
-    command(tenant, id, CommandBody::DefineAsset { ledger: ledger("main"), asset: Asset::parse("USD/2").unwrap() })
+    command(
+        tenant,
+        id,
+        CommandBody::DefineAsset { ledger: ledger("main"), asset: Asset::parse("USD/2").unwrap() },
+    )
 }
 
 pub fn transfer(tenant: &str, id: &str, from: &str, to: &str, amount: Amount) -> Command {
