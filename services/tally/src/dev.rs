@@ -1,6 +1,6 @@
 //! `tally dev`: the whole of Tally in one process, for a laptop and for tests.
 
-use crate::ingest::{HttpOptions, ProcessorOptions, TopicOptions, start_http, start_processor};
+use crate::ingest::{ServiceOptions, serve};
 use anyhow::Context;
 use std::path::PathBuf;
 use tally_kafka::config::KafkaOptions;
@@ -20,11 +20,7 @@ pub struct DevOptions {
     #[arg(long, default_value_t = 9092, env = "TALLY_KAFKA_PORT")]
     kafka_port: u16,
     #[command(flatten)]
-    topics: TopicOptions,
-    #[command(flatten)]
-    processor: ProcessorOptions,
-    #[command(flatten)]
-    http: HttpOptions,
+    service: ServiceOptions,
 }
 
 pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
@@ -43,14 +39,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         }
     };
     let kafka = KafkaOptions::new(&bootstrap);
-    let (topics, processor) = start_processor(&kafka, &opts.topics, &opts.processor).await?;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let http = start_http(&kafka, &topics, opts.topics.partitions, &opts.http, stop.clone()).await?;
-    print_banner(&opts, &bootstrap, &topics, broker.is_some());
-    crate::shutdown::signal().await;
-    stop.cancel();
-    let _ = http.await;
-    processor.stop().await;
+    serve(&kafka, &opts.service, |topics| print_banner(&opts, &bootstrap, topics, broker.is_some())).await?;
     drop(broker);
     Ok(())
 }
@@ -65,7 +54,7 @@ fn print_banner(opts: &DevOptions, bootstrap: &str, topics: &Topics, embedded: b
     println!("kafka: {bootstrap}");
     println!(
         "topics: {}, {}, {} ({} partitions)",
-        topics.commands, topics.events, topics.dead_letter, opts.topics.partitions
+        topics.commands, topics.events, topics.dead_letter, opts.service.topics.partitions
     );
     println!();
     println!("Try, in another terminal:");
@@ -77,7 +66,7 @@ fn print_banner(opts: &DevOptions, bootstrap: &str, topics: &Topics, embedded: b
     println!();
     println!(
         "  curl -X POST -H 'tally-tenant: demo' -d '{{\"asset\":\"USD/2\"}}' http://{}/v1/ledgers/main/assets",
-        opts.http.http_listen
+        opts.service.http.http_listen
     );
     println!();
     println!(

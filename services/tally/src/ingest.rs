@@ -80,17 +80,24 @@ pub async fn start_http(
     }))
 }
 
+/// Everything the ingest service takes; shared by `tally dev` and `tally ingest`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServiceOptions {
+    #[command(flatten)]
+    pub topics: TopicOptions,
+    #[command(flatten)]
+    pub processor: ProcessorOptions,
+    #[command(flatten)]
+    pub http: HttpOptions,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct IngestOptions {
     /// Kafka bootstrap servers.
     #[arg(long, env = "TALLY_KAFKA")]
     kafka: String,
     #[command(flatten)]
-    topics: TopicOptions,
-    #[command(flatten)]
-    processor: ProcessorOptions,
-    #[command(flatten)]
-    http: HttpOptions,
+    service: ServiceOptions,
 }
 
 /// Creates missing topics, refuses mismatched ones, and starts the processor.
@@ -111,15 +118,27 @@ pub async fn start_processor(
     Ok((names, processor))
 }
 
-pub async fn run(opts: IngestOptions) -> anyhow::Result<()> {
-    let kafka = KafkaOptions::new(&opts.kafka);
-    let (topics, processor) = start_processor(&kafka, &opts.topics, &opts.processor).await?;
+/// Runs the processor and the HTTP front door until Ctrl-C or SIGTERM; `ready` is told the
+/// topics once both are up.
+pub async fn serve(
+    kafka: &KafkaOptions,
+    opts: &ServiceOptions,
+    ready: impl FnOnce(&Topics),
+) -> anyhow::Result<()> {
+    let (topics, processor) = start_processor(kafka, &opts.topics, &opts.processor).await?;
     let stop = CancellationToken::new();
-    let http = start_http(&kafka, &topics, opts.topics.partitions, &opts.http, stop.clone()).await?;
-    tracing::info!(commands = %topics.commands, events = %topics.events, "ingest running");
+    let http = start_http(kafka, &topics, opts.topics.partitions, &opts.http, stop.clone()).await?;
+    ready(&topics);
     crate::shutdown::signal().await;
     stop.cancel();
     let _ = http.await;
     processor.stop().await;
     Ok(())
+}
+
+pub async fn run(opts: IngestOptions) -> anyhow::Result<()> {
+    serve(&KafkaOptions::new(&opts.kafka), &opts.service, |topics| {
+        tracing::info!(commands = %topics.commands, events = %topics.events, "ingest running");
+    })
+    .await
 }

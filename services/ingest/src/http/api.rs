@@ -229,20 +229,32 @@ fn expected_version(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
     }
 }
 
+/// Submits the command a handler built (or answers the problem building it hit).
 async fn run(
     front: &Front,
     caller: &Caller,
     headers: &HeaderMap,
     id: Option<&str>,
-    body: CommandBody,
+    built: Result<CommandBody, Problem>,
     created: bool,
 ) -> Response {
-    let command = match caller.command(headers, id, body) {
-        Ok(command) => command,
-        Err(problem) => return problem.into_response(),
-    };
-    match front.submit(command).await {
+    let submitted = async { front.submit(caller.command(headers, id, built?)?).await };
+    match submitted.await {
         Ok(answer) => respond(answer, created),
+        Err(problem) => problem.into_response(),
+    }
+}
+
+/// [`run`] for a command whose body carries its own id (the default command id).
+async fn run_identified(
+    front: &Front,
+    caller: &Caller,
+    headers: &HeaderMap,
+    built: Result<(String, CommandBody), Problem>,
+    created: bool,
+) -> Response {
+    match built {
+        Ok((id, body)) => run(front, caller, headers, Some(&id), Ok(body), created).await,
         Err(problem) => problem.into_response(),
     }
 }
@@ -268,10 +280,7 @@ async fn define_asset(
             asset: field("asset", Asset::parse(&b.asset))?,
         })
     })();
-    match command {
-        Ok(c) => run(&front, &caller, &headers, None, c, true).await,
-        Err(p) => p.into_response(),
-    }
+    run(&front, &caller, &headers, None, command, true).await
 }
 
 /// Open an account with limits and metadata.
@@ -293,10 +302,7 @@ async fn open_account(
             metadata: b.metadata,
         })
     })();
-    match command {
-        Ok(c) => run(&front, &caller, &headers, None, c, true).await,
-        Err(p) => p.into_response(),
-    }
+    run(&front, &caller, &headers, None, command, true).await
 }
 
 /// Replace an account's limits and metadata.
@@ -318,10 +324,7 @@ async fn update_account(
             metadata: b.metadata,
         })
     })();
-    match command {
-        Ok(c) => run(&front, &caller, &headers, None, c, false).await,
-        Err(p) => p.into_response(),
-    }
+    run(&front, &caller, &headers, None, command, false).await
 }
 
 /// Close an account whose balances and holds are zero.
@@ -339,10 +342,7 @@ async fn close_account(
             account: field("account", AccountId::parse(account))?,
         })
     })();
-    match command {
-        Ok(c) => run(&front, &caller, &headers, None, c, false).await,
-        Err(p) => p.into_response(),
-    }
+    run(&front, &caller, &headers, None, command, false).await
 }
 
 /// Post a transaction (or hold it as pending with `pending_timeout_ms`).
@@ -357,10 +357,7 @@ async fn post_transaction(
     body: Bytes,
 ) -> Response {
     let command = (|| transfer(&ledger_id(&ledger)?, json(&body)?))();
-    match command {
-        Ok((tx_id, c)) => run(&front, &caller, &headers, Some(&tx_id), c, true).await,
-        Err(p) => p.into_response(),
-    }
+    run_identified(&front, &caller, &headers, command, true).await
 }
 
 /// Post many transactions; each is its own command, answered in `results` in request order.
@@ -445,10 +442,7 @@ async fn commit_pending(
             amounts: b.amounts,
         })
     })();
-    match command {
-        Ok(c) => run(&front, &caller, &headers, None, c, false).await,
-        Err(p) => p.into_response(),
-    }
+    run(&front, &caller, &headers, None, command, false).await
 }
 
 /// Void a pending transaction: release its holds.
@@ -466,10 +460,7 @@ async fn void_pending(
             tx_id: field("tx_id", TxId::parse(tx_id))?,
         })
     })();
-    match command {
-        Ok(c) => run(&front, &caller, &headers, None, c, false).await,
-        Err(p) => p.into_response(),
-    }
+    run(&front, &caller, &headers, None, command, false).await
 }
 
 /// Post the compensating transaction of a posted one, under a new id.
@@ -489,10 +480,7 @@ async fn reverse(
         let tx_id = field("tx_id", TxId::parse(b.tx_id.clone()))?;
         Ok::<_, Problem>((b.tx_id, CommandBody::Transact { ledger: ledger_id(&ledger)?, tx_id, request }))
     })();
-    match command {
-        Ok((tx_id, c)) => run(&front, &caller, &headers, Some(&tx_id), c, true).await,
-        Err(p) => p.into_response(),
-    }
+    run_identified(&front, &caller, &headers, command, true).await
 }
 
 /// Put a state document (any JSON value). `If-Match: "<version>"` or `If-None-Match: *`
@@ -515,10 +503,7 @@ async fn put_document(
             expected_version: expected_version(&headers)?,
         })
     })();
-    match command {
-        Ok(c) => run(&front, &caller, &headers, None, c, false).await,
-        Err(p) => p.into_response(),
-    }
+    run(&front, &caller, &headers, None, command, false).await
 }
 
 /// Delete a state document (`If-Match` makes it conditional).
@@ -537,10 +522,7 @@ async fn delete_document(
             expected_version: expected_version(&headers)?,
         })
     })();
-    match command {
-        Ok(c) => run(&front, &caller, &headers, None, c, false).await,
-        Err(p) => p.into_response(),
-    }
+    run(&front, &caller, &headers, None, command, false).await
 }
 
 /// The outcome of a command: 200 with it, 202 while it is awaited, 404 if this instance does

@@ -89,25 +89,30 @@ struct Shared {
 impl Shared {
     /// Appends one record to an events partition; returns its offset.
     async fn append(&self, partition: i32, record: &LogRecord) -> Result<i64, ProcessorError> {
-        let payload = self.codec.encode_log_record(record);
-        let key = log_key(record);
-        let mut out = FutureRecord::to(&self.config.topics.events).partition(partition).payload(&payload);
-        if let Some(key) = &key {
-            out = out.key(key);
+        let (key, payload) = (log_key(record), self.codec.encode_log_record(record));
+        self.send(self.to_log(partition, key.as_ref(), &payload)).await
+    }
+
+    /// The events-topic record for an encoded log record.
+    fn to_log<'a>(
+        &'a self,
+        partition: i32,
+        key: Option<&'a String>,
+        payload: &'a Vec<u8>,
+    ) -> FutureRecord<'a, String, Vec<u8>> {
+        let out = FutureRecord::to(&self.config.topics.events).partition(partition).payload(payload);
+        match key {
+            Some(key) => out.key(key),
+            None => out,
         }
-        self.send(out).await
     }
 
     /// Appends records in order, pipelined; returns once all are durable.
     async fn append_all(&self, partition: i32, records: &[LogRecord]) -> Result<(), ProcessorError> {
         let mut in_flight = std::collections::VecDeque::with_capacity(records.len());
         for record in records {
-            let payload = self.codec.encode_log_record(record);
-            let key = log_key(record);
-            let mut out = FutureRecord::to(&self.config.topics.events).partition(partition).payload(&payload);
-            if let Some(key) = &key {
-                out = out.key(key);
-            }
+            let (key, payload) = (log_key(record), self.codec.encode_log_record(record));
+            let mut out = self.to_log(partition, key.as_ref(), &payload);
             loop {
                 match self.producer.send_result(out) {
                     Ok(delivery) => {

@@ -150,19 +150,16 @@ impl Owner {
             debug_assert_eq!(verdict, Verdict::Apply);
             records.push(record);
         }
-        let Some(last) = records.last() else { return Ok(()) };
+        if records.is_empty() {
+            return Ok(());
+        }
         tracing::trace!(partition = self.partition, records = records.len(), "answering a batch");
-        let next = match last {
-            LogRecord::Event { command_offset, .. } | LogRecord::DeadLettered { command_offset, .. } => {
-                command_offset + 1
-            }
-            LogRecord::Claim { .. } => unreachable!("an owner answers commands with events and markers"),
-        };
         for (message, why) in &dead_letters {
             self.shared.dead_letter(message, why).await?;
         }
         self.shared.append_all(self.partition, &records).await?;
-        self.control(Control::Answered { partition: self.partition, next_offset: next });
+        let next_offset = self.replica.reader.next_command_offset();
+        self.control(Control::Answered { partition: self.partition, next_offset });
         Ok(())
     }
 
