@@ -14,6 +14,29 @@ use tally_ingest::processor::Processor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+/// What a test looks at in a response.
+struct Reply {
+    status: StatusCode,
+    content_type: String,
+    location: Option<String>,
+    position: Option<String>,
+    body: serde_json::Value,
+}
+
+async fn request(app: &axum::Router, method: &str, uri: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    let mut request = Request::builder().method(method).uri(uri).header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = app.clone().oneshot(request.body(Body::from(body.to_owned())).unwrap()).await.unwrap();
+    let header = |name: &str| response.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+    let (status, content_type) = (response.status(), header("content-type").unwrap_or_default());
+    let (location, position) = (header("location"), header("tally-position"));
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Reply { status, content_type, location, position, body }
+}
+
 async fn call(
     app: &axum::Router,
     method: &str,
@@ -21,27 +44,50 @@ async fn call(
     tenant: Option<&str>,
     body: &str,
 ) -> (StatusCode, serde_json::Value) {
-    let mut request = Request::builder().method(method).uri(uri).header("content-type", "application/json");
-    if let Some(t) = tenant {
-        request = request.header("tally-tenant", t);
-    }
-    let response = app.clone().oneshot(request.body(Body::from(body.to_owned())).unwrap()).await.unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    let headers: Vec<(&str, &str)> = tenant.map(|t| ("tally-tenant", t)).into_iter().collect();
+    let reply = request(app, method, uri, &headers, body).await;
+    (reply.status, reply.body)
 }
+
+/// A processor, the outcome watcher and a front door with `config` on a fresh harness.
+struct Service {
+    h: Harness,
+    processor: Processor,
+    outcomes: std::sync::Arc<Outcomes>,
+    stop: CancellationToken,
+    watcher: std::thread::JoinHandle<()>,
+}
+
+impl Service {
+    async fn start() -> Service {
+        let h = Harness::start(2).await;
+        let processor = Processor::start(h.processor("p1")).unwrap();
+        let outcomes = Outcomes::new(10_000);
+        let stop = CancellationToken::new();
+        let watcher =
+            watch(h.kafka.clone(), h.topics.events.clone(), h.partitions, outcomes.clone(), stop.clone());
+        Service { h, processor, outcomes, stop, watcher }
+    }
+
+    fn front(&self, config: HttpConfig) -> axum::Router {
+        let producer = self.h.kafka.producer("http").create().unwrap();
+        Front::new(producer, self.h.topics.commands.clone(), self.outcomes.clone(), config).router()
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.processor.stop().await;
+        let watcher = self.watcher;
+        let _ = tokio::task::spawn_blocking(move || watcher.join()).await;
+    }
+}
+
+const LONG_WAIT: HttpConfig = HttpConfig { wait: Duration::from_secs(30), body_limit: 4096, batch_max: 3 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn requests_are_answered_from_the_log() {
-    let h = Harness::start(2).await;
-    let processor = Processor::start(h.processor("p1")).unwrap();
-    let outcomes = Outcomes::new(10_000);
-    let stop = CancellationToken::new();
-    let watcher =
-        watch(h.kafka.clone(), h.topics.events.clone(), h.partitions, outcomes.clone(), stop.clone());
-    let producer = h.kafka.producer("http").create().unwrap();
-    let config = HttpConfig { wait: Duration::from_secs(30), ..HttpConfig::default() };
-    let app = Front::new(producer, h.topics.commands.clone(), outcomes, config).router();
+    let service = Service::start().await;
+    let app = service.front(LONG_WAIT);
 
     let (status, body) =
         call(&app, "POST", "/v1/ledgers/main/assets", Some("acme"), r#"{"asset":"USD/2"}"#).await;
@@ -76,9 +122,159 @@ async fn requests_are_answered_from_the_log() {
     assert_eq!(status, StatusCode::OK);
     assert!(doc["paths"]["/v1/ledgers/{ledger}/transactions"]["post"].is_object(), "{doc}");
 
-    let log = h.log().await;
+    let log = service.h.log().await;
     assert_eq!(log.outcomes().len(), 3, "define, t1, t2: the repeated request produced nothing");
-    stop.cancel();
-    processor.stop().await;
-    let _ = tokio::task::spawn_blocking(move || watcher.join()).await;
+    service.stop().await;
+}
+
+const ACME: &[(&str, &str)] = &[("tally-tenant", "acme")];
+
+fn with<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    ACME.iter().chain(extra).copied().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_write_endpoint_answers_with_its_outcome() {
+    let service = Service::start().await;
+    let app = service.front(LONG_WAIT);
+    let post = |uri: &'static str, body: &'static str| request(&app, "POST", uri, ACME, body);
+
+    assert_eq!(post("/v1/ledgers/main/assets", r#"{"asset":"USD/2"}"#).await.status, StatusCode::CREATED);
+    // Accounts: open (twice is a conflict), update, close (only when empty).
+    let open = r#"{"account":"dave","limits":[{"asset":"USD/2","min_balance":-100}],"metadata":{"k":"v"}}"#;
+    let opened = post("/v1/ledgers/main/accounts", open).await;
+    assert_eq!(opened.status, StatusCode::CREATED, "{}", opened.body);
+    assert!(opened.position.is_some(), "the position is in the Tally-Position header");
+    let again =
+        request(&app, "POST", "/v1/ledgers/main/accounts", &with(&[("idempotency-key", "open-again")]), open)
+            .await;
+    assert_eq!((again.status, &again.body["reason"]), (StatusCode::CONFLICT, &"ACCOUNT_EXISTS".into()));
+    assert_eq!(again.content_type, "application/problem+json");
+    let updated =
+        request(&app, "PUT", "/v1/ledgers/main/accounts/dave", ACME, r#"{"metadata":{"k":"w"}}"#).await;
+    assert_eq!(updated.status, StatusCode::OK, "{}", updated.body);
+
+    // Transactions: a posted one, a pending one committed, another voided, a reversal.
+    let pay = post("/v1/ledgers/main/transactions", r#"{"tx_id":"t1","postings":[{"source":"world","destination":"alice","asset":"USD/2","amount":500}]}"#).await;
+    assert_eq!(pay.status, StatusCode::CREATED);
+    let hold = r#"{"tx_id":"p1","pending_timeout_ms":600000,"postings":[{"source":"alice","destination":"bob","asset":"USD/2","amount":100}]}"#;
+    assert_eq!(post("/v1/ledgers/main/transactions", hold).await.status, StatusCode::CREATED);
+    let committed = post("/v1/ledgers/main/transactions/p1/commit", "").await;
+    assert_eq!(committed.status, StatusCode::OK, "{}", committed.body);
+    let hold = r#"{"tx_id":"p2","pending_timeout_ms":600000,"postings":[{"source":"alice","destination":"bob","asset":"USD/2","amount":50}]}"#;
+    assert_eq!(post("/v1/ledgers/main/transactions", hold).await.status, StatusCode::CREATED);
+    assert_eq!(post("/v1/ledgers/main/transactions/p2/void", "").await.status, StatusCode::OK);
+    let void_again = request(
+        &app,
+        "POST",
+        "/v1/ledgers/main/transactions/p2/void",
+        &with(&[("idempotency-key", "void-2")]),
+        "",
+    )
+    .await;
+    assert_eq!(
+        void_again.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a voided transaction is no longer pending"
+    );
+    let reversed = post("/v1/ledgers/main/transactions/p1/reverse", r#"{"tx_id":"r1"}"#).await;
+    assert_eq!(reversed.status, StatusCode::CREATED, "{}", reversed.body);
+    let close_alice = post("/v1/ledgers/main/accounts/alice/close", "").await;
+    assert_eq!(close_alice.body["reason"], "ACCOUNT_NOT_EMPTY", "{}", close_alice.body);
+    assert_eq!(post("/v1/ledgers/main/accounts/dave/close", "").await.status, StatusCode::OK);
+
+    // A batch: each transaction its own command, answered in order.
+    let batch = r#"{"transactions":[
+        {"tx_id":"b1","postings":[{"source":"alice","destination":"carol","asset":"USD/2","amount":1}]},
+        {"tx_id":"b2","postings":[{"source":"alice","destination":"carol","asset":"USD/2","amount":1000000}]},
+        {"tx_id":"t1","postings":[{"source":"world","destination":"alice","asset":"USD/2","amount":500}]}]}"#;
+    let answered = post("/v1/ledgers/main/transactions/batch", batch).await;
+    let statuses: Vec<_> =
+        answered.body["results"].as_array().unwrap().iter().map(|r| r["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, [201, 422, 201], "posted, insufficient funds, t1's first answer: {}", answered.body);
+    assert_eq!(answered.body["results"][2]["outcome"]["position"].as_str(), pay.position.as_deref());
+    let too_many = format!(r#"{{"transactions":[{}]}}"#, vec![r#"{"tx_id":"x","postings":[]}"#; 4].join(","));
+    let refused = request(&app, "POST", "/v1/ledgers/main/transactions/batch", ACME, &too_many).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    let empty = post("/v1/ledgers/main/transactions/batch", r#"{"transactions":[]}"#).await;
+    assert_eq!(empty.status, StatusCode::BAD_REQUEST);
+
+    // State documents with expected versions.
+    let doc = |method: &'static str, headers: Vec<(&'static str, &'static str)>, body: &'static str| {
+        let app = app.clone();
+        async move { request(&app, method, "/v1/state/profile/u1", &headers, body).await }
+    };
+    let create_only = with(&[("if-none-match", "*")]);
+    assert_eq!(doc("PUT", create_only.clone(), r#"{"name":"a"}"#).await.status, StatusCode::OK);
+    let exists =
+        doc("PUT", with(&[("if-none-match", "*"), ("idempotency-key", "put-2")]), r#"{"name":"b"}"#).await;
+    assert_eq!((exists.status, &exists.body["reason"]), (StatusCode::CONFLICT, &"VERSION_MISMATCH".into()));
+    assert_eq!(
+        doc("PUT", with(&[("if-match", "\"1\""), ("idempotency-key", "put-3")]), r#"{"name":"c"}"#)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let stale = doc("PUT", with(&[("if-match", "1"), ("idempotency-key", "put-4")]), r#"{"name":"d"}"#).await;
+    assert_eq!(stale.status, StatusCode::CONFLICT);
+    assert_eq!(doc("DELETE", with(&[("if-match", "2")]), "").await.status, StatusCode::OK);
+    let bad_version = doc("PUT", with(&[("if-match", "two")]), "{}").await;
+    assert_eq!(bad_version.status, StatusCode::BAD_REQUEST);
+
+    // Limits and shapes of errors: every error is a problem document.
+    let huge = format!(r#"{{"asset":"{}"}}"#, "X".repeat(5000));
+    let too_large = request(&app, "POST", "/v1/ledgers/main/assets", ACME, &huge).await;
+    assert_eq!(too_large.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(too_large.content_type, "application/problem+json", "{}", too_large.body);
+    let wrong_method = request(&app, "DELETE", "/v1/ledgers/main/assets", ACME, "").await;
+    assert_eq!(
+        (wrong_method.status, wrong_method.content_type.as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, "application/problem+json")
+    );
+    let nowhere = request(&app, "GET", "/nowhere", ACME, "").await;
+    assert_eq!(
+        (nowhere.status, nowhere.content_type.as_str()),
+        (StatusCode::NOT_FOUND, "application/problem+json")
+    );
+
+    let log = service.h.log().await;
+    let outcomes = log.outcomes();
+    assert!(outcomes.contains_key("acme/r1") && outcomes.contains_key("acme/b2"));
+    assert!(!outcomes.contains_key("acme/x"), "a refused batch produced nothing");
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_answer_is_202_with_a_place_to_poll() {
+    let service = Service::start().await;
+    // A wait far shorter than a trip through the processor.
+    let app = service.front(HttpConfig { wait: Duration::from_millis(1), ..LONG_WAIT });
+    while !service.outcomes.caught_up() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let asset = request(
+        &app,
+        "POST",
+        "/v1/ledgers/main/assets",
+        &with(&[("idempotency-key", "slow-1")]),
+        r#"{"asset":"USD/2"}"#,
+    )
+    .await;
+    assert_eq!(asset.status, StatusCode::ACCEPTED, "{}", asset.body);
+    let poll = asset.location.expect("Location");
+    assert_eq!(poll, "/v1/commands/slow-1");
+    assert_eq!(asset.body["poll"], poll);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let answered = loop {
+        let reply = request(&app, "GET", &poll, ACME, "").await;
+        if reply.status != StatusCode::ACCEPTED {
+            break reply;
+        }
+        assert!(std::time::Instant::now() < deadline, "never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!((answered.status, &answered.body["status"]), (StatusCode::OK, &"ACCEPTED".into()));
+    let unknown = request(&app, "GET", "/v1/commands/never-sent", ACME, "").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    service.stop().await;
 }

@@ -15,25 +15,6 @@ use tally_ingest::processor::{Processor, ProcessorConfig};
 
 const SETTLE: Duration = Duration::from_secs(90);
 
-fn account(s: &str) -> AccountId {
-    AccountId::parse(s).unwrap()
-}
-
-fn usd() -> Asset {
-    Asset::parse("USD/2").unwrap()
-}
-
-fn posted(state: &State, tenant: &str, who: &str) -> Amount {
-    let tenant = TenantId::parse(tenant).unwrap();
-    let Some(ledger) = state.ledger(&tenant, &ledger("main")) else { return 0 };
-    ledger.accounts.get(&account(who)).and_then(|a| a.balances.get(&usd())).map_or(0, |b| b.posted)
-}
-
-/// The state of every partition merged (tests use one tenant per partition key, so no overlap).
-fn balance(log: &Log, tenant: &str, who: &str) -> Amount {
-    log.partitions.iter().map(|p| posted(&p.replica.state, tenant, who)).sum()
-}
-
 async fn wait_running(p: &Processor, n: usize) {
     let deadline = std::time::Instant::now() + SETTLE;
     while p.running_partitions().len() < n {

@@ -4,6 +4,9 @@
 
 use rdkafka::ClientConfig;
 
+/// librdkafka's default is 500 ms; see [`KafkaOptions::fetch_wait_ms`].
+pub const DEFAULT_FETCH_WAIT_MS: u32 = 50;
+
 /// Settings shared by every client of one deployment.
 #[derive(Debug, Clone)]
 pub struct KafkaOptions {
@@ -11,11 +14,20 @@ pub struct KafkaOptions {
     pub bootstrap_servers: String,
     /// Prefix of every client id (shows up in broker logs and metrics).
     pub client_id: String,
+    /// Longest time (milliseconds) a consumer's fetch waits at the broker for new records.
+    /// Kafka answers a waiting fetch as soon as records arrive, so this only bounds idle
+    /// polling; the in-process broker instead re-checks at halving intervals, so there it adds
+    /// up to about half this value to every hop (see BENCHMARKS.md).
+    pub fetch_wait_ms: u32,
 }
 
 impl KafkaOptions {
     pub fn new(bootstrap_servers: impl Into<String>) -> Self {
-        KafkaOptions { bootstrap_servers: bootstrap_servers.into(), client_id: "tally".into() }
+        KafkaOptions {
+            bootstrap_servers: bootstrap_servers.into(),
+            client_id: "tally".into(),
+            fetch_wait_ms: DEFAULT_FETCH_WAIT_MS,
+        }
     }
 
     fn base(&self, role: &str) -> ClientConfig {
@@ -86,7 +98,7 @@ impl KafkaOptions {
             // broker; 10 s brings it to ~3 s. Processing a batch must stay well under this.
             .set("max.poll.interval.ms", "10000")
             .set("partition.assignment.strategy", "range,roundrobin")
-            .set("fetch.wait.max.ms", "50")
+            .set("fetch.wait.max.ms", self.fetch_wait_ms.to_string())
             .set("fetch.min.bytes", "1")
             .set("queued.max.messages.kbytes", "65536")
             .set("enable.partition.eof", "false")

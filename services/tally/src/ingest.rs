@@ -89,6 +89,11 @@ pub struct ServiceOptions {
     pub processor: ProcessorOptions,
     #[command(flatten)]
     pub http: HttpOptions,
+    /// Longest wait (milliseconds) of a consumer's fetch at the broker. Kafka answers as soon as
+    /// records arrive; the in-process broker polls, which adds up to about half this value per
+    /// hop (5 is a good value for `tally dev`; each idle consumer then fetches ~200 times/s).
+    #[arg(long, default_value_t = tally_kafka::config::DEFAULT_FETCH_WAIT_MS, value_parser = clap::value_parser!(u32).range(1..=10_000), env = "TALLY_KAFKA_FETCH_WAIT_MS")]
+    pub kafka_fetch_wait_ms: u32,
 }
 
 #[derive(clap::Args, Debug)]
@@ -125,6 +130,7 @@ pub async fn serve(
     opts: &ServiceOptions,
     ready: impl FnOnce(&Topics),
 ) -> anyhow::Result<()> {
+    let kafka = &KafkaOptions { fetch_wait_ms: opts.kafka_fetch_wait_ms, ..kafka.clone() };
     let (topics, processor) = start_processor(kafka, &opts.topics, &opts.processor).await?;
     let stop = CancellationToken::new();
     let http = start_http(kafka, &topics, opts.topics.partitions, &opts.http, stop.clone()).await?;

@@ -526,9 +526,10 @@ async fn delete_document(
 }
 
 /// The outcome of a command: 200 with it, 202 while it is awaited, 404 if this instance does
-/// not know it (outcomes are kept in memory, bounded; older ones are the query service's).
+/// not know it (outcomes are kept in memory, bounded; older ones are the query service's), 503
+/// while the instance is still reading the answers already in the log after a start.
 #[utoipa::path(get, path = "/v1/commands/{command_id}", description = CALLER_HEADERS,
-    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem), (status = 503, body = Problem)))]
 async fn command_outcome(
     State(front): State<Front>,
     caller: Caller,
@@ -541,6 +542,7 @@ async fn command_outcome(
     match front.peek(&caller.tenant, &command_id) {
         Peek::Done(outcome) => respond(Answer::Done(outcome), false),
         Peek::Pending => pending(&command_id),
+        Peek::Unknown if !front.caught_up() => Problem::catching_up().into_response(),
         Peek::Unknown => Problem::new(
             StatusCode::NOT_FOUND,
             "unknown command",

@@ -79,7 +79,10 @@ impl Front {
 
     pub fn router(self) -> Router {
         let limit = self.inner.config.body_limit;
-        api::routes().with_state(self).layer(DefaultBodyLimit::max(limit))
+        api::routes()
+            .with_state(self)
+            .layer(DefaultBodyLimit::max(limit))
+            .layer(axum::middleware::map_response(problem::as_problem))
     }
 
     /// Produces the command (unless its answer is already known) and waits for the answer.
@@ -110,6 +113,11 @@ impl Front {
 
     fn peek(&self, tenant: &TenantId, command_id: &CommandId) -> Peek {
         self.inner.outcomes.peek(tenant, command_id)
+    }
+
+    /// Whether every answer already in the log when this instance started is known here.
+    fn caught_up(&self) -> bool {
+        self.inner.outcomes.caught_up()
     }
 
     fn batch_max(&self) -> usize {

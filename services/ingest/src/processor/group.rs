@@ -256,6 +256,9 @@ impl Group {
             }
             let _ = self.consumer.pause(&single(&self.shared.config.topics.commands, partition));
             std::thread::sleep(Duration::from_millis(200));
+            if let Err(e) = self.shared.renew_failed_producer() {
+                tracing::error!("creating a new log producer: {e}");
+            }
             self.start(partition);
         }
     }

@@ -82,11 +82,30 @@ enum Control {
 struct Shared {
     config: ProcessorConfig,
     codec: Arc<Codec>,
-    producer: FutureProducer,
+    /// Replaced when it fails fatally (see [`Shared::renew_failed_producer`]).
+    producer: Mutex<FutureProducer>,
     control: std::sync::mpsc::Sender<Control>,
 }
 
 impl Shared {
+    fn producer(&self) -> FutureProducer {
+        self.producer.lock().expect("not poisoned").clone()
+    }
+
+    /// An idempotent producer that hit a fatal error (the gapless guarantee tripped, its
+    /// producer id was fenced) refuses every later record. Partition tasks that used it have
+    /// failed; before they restart from the log, they get a new producer (a new producer id).
+    /// Whatever the failed batch left in the log is what the restarted task restores from.
+    fn renew_failed_producer(&self) -> Result<(), ProcessorError> {
+        use rdkafka::producer::Producer;
+        let mut producer = self.producer.lock().expect("not poisoned");
+        if let Some(fatal) = producer.client().fatal_error() {
+            tracing::error!("the log producer failed fatally ({fatal:?}); replacing it");
+            *producer = self.config.kafka.log_writer("processor").create()?;
+        }
+        Ok(())
+    }
+
     /// Appends one record to an events partition; returns its offset.
     async fn append(&self, partition: i32, record: &LogRecord) -> Result<i64, ProcessorError> {
         let (key, payload) = (log_key(record), self.codec.encode_log_record(record));
@@ -109,12 +128,13 @@ impl Shared {
 
     /// Appends records in order, pipelined; returns once all are durable.
     async fn append_all(&self, partition: i32, records: &[LogRecord]) -> Result<(), ProcessorError> {
+        let producer = self.producer();
         let mut in_flight = std::collections::VecDeque::with_capacity(records.len());
         for record in records {
             let (key, payload) = (log_key(record), self.codec.encode_log_record(record));
             let mut out = self.to_log(partition, key.as_ref(), &payload);
             loop {
-                match self.producer.send_result(out) {
+                match producer.send_result(out) {
                     Ok(delivery) => {
                         in_flight.push_back(delivery);
                         break;
@@ -144,7 +164,7 @@ impl Shared {
 
     /// Sends one record and waits until it is durable; returns its offset.
     async fn send(&self, record: FutureRecord<'_, String, Vec<u8>>) -> Result<i64, ProcessorError> {
-        let delivery = self.producer.send(record, Timeout::Never).await;
+        let delivery = self.producer().send(record, Timeout::Never).await;
         delivery.map(|d| d.offset).map_err(|(e, _)| e.into())
     }
 
@@ -198,7 +218,7 @@ impl Processor {
     /// Joins the group and starts answering commands. Must be called within a tokio runtime
     /// (partition tasks run on it).
     pub fn start(config: ProcessorConfig) -> Result<Processor, ProcessorError> {
-        let producer: FutureProducer = config.kafka.log_writer("processor").create()?;
+        let producer = Mutex::new(config.kafka.log_writer("processor").create()?);
         let (control_tx, control_rx) = std::sync::mpsc::channel();
         let shared =
             Arc::new(Shared { config, codec: Arc::new(Codec::new()), producer, control: control_tx });

@@ -33,8 +33,18 @@ impl Harness {
 
     /// Against an existing broker (`bootstrap`).
     pub async fn on(bootstrap: Option<String>, broker: Option<EmbeddedBroker>, partitions: i32) -> Harness {
-        let kafka = KafkaOptions::new(bootstrap.expect("a bootstrap address"));
         let topics = Topics::with_prefix(&format!("t{}.", uuid_like()));
+        Self::with_topics(bootstrap.expect("a bootstrap address"), broker, topics, partitions).await
+    }
+
+    /// With topics of these names (created unless they exist).
+    pub async fn with_topics(
+        bootstrap: String,
+        broker: Option<EmbeddedBroker>,
+        topics: Topics,
+        partitions: i32,
+    ) -> Harness {
+        let kafka = KafkaOptions::new(bootstrap);
         ensure_topics(&kafka.admin(), &topics.specs(partitions, 1)).await.expect("topics");
         let producer = kafka.producer("test").create().expect("producer");
         Harness { broker, kafka, topics, partitions, codec: Codec::new(), producer, sent: Default::default() }
@@ -228,6 +238,25 @@ pub fn transfer(tenant: &str, id: &str, from: &str, to: &str, amount: Amount) ->
             },
         },
     )
+}
+
+pub fn account(s: &str) -> AccountId {
+    AccountId::parse(s).unwrap()
+}
+
+pub fn usd() -> Asset {
+    Asset::parse("USD/2").unwrap()
+}
+
+pub fn posted(state: &State, tenant: &str, who: &str) -> Amount {
+    let tenant = TenantId::parse(tenant).unwrap();
+    let Some(ledger) = state.ledger(&tenant, &ledger("main")) else { return 0 };
+    ledger.accounts.get(&account(who)).and_then(|a| a.balances.get(&usd())).map_or(0, |b| b.posted)
+}
+
+/// The state of every partition merged (tests use one tenant per partition key, so no overlap).
+pub fn balance(log: &Log, tenant: &str, who: &str) -> Amount {
+    log.partitions.iter().map(|p| posted(&p.replica.state, tenant, who)).sum()
 }
 
 /// Logs to the test's output (shown for failing tests); `RUST_LOG` filters.

@@ -1,0 +1,322 @@
+//! End-to-end benchmark of the command pipeline on the in-process broker. Prints figures; asserts
+//! nothing.
+//!
+//! `cargo bench -p tally-ingest --bench pipeline`
+//!
+//! 1. Throughput: `N` transfer commands produced to `commands` (pipelined), until their `N`
+//!    answers are read back from `events`, through the processor. Baseline in the same run: `N`
+//!    records of the same size produced to a plain topic and consumed back, same clients, same
+//!    broker. Each measurement uses fresh topics; rounds alternate and the median is reported.
+//! 2. HTTP: the front door served over TCP; the highest rate of requests answered with 201 by a
+//!    closed loop of many clients, then an open loop at half that rate. Latency is measured from
+//!    each request's scheduled start (so a stall counts against every request it delays) to its
+//!    answer. Run twice: with the default `fetch.wait.max.ms` and with 5 ms, because the
+//!    in-process broker polls for new records during a fetch's wait instead of being woken.
+//!
+//! Knobs (environment): `TALLY_BENCH_COMMANDS` (default 50000), `TALLY_BENCH_ROUNDS` (3),
+//! `TALLY_BENCH_PARTITIONS` (2), `TALLY_BENCH_HTTP_SECONDS` (10), `TALLY_BENCH_HTTP_CLIENTS` (64).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::FutureRecord;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use support::*;
+use tally_codec::Codec;
+use tally_core::Command;
+use tally_core::log::LogRecord;
+use tally_ingest::http::{Front, HttpConfig};
+use tally_ingest::outcomes::{Outcomes, watch};
+use tally_ingest::processor::Processor;
+use tally_kafka::config::KafkaOptions;
+use tally_kafka::topics::{TopicSpec, ensure_topics};
+use tally_kafka::{BrokerStorage, EmbeddedBroker};
+use tokio_util::sync::CancellationToken;
+
+const TENANTS: usize = 8;
+
+fn knob(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() {
+    // Criterion-style arguments (`--bench`) are accepted and ignored.
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(run());
+}
+
+async fn run() {
+    init_logs();
+    let n = knob("TALLY_BENCH_COMMANDS", 50_000) as usize;
+    let rounds = knob("TALLY_BENCH_ROUNDS", 3) as usize;
+    let partitions = knob("TALLY_BENCH_PARTITIONS", 2) as i32;
+    let broker = EmbeddedBroker::start(BrokerStorage::Memory, 0).await.expect("broker starts");
+    let bootstrap = broker.bootstrap_servers();
+    println!("pipeline benchmark: {n} commands per round, {rounds} rounds, {partitions} partitions");
+
+    let (mut pipeline, mut raw) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let h = Harness::on(Some(bootstrap.clone()), None, partitions).await;
+        let commands = transfers(&format!("r{round}-"), n);
+        let size = commands.iter().map(|c| h.codec.encode_command(c).len()).sum::<usize>() / n;
+        let raw_rate =
+            raw_produce_consume(&h.kafka, &format!("{}raw", h.topics.commands), partitions, n, size).await;
+        let pipeline_rate = through_processor(&h, &commands).await;
+        println!(
+            "round {round}: processor {pipeline_rate:>9.0} commands/s | raw rdkafka {raw_rate:>9.0} records/s ({size} B) | ratio {:.2}",
+            pipeline_rate / raw_rate
+        );
+        pipeline.push(pipeline_rate);
+        raw.push(raw_rate);
+    }
+    let (p, r) = (median(&mut pipeline), median(&mut raw));
+    println!("median: processor {p:.0} commands/s, raw {r:.0} records/s, ratio {:.2} (goal >= 0.5)", p / r);
+
+    for fetch_wait_ms in [tally_kafka::config::DEFAULT_FETCH_WAIT_MS, 5] {
+        let mut h = Harness::on(Some(bootstrap.clone()), None, partitions).await;
+        h.kafka.fetch_wait_ms = fetch_wait_ms;
+        println!("http, consumers' fetch.wait.max.ms = {fetch_wait_ms}:");
+        http_latency(&h).await;
+    }
+    drop(broker);
+}
+
+/// Transfers from `world` to 1,000 accounts per tenant, spread over the tenants (and so over
+/// partitions); ids start with `prefix`.
+fn transfers(prefix: &str, n: usize) -> Vec<Command> {
+    (0..n)
+        .map(|i| {
+            let tenant = format!("tenant{}", i % TENANTS);
+            let to = format!("acct{}", i % 1000);
+            transfer(&tenant, &format!("{prefix}{i}"), "world", &to, 1)
+        })
+        .collect()
+}
+
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// Commands per second from the first produce to the last answer read from `events`.
+async fn through_processor(h: &Harness, commands: &[Command]) -> f64 {
+    let processor = Processor::start(h.processor("bench")).unwrap();
+    // Warm up: the group forms, every partition is restored and answers.
+    let setup: Vec<Command> = (0..TENANTS).map(|t| define_usd(&format!("tenant{t}"), "usd")).collect();
+    h.send(&setup).await;
+    h.settled(Duration::from_secs(60)).await;
+
+    let payloads: Vec<(String, Vec<u8>)> =
+        commands.iter().map(|c| (c.kafka_key(), h.codec.encode_command(c))).collect();
+    let codec = Codec::new();
+    let answers = follow(&h.kafka, &h.topics.events, h.partitions, commands.len(), move |payload| {
+        matches!(codec.decode_log_record(payload), Ok(LogRecord::Event { event, .. })
+            if event.command_id.as_str().starts_with('r'))
+    });
+    let started = Instant::now();
+    produce_all(h, &h.topics.commands, &payloads).await;
+    let finished = answers.await.unwrap();
+    processor.stop().await;
+    commands.len() as f64 / (finished - started).as_secs_f64()
+}
+
+/// Records per second for `n` records of `size` bytes produced to a fresh topic and consumed back.
+async fn raw_produce_consume(
+    kafka: &KafkaOptions,
+    topic: &str,
+    partitions: i32,
+    n: usize,
+    size: usize,
+) -> f64 {
+    let spec = TopicSpec { name: topic.to_owned(), partitions, replication: 1 };
+    ensure_topics(&kafka.admin(), &[spec]).await.unwrap();
+    let payloads: Vec<(String, Vec<u8>)> =
+        (0..n).map(|i| (format!("tenant{}/main", i % TENANTS), vec![b'x'; size])).collect();
+    let consumed = follow(kafka, topic, partitions, n, |_| true);
+    let producer = kafka.producer("bench-raw").create().unwrap();
+    let started = Instant::now();
+    send_pipelined(&producer, topic, &payloads).await;
+    let finished = consumed.await.unwrap();
+    n as f64 / (finished - started).as_secs_f64()
+}
+
+async fn produce_all(h: &Harness, topic: &str, payloads: &[(String, Vec<u8>)]) {
+    let producer = h.kafka.producer("bench").create().unwrap();
+    send_pipelined(&producer, topic, payloads).await;
+}
+
+async fn send_pipelined(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    payloads: &[(String, Vec<u8>)],
+) {
+    let mut deliveries = Vec::with_capacity(payloads.len());
+    for (key, payload) in payloads {
+        loop {
+            match producer.send_result(FutureRecord::to(topic).key(key).payload(payload)) {
+                Ok(d) => break deliveries.push(d),
+                Err((rdkafka::error::KafkaError::MessageProduction(_), _)) => {
+                    tokio::time::sleep(Duration::from_millis(1)).await
+                }
+                Err((e, _)) => panic!("produce: {e}"),
+            }
+        }
+    }
+    for d in deliveries {
+        d.await.unwrap().map_err(|(e, _)| e).expect("produced");
+    }
+}
+
+/// Reads every partition of `topic` from the start on a thread; resolves to the instant the
+/// `expected`-th record that `counts` was read.
+fn follow(
+    kafka: &KafkaOptions,
+    topic: &str,
+    partitions: i32,
+    expected: usize,
+    counts: impl Fn(&[u8]) -> bool + Send + 'static,
+) -> tokio::task::JoinHandle<Instant> {
+    let consumer: BaseConsumer = kafka.reader("bench-follow").create().unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    tokio::task::spawn_blocking(move || {
+        let mut seen = 0;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            assert!(Instant::now() < deadline, "only {seen} of {expected} records in 600 s");
+            if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+                let message = message.expect("consume");
+                if counts(message.payload().unwrap_or_default()) {
+                    seen += 1;
+                    if seen == expected {
+                        return Instant::now();
+                    }
+                }
+            }
+        }
+    })
+}
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// The front door over TCP: its highest answered rate, then latency at half that rate.
+async fn http_latency(h: &Harness) {
+    let seconds = knob("TALLY_BENCH_HTTP_SECONDS", 10);
+    let clients = knob("TALLY_BENCH_HTTP_CLIENTS", 64);
+    let processor = Processor::start(h.processor("bench-http")).unwrap();
+    let outcomes = Outcomes::new(1_000_000);
+    let stop = CancellationToken::new();
+    let watcher =
+        watch(h.kafka.clone(), h.topics.events.clone(), h.partitions, outcomes.clone(), stop.clone());
+    let producer = h.kafka.producer("bench-http").create().unwrap();
+    let config = HttpConfig { wait: Duration::from_secs(30), ..HttpConfig::default() };
+    let app = Front::new(producer, h.topics.commands.clone(), outcomes, config).router();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+
+    let next = Arc::new(AtomicU64::new(0));
+    for t in 0..TENANTS {
+        let (status, _) = post(
+            &client,
+            &base,
+            &format!("tenant{t}"),
+            "/v1/ledgers/main/assets",
+            r#"{"asset":"USD/2"}"#.into(),
+        )
+        .await;
+        assert!(status == 201 || status == 200, "asset: {status}");
+    }
+
+    // Closed loop: the highest rate.
+    let until = Instant::now() + Duration::from_secs(seconds / 2);
+    let workers: Vec<_> = (0..clients)
+        .map(|_| {
+            let (client, base, next) = (client.clone(), base.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut answered = 0u64;
+                while Instant::now() < until {
+                    let (status, _) = pay(&client, &base, next.fetch_add(1, Ordering::Relaxed)).await;
+                    assert_eq!(status, 201);
+                    answered += 1;
+                }
+                answered
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let mut answered = 0;
+    for w in workers {
+        answered += w.await.unwrap();
+    }
+    let max_rate = answered as f64 / started.elapsed().as_secs_f64();
+    println!("  highest answered rate {max_rate:.0} requests/s ({clients} clients in a closed loop)");
+
+    // Open loop at half the highest rate.
+    let rate = max_rate / 2.0;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let total = (rate * seconds as f64) as u64;
+    let start = tokio::time::Instant::now();
+    let mut requests = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let scheduled = start + interval * i as u32;
+        tokio::time::sleep_until(scheduled).await;
+        let (client, base, next) = (client.clone(), base.clone(), next.clone());
+        requests.push(tokio::spawn(async move {
+            let (status, _) = pay(&client, &base, next.fetch_add(1, Ordering::Relaxed)).await;
+            assert_eq!(status, 201);
+            scheduled.elapsed()
+        }));
+    }
+    let mut latencies = Vec::with_capacity(requests.len());
+    for r in requests {
+        latencies.push(r.await.unwrap());
+    }
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    println!(
+        "  at {rate:.0} requests/s for {seconds} s ({} requests): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (goal p99 <= 20 ms)",
+        latencies.len(),
+        at(0.50).as_secs_f64() * 1e3,
+        at(0.99).as_secs_f64() * 1e3,
+        latencies.last().unwrap().as_secs_f64() * 1e3,
+    );
+
+    server.abort();
+    stop.cancel();
+    processor.stop().await;
+    let _ = tokio::task::spawn_blocking(move || watcher.join()).await;
+}
+
+async fn pay(client: &HttpClient, base: &str, i: u64) -> (u16, Bytes) {
+    let tenant = format!("tenant{}", i as usize % TENANTS);
+    let body = format!(
+        r#"{{"tx_id":"h{i}","postings":[{{"source":"world","destination":"acct{}","asset":"USD/2","amount":1}}]}}"#,
+        i % 1000
+    );
+    post(client, base, &tenant, "/v1/ledgers/main/transactions", body).await
+}
+
+async fn post(client: &HttpClient, base: &str, tenant: &str, path: &str, body: String) -> (u16, Bytes) {
+    let request = hyper::Request::post(format!("{base}{path}"))
+        .header("content-type", "application/json")
+        .header("tally-tenant", tenant)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let response = client.request(request).await.expect("http request");
+    let status = response.status().as_u16();
+    (status, response.into_body().collect().await.unwrap().to_bytes())
+}
