@@ -1,6 +1,8 @@
 //! The embedded schemas: the current version of each, and every committed earlier version.
 
 use apache_avro::Schema;
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::writer::datum::GenericDatumWriter;
 use std::fmt;
 
 /// Which record family a schema describes.
@@ -126,14 +128,48 @@ pub fn crc64_avro(bytes: &[u8]) -> u64 {
 /// One schema a record may have been written with, and the names of its `body` union
 /// branches in that schema's order.
 pub(crate) struct Writer {
-    pub schema: Schema,
+    /// The schema with its datum reader and writer, built once: building them resolves every
+    /// name in the schema, which cost more than the decoding itself when done per record.
+    datum: Datum,
     pub body_kinds: Vec<String>,
 }
 
+/// A datum reader and writer borrow the schema they were built for.
+struct Codecs<'s> {
+    reader: GenericDatumReader<'s>,
+    writer: GenericDatumWriter<'s>,
+}
+
+self_cell::self_cell!(
+    struct Datum {
+        owner: Schema,
+        #[covariant]
+        dependent: Codecs,
+    }
+);
+
 impl Writer {
-    pub fn new(schema: Schema) -> Self {
+    pub fn new(schema: Schema) -> Result<Self, apache_avro::Error> {
         let body_kinds = union_names(&schema, "body");
-        Writer { schema, body_kinds }
+        let datum = Datum::try_new(schema, |schema| {
+            Ok::<_, apache_avro::Error>(Codecs {
+                reader: GenericDatumReader::builder(schema).build()?,
+                writer: GenericDatumWriter::builder(schema).build()?,
+            })
+        })?;
+        Ok(Writer { datum, body_kinds })
+    }
+
+    pub fn schema(&self) -> &Schema {
+        self.datum.borrow_owner()
+    }
+
+    pub fn reader(&self) -> &GenericDatumReader<'_> {
+        &self.datum.borrow_dependent().reader
+    }
+
+    pub fn writer(&self) -> &GenericDatumWriter<'_> {
+        &self.datum.borrow_dependent().writer
     }
 }
 
@@ -150,12 +186,13 @@ impl Family {
         // The embedded schemas are part of the binary and tested; failing here is a build defect.
         let current = Schema::parse_str(source(kind)).expect("embedded schema parses");
         let current_fingerprint = fingerprint(&current);
-        let mut writers = vec![(current_fingerprint, Writer::new(current))];
+        let mut writers =
+            vec![(current_fingerprint, Writer::new(current).expect("embedded schema resolves"))];
         for v in history(kind) {
             let s = Schema::parse_str(v.json).expect("embedded history schema parses");
             let fp = fingerprint(&s);
             if !writers.iter().any(|(f, _)| *f == fp) {
-                writers.push((fp, Writer::new(s)));
+                writers.push((fp, Writer::new(s).expect("embedded history schema resolves")));
             }
         }
         Family { kind, current_fingerprint, writers }

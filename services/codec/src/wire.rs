@@ -5,9 +5,7 @@ use crate::schemas::{Family, Kind, Writer};
 use crate::values::*;
 use crate::{ALLOCATION_MAX, CodecError, RECORD_LEN_MAX};
 use apache_avro::Schema;
-use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
-use apache_avro::writer::datum::GenericDatumWriter;
 use std::collections::HashMap;
 use tally_core::log::LogRecord;
 use tally_core::*;
@@ -51,7 +49,7 @@ impl Codec {
         let writer = Schema::parse_str(writer_schema_json)?;
         apache_avro::schema_compatibility::SchemaCompatibility::can_read(
             &writer,
-            &self.family(kind).current().schema,
+            self.family(kind).current().schema(),
         )
         .map_err(|e| {
             CodecError::Avro(format!(
@@ -61,7 +59,7 @@ impl Codec {
         if !matches!(&writer, Schema::Record(r) if r.fields.iter().any(|f| f.name == "body")) {
             return Err(CodecError::Avro(format!("schema id {schema_id} has no body union")));
         }
-        self.confluent.insert(schema_id, (kind, Writer::new(writer)));
+        self.confluent.insert(schema_id, (kind, Writer::new(writer)?));
         Ok(())
     }
 
@@ -131,9 +129,10 @@ impl Codec {
         let mut out = framing::single_object_header(family.current_fingerprint).to_vec();
         // The value is built from validated domain types by this module: a mismatch with the
         // embedded schema is a programming error that the round-trip tests catch.
-        GenericDatumWriter::builder(&family.current().schema)
-            .build()
-            .and_then(|w| w.write_value(&mut out, value))
+        family
+            .current()
+            .writer()
+            .write_value(&mut out, value)
             .unwrap_or_else(|e| panic!("{} value does not match its schema: {e}", family.kind));
         out
     }
@@ -163,7 +162,7 @@ impl Codec {
             },
         };
         let mut input = EofGuard { rest: datum, hit_end: false };
-        let value = GenericDatumReader::builder(&writer.schema).build()?.read_value(&mut input);
+        let value = writer.reader().read_value(&mut input);
         // apache-avro reads a union index cut off by the end of the input as branch 0 (null):
         // a record truncated before a trailing optional field would decode "successfully".
         if input.hit_end {

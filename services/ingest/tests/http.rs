@@ -193,7 +193,7 @@ async fn every_write_endpoint_answers_with_its_outcome() {
         answered.body["results"].as_array().unwrap().iter().map(|r| r["status"].as_u64().unwrap()).collect();
     assert_eq!(statuses, [201, 422, 201], "posted, insufficient funds, t1's first answer: {}", answered.body);
     assert_eq!(answered.body["results"][2]["outcome"]["position"].as_str(), pay.position.as_deref());
-    let too_many = format!(r#"{{"transactions":[{}]}}"#, vec![r#"{"tx_id":"x","postings":[]}"#; 4].join(","));
+    let too_many = format!(r#"{{"transactions":[{}]}}"#, [r#"{"tx_id":"x","postings":[]}"#; 4].join(","));
     let refused = request(&app, "POST", "/v1/ledgers/main/transactions/batch", ACME, &too_many).await;
     assert_eq!(refused.status, StatusCode::BAD_REQUEST);
     let empty = post("/v1/ledgers/main/transactions/batch", r#"{"transactions":[]}"#).await;
