@@ -61,7 +61,7 @@ pub enum Verdict {
 }
 
 /// The position of a reader in one events partition.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LogReader {
     epoch: u64,
     next_command_offset: i64,
@@ -117,7 +117,7 @@ impl LogReader {
 /// The state of one events partition as its readers fold it: the reader's position and the
 /// state of every stream in the partition. The processor restores one of these before it
 /// writes; projections and tests fold the same way.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Replica {
     pub reader: LogReader,
     pub state: crate::State,

@@ -1,6 +1,7 @@
 //! The in-memory state a processor validates against: the fold of a partition's events.
 
 use crate::{AccountId, Amount, Asset, DocKey, DocType, LedgerId, Posting, Reason, StreamId, TenantId, TxId};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
 /// The state's hash maps: foldhash is several times faster than SipHash on short keys and
@@ -8,19 +9,19 @@ use std::collections::{BTreeMap, HashMap};
 pub(crate) type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Everything one partition knows. Built only by `apply`; compared whole by the tests.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     pub(crate) tenants: Map<TenantId, TenantState>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct TenantState {
     pub(crate) ledgers: Map<LedgerId, Ledger>,
     pub(crate) documents: Map<(DocType, DocKey), Document>,
 }
 
 /// One ledger: its assets, accounts and every transaction id it has seen.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ledger {
     /// Version of the ledger's stream: the number of events it has.
     pub stream_version: u64,
@@ -30,14 +31,14 @@ pub struct Ledger {
     pub transactions: Map<TxId, TxRecord>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AccountStatus {
     Open,
     Closed,
 }
 
 /// An account's limits, metadata and balances per asset.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
     pub status: AccountStatus,
     /// Minimum available balance per asset; absent means 0, `None` means unbounded.
@@ -47,7 +48,7 @@ pub struct Account {
 }
 
 /// Balances of one account in one asset, in minor units.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Balance {
     /// Sum of posted credits minus posted debits.
     pub posted: Amount,
@@ -65,7 +66,7 @@ impl Balance {
 }
 
 /// How a transaction ended up, or where it stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxStatus {
     Pending,
     Posted,
@@ -73,7 +74,7 @@ pub enum TxStatus {
 }
 
 /// Why a transaction is FAILED.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Failure {
     Rejected(Reason),
     Voided,
@@ -81,7 +82,7 @@ pub enum Failure {
 }
 
 /// What the processor remembers of a transaction id (forever: ids are unique forever).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TxRecord {
     /// Fingerprint of the request that first used the id: same request = a retry.
     pub fingerprint: u128,
@@ -93,7 +94,7 @@ pub struct TxRecord {
 }
 
 /// A state document; `value: None` is a tombstone that keeps the version counting.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Document {
     pub stream_version: u64,
     pub version: u64,

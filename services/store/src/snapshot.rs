@@ -1,0 +1,152 @@
+//! Snapshots: a partition's [`Replica`] (reader position and state) as of one offset of its
+//! events partition.
+//!
+//! A snapshot is only ever a shortcut: restoring from it and reading the log after it must give
+//! what reading the whole log gives. So a snapshot is written only of a state known to equal the
+//! log's fold up to `covers`, carries a format version and a checksum, and one that fails any
+//! check is skipped with a warning (the next older one is tried, then the full log).
+//!
+//! Layout (little-endian): magic `TALLYSNP`, format version (u16), `covers` (i64), payload length
+//! (u64), xxh3-128 of everything before it and of the payload (u128), payload (postcard of the
+//! replica).
+
+use crate::StoreError;
+use tally_core::log::Replica;
+
+const MAGIC: &[u8; 8] = b"TALLYSNP";
+/// Bumped whenever the payload's shape changes; older formats are skipped, never misread.
+pub const FORMAT_VERSION: u16 = 1;
+const HEADER_LEN: usize = 8 + 2 + 8 + 8 + 16;
+
+/// The state of one partition after folding its events log up to and including `covers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub covers: i64,
+    pub replica: Replica,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SnapshotError {
+    #[error("shorter than a snapshot header ({0} bytes)")]
+    Truncated(usize),
+    #[error("not a snapshot (bad magic)")]
+    Magic,
+    #[error("snapshot format {0}, this build reads {FORMAT_VERSION}")]
+    Version(u16),
+    #[error("payload is {actual} bytes, the header says {expected}")]
+    Length { expected: u64, actual: usize },
+    #[error("checksum mismatch")]
+    Checksum,
+    #[error("payload: {0}")]
+    Payload(String),
+    #[error("stored under offset {key} but covers {covers}")]
+    Misfiled { key: i64, covers: i64 },
+}
+
+impl Snapshot {
+    pub fn encode(&self) -> Vec<u8> {
+        // Serialising plain data into a Vec cannot fail.
+        let payload = postcard::to_stdvec(&self.replica).expect("a replica serialises");
+        let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&self.covers.to_le_bytes());
+        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        let checksum = checksum(&out, &payload);
+        out.extend_from_slice(&checksum.to_le_bytes());
+        out.extend_from_slice(&payload);
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
+        if bytes.len() < HEADER_LEN {
+            return Err(SnapshotError::Truncated(bytes.len()));
+        }
+        let (header, rest) = bytes.split_at(HEADER_LEN - 16);
+        let (sum, payload) = rest.split_at(16);
+        if &header[..8] != MAGIC {
+            return Err(SnapshotError::Magic);
+        }
+        let version = u16::from_le_bytes(header[8..10].try_into().expect("2 bytes"));
+        if version != FORMAT_VERSION {
+            return Err(SnapshotError::Version(version));
+        }
+        let covers = i64::from_le_bytes(header[10..18].try_into().expect("8 bytes"));
+        let expected = u64::from_le_bytes(header[18..26].try_into().expect("8 bytes"));
+        if expected != payload.len() as u64 {
+            return Err(SnapshotError::Length { expected, actual: payload.len() });
+        }
+        if u128::from_le_bytes(sum.try_into().expect("16 bytes")) != checksum(header, payload) {
+            return Err(SnapshotError::Checksum);
+        }
+        let replica = postcard::from_bytes(payload).map_err(|e| SnapshotError::Payload(e.to_string()))?;
+        Ok(Snapshot { covers, replica })
+    }
+}
+
+fn checksum(header: &[u8], payload: &[u8]) -> u128 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(header);
+    hasher.update(payload);
+    hasher.digest128()
+}
+
+/// Where snapshots are kept. `log` names the events topic, so deployments sharing a store
+/// never see each other's snapshots.
+pub trait SnapshotStore: Send + Sync {
+    /// Stores an encoded snapshot covering `covers`, and forgets all but the newest `keep` of
+    /// the partition's.
+    fn put(
+        &self,
+        log: &str,
+        partition: i32,
+        covers: i64,
+        bytes: &[u8],
+        keep: usize,
+    ) -> Result<(), StoreError>;
+
+    /// The partition's stored snapshots, newest first, at most `limit`, as stored (unchecked).
+    fn newest_first(
+        &self,
+        log: &str,
+        partition: i32,
+        limit: usize,
+    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError>;
+}
+
+/// How many snapshots per partition are kept: a corrupt newest one still leaves older ones.
+pub const KEEP: usize = 3;
+
+/// Saves `snapshot` for `log`/`partition`.
+pub fn save(
+    store: &dyn SnapshotStore,
+    log: &str,
+    partition: i32,
+    snapshot: &Snapshot,
+) -> Result<(), StoreError> {
+    store.put(log, partition, snapshot.covers, &snapshot.encode(), KEEP)
+}
+
+/// The newest snapshot of the partition that passes every check; each one that does not is
+/// skipped with a warning. `None`: restore from the start of the log.
+pub fn newest_valid(
+    store: &dyn SnapshotStore,
+    log: &str,
+    partition: i32,
+) -> Result<Option<Snapshot>, StoreError> {
+    for (key, bytes) in store.newest_first(log, partition, KEEP * 2)? {
+        match Snapshot::decode(&bytes).and_then(|s| filed_under(s, key)) {
+            Ok(snapshot) => return Ok(Some(snapshot)),
+            Err(e) => tracing::warn!(log, partition, covers = key, "skipping an unusable snapshot: {e}"),
+        }
+    }
+    Ok(None)
+}
+
+fn filed_under(snapshot: Snapshot, key: i64) -> Result<Snapshot, SnapshotError> {
+    if snapshot.covers == key {
+        Ok(snapshot)
+    } else {
+        Err(SnapshotError::Misfiled { key, covers: snapshot.covers })
+    }
+}
