@@ -1,5 +1,7 @@
 //! The processor as a process: killed with SIGKILL mid-batch and restarted, nothing is lost,
-//! nothing is applied twice, and what the log said before the kill still holds after.
+//! nothing is applied twice, and what the log said before the kill still holds after. The
+//! processes keep snapshots in one data directory, so restarts restore from snapshots a killed
+//! process wrote (possibly while it was being killed).
 
 #[path = "../services/ingest/tests/support/mod.rs"]
 mod support;
@@ -20,6 +22,8 @@ struct Ingest {
     child: Child,
     /// Batches it has started to answer so far (from its trace lines).
     batches: Arc<AtomicUsize>,
+    /// Partitions it restored from a snapshot.
+    from_snapshots: Arc<AtomicUsize>,
 }
 
 impl Drop for Ingest {
@@ -29,30 +33,34 @@ impl Drop for Ingest {
     }
 }
 
-fn ingest(h: &Harness) -> Ingest {
+fn ingest(h: &Harness, data_dir: &std::path::Path) -> Ingest {
     let mut child = Command::new(TALLY)
         .args(["ingest", "--kafka", &h.kafka.bootstrap_servers])
         .args(["--topic-prefix", h.topics.commands.trim_end_matches("commands")])
         .args(["--partitions", &h.partitions.to_string(), "--batch-max", "50"])
         .args(["--processor-group", &format!("{}group", h.topics.commands)])
+        .args(["--snapshot-every", "100", "--data-dir", data_dir.to_str().unwrap()])
         .env("RUST_LOG", "warn,tally_ingest::processor::partition=trace")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("tally ingest starts");
-    let batches = Arc::new(AtomicUsize::new(0));
+    let (batches, from_snapshots) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let stderr = BufReader::new(child.stderr.take().unwrap());
-    let counter = batches.clone();
+    let (counter, restores) = (batches.clone(), from_snapshots.clone());
     std::thread::spawn(move || {
         for line in stderr.lines().map_while(Result::ok) {
             if line.contains("answering a batch") {
                 counter.fetch_add(1, Ordering::SeqCst);
-            } else {
-                eprintln!("[ingest] {line}");
+                continue;
             }
+            if line.contains(" restored ") && line.contains("snapshot=Some") {
+                restores.fetch_add(1, Ordering::SeqCst);
+            }
+            eprintln!("[ingest] {line}");
         }
     });
-    Ingest { child, batches }
+    Ingest { child, batches, from_snapshots }
 }
 
 impl Ingest {
@@ -90,20 +98,25 @@ async fn a_processor_killed_mid_batch_loses_nothing_and_applies_nothing_twice() 
     wave(0, 3000).await;
     let second_wave = tokio::spawn(wave(3000, per_tenant));
 
-    let mut processor = ingest(&h);
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut processor = ingest(&h, data_dir.path());
     let mut before_kills = Vec::new();
+    let mut from_snapshots = 0;
     for kill in 1..=3 {
         // Kill the process right after it starts a batch (it logs, then produces the answers):
         // mid-batch, with answers in flight.
         processor.wait_batches(10 * kill).await;
+        from_snapshots += processor.from_snapshots.load(Ordering::SeqCst);
         drop(processor); // SIGKILL
         // Everything the log says now is final for that process: it must still hold at the end.
         before_kills.push(h.log().await.outcomes());
-        processor = ingest(&h);
+        processor = ingest(&h, data_dir.path());
     }
     second_wave.await.unwrap();
     let log = h.settled(Duration::from_secs(180)).await;
+    from_snapshots += processor.from_snapshots.load(Ordering::SeqCst);
     drop(processor);
+    assert!(from_snapshots > 0, "restarted processes restored from the killed ones' snapshots");
     let answered: Vec<usize> = before_kills.iter().map(|o| o.len()).collect();
     println!("answered at each kill: {answered:?} of {}", tenants.len() * (per_tenant + 1));
     assert!(answered.windows(2).all(|w| w[0] < w[1]), "each process made progress before its kill");

@@ -12,6 +12,12 @@ pub struct EmbeddedStore {
     db: Database,
 }
 
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EmbeddedStore")
+    }
+}
+
 impl EmbeddedStore {
     /// Opens (or creates) the store in the file `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {

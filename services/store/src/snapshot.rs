@@ -93,7 +93,7 @@ fn checksum(header: &[u8], payload: &[u8]) -> u128 {
 
 /// Where snapshots are kept. `log` names the events topic, so deployments sharing a store
 /// never see each other's snapshots.
-pub trait SnapshotStore: Send + Sync {
+pub trait SnapshotStore: Send + Sync + std::fmt::Debug {
     /// Stores an encoded snapshot covering `covers`, and forgets all but the newest `keep` of
     /// the partition's.
     fn put(

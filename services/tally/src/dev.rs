@@ -9,7 +9,7 @@ use tally_kafka::{BrokerStorage, EmbeddedBroker};
 
 #[derive(clap::Args, Debug)]
 pub struct DevOptions {
-    /// Keep the broker's log (and later the store) here, so they survive a restart.
+    /// Keep the broker's log and the store (snapshots) here, so they survive a restart.
     /// Without it everything is in memory and lost on exit.
     #[arg(long, env = "TALLY_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -39,7 +39,10 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         }
     };
     let kafka = KafkaOptions::new(&bootstrap);
-    serve(&kafka, &opts.service, |topics| print_banner(&opts, &bootstrap, topics, broker.is_some())).await?;
+    serve(&kafka, &opts.service, opts.data_dir.as_deref(), |topics| {
+        print_banner(&opts, &bootstrap, topics, broker.is_some())
+    })
+    .await?;
     drop(broker);
     Ok(())
 }

@@ -2,12 +2,15 @@
 //! door.
 
 use anyhow::Context;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use tally_ingest::http::{Front, HttpConfig};
 use tally_ingest::outcomes::{Outcomes, watch};
 use tally_ingest::processor::{Processor, ProcessorConfig};
 use tally_kafka::config::KafkaOptions;
 use tally_kafka::topics::{Topics, ensure_topics};
+use tally_store::EmbeddedStore;
 use tokio_util::sync::CancellationToken;
 
 /// Where the topics are and how they are laid out; shared by `tally dev` and `tally ingest`.
@@ -37,6 +40,13 @@ pub struct ProcessorOptions {
     /// How often (milliseconds) each partition looks for pending transactions past their timeout.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..=60_000), env = "TALLY_EXPIRY_INTERVAL_MS")]
     pub expiry_interval_ms: u64,
+    /// A partition snapshots its state (to restore from later) after this many log records;
+    /// 0 never snapshots.
+    #[arg(long, default_value_t = 10_000, env = "TALLY_SNAPSHOT_EVERY")]
+    pub snapshot_every: u64,
+    /// ... or after this many milliseconds, whichever comes first.
+    #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(100..=86_400_000), env = "TALLY_SNAPSHOT_INTERVAL_MS")]
+    pub snapshot_interval_ms: u64,
 }
 
 /// The HTTP front door.
@@ -101,6 +111,9 @@ pub struct IngestOptions {
     /// Kafka bootstrap servers.
     #[arg(long, env = "TALLY_KAFKA")]
     kafka: String,
+    /// Keep the embedded store (snapshots) in `DIR/store/tally.redb`; without it, in memory.
+    #[arg(long, env = "TALLY_DATA_DIR")]
+    data_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
     service: ServiceOptions,
 }
@@ -110,6 +123,7 @@ pub async fn start_processor(
     kafka: &KafkaOptions,
     topics: &TopicOptions,
     options: &ProcessorOptions,
+    data_dir: Option<&Path>,
 ) -> anyhow::Result<(Topics, Processor)> {
     let names = Topics::with_prefix(&topics.topic_prefix);
     ensure_topics(&kafka.admin(), &names.specs(topics.partitions, topics.replication))
@@ -119,8 +133,24 @@ pub async fn start_processor(
     config.group_id = options.processor_group.clone();
     config.batch_max = options.batch_max as usize;
     config.expiry_interval = Duration::from_millis(options.expiry_interval_ms);
+    if options.snapshot_every > 0 {
+        config.snapshots = Some(Arc::new(open_store(data_dir)?));
+        config.snapshot_every = options.snapshot_every;
+        config.snapshot_interval = Duration::from_millis(options.snapshot_interval_ms);
+    }
     let processor = Processor::start(config).context("starting the processor")?;
     Ok((names, processor))
+}
+
+/// The embedded store under `data_dir`, or in memory.
+fn open_store(data_dir: Option<&Path>) -> anyhow::Result<EmbeddedStore> {
+    match data_dir {
+        Some(dir) => {
+            let path = dir.join("store").join("tally.redb");
+            EmbeddedStore::open(&path).with_context(|| format!("opening the store {}", path.display()))
+        }
+        None => EmbeddedStore::in_memory().context("creating the in-memory store"),
+    }
 }
 
 /// Runs the processor and the HTTP front door until Ctrl-C or SIGTERM; `ready` is told the
@@ -128,10 +158,11 @@ pub async fn start_processor(
 pub async fn serve(
     kafka: &KafkaOptions,
     opts: &ServiceOptions,
+    data_dir: Option<&Path>,
     ready: impl FnOnce(&Topics),
 ) -> anyhow::Result<()> {
     let kafka = &KafkaOptions { fetch_wait_ms: opts.kafka_fetch_wait_ms, ..kafka.clone() };
-    let (topics, processor) = start_processor(kafka, &opts.topics, &opts.processor).await?;
+    let (topics, processor) = start_processor(kafka, &opts.topics, &opts.processor, data_dir).await?;
     let stop = CancellationToken::new();
     let http = start_http(kafka, &topics, opts.topics.partitions, &opts.http, stop.clone()).await?;
     ready(&topics);
@@ -143,7 +174,7 @@ pub async fn serve(
 }
 
 pub async fn run(opts: IngestOptions) -> anyhow::Result<()> {
-    serve(&KafkaOptions::new(&opts.kafka), &opts.service, |topics| {
+    serve(&KafkaOptions::new(&opts.kafka), &opts.service, opts.data_dir.as_deref(), |topics| {
         tracing::info!(commands = %topics.commands, events = %topics.events, "ingest running");
     })
     .await

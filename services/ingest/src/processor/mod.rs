@@ -27,6 +27,7 @@ use tally_codec::Codec;
 use tally_core::log::LogRecord;
 use tally_kafka::config::KafkaOptions;
 use tally_kafka::topics::Topics;
+use tally_store::SnapshotStore;
 use tokio_util::sync::CancellationToken;
 
 pub use restore::LogTail;
@@ -44,6 +45,12 @@ pub struct ProcessorConfig {
     pub batch_max: usize,
     /// How often each partition looks for pending transactions past their timeout.
     pub expiry_interval: Duration,
+    /// Where partitions keep snapshots of their state; `None`: always restore from offset 0.
+    pub snapshots: Option<Arc<dyn SnapshotStore>>,
+    /// A partition snapshots its state after this many log records ...
+    pub snapshot_every: u64,
+    /// ... or after this long, whichever comes first (if it wrote anything since).
+    pub snapshot_interval: Duration,
 }
 
 impl ProcessorConfig {
@@ -55,6 +62,9 @@ impl ProcessorConfig {
             owner: format!("processor-{}", std::process::id()),
             batch_max: 1000,
             expiry_interval: Duration::from_millis(500),
+            snapshots: None,
+            snapshot_every: 10_000,
+            snapshot_interval: Duration::from_secs(60),
         }
     }
 }
@@ -85,6 +95,18 @@ struct Shared {
     /// Replaced when it fails fatally (see [`Shared::renew_failed_producer`]).
     producer: Mutex<FutureProducer>,
     control: std::sync::mpsc::Sender<Control>,
+    restores: Arc<Mutex<Vec<Restored>>>,
+}
+
+/// How a partition was restored when this instance took it over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    pub partition: i32,
+    /// The offset the snapshot it started from covers; `None`: it read the log from the start.
+    pub snapshot: Option<i64>,
+    /// Log records read after the snapshot (or from the start), up to and including its claim.
+    pub records_read: u64,
+    pub epoch: u64,
 }
 
 impl Shared {
@@ -126,9 +148,10 @@ impl Shared {
         }
     }
 
-    /// Appends records in order, pipelined; returns once all are durable.
-    async fn append_all(&self, partition: i32, records: &[LogRecord]) -> Result<(), ProcessorError> {
+    /// Appends records in order, pipelined; returns their offsets once all are durable.
+    async fn append_all(&self, partition: i32, records: &[LogRecord]) -> Result<Vec<i64>, ProcessorError> {
         let producer = self.producer();
+        let mut offsets = Vec::with_capacity(records.len());
         let mut in_flight = std::collections::VecDeque::with_capacity(records.len());
         for record in records {
             let (key, payload) = (log_key(record), self.codec.encode_log_record(record));
@@ -148,7 +171,7 @@ impl Shared {
                         out = back;
                         // The local queue is full: wait for the oldest record, or for a moment.
                         match in_flight.pop_front() {
-                            Some(delivery) => settle(delivery.await)?,
+                            Some(delivery) => offsets.push(settle(delivery.await)?),
                             None => tokio::time::sleep(Duration::from_millis(5)).await,
                         };
                     }
@@ -157,9 +180,9 @@ impl Shared {
             }
         }
         for delivery in in_flight {
-            settle(delivery.await)?;
+            offsets.push(settle(delivery.await)?);
         }
-        Ok(())
+        Ok(offsets)
     }
 
     /// Sends one record and waits until it is durable; returns its offset.
@@ -187,12 +210,12 @@ impl Shared {
     }
 }
 
-/// The outcome of one delivery future (its error type is the producer's channel closing).
+/// The offset of one delivered record (the future's error type is the producer's channel closing).
 fn settle<Closed>(
     delivery: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, Closed>,
-) -> Result<(), ProcessorError> {
+) -> Result<i64, ProcessorError> {
     match delivery {
-        Ok(Ok(_)) => Ok(()),
+        Ok(Ok(delivery)) => Ok(delivery.offset),
         Ok(Err((e, _))) => Err(e.into()),
         Err(_) => Err(ProcessorError::Canceled),
     }
@@ -212,6 +235,7 @@ pub struct Processor {
     stop: CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
     running: Arc<Mutex<BTreeSet<i32>>>,
+    restores: Arc<Mutex<Vec<Restored>>>,
 }
 
 impl Processor {
@@ -220,8 +244,14 @@ impl Processor {
     pub fn start(config: ProcessorConfig) -> Result<Processor, ProcessorError> {
         let producer = Mutex::new(config.kafka.log_writer("processor").create()?);
         let (control_tx, control_rx) = std::sync::mpsc::channel();
-        let shared =
-            Arc::new(Shared { config, codec: Arc::new(Codec::new()), producer, control: control_tx });
+        let restores = Arc::new(Mutex::new(Vec::new()));
+        let shared = Arc::new(Shared {
+            config,
+            codec: Arc::new(Codec::new()),
+            producer,
+            control: control_tx,
+            restores: restores.clone(),
+        });
         let stop = CancellationToken::new();
         let running = Arc::new(Mutex::new(BTreeSet::new()));
         let group = group::Group::join(shared, control_rx, stop.clone(), running.clone())?;
@@ -229,12 +259,17 @@ impl Processor {
             .name("tally-processor-group".into())
             .spawn(move || group.run())
             .map_err(|e| ProcessorError::Restore(format!("starting the group thread: {e}")))?;
-        Ok(Processor { stop, thread: Some(thread), running })
+        Ok(Processor { stop, thread: Some(thread), running, restores })
     }
 
     /// Partitions restored, claimed and being answered by this instance.
     pub fn running_partitions(&self) -> Vec<i32> {
         self.running.lock().expect("not poisoned").iter().copied().collect()
+    }
+
+    /// Every restore this instance did, oldest first.
+    pub fn restores(&self) -> Vec<Restored> {
+        self.restores.lock().expect("not poisoned").clone()
     }
 
     /// Stops taking commands, lets each partition finish its batch, leaves the group.

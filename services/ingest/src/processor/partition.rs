@@ -3,15 +3,16 @@
 
 use super::intake;
 use super::restore::LogTail;
-use super::{Control, ProcessorError, Shared};
+use super::{Control, ProcessorError, Restored, Shared};
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::FutureRecord;
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tally_core::log::{LogRecord, Replica, Verdict};
 use tally_core::{Actor, Command, CommandBody, CommandId, LedgerId, TenantId, TxId, decide};
+use tally_store::snapshot::{self, Snapshot};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -26,10 +27,30 @@ pub(super) async fn own(
     mut intake: mpsc::Receiver<OwnedMessage>,
     cancel: CancellationToken,
 ) -> Result<(), ProcessorError> {
-    let replica = take_over(&shared, partition).await?;
+    let (replica, claim) = match take_over(&shared, partition, true).await {
+        Err(TakeOver::SnapshotAhead { covers, claim }) => {
+            tracing::warn!(
+                partition,
+                covers,
+                claim,
+                "the snapshot covers more than the log holds; ignoring snapshots"
+            );
+            take_over(&shared, partition, false).await
+        }
+        other => other,
+    }
+    .map_err(TakeOver::into_error)?;
     let start = replica.reader.next_command_offset();
     tracing::info!(partition, epoch = replica.reader.epoch(), start, "partition restored and claimed");
-    let mut owner = Owner { shared, partition, replica, expiring: HashSet::new() };
+    let mut owner = Owner {
+        shared,
+        partition,
+        replica,
+        expiring: HashSet::new(),
+        log_end: Some(claim),
+        since_snapshot: 0,
+        last_snapshot: Instant::now(),
+    };
     owner.control(Control::Start { partition, offset: start });
     let mut batch = Vec::with_capacity(owner.shared.config.batch_max);
     let mut expiry = tokio::time::interval(owner.shared.config.expiry_interval);
@@ -49,13 +70,51 @@ pub(super) async fn own(
     }
 }
 
-/// Reads the partition to its end, appends a claim with the next epoch, and reads on to the
-/// claim. The claim wins if it reads as a new epoch there; otherwise another owner claimed the
-/// same epoch first, and this one claims again above it.
-async fn take_over(shared: &Arc<Shared>, partition: i32) -> Result<Replica, ProcessorError> {
+enum TakeOver {
+    Failed(ProcessorError),
+    /// The newest snapshot covers offsets the log does not have (the topic was recreated, or
+    /// the store belongs to another cluster): restore from the log alone.
+    SnapshotAhead {
+        covers: i64,
+        claim: i64,
+    },
+}
+
+impl From<ProcessorError> for TakeOver {
+    fn from(e: ProcessorError) -> Self {
+        TakeOver::Failed(e)
+    }
+}
+
+impl TakeOver {
+    fn into_error(self) -> ProcessorError {
+        match self {
+            TakeOver::Failed(e) => e,
+            TakeOver::SnapshotAhead { covers, claim } => ProcessorError::Restore(format!(
+                "a snapshot covers offset {covers}, beyond the claim at {claim}"
+            )),
+        }
+    }
+}
+
+/// Restores the replica from the newest valid snapshot (if `use_snapshot` and there is a
+/// store), reads the partition on to its end, appends a claim with the next epoch, and reads on
+/// to the claim. The claim wins if it reads as a new epoch there; otherwise another owner
+/// claimed the same epoch first, and this one claims again above it. Returns the replica and
+/// the offset of its winning claim.
+async fn take_over(
+    shared: &Arc<Shared>,
+    partition: i32,
+    use_snapshot: bool,
+) -> Result<(Replica, i64), TakeOver> {
+    let snapshot = if use_snapshot { newest_snapshot(shared, partition).await } else { None };
+    let covers = snapshot.as_ref().map(|s| s.covers);
+    let (mut replica, from) = match snapshot {
+        Some(s) => (s.replica, s.covers + 1),
+        None => (Replica::new(), 0),
+    };
     let (kafka, topic) = (shared.config.kafka.clone(), shared.config.topics.events.clone());
-    let mut tail = blocking(move || LogTail::open(&kafka, &topic, partition)).await?;
-    let mut replica = Replica::new();
+    let mut tail = blocking(move || LogTail::open_at(&kafka, &topic, partition, from)).await?;
     let end = {
         let codec = shared.codec.clone();
         let (t, r, end) = blocking(move || {
@@ -72,6 +131,9 @@ async fn take_over(shared: &Arc<Shared>, partition: i32) -> Result<Replica, Proc
         let claim =
             LogRecord::Claim { epoch: replica.reader.epoch() + 1, owner: shared.config.owner.clone() };
         let at = shared.append(partition, &claim).await?;
+        if let Some(covers) = covers.filter(|_| at < tail.position()) {
+            return Err(TakeOver::SnapshotAhead { covers, claim: at });
+        }
         let codec = shared.codec.clone();
         let (t, r, last) = blocking(move || {
             let last = tail.read_until(&codec, &mut replica, at + 1)?;
@@ -80,13 +142,41 @@ async fn take_over(shared: &Arc<Shared>, partition: i32) -> Result<Replica, Proc
         .await?;
         (tail, replica) = (t, r);
         if last == Some((at, Verdict::NewEpoch)) {
-            return Ok(replica);
+            let restored = Restored {
+                partition,
+                snapshot: covers,
+                records_read: tail.records_read(),
+                epoch: replica.reader.epoch(),
+            };
+            tracing::info!(partition, snapshot = ?covers, records_read = restored.records_read, "restored");
+            shared.restores.lock().expect("not poisoned").push(restored);
+            return Ok((replica, at));
         }
         tracing::warn!(partition, at, epoch = replica.reader.epoch(), "lost a claim race; claiming again");
     }
-    Err(ProcessorError::Restore(format!(
+    Err(TakeOver::Failed(ProcessorError::Restore(format!(
         "partition {partition}: lost {CLAIM_ATTEMPTS_MAX} claim races in a row"
-    )))
+    ))))
+}
+
+/// The newest usable snapshot of the partition, if snapshots are kept. A store that cannot be
+/// read costs a full replay, not the partition.
+async fn newest_snapshot(shared: &Arc<Shared>, partition: i32) -> Option<Snapshot> {
+    let store = shared.config.snapshots.clone()?;
+    let log = shared.config.topics.events.clone();
+    let found =
+        tokio::task::spawn_blocking(move || snapshot::newest_valid(store.as_ref(), &log, partition)).await;
+    match found {
+        Ok(Ok(snapshot)) => snapshot,
+        Ok(Err(e)) => {
+            tracing::warn!(partition, "reading snapshots: {e}; restoring from the start of the log");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(partition, "reading snapshots: {e}; restoring from the start of the log");
+            None
+        }
+    }
 }
 
 /// Runs librdkafka's blocking calls off the async workers.
@@ -105,6 +195,13 @@ struct Owner {
     replica: Replica,
     /// Expiries requested and not yet seen answered (so each is requested once per owner).
     expiring: HashSet<TxKey>,
+    /// The offset of the last record of the log, while this owner knows the replica equals the
+    /// log's fold up to it: its own records landed right after its claim and each other, so no
+    /// other writer's record is among them. `None` once that is not known (then no snapshots).
+    log_end: Option<i64>,
+    /// Records appended since the last snapshot.
+    since_snapshot: u64,
+    last_snapshot: Instant,
 }
 
 impl Owner {
@@ -157,10 +254,53 @@ impl Owner {
         for (message, why) in &dead_letters {
             self.shared.dead_letter(message, why).await?;
         }
-        self.shared.append_all(self.partition, &records).await?;
+        let offsets = self.shared.append_all(self.partition, &records).await?;
         let next_offset = self.replica.reader.next_command_offset();
         self.control(Control::Answered { partition: self.partition, next_offset });
+        self.extend_log_end(&offsets);
+        self.snapshot_if_due().await;
         Ok(())
+    }
+
+    /// Follows the log's end through this owner's own appends, for as long as they are
+    /// contiguous (see [`Owner::log_end`]).
+    fn extend_log_end(&mut self, offsets: &[i64]) {
+        let Some(end) = self.log_end else { return };
+        let contiguous = offsets.iter().zip(end + 1..).all(|(offset, expected)| *offset == expected);
+        self.since_snapshot += offsets.len() as u64;
+        self.log_end = if contiguous {
+            Some(end + offsets.len() as i64)
+        } else {
+            tracing::warn!(
+                partition = self.partition,
+                "another writer's records are in the log: no more snapshots from this owner"
+            );
+            None
+        };
+    }
+
+    /// Writes a snapshot when enough records or time passed. A failed snapshot is only a lost
+    /// shortcut: it is logged, and processing goes on.
+    async fn snapshot_if_due(&mut self) {
+        let config = &self.shared.config;
+        let (Some(store), Some(covers)) = (config.snapshots.clone(), self.log_end) else { return };
+        let due = self.since_snapshot >= config.snapshot_every
+            || (self.since_snapshot > 0 && self.last_snapshot.elapsed() >= config.snapshot_interval);
+        if !due {
+            return;
+        }
+        let (log, partition) = (config.topics.events.clone(), self.partition);
+        let taken = Snapshot { covers, replica: self.replica.clone() };
+        let saved =
+            tokio::task::spawn_blocking(move || snapshot::save(store.as_ref(), &log, partition, &taken))
+                .await;
+        match saved {
+            Ok(Ok(())) => tracing::debug!(partition, covers, "snapshot written"),
+            Ok(Err(e)) => tracing::warn!(partition, covers, "writing a snapshot: {e}"),
+            Err(e) => tracing::warn!(partition, covers, "writing a snapshot: {e}"),
+        }
+        self.since_snapshot = 0;
+        self.last_snapshot = Instant::now();
     }
 
     /// Pending transactions expire on time even when no command arrives for their ledger: the

@@ -19,16 +19,38 @@ pub struct LogTail {
     partition: i32,
     /// The offset of the next record to read.
     position: i64,
+    /// Records read so far.
+    read: u64,
 }
 
 impl LogTail {
     /// Opens a reader at the start of `topic`/`partition`.
     pub fn open(kafka: &KafkaOptions, topic: &str, partition: i32) -> Result<Self, ProcessorError> {
+        Self::open_at(kafka, topic, partition, 0)
+    }
+
+    /// Opens a reader at offset `from` of `topic`/`partition`.
+    pub fn open_at(
+        kafka: &KafkaOptions,
+        topic: &str,
+        partition: i32,
+        from: i64,
+    ) -> Result<Self, ProcessorError> {
         let consumer: BaseConsumer = kafka.reader("restore").create()?;
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, Offset::Beginning)?;
+        tpl.add_partition_offset(topic, partition, Offset::Offset(from))?;
         consumer.assign(&tpl)?;
-        Ok(LogTail { consumer, topic: topic.to_owned(), partition, position: 0 })
+        Ok(LogTail { consumer, topic: topic.to_owned(), partition, position: from, read: 0 })
+    }
+
+    /// The offset of the next record to read.
+    pub fn position(&self) -> i64 {
+        self.position
+    }
+
+    /// Records read since opening.
+    pub fn records_read(&self) -> u64 {
+        self.read
     }
 
     /// The partition's high watermark: one past the last record, on Apache Kafka. Only a hint:
@@ -107,6 +129,7 @@ impl LogTail {
             last_progress = Instant::now();
             let offset = message.offset();
             self.position = offset + 1;
+            self.read += 1;
             let record = match codec.decode_log_record(message.payload().unwrap_or_default()) {
                 Ok(record) => record,
                 Err(e) => {
