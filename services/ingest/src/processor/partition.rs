@@ -50,6 +50,7 @@ pub(super) async fn own(
         log_end: Some(claim),
         since_snapshot: 0,
         last_snapshot: Instant::now(),
+        snapshotting: None,
     };
     owner.control(Control::Start { partition, offset: start });
     let mut batch = Vec::with_capacity(owner.shared.config.batch_max);
@@ -202,6 +203,8 @@ struct Owner {
     /// Records appended since the last snapshot.
     since_snapshot: u64,
     last_snapshot: Instant,
+    /// The snapshot being written, if any.
+    snapshotting: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Owner {
@@ -258,7 +261,7 @@ impl Owner {
         let next_offset = self.replica.reader.next_command_offset();
         self.control(Control::Answered { partition: self.partition, next_offset });
         self.extend_log_end(&offsets);
-        self.snapshot_if_due().await;
+        self.snapshot_if_due();
         Ok(())
     }
 
@@ -279,26 +282,26 @@ impl Owner {
         };
     }
 
-    /// Writes a snapshot when enough records or time passed. A failed snapshot is only a lost
-    /// shortcut: it is logged, and processing goes on.
-    async fn snapshot_if_due(&mut self) {
+    /// Writes a snapshot when enough records or time passed, in the background (encoding and
+    /// storing a large state takes seconds; only the copy of the state is paid here), one at a
+    /// time per partition. A failed snapshot is only a lost shortcut: it is logged, and
+    /// processing goes on.
+    fn snapshot_if_due(&mut self) {
         let config = &self.shared.config;
         let (Some(store), Some(covers)) = (config.snapshots.clone(), self.log_end) else { return };
         let due = self.since_snapshot >= config.snapshot_every
             || (self.since_snapshot > 0 && self.last_snapshot.elapsed() >= config.snapshot_interval);
-        if !due {
+        if !due || self.snapshotting.as_ref().is_some_and(|task| !task.is_finished()) {
             return;
         }
         let (log, partition) = (config.topics.events.clone(), self.partition);
         let taken = Snapshot { covers, replica: self.replica.clone() };
-        let saved =
-            tokio::task::spawn_blocking(move || snapshot::save(store.as_ref(), &log, partition, &taken))
-                .await;
-        match saved {
-            Ok(Ok(())) => tracing::debug!(partition, covers, "snapshot written"),
-            Ok(Err(e)) => tracing::warn!(partition, covers, "writing a snapshot: {e}"),
-            Err(e) => tracing::warn!(partition, covers, "writing a snapshot: {e}"),
-        }
+        self.snapshotting = Some(tokio::task::spawn_blocking(move || {
+            match snapshot::save(store.as_ref(), &log, partition, &taken) {
+                Ok(()) => tracing::debug!(partition, covers, "snapshot written"),
+                Err(e) => tracing::warn!(partition, covers, "writing a snapshot: {e}"),
+            }
+        }));
         self.since_snapshot = 0;
         self.last_snapshot = Instant::now();
     }

@@ -1,0 +1,108 @@
+//! Restore time: from the newest snapshot against a full replay of the log. Prints figures;
+//! asserts nothing.
+//!
+//! `cargo bench -p tally-store --bench restore` (`TALLY_BENCH_EVENTS`, default 1,000,000)
+//!
+//! The log is a partition's records as the processor writes them (Avro, single-object), held in
+//! memory: this measures the CPU side of a restore (decoding and folding), not reading from the
+//! broker, which a full replay pays per record on top.
+
+use std::time::Instant;
+use tally_codec::Codec;
+use tally_core::log::{LogRecord, Replica};
+use tally_core::*;
+use tally_store::EmbeddedStore;
+use tally_store::snapshot::{self, Snapshot};
+
+fn id<T: TryFrom<String>>(s: String) -> T
+where
+    T::Error: std::fmt::Debug,
+{
+    T::try_from(s).unwrap()
+}
+
+fn main() {
+    let n: usize = std::env::var("TALLY_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let codec = Codec::new();
+    let started = Instant::now();
+    let (log, replica) = partition_log(&codec, n);
+    println!("restore benchmark: {n} events written in {:.1} s", started.elapsed().as_secs_f64());
+
+    let started = Instant::now();
+    let mut replayed = Replica::new();
+    for bytes in &log {
+        replayed.read(&codec.decode_log_record(bytes).expect("decodes"));
+    }
+    let replay = started.elapsed();
+    assert_eq!(replayed, replica, "the replay is the writer's fold");
+
+    let store = EmbeddedStore::in_memory().unwrap();
+    let covers = log.len() as i64 - 1;
+    let started = Instant::now();
+    snapshot::save(&store, "bench.events", 0, &Snapshot { covers, replica: replica.clone() }).unwrap();
+    let save = started.elapsed();
+    let size = snapshot::SnapshotStore::newest_first(&store, "bench.events", 0, 1).unwrap()[0].1.len();
+    let started = Instant::now();
+    let restored = snapshot::newest_valid(&store, "bench.events", 0).unwrap().expect("a snapshot");
+    let restore = started.elapsed();
+    assert_eq!(restored.replica, replica, "the snapshot is the fold");
+
+    println!(
+        "full replay of {n} events: {:.2} s ({:.0} events/s)",
+        replay.as_secs_f64(),
+        n as f64 / replay.as_secs_f64()
+    );
+    println!(
+        "snapshot covering them: {:.1} MB, written in {:.2} s, restored (read, checked, decoded) in {:.2} s",
+        size as f64 / 1e6,
+        save.as_secs_f64(),
+        restore.as_secs_f64()
+    );
+    println!(
+        "restore from the snapshot is {:.1}x faster than the replay",
+        replay.as_secs_f64() / restore.as_secs_f64()
+    );
+}
+
+/// A partition's log of `n` transfers from `world` to 10,000 accounts of one ledger (a claim,
+/// an asset definition, then the transfers), encoded, and the writer's fold of it.
+fn partition_log(codec: &Codec, n: usize) -> (Vec<Vec<u8>>, Replica) {
+    let tenant: TenantId = id("bench".into());
+    let ledger = LedgerId::parse_ledger("main").unwrap();
+    let usd = Asset::parse("USD/2").unwrap();
+    let command = |i: usize, body: CommandBody| Command {
+        tenant: tenant.clone(),
+        command_id: id(format!("c{i}")),
+        actor: id("bench".into()),
+        body,
+    };
+    let mut replica = Replica::new();
+    let mut log = Vec::with_capacity(n + 2);
+    let mut append = |replica: &mut Replica, record: LogRecord| {
+        replica.read(&record);
+        log.push(codec.encode_log_record(&record));
+    };
+    append(&mut replica, LogRecord::Claim { epoch: 1, owner: "bench".into() });
+    let define = command(0, CommandBody::DefineAsset { ledger: ledger.clone(), asset: usd.clone() });
+    let event = decide(&replica.state, &define, 0);
+    append(&mut replica, LogRecord::Event { epoch: 1, command_offset: 0, event });
+    for i in 1..n {
+        let request = TxRequest::Transfer {
+            postings: vec![Posting {
+                source: AccountId::world(),
+                destination: id(format!("acct-{}", i % 10_000)),
+                asset: usd.clone(),
+                amount: 1,
+            }],
+            metadata: Default::default(),
+            pending_timeout_ms: None,
+        };
+        let transact = command(
+            i,
+            CommandBody::Transact { ledger: ledger.clone(), tx_id: id(format!("tx-{i}")), request },
+        );
+        let event = decide(&replica.state, &transact, i as i64);
+        append(&mut replica, LogRecord::Event { epoch: 1, command_offset: i as i64, event });
+    }
+    (log, replica)
+}
