@@ -220,6 +220,8 @@ async fn every_write_endpoint_answers_with_its_outcome() {
     assert_eq!(doc("DELETE", with(&[("if-match", "2")]), "").await.status, StatusCode::OK);
     let bad_version = doc("PUT", with(&[("if-match", "two")]), "{}").await;
     assert_eq!(bad_version.status, StatusCode::BAD_REQUEST);
+    let not_an_object = doc("PUT", with(&[("idempotency-key", "put-5")]), "[1, 2]").await;
+    assert_eq!(not_an_object.status, StatusCode::BAD_REQUEST, "documents are JSON objects");
 
     // Limits and shapes of errors: every error is a problem document.
     let huge = format!(r#"{{"asset":"{}"}}"#, "X".repeat(5000));

@@ -58,6 +58,19 @@ pub(super) fn routes() -> Router<Front> {
 
 // ---- bodies -------------------------------------------------------------------------------
 
+/// The headers every request may carry, for the OpenAPI document ([`Caller`] reads them).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header, rename_all = "kebab-case")]
+#[allow(dead_code, reason = "only documents the headers")]
+struct CallerHeaders {
+    /// The caller's tenant (until authentication lands).
+    tally_tenant: String,
+    /// Who acts (default `anonymous`).
+    tally_actor: Option<String>,
+    /// The command id; a repeated id gets the first outcome.
+    idempotency_key: Option<String>,
+}
+
 /// 202: the command is in the log's queue; its answer will be at `poll`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PendingBody {
@@ -261,11 +274,9 @@ async fn run_identified(
 
 // ---- handlers -----------------------------------------------------------------------------
 
-const CALLER_HEADERS: &str = "Tenant in Tally-Tenant, actor in Tally-Actor, command id in Idempotency-Key";
-
 /// Define an asset (code and decimals) in a ledger.
-#[utoipa::path(post, path = "/v1/ledgers/{ledger}/assets", request_body = DefineAssetBody, description = CALLER_HEADERS,
-    responses((status = 201, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+#[utoipa::path(post, path = "/v1/ledgers/{ledger}/assets", params(("ledger" = String, Path, description = "ledger id"), CallerHeaders), request_body = DefineAssetBody,
+    responses((status = 201, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn define_asset(
     State(front): State<Front>,
     caller: Caller,
@@ -284,8 +295,8 @@ async fn define_asset(
 }
 
 /// Open an account with limits and metadata.
-#[utoipa::path(post, path = "/v1/ledgers/{ledger}/accounts", request_body = OpenAccountBody, description = CALLER_HEADERS,
-    responses((status = 201, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+#[utoipa::path(post, path = "/v1/ledgers/{ledger}/accounts", params(("ledger" = String, Path, description = "ledger id"), CallerHeaders), request_body = OpenAccountBody,
+    responses((status = 201, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn open_account(
     State(front): State<Front>,
     caller: Caller,
@@ -306,8 +317,8 @@ async fn open_account(
 }
 
 /// Replace an account's limits and metadata.
-#[utoipa::path(put, path = "/v1/ledgers/{ledger}/accounts/{account}", request_body = UpdateAccountBody, description = CALLER_HEADERS,
-    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem), (status = 422, body = Problem)))]
+#[utoipa::path(put, path = "/v1/ledgers/{ledger}/accounts/{account}", params(("ledger" = String, Path, description = "ledger id"), ("account" = String, Path, description = "account id"), CallerHeaders), request_body = UpdateAccountBody,
+    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn update_account(
     State(front): State<Front>,
     caller: Caller,
@@ -328,8 +339,8 @@ async fn update_account(
 }
 
 /// Close an account whose balances and holds are zero.
-#[utoipa::path(post, path = "/v1/ledgers/{ledger}/accounts/{account}/close", description = CALLER_HEADERS,
-    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem), (status = 422, body = Problem)))]
+#[utoipa::path(post, path = "/v1/ledgers/{ledger}/accounts/{account}/close", params(("ledger" = String, Path, description = "ledger id"), ("account" = String, Path, description = "account id"), CallerHeaders),
+    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn close_account(
     State(front): State<Front>,
     caller: Caller,
@@ -346,9 +357,9 @@ async fn close_account(
 }
 
 /// Post a transaction (or hold it as pending with `pending_timeout_ms`).
-#[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions", request_body = TransactionBody, description = CALLER_HEADERS,
+#[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions", params(("ledger" = String, Path, description = "ledger id"), CallerHeaders), request_body = TransactionBody,
     responses((status = 201, body = Outcome), (status = 200, description = "deduplicated: the first outcome stands", body = Outcome),
-        (status = 202, body = PendingBody), (status = 400, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+        (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn post_transaction(
     State(front): State<Front>,
     caller: Caller,
@@ -361,8 +372,8 @@ async fn post_transaction(
 }
 
 /// Post many transactions; each is its own command, answered in `results` in request order.
-#[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions/batch", request_body = BatchBody, description = CALLER_HEADERS,
-    responses((status = 200, body = BatchResult), (status = 400, body = Problem)))]
+#[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions/batch", params(("ledger" = String, Path, description = "ledger id"), CallerHeaders), request_body = BatchBody,
+    responses((status = 200, body = BatchResult), (status = 400, body = Problem, content_type = "application/problem+json")))]
 async fn post_batch(
     State(front): State<Front>,
     caller: Caller,
@@ -425,8 +436,8 @@ async fn post_batch(
 }
 
 /// Commit a pending transaction, fully or partially (`amounts` per posting).
-#[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions/{tx_id}/commit", request_body = CommitBody, description = CALLER_HEADERS,
-    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem), (status = 422, body = Problem)))]
+#[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions/{tx_id}/commit", params(("ledger" = String, Path, description = "ledger id"), ("tx_id" = String, Path, description = "transaction id"), CallerHeaders), request_body = CommitBody,
+    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn commit_pending(
     State(front): State<Front>,
     caller: Caller,
@@ -446,8 +457,8 @@ async fn commit_pending(
 }
 
 /// Void a pending transaction: release its holds.
-#[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions/{tx_id}/void", description = CALLER_HEADERS,
-    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem), (status = 422, body = Problem)))]
+#[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions/{tx_id}/void", params(("ledger" = String, Path, description = "ledger id"), ("tx_id" = String, Path, description = "transaction id"), CallerHeaders),
+    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn void_pending(
     State(front): State<Front>,
     caller: Caller,
@@ -464,8 +475,8 @@ async fn void_pending(
 }
 
 /// Post the compensating transaction of a posted one, under a new id.
-#[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions/{tx_id}/reverse", request_body = ReverseBody, description = CALLER_HEADERS,
-    responses((status = 201, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+#[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions/{tx_id}/reverse", params(("ledger" = String, Path, description = "ledger id"), ("tx_id" = String, Path, description = "transaction id"), CallerHeaders), request_body = ReverseBody,
+    responses((status = 201, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn reverse(
     State(front): State<Front>,
     caller: Caller,
@@ -483,10 +494,10 @@ async fn reverse(
     run_identified(&front, &caller, &headers, command, true).await
 }
 
-/// Put a state document (any JSON value). `If-Match: "<version>"` or `If-None-Match: *`
+/// Put a state document (a JSON object). `If-Match: "<version>"` or `If-None-Match: *`
 /// make it conditional.
-#[utoipa::path(put, path = "/v1/state/{doc_type}/{key}", request_body(content = Object, description = "the document, any JSON"), description = CALLER_HEADERS,
-    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+#[utoipa::path(put, path = "/v1/state/{doc_type}/{key}", params(("doc_type" = String, Path, description = "document type"), ("key" = String, Path, description = "document key"), CallerHeaders), request_body(content = Object, description = "the document, a JSON object"),
+    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn put_document(
     State(front): State<Front>,
     caller: Caller,
@@ -495,11 +506,13 @@ async fn put_document(
     body: Bytes,
 ) -> Response {
     let command = (|| {
-        let value: serde_json::Value = json(&body)?;
+        // Objects only: queries filter documents on their top-level fields.
+        let value: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&body)
+            .map_err(|e| Problem::bad_request(format!("a document is a JSON object: {e}")))?;
         Ok::<_, Problem>(CommandBody::PutDocument {
             doc_type: field("doc_type", DocType::parse(doc_type))?,
             key: field("key", DocKey::parse(key))?,
-            value: value.to_string(),
+            value: serde_json::Value::Object(value).to_string(),
             expected_version: expected_version(&headers)?,
         })
     })();
@@ -507,8 +520,8 @@ async fn put_document(
 }
 
 /// Delete a state document (`If-Match` makes it conditional).
-#[utoipa::path(delete, path = "/v1/state/{doc_type}/{key}", description = CALLER_HEADERS,
-    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+#[utoipa::path(delete, path = "/v1/state/{doc_type}/{key}", params(("doc_type" = String, Path, description = "document type"), ("key" = String, Path, description = "document key"), CallerHeaders),
+    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn delete_document(
     State(front): State<Front>,
     caller: Caller,
@@ -528,8 +541,8 @@ async fn delete_document(
 /// The outcome of a command: 200 with it, 202 while it is awaited, 404 if this instance does
 /// not know it (outcomes are kept in memory, bounded; older ones are the query service's), 503
 /// while the instance is still reading the answers already in the log after a start.
-#[utoipa::path(get, path = "/v1/commands/{command_id}", description = CALLER_HEADERS,
-    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem), (status = 503, body = Problem)))]
+#[utoipa::path(get, path = "/v1/commands/{command_id}", params(("command_id" = String, Path, description = "command id (the Idempotency-Key it was sent with)"), CallerHeaders),
+    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 async fn command_outcome(
     State(front): State<Front>,
     caller: Caller,
