@@ -255,7 +255,7 @@ async fn http_latency(h: &Harness) {
     let outcomes = Outcomes::new(1_000_000);
     let stop = CancellationToken::new();
     let watcher =
-        watch(h.kafka.clone(), h.topics.events.clone(), h.partitions, outcomes.clone(), stop.clone());
+        watch(h.kafka.clone(), h.topics.events.clone(), h.partitions, outcomes.clone(), None, stop.clone());
     let producer = h.kafka.producer("bench-http").create().unwrap();
     let config = HttpConfig { wait: Duration::from_secs(30), ..HttpConfig::default() };
     let app = Front::new(producer, h.topics.commands.clone(), outcomes, config).router();

@@ -2,9 +2,11 @@
 //! door) and for polling. A watcher folds every events partition through a [`LogReader`], so it
 //! reports only answers that count: never a zombie's, never a second answer.
 //!
-//! The watcher reads each partition from its start: without a snapshot (projections issue) a
-//! reader cannot know which epoch is current at an arbitrary offset. Recent outcomes are kept in
-//! memory, bounded; older ones are the query service's job.
+//! The watcher starts each partition after its newest snapshot when there is one (a snapshot
+//! holds the reader's position: the current epoch and the next command offset), else at its
+//! start: a reader cannot know which epoch is current at an arbitrary offset. Recent outcomes
+//! are kept in memory, bounded; older ones, and those before the snapshot, are the query
+//! service's job.
 
 use crate::processor::ProcessorError;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -17,6 +19,7 @@ use tally_codec::Codec;
 use tally_core::log::{LogReader, LogRecord, Verdict};
 use tally_core::{CommandId, Event, EventBody, TenantId};
 use tally_kafka::config::KafkaOptions;
+use tally_store::snapshot::{self, SnapshotStore};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -177,13 +180,15 @@ pub fn watch(
     events_topic: String,
     partitions: i32,
     outcomes: Arc<Outcomes>,
+    snapshots: Option<Arc<dyn SnapshotStore>>,
     stop: CancellationToken,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("tally-outcomes".into())
         .spawn(move || {
             while !stop.is_cancelled() {
-                if let Err(e) = follow(&kafka, &events_topic, partitions, &outcomes, &stop) {
+                let starts = starts(snapshots.as_deref(), &events_topic, partitions);
+                if let Err(e) = follow(&kafka, &events_topic, starts, &outcomes, &stop) {
                     tracing::error!("outcome watcher: {e}; starting over");
                     std::thread::sleep(Duration::from_secs(1));
                 }
@@ -192,10 +197,27 @@ pub fn watch(
         .expect("a thread can be spawned")
 }
 
+/// Where each partition's reading starts: after its newest usable snapshot, or at offset 0.
+fn starts(snapshots: Option<&dyn SnapshotStore>, topic: &str, partitions: i32) -> Vec<(i64, LogReader)> {
+    (0..partitions)
+        .map(|p| {
+            let newest = snapshots.map(|store| snapshot::newest_valid(store, topic, p));
+            match newest {
+                Some(Ok(Some(s))) => (s.covers + 1, s.replica.reader),
+                Some(Err(e)) => {
+                    tracing::warn!(partition = p, "reading snapshots: {e}; watching from the start");
+                    (0, LogReader::new())
+                }
+                _ => (0, LogReader::new()),
+            }
+        })
+        .collect()
+}
+
 fn follow(
     kafka: &KafkaOptions,
     topic: &str,
-    partitions: i32,
+    starts: Vec<(i64, LogReader)>,
     outcomes: &Outcomes,
     stop: &CancellationToken,
 ) -> Result<(), ProcessorError> {
@@ -203,13 +225,12 @@ fn follow(
     let consumer: BaseConsumer = kafka.reader("outcomes").create()?;
     let mut assignment = TopicPartitionList::new();
     let mut start_ends = Vec::new();
-    for p in 0..partitions {
-        assignment.add_partition_offset(topic, p, Offset::Beginning)?;
-        start_ends.push(consumer.fetch_watermarks(topic, p, Duration::from_secs(15))?.1);
+    for (p, (from, _)) in starts.iter().enumerate() {
+        assignment.add_partition_offset(topic, p as i32, Offset::Offset(*from))?;
+        start_ends.push(consumer.fetch_watermarks(topic, p as i32, Duration::from_secs(15))?.1);
     }
     consumer.assign(&assignment)?;
-    let mut readers = vec![LogReader::new(); partitions as usize];
-    let mut positions = vec![0i64; partitions as usize];
+    let (mut positions, mut readers): (Vec<i64>, Vec<LogReader>) = starts.into_iter().unzip();
     let mut caught_up = false;
     while !stop.is_cancelled() {
         if !caught_up && positions.iter().zip(&start_ends).all(|(at, end)| at >= end) {

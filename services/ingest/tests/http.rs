@@ -64,8 +64,14 @@ impl Service {
         let processor = Processor::start(h.processor("p1")).unwrap();
         let outcomes = Outcomes::new(10_000);
         let stop = CancellationToken::new();
-        let watcher =
-            watch(h.kafka.clone(), h.topics.events.clone(), h.partitions, outcomes.clone(), stop.clone());
+        let watcher = watch(
+            h.kafka.clone(),
+            h.topics.events.clone(),
+            h.partitions,
+            outcomes.clone(),
+            None,
+            stop.clone(),
+        );
         Service { h, processor, outcomes, stop, watcher }
     }
 

@@ -10,7 +10,7 @@ use tally_ingest::outcomes::{Outcomes, watch};
 use tally_ingest::processor::{Processor, ProcessorConfig};
 use tally_kafka::config::KafkaOptions;
 use tally_kafka::topics::{Topics, ensure_topics};
-use tally_store::EmbeddedStore;
+use tally_store::{EmbeddedStore, SnapshotStore};
 use tokio_util::sync::CancellationToken;
 
 /// Where the topics are and how they are laid out; shared by `tally dev` and `tally ingest`.
@@ -69,10 +69,12 @@ pub async fn start_http(
     topics: &Topics,
     partitions: i32,
     options: &HttpOptions,
+    snapshots: Option<Arc<dyn SnapshotStore>>,
     stop: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let outcomes = Outcomes::new(options.outcomes_kept as usize);
-    let watcher = watch(kafka.clone(), topics.events.clone(), partitions, outcomes.clone(), stop.clone());
+    let events = topics.events.clone();
+    let watcher = watch(kafka.clone(), events, partitions, outcomes.clone(), snapshots, stop.clone());
     let producer = kafka.producer("http").create().context("creating the HTTP producer")?;
     let config = HttpConfig { wait: Duration::from_millis(options.http_wait_ms), ..HttpConfig::default() };
     let app = Front::new(producer, topics.commands.clone(), outcomes, config).router();
@@ -123,7 +125,7 @@ pub async fn start_processor(
     kafka: &KafkaOptions,
     topics: &TopicOptions,
     options: &ProcessorOptions,
-    data_dir: Option<&Path>,
+    snapshots: Option<Arc<dyn SnapshotStore>>,
 ) -> anyhow::Result<(Topics, Processor)> {
     let names = Topics::with_prefix(&topics.topic_prefix);
     ensure_topics(&kafka.admin(), &names.specs(topics.partitions, topics.replication))
@@ -134,7 +136,7 @@ pub async fn start_processor(
     config.batch_max = options.batch_max as usize;
     config.expiry_interval = Duration::from_millis(options.expiry_interval_ms);
     if options.snapshot_every > 0 {
-        config.snapshots = Some(Arc::new(open_store(data_dir)?));
+        config.snapshots = snapshots;
         config.snapshot_every = options.snapshot_every;
         config.snapshot_interval = Duration::from_millis(options.snapshot_interval_ms);
     }
@@ -162,9 +164,12 @@ pub async fn serve(
     ready: impl FnOnce(&Topics),
 ) -> anyhow::Result<()> {
     let kafka = &KafkaOptions { fetch_wait_ms: opts.kafka_fetch_wait_ms, ..kafka.clone() };
-    let (topics, processor) = start_processor(kafka, &opts.topics, &opts.processor, data_dir).await?;
+    let snapshots: Arc<dyn SnapshotStore> = Arc::new(open_store(data_dir)?);
+    let (topics, processor) =
+        start_processor(kafka, &opts.topics, &opts.processor, Some(snapshots.clone())).await?;
     let stop = CancellationToken::new();
-    let http = start_http(kafka, &topics, opts.topics.partitions, &opts.http, stop.clone()).await?;
+    let http =
+        start_http(kafka, &topics, opts.topics.partitions, &opts.http, Some(snapshots), stop.clone()).await?;
     ready(&topics);
     crate::shutdown::signal().await;
     stop.cancel();
