@@ -14,7 +14,8 @@
 //!    in-process broker polls for new records during a fetch's wait instead of being woken.
 //!
 //! Knobs (environment): `TALLY_BENCH_COMMANDS` (default 50000), `TALLY_BENCH_ROUNDS` (3),
-//! `TALLY_BENCH_PARTITIONS` (2), `TALLY_BENCH_HTTP_SECONDS` (10; 0 skips the HTTP part), `TALLY_BENCH_HTTP_CLIENTS` (64).
+//! `TALLY_BENCH_PARTITIONS` (2), `TALLY_BENCH_HTTP_SECONDS` (10; 0 skips the HTTP part),
+//! `TALLY_BENCH_HTTP_CLIENTS` (64), `TALLY_BENCH_BROKER` (`memory` or `sqlite`).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -59,9 +60,19 @@ async fn run() {
     let n = knob("TALLY_BENCH_COMMANDS", 50_000) as usize;
     let rounds = knob("TALLY_BENCH_ROUNDS", 3) as usize;
     let partitions = knob("TALLY_BENCH_PARTITIONS", 2) as i32;
-    let broker = EmbeddedBroker::start(BrokerStorage::Memory, 0).await.expect("broker starts");
+    // The broker's storage engine: `memory` (default) or `sqlite` (what `tally dev --data-dir`
+    // uses), in a temporary directory.
+    let engine = std::env::var("TALLY_BENCH_BROKER").unwrap_or_else(|_| "memory".into());
+    let dir = tempfile::tempdir().unwrap();
+    let storage = match engine.as_str() {
+        "sqlite" => BrokerStorage::Sqlite(EmbeddedBroker::sqlite_path(dir.path())),
+        _ => BrokerStorage::Memory,
+    };
+    let broker = EmbeddedBroker::start(storage, 0).await.expect("broker starts");
     let bootstrap = broker.bootstrap_servers();
-    println!("pipeline benchmark: {n} commands per round, {rounds} rounds, {partitions} partitions");
+    println!(
+        "pipeline benchmark: {n} commands per round, {rounds} rounds, {partitions} partitions, broker storage {engine}"
+    );
 
     let (mut pipeline, mut raw) = (Vec::new(), Vec::new());
     for round in 0..rounds {
