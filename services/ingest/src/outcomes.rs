@@ -200,16 +200,9 @@ pub fn watch(
 /// Where each partition's reading starts: after its newest usable snapshot, or at offset 0.
 fn starts(snapshots: Option<&dyn SnapshotStore>, topic: &str, partitions: i32) -> Vec<(i64, LogReader)> {
     (0..partitions)
-        .map(|p| {
-            let newest = snapshots.map(|store| snapshot::newest_valid(store, topic, p));
-            match newest {
-                Some(Ok(Some(s))) => (s.covers + 1, s.replica.reader),
-                Some(Err(e)) => {
-                    tracing::warn!(partition = p, "reading snapshots: {e}; watching from the start");
-                    (0, LogReader::new())
-                }
-                _ => (0, LogReader::new()),
-            }
+        .map(|p| match snapshots.and_then(|store| snapshot::restore_point(store, topic, p)) {
+            Some(s) => (s.covers + 1, s.replica.reader),
+            None => (0, LogReader::new()),
         })
         .collect()
 }

@@ -143,6 +143,17 @@ pub fn newest_valid(
     Ok(None)
 }
 
+/// Where a reader of the partition starts: the newest usable snapshot, or `None` for the start
+/// of the log. A store that cannot be read costs a full replay (with a warning), not the reader.
+pub fn restore_point(store: &dyn SnapshotStore, log: &str, partition: i32) -> Option<Snapshot> {
+    newest_valid(store, log, partition)
+        .inspect_err(|e| {
+            tracing::warn!(log, partition, "reading snapshots: {e}; reading the log from its start")
+        })
+        .ok()
+        .flatten()
+}
+
 fn filed_under(snapshot: Snapshot, key: i64) -> Result<Snapshot, SnapshotError> {
     if snapshot.covers == key {
         Ok(snapshot)

@@ -3,7 +3,6 @@
 use crate::ingest::{ServiceOptions, serve};
 use anyhow::Context;
 use std::path::PathBuf;
-use tally_kafka::config::KafkaOptions;
 use tally_kafka::topics::Topics;
 use tally_kafka::{BrokerStorage, EmbeddedBroker};
 
@@ -38,8 +37,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
             (Some(broker), bootstrap)
         }
     };
-    let kafka = KafkaOptions::new(&bootstrap);
-    serve(&kafka, &opts.service, opts.data_dir.as_deref(), |topics| {
+    serve(&bootstrap, &opts.service, opts.data_dir.as_deref(), |topics| {
         print_banner(&opts, &bootstrap, topics, broker.is_some())
     })
     .await?;

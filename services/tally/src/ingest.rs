@@ -158,12 +158,12 @@ fn open_store(data_dir: Option<&Path>) -> anyhow::Result<EmbeddedStore> {
 /// Runs the processor and the HTTP front door until Ctrl-C or SIGTERM; `ready` is told the
 /// topics once both are up.
 pub async fn serve(
-    kafka: &KafkaOptions,
+    bootstrap: &str,
     opts: &ServiceOptions,
     data_dir: Option<&Path>,
     ready: impl FnOnce(&Topics),
 ) -> anyhow::Result<()> {
-    let kafka = &KafkaOptions { fetch_wait_ms: opts.kafka_fetch_wait_ms, ..kafka.clone() };
+    let kafka = &KafkaOptions { fetch_wait_ms: opts.kafka_fetch_wait_ms, ..KafkaOptions::new(bootstrap) };
     let snapshots: Arc<dyn SnapshotStore> = Arc::new(open_store(data_dir)?);
     let (topics, processor) =
         start_processor(kafka, &opts.topics, &opts.processor, Some(snapshots.clone())).await?;
@@ -179,7 +179,7 @@ pub async fn serve(
 }
 
 pub async fn run(opts: IngestOptions) -> anyhow::Result<()> {
-    serve(&KafkaOptions::new(&opts.kafka), &opts.service, opts.data_dir.as_deref(), |topics| {
+    serve(&opts.kafka, &opts.service, opts.data_dir.as_deref(), |topics| {
         tracing::info!(commands = %topics.commands, events = %topics.events, "ingest running");
     })
     .await

@@ -160,24 +160,14 @@ async fn take_over(
     ))))
 }
 
-/// The newest usable snapshot of the partition, if snapshots are kept. A store that cannot be
-/// read costs a full replay, not the partition.
+/// The newest usable snapshot of the partition, if snapshots are kept (read off the async
+/// workers: the store does file I/O).
 async fn newest_snapshot(shared: &Arc<Shared>, partition: i32) -> Option<Snapshot> {
     let store = shared.config.snapshots.clone()?;
     let log = shared.config.topics.events.clone();
-    let found =
-        tokio::task::spawn_blocking(move || snapshot::newest_valid(store.as_ref(), &log, partition)).await;
-    match found {
-        Ok(Ok(snapshot)) => snapshot,
-        Ok(Err(e)) => {
-            tracing::warn!(partition, "reading snapshots: {e}; restoring from the start of the log");
-            None
-        }
-        Err(e) => {
-            tracing::warn!(partition, "reading snapshots: {e}; restoring from the start of the log");
-            None
-        }
-    }
+    tokio::task::spawn_blocking(move || snapshot::restore_point(store.as_ref(), &log, partition))
+        .await
+        .ok()?
 }
 
 /// Runs librdkafka's blocking calls off the async workers.
