@@ -147,6 +147,11 @@ impl State {
         self.tenants.iter().flat_map(|(t, ts)| ts.ledgers.iter().map(move |(l, ledger)| (t, l, ledger)))
     }
 
+    /// Every state document of every tenant, tombstones included.
+    pub fn documents(&self) -> impl Iterator<Item = (&TenantId, &(DocType, DocKey), &Document)> {
+        self.tenants.iter().flat_map(|(t, ts)| ts.documents.iter().map(move |(k, d)| (t, k, d)))
+    }
+
     /// The current version of a stream (0 if it has no events).
     pub fn stream_version(&self, tenant: &TenantId, stream: &StreamId) -> u64 {
         let Some(ts) = self.tenants.get(tenant) else {

@@ -1,0 +1,209 @@
+//! Projections: the rows the query side reads, derived from the same fold the processor uses.
+//!
+//! The projector folds each events partition through a [`crate::log::Replica`]. For every event
+//! that counts it asks [`touched`] (before folding) which rows the event changes, folds it, then
+//! reads their new values with [`row`] and writes them, whole, with the checkpoint. Rows are
+//! whole values rather than deltas, so writing the same event twice (a replay after a crash)
+//! converges instead of counting twice.
+//!
+//! [`rows_of`] lists every row a state implies; a projection built event by event must equal it
+//! (outcomes aside, which come from events, not state). The property tests hold both to that.
+
+use crate::log::{LogRecord, Replica, Verdict};
+use crate::{Account, AccountId, CommandId, DocKey, DocType, Document, Event, EventBody, LedgerId, Reason};
+use crate::{State, StreamId, TenantId, TxId, TxRecord};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Which row: every key is scoped by its tenant.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum RowKey {
+    Account {
+        tenant: TenantId,
+        ledger: LedgerId,
+        account: AccountId,
+    },
+    Transaction {
+        tenant: TenantId,
+        ledger: LedgerId,
+        tx_id: TxId,
+    },
+    Document {
+        tenant: TenantId,
+        doc_type: DocType,
+        key: DocKey,
+    },
+    /// The answer to a command, for callers that poll by command id.
+    Outcome {
+        tenant: TenantId,
+        command_id: CommandId,
+    },
+}
+
+/// A row's value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Row {
+    Account(Account),
+    Transaction(TxRecord),
+    Document(Document),
+    Outcome(Outcome),
+}
+
+/// How a command was answered, and where in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub partition: i32,
+    /// Offset of the event in its `events` partition: the position a write returns.
+    pub offset: i64,
+    pub event_id: String,
+    pub kind: String,
+    pub rejection: Option<Reason>,
+}
+
+/// A row's new value; `None` removes it.
+pub type Change = (RowKey, Option<Row>);
+
+/// Reads the record at `offset` of events partition `partition` into `replica` and returns the
+/// rows it changed, with their new values (nothing when the record does not count: a claim, a
+/// zombie's write, a repeat).
+pub fn fold(replica: &mut Replica, record: &LogRecord, partition: i32, offset: i64) -> Vec<Change> {
+    let keys = match record {
+        LogRecord::Event { event, .. } => touched(&replica.state, event),
+        _ => Vec::new(),
+    };
+    if replica.read(record) != Verdict::Apply {
+        return Vec::new();
+    }
+    let LogRecord::Event { event, .. } = record else {
+        return Vec::new(); // a dead-letter marker only advances the position
+    };
+    let mut changes: Vec<Change> = keys
+        .into_iter()
+        .map(|key| {
+            let value = row(&replica.state, &key);
+            (key, value)
+        })
+        .collect();
+    let (key, answer) = outcome(event, partition, offset);
+    changes.push((key, Some(answer)));
+    changes
+}
+
+/// The rows `event` will change, read from the state *before* it is folded (a commit or void
+/// releases holds on accounts that only the transaction's held postings name). The outcome row is
+/// not listed: it comes from the event itself ([`outcome`]).
+pub fn touched(before: &State, event: &Event) -> Vec<RowKey> {
+    let tenant = &event.tenant;
+    let ledger = match &event.stream {
+        StreamId::Ledger(ledger) => ledger,
+        StreamId::Document(doc_type, key) => {
+            return vec![RowKey::Document {
+                tenant: tenant.clone(),
+                doc_type: doc_type.clone(),
+                key: key.clone(),
+            }];
+        }
+    };
+    let account = |account: &AccountId| RowKey::Account {
+        tenant: tenant.clone(),
+        ledger: ledger.clone(),
+        account: account.clone(),
+    };
+    let transaction = |tx_id: &TxId| RowKey::Transaction {
+        tenant: tenant.clone(),
+        ledger: ledger.clone(),
+        tx_id: tx_id.clone(),
+    };
+    let with_accounts = |tx_id: &TxId, postings: &[crate::Posting]| {
+        let mut keys = vec![transaction(tx_id)];
+        for p in postings {
+            keys.push(account(&p.source));
+            keys.push(account(&p.destination));
+        }
+        keys
+    };
+    use EventBody::*;
+    let mut keys = match &event.body {
+        AccountOpened { account: a, .. }
+        | AccountUpdated { account: a, .. }
+        | AccountClosed { account: a, .. } => {
+            vec![account(a)]
+        }
+        TransactionPosted { tx_id, postings, reverses, .. } => {
+            let mut keys = with_accounts(tx_id, postings);
+            keys.extend(reverses.iter().map(transaction));
+            keys
+        }
+        TransactionPending { tx_id, postings, .. } => with_accounts(tx_id, postings),
+        TransactionFailed { tx_id, .. } => vec![transaction(tx_id)],
+        PendingCommitted { tx_id, .. } | PendingVoided { tx_id, .. } | PendingExpired { tx_id, .. } => {
+            let held = before
+                .ledger(tenant, ledger)
+                .and_then(|l| l.transactions.get(tx_id))
+                .map_or(&[][..], |tx| &tx.postings[..]);
+            with_accounts(tx_id, held)
+        }
+        AssetDefined { .. } | TransactionDeduplicated { .. } | CommandRejected { .. } => Vec::new(),
+        DocumentPut { .. } | DocumentDeleted { .. } => Vec::new(), // only on document streams
+    };
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// The current value of one row in `state` (`None`: the row does not exist).
+pub fn row(state: &State, key: &RowKey) -> Option<Row> {
+    match key {
+        RowKey::Account { tenant, ledger, account } => {
+            state.ledger(tenant, ledger)?.accounts.get(account).cloned().map(Row::Account)
+        }
+        RowKey::Transaction { tenant, ledger, tx_id } => {
+            state.ledger(tenant, ledger)?.transactions.get(tx_id).cloned().map(Row::Transaction)
+        }
+        RowKey::Document { tenant, doc_type, key } => {
+            state.document(tenant, doc_type, key).cloned().map(Row::Document)
+        }
+        RowKey::Outcome { .. } => None, // outcomes are not state; see `outcome`
+    }
+}
+
+/// The outcome row for an event at `offset` of events partition `partition`.
+pub fn outcome(event: &Event, partition: i32, offset: i64) -> (RowKey, Row) {
+    let key = RowKey::Outcome { tenant: event.tenant.clone(), command_id: event.command_id.clone() };
+    let outcome = Outcome {
+        partition,
+        offset,
+        event_id: event.event_id(),
+        kind: event.body.kind().to_owned(),
+        rejection: event.body.rejection(),
+    };
+    (key, Row::Outcome(outcome))
+}
+
+/// Every row (outcomes aside) that `state` implies.
+pub fn rows_of(state: &State) -> BTreeMap<RowKey, Row> {
+    let mut rows = BTreeMap::new();
+    for (tenant, ledger_id, ledger) in state.ledgers() {
+        for (account, a) in &ledger.accounts {
+            let key = RowKey::Account {
+                tenant: tenant.clone(),
+                ledger: ledger_id.clone(),
+                account: account.clone(),
+            };
+            rows.insert(key, Row::Account(a.clone()));
+        }
+        for (tx_id, tx) in &ledger.transactions {
+            let key = RowKey::Transaction {
+                tenant: tenant.clone(),
+                ledger: ledger_id.clone(),
+                tx_id: tx_id.clone(),
+            };
+            rows.insert(key, Row::Transaction(tx.clone()));
+        }
+    }
+    for (tenant, (doc_type, key), doc) in state.documents() {
+        let key = RowKey::Document { tenant: tenant.clone(), doc_type: doc_type.clone(), key: key.clone() };
+        rows.insert(key, Row::Document(doc.clone()));
+    }
+    rows
+}
