@@ -1,12 +1,19 @@
 //! The embedded backend: one redb file under the data directory, or memory.
 
 use crate::StoreError;
+use crate::projections::{self, ProjectionStore, Version};
 use crate::snapshot::SnapshotStore;
 use redb::{Database, ReadableTable, TableDefinition};
+use std::collections::BTreeMap;
 use std::path::Path;
+use tally_core::projection::{Change, Row, RowKey};
 
 /// (events topic, partition, covered offset) -> encoded snapshot.
 const SNAPSHOTS: TableDefinition<(&str, i32, i64), &[u8]> = TableDefinition::new("snapshots");
+/// (projection version, encoded row key) -> encoded row.
+const ROWS: TableDefinition<(u32, &[u8]), &[u8]> = TableDefinition::new("projection_rows");
+/// (projection version, events partition) -> last offset the rows cover.
+const CHECKPOINTS: TableDefinition<(u32, i32), i64> = TableDefinition::new("projection_checkpoints");
 
 pub struct EmbeddedStore {
     db: Database,
@@ -36,6 +43,8 @@ impl EmbeddedStore {
     fn init(db: Database) -> Result<Self, StoreError> {
         let tx = db.begin_write()?;
         tx.open_table(SNAPSHOTS)?;
+        tx.open_table(ROWS)?;
+        tx.open_table(CHECKPOINTS)?;
         tx.commit()?;
         Ok(EmbeddedStore { db })
     }
@@ -83,5 +92,65 @@ impl SnapshotStore for EmbeddedStore {
             .map(|entry| entry.map(|(k, v)| (k.value().2, v.value().to_vec())))
             .collect::<Result<_, _>>()?;
         Ok(found)
+    }
+}
+
+impl ProjectionStore for EmbeddedStore {
+    fn checkpoint(&self, version: Version, partition: i32) -> Result<Option<i64>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(CHECKPOINTS)?;
+        Ok(table.get((version, partition))?.map(|v| v.value()))
+    }
+
+    fn commit(
+        &self,
+        version: Version,
+        partition: i32,
+        changes: &[Change],
+        checkpoint: i64,
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut checkpoints = tx.open_table(CHECKPOINTS)?;
+            let stored = checkpoints.get((version, partition))?.map(|v| v.value());
+            if let Some(stored) = stored.filter(|&stored| stored > checkpoint) {
+                // Dropping the transaction aborts it: nothing of this batch is written.
+                return Err(StoreError::CheckpointBackwards { partition, stored, proposed: checkpoint });
+            }
+            checkpoints.insert((version, partition), checkpoint)?;
+            let mut rows = tx.open_table(ROWS)?;
+            for (key, value) in changes {
+                let key = projections::encode(key);
+                match value {
+                    Some(row) => {
+                        rows.insert((version, key.as_slice()), projections::encode(row).as_slice())?
+                    }
+                    None => rows.remove((version, key.as_slice()))?,
+                };
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn row(&self, version: Version, key: &RowKey) -> Result<Option<Row>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(ROWS)?;
+        let key = projections::encode(key);
+        table.get((version, key.as_slice()))?.map(|v| projections::decode(v.value())).transpose()
+    }
+
+    fn rows(&self, version: Version) -> Result<BTreeMap<RowKey, Row>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(ROWS)?;
+        let mut rows = BTreeMap::new();
+        for entry in table.range((version, &[][..])..)? {
+            let (key, value) = entry?;
+            if key.value().0 != version {
+                break;
+            }
+            rows.insert(projections::decode(key.value().1)?, projections::decode(value.value())?);
+        }
+        Ok(rows)
     }
 }

@@ -1,7 +1,10 @@
-//! Tally's storage. Today: snapshots of a partition's state, so that an owner restores from the
-//! newest snapshot plus the log after it instead of the whole log (DESIGN.md section 2). The
-//! projections (accounts, postings, transactions, outcomes, documents, events index,
-//! checkpoints) come next, behind the same kind of small traits, with redb and ScyllaDB backends.
+//! Tally's storage:
+//! - [`snapshot`]: snapshots of a partition's state, so that an owner restores from the newest
+//!   snapshot plus the log after it instead of the whole log (DESIGN.md section 2);
+//! - [`projections`]: the rows the query side reads (accounts, transactions, documents, command
+//!   outcomes) with their per-partition checkpoints, written atomically together.
+//!
+//! Not yet: postings/statements and the events index, and the ScyllaDB backend.
 //!
 //! Backend: [redb](https://docs.rs/redb), a pure-Rust embedded key-value store with ACID write
 //! transactions and a single file. Chosen over fjall (an LSM tree) because the projector's
@@ -9,15 +12,21 @@
 //! directly, and because its read path (copy-on-write B-tree, no compaction) keeps latency flat.
 
 pub mod embedded;
+pub mod projections;
 pub mod snapshot;
 
 pub use embedded::EmbeddedStore;
+pub use projections::ProjectionStore;
 pub use snapshot::{Snapshot, SnapshotError, SnapshotStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("embedded store: {0}")]
     Embedded(String),
+    #[error("stored data does not decode: {0}")]
+    Corrupt(String),
+    #[error("checkpoint of partition {partition} would go back from {stored} to {proposed}")]
+    CheckpointBackwards { partition: i32, stored: i64, proposed: i64 },
 }
 
 macro_rules! embedded_errors {

@@ -1,0 +1,151 @@
+//! The projections' store: one conformance suite for every backend, and a projector that
+//! crashes at random points between batches still ends with exactly the rows of a fresh fold.
+
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use tally_core::log::{LogRecord, Replica};
+use tally_core::projection::{self, Change, Row, RowKey};
+use tally_core::{TenantId, testkit};
+use tally_store::projections::ProjectionStore;
+use tally_store::{EmbeddedStore, StoreError};
+
+fn outcome_key(tenant: &str, command: &str) -> RowKey {
+    RowKey::Outcome {
+        tenant: TenantId::parse(tenant).unwrap(),
+        command_id: tally_core::CommandId::parse(command).unwrap(),
+    }
+}
+
+fn outcome_row(offset: i64) -> Row {
+    Row::Outcome(projection::Outcome {
+        partition: 0,
+        offset,
+        event_id: format!("e{offset}"),
+        kind: "TransactionPosted".into(),
+        rejection: None,
+    })
+}
+
+/// What every backend must do. Written once; each backend's test calls it.
+fn conformance(store: &dyn ProjectionStore) {
+    let (a, b) = (outcome_key("acme", "c1"), outcome_key("acme", "c2"));
+    assert_eq!(store.checkpoint(1, 0).unwrap(), None, "nothing projected yet");
+    assert_eq!(store.row(1, &a).unwrap(), None);
+
+    store.commit(1, 0, &[(a.clone(), Some(outcome_row(1))), (b.clone(), Some(outcome_row(2)))], 2).unwrap();
+    assert_eq!(store.checkpoint(1, 0).unwrap(), Some(2));
+    assert_eq!(store.row(1, &a).unwrap(), Some(outcome_row(1)));
+    assert_eq!(store.rows(1).unwrap().len(), 2);
+
+    // Replacing and removing rows.
+    store.commit(1, 0, &[(a.clone(), Some(outcome_row(3))), (b.clone(), None)], 3).unwrap();
+    assert_eq!(store.row(1, &a).unwrap(), Some(outcome_row(3)));
+    assert_eq!(store.row(1, &b).unwrap(), None);
+
+    // The same checkpoint again is a harmless replay; an older one is refused and writes nothing.
+    store.commit(1, 0, &[(a.clone(), Some(outcome_row(3)))], 3).unwrap();
+    let refused = store.commit(1, 0, &[(a.clone(), Some(outcome_row(1)))], 2);
+    assert!(
+        matches!(refused, Err(StoreError::CheckpointBackwards { partition: 0, stored: 3, proposed: 2 })),
+        "{refused:?}"
+    );
+    assert_eq!(store.row(1, &a).unwrap(), Some(outcome_row(3)), "a refused commit changed a row");
+    assert_eq!(store.checkpoint(1, 0).unwrap(), Some(3));
+
+    // Partitions and versions are independent.
+    assert_eq!(store.checkpoint(1, 1).unwrap(), None);
+    store.commit(2, 0, &[(b.clone(), Some(outcome_row(9)))], 0).unwrap();
+    assert_eq!(store.checkpoint(2, 0).unwrap(), Some(0));
+    assert_eq!(store.rows(2).unwrap(), BTreeMap::from([(b.clone(), outcome_row(9))]));
+    assert_eq!(store.rows(1).unwrap(), BTreeMap::from([(a.clone(), outcome_row(3))]));
+}
+
+#[test]
+fn embedded_in_memory_conforms() {
+    conformance(&EmbeddedStore::in_memory().unwrap());
+}
+
+#[test]
+fn embedded_file_conforms_and_keeps_rows_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tally.redb");
+    conformance(&EmbeddedStore::open(&path).unwrap());
+    let reopened = EmbeddedStore::open(&path).unwrap();
+    assert_eq!(reopened.checkpoint(1, 0).unwrap(), Some(3));
+    assert_eq!(reopened.rows(1).unwrap().len(), 1);
+}
+
+/// A partition's log for a random history: a claim, one event per command, and a zombie's
+/// late writes (an old epoch) after a second claim, which must change nothing.
+fn log_of(history: &[(tally_core::Command, i64)]) -> Vec<LogRecord> {
+    let (_, events, _) = testkit::run(history, |_, _| {});
+    let half = events.len() / 2;
+    let event =
+        |epoch, i: usize| LogRecord::Event { epoch, command_offset: i as i64, event: events[i].clone() };
+    let mut log = vec![LogRecord::Claim { epoch: 1, owner: "a".into() }];
+    log.extend((0..half).map(|i| event(1, i)));
+    log.push(LogRecord::Claim { epoch: 2, owner: "b".into() });
+    log.extend((half..events.len()).map(|i| event(1, i))); // the zombie: superseded
+    log.extend((half..events.len()).map(|i| event(2, i)));
+    log
+}
+
+/// Rows of a fresh fold of the whole log.
+fn fresh_fold(log: &[LogRecord]) -> BTreeMap<RowKey, Row> {
+    let mut replica = Replica::new();
+    let mut rows = BTreeMap::new();
+    for (offset, record) in log.iter().enumerate() {
+        for (key, value) in projection::fold(&mut replica, record, 0, offset as i64) {
+            match value {
+                Some(v) => rows.insert(key, v),
+                None => rows.remove(&key),
+            };
+        }
+    }
+    rows
+}
+
+/// Projects `log` in batches of `batch` records, "crashing" (losing everything in memory and
+/// reopening the store) after the commits listed in `crashes`.
+fn project_with_crashes(log: &[LogRecord], path: &std::path::Path, batch: usize, crashes: &[usize]) {
+    let mut commits = 0;
+    'restart: loop {
+        let store = EmbeddedStore::open(path).unwrap();
+        // Restore: the state as of the checkpoint, then go on from the record after it.
+        let next = store.checkpoint(1, 0).unwrap().map_or(0, |c| c as usize + 1);
+        let mut replica = Replica::new();
+        for (offset, record) in log[..next].iter().enumerate() {
+            projection::fold(&mut replica, record, 0, offset as i64);
+        }
+        for start in (next..log.len()).step_by(batch) {
+            let end = (start + batch).min(log.len());
+            let changes: Vec<Change> = (start..end)
+                .flat_map(|offset| projection::fold(&mut replica, &log[offset], 0, offset as i64))
+                .collect();
+            store.commit(1, 0, &changes, end as i64 - 1).unwrap();
+            commits += 1;
+            if crashes.contains(&commits) {
+                continue 'restart;
+            }
+        }
+        return;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn a_projector_crashing_between_batches_ends_with_the_rows_of_a_fresh_fold(
+        history in testkit::history(),
+        batch in 1usize..20,
+        crashes in prop::collection::vec(1usize..40, 0..4),
+    ) {
+        let log = log_of(&history);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tally.redb");
+        project_with_crashes(&log, &path, batch, &crashes);
+        let stored = EmbeddedStore::open(&path).unwrap().rows(1).unwrap();
+        prop_assert_eq!(stored, fresh_fold(&log));
+    }
+}
