@@ -200,7 +200,7 @@ pub fn watch(
 /// Where each partition's reading starts: after its newest usable snapshot, or at offset 0.
 fn starts(snapshots: Option<&dyn SnapshotStore>, topic: &str, partitions: i32) -> Vec<(i64, LogReader)> {
     (0..partitions)
-        .map(|p| match snapshots.and_then(|store| snapshot::restore_point(store, topic, p)) {
+        .map(|p| match snapshots.and_then(|store| snapshot::restore_point(store, topic, p, i64::MAX)) {
             Some(s) => (s.covers + 1, s.replica.reader),
             None => (0, LogReader::new()),
         })

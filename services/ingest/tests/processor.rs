@@ -254,8 +254,9 @@ async fn a_new_owner_restores_from_the_newest_good_snapshot() {
     first.stop().await;
 
     // The newest snapshot is torn, as a crash while writing it would leave it: skipped.
-    let good =
-        snapshot::newest_valid(store.as_ref(), &h.topics.events, 0).unwrap().expect("snapshots were written");
+    let good = snapshot::newest_valid(store.as_ref(), &h.topics.events, 0, i64::MAX)
+        .unwrap()
+        .expect("snapshots were written");
     let torn = snapshot::Snapshot { covers: good.covers + 50, replica: good.replica.clone() }.encode();
     store.put(&h.topics.events, 0, good.covers + 50, &torn[..torn.len() - 7], KEEP + 1).unwrap();
 

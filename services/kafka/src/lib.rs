@@ -1,14 +1,20 @@
 //! # tally-kafka
 //!
 //! Everything Tally says to Kafka goes through rdkafka, configured here with every option that
-//! matters for correctness set explicitly ([`config`]). Also: topic administration ([`topics`])
-//! and the in-process Kafka-API broker used by tests and `tally dev` ([`EmbeddedBroker`]).
+//! matters for correctness set explicitly ([`config`]). Also: topic administration ([`topics`]),
+//! the in-process Kafka-API broker used by tests and `tally dev` ([`EmbeddedBroker`]),
+//! partition ownership through a consumer group ([`group`]) and reading one partition of the
+//! events log into a replica ([`LogTail`]).
 
 pub mod config;
 mod embedded;
+pub mod group;
+mod log_tail;
 pub mod topics;
 
 pub use embedded::{BrokerStorage, EmbeddedBroker};
+pub use group::{Assignment, GroupConfig, PartitionGroup, PartitionOwner};
+pub use log_tail::LogTail;
 
 /// Kafka plumbing errors.
 #[derive(Debug, thiserror::Error)]
@@ -21,4 +27,8 @@ pub enum KafkaError {
     Topic { topic: String, message: String },
     #[error("embedded broker: {0}")]
     Broker(String),
+    #[error("consumer group: {0}")]
+    Group(String),
+    #[error("reading the log: {0}")]
+    Stalled(String),
 }

@@ -41,9 +41,10 @@ fn main() {
     let started = Instant::now();
     snapshot::save(&store, "bench.events", 0, &Snapshot { covers, replica: replica.clone() }).unwrap();
     let save = started.elapsed();
-    let size = snapshot::SnapshotStore::newest_first(&store, "bench.events", 0, 1).unwrap()[0].1.len();
+    let size =
+        snapshot::SnapshotStore::newest_first(&store, "bench.events", 0, i64::MAX, 1).unwrap()[0].1.len();
     let started = Instant::now();
-    let restored = snapshot::newest_valid(&store, "bench.events", 0).unwrap().expect("a snapshot");
+    let restored = snapshot::newest_valid(&store, "bench.events", 0, i64::MAX).unwrap().expect("a snapshot");
     let restore = started.elapsed();
     assert_eq!(restored.replica, replica, "the snapshot is the fold");
 

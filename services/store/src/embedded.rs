@@ -81,12 +81,13 @@ impl SnapshotStore for EmbeddedStore {
         &self,
         log: &str,
         partition: i32,
+        at_most: i64,
         limit: usize,
     ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
         let tx = self.db.begin_read()?;
         let table = tx.open_table(SNAPSHOTS)?;
         let found = table
-            .range((log, partition, i64::MIN)..=(log, partition, i64::MAX))?
+            .range((log, partition, i64::MIN)..=(log, partition, at_most))?
             .rev()
             .take(limit)
             .map(|entry| entry.map(|(k, v)| (k.value().2, v.value().to_vec())))

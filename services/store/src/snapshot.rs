@@ -105,11 +105,13 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug {
         keep: usize,
     ) -> Result<(), StoreError>;
 
-    /// The partition's stored snapshots, newest first, at most `limit`, as stored (unchecked).
+    /// The partition's stored snapshots that cover at most offset `at_most`, newest first, at
+    /// most `limit` of them, as stored (unchecked).
     fn newest_first(
         &self,
         log: &str,
         partition: i32,
+        at_most: i64,
         limit: usize,
     ) -> Result<Vec<(i64, Vec<u8>)>, StoreError>;
 }
@@ -127,14 +129,17 @@ pub fn save(
     store.put(log, partition, snapshot.covers, &snapshot.encode(), KEEP)
 }
 
-/// The newest snapshot of the partition that passes every check; each one that does not is
-/// skipped with a warning. `None`: restore from the start of the log.
+/// The newest snapshot of the partition covering at most offset `at_most` that passes every
+/// check; each one that does not is skipped with a warning. `None`: restore from the start of
+/// the log. (The processor takes the newest there is, `i64::MAX`; the projector one at or
+/// before its checkpoint.)
 pub fn newest_valid(
     store: &dyn SnapshotStore,
     log: &str,
     partition: i32,
+    at_most: i64,
 ) -> Result<Option<Snapshot>, StoreError> {
-    for (key, bytes) in store.newest_first(log, partition, KEEP * 2)? {
+    for (key, bytes) in store.newest_first(log, partition, at_most, KEEP * 2)? {
         match Snapshot::decode(&bytes).and_then(|s| filed_under(s, key)) {
             Ok(snapshot) => return Ok(Some(snapshot)),
             Err(e) => tracing::warn!(log, partition, covers = key, "skipping an unusable snapshot: {e}"),
@@ -143,10 +148,10 @@ pub fn newest_valid(
     Ok(None)
 }
 
-/// Where a reader of the partition starts: the newest usable snapshot, or `None` for the start
+/// Where a reader of the partition starts: the newest usable snapshot covering at most `at_most`, or `None` for the start
 /// of the log. A store that cannot be read costs a full replay (with a warning), not the reader.
-pub fn restore_point(store: &dyn SnapshotStore, log: &str, partition: i32) -> Option<Snapshot> {
-    newest_valid(store, log, partition)
+pub fn restore_point(store: &dyn SnapshotStore, log: &str, partition: i32, at_most: i64) -> Option<Snapshot> {
+    newest_valid(store, log, partition, at_most)
         .inspect_err(|e| {
             tracing::warn!(log, partition, "reading snapshots: {e}; reading the log from its start")
         })

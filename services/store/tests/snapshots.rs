@@ -80,28 +80,37 @@ fn every_kind_of_damage_is_detected() {
 /// The contract of a snapshot store, written once for every backend.
 fn conformance(store: &dyn SnapshotStore) {
     let (log, other) = ("t.events", "u.events");
-    assert_eq!(snapshot::newest_valid(store, log, 0).unwrap(), None, "empty: restore from the log");
+    assert_eq!(snapshot::newest_valid(store, log, 0, i64::MAX).unwrap(), None, "empty: restore from the log");
     for covers in [10, 20, 30, 40, 50] {
         snapshot::save(store, log, 0, &some_snapshot(covers)).unwrap();
     }
     snapshot::save(store, other, 0, &some_snapshot(99)).unwrap();
     snapshot::save(store, log, 1, &some_snapshot(7)).unwrap();
-    let kept: Vec<i64> = store.newest_first(log, 0, 10).unwrap().into_iter().map(|(c, _)| c).collect();
+    let kept: Vec<i64> =
+        store.newest_first(log, 0, i64::MAX, 10).unwrap().into_iter().map(|(c, _)| c).collect();
     assert_eq!(kept, [50, 40, 30], "the newest {KEEP} are kept");
-    assert_eq!(snapshot::newest_valid(store, log, 0).unwrap().unwrap().covers, 50);
-    assert_eq!(snapshot::newest_valid(store, log, 1).unwrap().unwrap().covers, 7, "per partition");
-    assert_eq!(snapshot::newest_valid(store, other, 0).unwrap().unwrap().covers, 99, "per log");
+    assert_eq!(snapshot::newest_valid(store, log, 0, i64::MAX).unwrap().unwrap().covers, 50);
+    assert_eq!(snapshot::newest_valid(store, log, 1, i64::MAX).unwrap().unwrap().covers, 7, "per partition");
+    assert_eq!(snapshot::newest_valid(store, other, 0, i64::MAX).unwrap().unwrap().covers, 99, "per log");
+    // A reader that must not go past an offset (the projector's checkpoint) gets one at or before it.
+    assert_eq!(snapshot::newest_valid(store, log, 0, 45).unwrap().unwrap().covers, 40);
+    assert_eq!(snapshot::newest_valid(store, log, 0, 40).unwrap().unwrap().covers, 40);
+    assert_eq!(snapshot::newest_valid(store, log, 0, 29).unwrap(), None, "none that early is kept");
 
     // A crash while writing leaves a torn newest snapshot; one filed under the wrong offset is
     // as bad: both are skipped for the next older good one.
     let torn = some_snapshot(60).encode();
     store.put(log, 0, 60, &torn[..torn.len() / 2], KEEP + 2).unwrap();
     store.put(log, 0, 70, &some_snapshot(65).encode(), KEEP + 2).unwrap();
-    assert_eq!(snapshot::newest_valid(store, log, 0).unwrap().unwrap().covers, 50);
-    for (covers, _) in store.newest_first(log, 0, 10).unwrap() {
+    assert_eq!(snapshot::newest_valid(store, log, 0, i64::MAX).unwrap().unwrap().covers, 50);
+    for (covers, _) in store.newest_first(log, 0, i64::MAX, 10).unwrap() {
         store.put(log, 0, covers, b"garbage", KEEP + 2).unwrap();
     }
-    assert_eq!(snapshot::newest_valid(store, log, 0).unwrap(), None, "nothing usable: the whole log");
+    assert_eq!(
+        snapshot::newest_valid(store, log, 0, i64::MAX).unwrap(),
+        None,
+        "nothing usable: the whole log"
+    );
 }
 
 #[test]
@@ -118,5 +127,5 @@ fn embedded_file_store_conforms_and_keeps_snapshots_across_reopening() {
     snapshot::save(&store, "t.events", 3, &some_snapshot(5)).unwrap();
     drop(store);
     let reopened = EmbeddedStore::open(&path).unwrap();
-    assert_eq!(snapshot::newest_valid(&reopened, "t.events", 3).unwrap(), Some(some_snapshot(5)));
+    assert_eq!(snapshot::newest_valid(&reopened, "t.events", 3, i64::MAX).unwrap(), Some(some_snapshot(5)));
 }

@@ -8,29 +8,23 @@
 //! writing (a zombie) writes under a superseded epoch, which every reader ignores. Kafka's
 //! committed offsets are only a lag hint: the log says where to resume.
 //!
-//! Threads: one thread runs the group consumer (librdkafka blocks) and hands each partition's
-//! records to that partition's task through a bounded queue; a partition whose queue is full
-//! is paused at the broker until its task catches up.
+//! Partitions are owned through [`tally_kafka::PartitionGroup`]: a task per partition, fed
+//! through a bounded queue.
 
-mod group;
 pub mod intake;
 mod partition;
-mod restore;
 
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
-use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tally_codec::Codec;
 use tally_core::log::LogRecord;
 use tally_kafka::config::KafkaOptions;
 use tally_kafka::topics::Topics;
+use tally_kafka::{Assignment, GroupConfig, PartitionGroup, PartitionOwner};
 use tally_store::SnapshotStore;
-use tokio_util::sync::CancellationToken;
-
-pub use restore::LogTail;
 
 /// What a processor instance needs to know.
 #[derive(Debug, Clone)]
@@ -73,19 +67,12 @@ impl ProcessorConfig {
 pub enum ProcessorError {
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("{0}")]
+    Log(#[from] tally_kafka::KafkaError),
     #[error("restoring: {0}")]
     Restore(String),
     #[error("the producer was dropped before delivering")]
     Canceled,
-}
-
-/// Messages from partition tasks to the group thread, which alone touches the consumer.
-#[derive(Debug)]
-enum Control {
-    /// The partition is restored and claimed: deliver its commands from `offset` on.
-    Start { partition: i32, offset: i64 },
-    /// Every command before `next_offset` is answered in the log (a lag hint for Kafka).
-    Answered { partition: i32, next_offset: i64 },
 }
 
 /// What every partition task of one instance shares.
@@ -94,7 +81,6 @@ struct Shared {
     codec: Arc<Codec>,
     /// Replaced when it fails fatally (see [`Shared::renew_failed_producer`]).
     producer: Mutex<FutureProducer>,
-    control: std::sync::mpsc::Sender<Control>,
     restores: Arc<Mutex<Vec<Restored>>>,
 }
 
@@ -210,6 +196,27 @@ impl Shared {
     }
 }
 
+impl PartitionOwner for Shared {
+    type Error = ProcessorError;
+
+    fn own(
+        self: Arc<Self>,
+        assignment: Assignment,
+        records: tokio::sync::mpsc::Receiver<OwnedMessage>,
+    ) -> impl Future<Output = Result<(), ProcessorError>> + Send + 'static {
+        partition::own(self, assignment, records)
+    }
+
+    fn before_restart(&self) {
+        if let Err(e) = self.renew_failed_producer() {
+            tracing::error!("creating a new log producer: {e}");
+        }
+    }
+}
+
+/// Records queued per partition ahead of its task (a few batches).
+const INTAKE_BATCHES: usize = 4;
+
 /// The offset of one delivered record (the future's error type is the producer's channel closing).
 fn settle<Closed>(
     delivery: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, Closed>,
@@ -232,9 +239,7 @@ fn log_key(record: &LogRecord) -> Option<String> {
 
 /// A running processor instance.
 pub struct Processor {
-    stop: CancellationToken,
-    thread: Option<std::thread::JoinHandle<()>>,
-    running: Arc<Mutex<BTreeSet<i32>>>,
+    group: PartitionGroup,
     restores: Arc<Mutex<Vec<Restored>>>,
 }
 
@@ -243,28 +248,22 @@ impl Processor {
     /// (partition tasks run on it).
     pub fn start(config: ProcessorConfig) -> Result<Processor, ProcessorError> {
         let producer = Mutex::new(config.kafka.log_writer("processor").create()?);
-        let (control_tx, control_rx) = std::sync::mpsc::channel();
         let restores = Arc::new(Mutex::new(Vec::new()));
-        let shared = Arc::new(Shared {
-            config,
-            codec: Arc::new(Codec::new()),
-            producer,
-            control: control_tx,
-            restores: restores.clone(),
-        });
-        let stop = CancellationToken::new();
-        let running = Arc::new(Mutex::new(BTreeSet::new()));
-        let group = group::Group::join(shared, control_rx, stop.clone(), running.clone())?;
-        let thread = std::thread::Builder::new()
-            .name("tally-processor-group".into())
-            .spawn(move || group.run())
-            .map_err(|e| ProcessorError::Restore(format!("starting the group thread: {e}")))?;
-        Ok(Processor { stop, thread: Some(thread), running, restores })
+        let group = GroupConfig {
+            kafka: config.kafka.clone(),
+            topic: config.topics.commands.clone(),
+            group_id: config.group_id.clone(),
+            role: "processor",
+            queue: INTAKE_BATCHES * config.batch_max,
+        };
+        let shared =
+            Arc::new(Shared { config, codec: Arc::new(Codec::new()), producer, restores: restores.clone() });
+        Ok(Processor { group: PartitionGroup::join(group, shared)?, restores })
     }
 
     /// Partitions restored, claimed and being answered by this instance.
     pub fn running_partitions(&self) -> Vec<i32> {
-        self.running.lock().expect("not poisoned").iter().copied().collect()
+        self.group.running_partitions()
     }
 
     /// Every restore this instance did, oldest first.
@@ -273,16 +272,7 @@ impl Processor {
     }
 
     /// Stops taking commands, lets each partition finish its batch, leaves the group.
-    pub async fn stop(mut self) {
-        self.stop.cancel();
-        if let Some(thread) = self.thread.take() {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        }
-    }
-}
-
-impl Drop for Processor {
-    fn drop(&mut self) {
-        self.stop.cancel();
+    pub async fn stop(self) {
+        self.group.stop().await;
     }
 }

@@ -2,8 +2,7 @@
 //! in batches, one log record per command record.
 
 use super::intake;
-use super::restore::LogTail;
-use super::{Control, ProcessorError, Restored, Shared};
+use super::{ProcessorError, Restored, Shared};
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::FutureRecord;
@@ -12,9 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tally_core::log::{LogRecord, Replica, Verdict};
 use tally_core::{Actor, Command, CommandBody, CommandId, LedgerId, TenantId, TxId, decide};
+use tally_kafka::{Assignment, LogTail};
 use tally_store::snapshot::{self, Snapshot};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 /// How often a new owner claims again after losing a claim race before it gives up (and the
 /// group thread restarts it).
@@ -23,10 +22,10 @@ const CLAIM_ATTEMPTS_MAX: u32 = 5;
 /// Restores the partition, claims it, and answers commands until cancelled or the intake closes.
 pub(super) async fn own(
     shared: Arc<Shared>,
-    partition: i32,
-    mut intake: mpsc::Receiver<OwnedMessage>,
-    cancel: CancellationToken,
+    assignment: Assignment,
+    mut records: mpsc::Receiver<OwnedMessage>,
 ) -> Result<(), ProcessorError> {
+    let partition = assignment.partition;
     let (replica, claim) = match take_over(&shared, partition, true).await {
         Err(TakeOver::SnapshotAhead { covers, claim }) => {
             tracing::warn!(
@@ -42,8 +41,11 @@ pub(super) async fn own(
     .map_err(TakeOver::into_error)?;
     let start = replica.reader.next_command_offset();
     tracing::info!(partition, epoch = replica.reader.epoch(), start, "partition restored and claimed");
+    assignment.start_at(start);
+    let cancel = assignment.cancel.clone();
     let mut owner = Owner {
         shared,
+        assignment,
         partition,
         replica,
         expiring: HashSet::new(),
@@ -52,7 +54,6 @@ pub(super) async fn own(
         last_snapshot: Instant::now(),
         snapshotting: None,
     };
-    owner.control(Control::Start { partition, offset: start });
     let mut batch = Vec::with_capacity(owner.shared.config.batch_max);
     let mut expiry = tokio::time::interval(owner.shared.config.expiry_interval);
     expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -60,7 +61,7 @@ pub(super) async fn own(
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return Ok(()),
-            n = intake.recv_many(&mut batch, owner.shared.config.batch_max) => {
+            n = records.recv_many(&mut batch, owner.shared.config.batch_max) => {
                 if n == 0 {
                     return Ok(());
                 }
@@ -115,7 +116,7 @@ async fn take_over(
         None => (Replica::new(), 0),
     };
     let (kafka, topic) = (shared.config.kafka.clone(), shared.config.topics.events.clone());
-    let mut tail = blocking(move || LogTail::open_at(&kafka, &topic, partition, from)).await?;
+    let mut tail = blocking(move || Ok(LogTail::open_at(&kafka, &topic, partition, from)?)).await?;
     let end = {
         let codec = shared.codec.clone();
         let (t, r, end) = blocking(move || {
@@ -165,7 +166,7 @@ async fn take_over(
 async fn newest_snapshot(shared: &Arc<Shared>, partition: i32) -> Option<Snapshot> {
     let store = shared.config.snapshots.clone()?;
     let log = shared.config.topics.events.clone();
-    tokio::task::spawn_blocking(move || snapshot::restore_point(store.as_ref(), &log, partition))
+    tokio::task::spawn_blocking(move || snapshot::restore_point(store.as_ref(), &log, partition, i64::MAX))
         .await
         .ok()?
 }
@@ -182,6 +183,8 @@ type TxKey = (TenantId, LedgerId, TxId);
 
 struct Owner {
     shared: Arc<Shared>,
+    /// For telling the group how far this owner has answered.
+    assignment: Assignment,
     partition: i32,
     replica: Replica,
     /// Expiries requested and not yet seen answered (so each is requested once per owner).
@@ -198,11 +201,6 @@ struct Owner {
 }
 
 impl Owner {
-    fn control(&self, message: Control) {
-        // The group thread outlives every partition task it started.
-        let _ = self.shared.control.send(message);
-    }
-
     /// Answers a batch: one log record per command record not answered yet. Dead letters are
     /// durable before the markers that answer them; the records are durable before the command
     /// offsets are stored.
@@ -249,7 +247,7 @@ impl Owner {
         }
         let offsets = self.shared.append_all(self.partition, &records).await?;
         let next_offset = self.replica.reader.next_command_offset();
-        self.control(Control::Answered { partition: self.partition, next_offset });
+        self.assignment.done_before(next_offset);
         self.extend_log_end(&offsets);
         self.snapshot_if_due();
         Ok(())

@@ -7,8 +7,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::time::{Duration, Instant};
 use tally_codec::Codec;
 use tally_core::log::{LogRecord, Replica, Verdict};
+use tally_core::projection;
 use tally_core::*;
-use tally_ingest::processor::{LogTail, ProcessorConfig};
+use tally_ingest::processor::ProcessorConfig;
+use tally_kafka::LogTail;
 use tally_kafka::config::KafkaOptions;
 use tally_kafka::topics::{Topics, ensure_topics};
 use tally_kafka::{BrokerStorage, EmbeddedBroker};
@@ -187,6 +189,28 @@ impl Log {
             .count()
     }
 
+    /// The projection rows of a fresh fold of the whole log, every partition from offset 0.
+    pub fn projection(&self) -> std::collections::BTreeMap<projection::RowKey, projection::Row> {
+        let mut rows = std::collections::BTreeMap::new();
+        for (partition, part) in self.partitions.iter().enumerate() {
+            let mut replica = Replica::new();
+            for (offset, record, _) in &part.records {
+                for (key, row) in projection::fold(&mut replica, record, partition as i32, *offset) {
+                    match row {
+                        Some(row) => rows.insert(key, row),
+                        None => rows.remove(&key),
+                    };
+                }
+            }
+        }
+        rows
+    }
+
+    /// The last offset of each partition.
+    pub fn ends(&self) -> Vec<Option<i64>> {
+        self.partitions.iter().map(|p| p.records.last().map(|(offset, _, _)| *offset)).collect()
+    }
+
     pub fn verdicts(&self, wanted: Verdict) -> usize {
         self.partitions.iter().flat_map(|p| &p.records).filter(|(_, _, v)| *v == wanted).count()
     }
@@ -261,7 +285,8 @@ pub fn balance(log: &Log, tenant: &str, who: &str) -> Amount {
 
 /// Logs to the test's output (shown for failing tests); `RUST_LOG` filters.
 pub fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,tally_ingest=info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,tally_ingest=info,tally_projector=info")
+    });
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
 }

@@ -1,12 +1,21 @@
-//! The group thread: the one place that touches the consumer of `commands`. It follows the
-//! group's assignments, starts and stops partition tasks, positions each partition where its
-//! task says, and hands records over.
+//! Partition ownership through a consumer group, shared by the processor (over `commands`) and
+//! the projector (over `events`).
+//!
+//! One thread runs the group consumer (librdkafka blocks) and is the only place that touches
+//! it: it follows the group's assignments, starts a task per owned partition, positions each
+//! partition where its task says, and hands that partition's records to it through a bounded
+//! queue. A partition whose queue is full is paused at the broker until its task catches up.
+//!
+//! A task restores whatever it needs first and then says where to start
+//! ([`Assignment::start_at`]): the task's own durable state decides where reading resumes, and
+//! Kafka's committed offsets are only a lag hint ([`Assignment::done_before`]).
 
-use super::{Control, ProcessorError, Shared, partition};
+use crate::config::KafkaOptions;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::future::Future;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,12 +23,130 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// Records queued per partition ahead of its task (a few batches).
-const INTAKE_BATCHES: usize = 4;
 /// How long a stopping partition task may take to finish its batch.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How often stored offsets are committed (a lag hint only).
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+/// Pause before a failed partition task starts over (so a persistent fault does not spin).
+const RESTART_DELAY: Duration = Duration::from_millis(200);
+
+/// The owner of partitions: what runs for each partition this instance is assigned.
+pub trait PartitionOwner: Send + Sync + 'static {
+    type Error: std::fmt::Display + Send + 'static;
+
+    /// Owns one partition until `assignment.cancel` fires or `records` closes. Returning (with
+    /// an error or not) while the partition is still assigned starts it over. `records` holds
+    /// the partition's records from the offset given to [`Assignment::start_at`] on.
+    fn own(
+        self: Arc<Self>,
+        assignment: Assignment,
+        records: mpsc::Receiver<OwnedMessage>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static;
+
+    /// Called on the group thread before a failed partition task starts over.
+    fn before_restart(&self) {}
+}
+
+/// How a group is joined.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    pub kafka: KafkaOptions,
+    pub topic: String,
+    pub group_id: String,
+    /// The client's role in logs and client ids ("processor", "projector").
+    pub role: &'static str,
+    /// Records queued per partition ahead of its task.
+    pub queue: usize,
+}
+
+/// One partition given to a [`PartitionOwner`].
+pub struct Assignment {
+    pub partition: i32,
+    /// Fires when the partition is revoked or the instance stops.
+    pub cancel: CancellationToken,
+    control: Sender<Control>,
+}
+
+impl Assignment {
+    /// The task is ready: deliver the partition's records from `offset` on.
+    pub fn start_at(&self, offset: i64) {
+        // The group thread outlives every partition task it started.
+        let _ = self.control.send(Control::Start { partition: self.partition, offset });
+    }
+
+    /// Every record before `next_offset` is durably handled (stored for the next commit, a lag
+    /// hint for operators and for Kafka's tools).
+    pub fn done_before(&self, next_offset: i64) {
+        let _ = self.control.send(Control::Done { partition: self.partition, next_offset });
+    }
+}
+
+/// Messages from partition tasks to the group thread.
+#[derive(Debug)]
+enum Control {
+    Start { partition: i32, offset: i64 },
+    Done { partition: i32, next_offset: i64 },
+}
+
+/// A joined group: its thread runs until [`PartitionGroup::stop`].
+pub struct PartitionGroup {
+    stop: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+    running: Arc<Mutex<BTreeSet<i32>>>,
+}
+
+impl PartitionGroup {
+    /// Joins the group and starts owning the partitions it assigns. Must be called within a
+    /// tokio runtime (partition tasks run on it).
+    pub fn join<O: PartitionOwner>(config: GroupConfig, owner: Arc<O>) -> Result<Self, crate::KafkaError> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| crate::KafkaError::Group("must start inside a tokio runtime".into()))?;
+        let (membership_tx, membership) = std::sync::mpsc::channel();
+        let context = GroupContext { topic: config.topic.clone(), membership: membership_tx };
+        let consumer: BaseConsumer<GroupContext> =
+            config.kafka.consumer(config.role, &config.group_id).create_with_context(context)?;
+        consumer.subscribe(&[&config.topic])?;
+        let (control_tx, control) = std::sync::mpsc::channel();
+        let stop = CancellationToken::new();
+        let running = Arc::new(Mutex::new(BTreeSet::new()));
+        let thread = GroupThread {
+            config,
+            owner,
+            consumer,
+            membership,
+            control,
+            control_tx,
+            stop: stop.clone(),
+            running: running.clone(),
+            runtime,
+            slots: HashMap::new(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("tally-{}-group", thread.config.role))
+            .spawn(move || thread.run())
+            .map_err(|e| crate::KafkaError::Group(format!("starting the group thread: {e}")))?;
+        Ok(PartitionGroup { stop, thread: Some(thread), running })
+    }
+
+    /// Partitions whose task has started reading (restored and positioned).
+    pub fn running_partitions(&self) -> Vec<i32> {
+        self.running.lock().expect("not poisoned").iter().copied().collect()
+    }
+
+    /// Stops taking records, lets each partition task finish its batch, leaves the group.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+impl Drop for PartitionGroup {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
 
 /// Assignment changes, as the consumer reports them from inside `poll`.
 enum Membership {
@@ -41,7 +168,7 @@ impl ConsumerContext for GroupContext {
         }
     }
 
-    /// New partitions stay paused until their task has restored and claimed them.
+    /// New partitions stay paused until their task is ready for them.
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
@@ -63,49 +190,31 @@ impl GroupContext {
 }
 
 /// One owned partition, from the group thread's side.
-struct Slot {
-    task: JoinHandle<Result<(), ProcessorError>>,
+struct Slot<E> {
+    task: JoinHandle<Result<(), E>>,
     cancel: CancellationToken,
     intake: mpsc::Sender<OwnedMessage>,
-    /// Set once the task has restored and claimed: the next offset to hand over.
+    /// Set once the task is ready: the next offset to hand over.
     next: Option<i64>,
     /// Records the task's queue had no room for; the partition is paused while any wait.
     waiting: VecDeque<OwnedMessage>,
 }
 
-pub(super) struct Group {
-    shared: Arc<Shared>,
+struct GroupThread<O: PartitionOwner> {
+    config: GroupConfig,
+    owner: Arc<O>,
     consumer: BaseConsumer<GroupContext>,
     membership: Receiver<Membership>,
     control: Receiver<Control>,
+    control_tx: Sender<Control>,
     stop: CancellationToken,
     running: Arc<Mutex<BTreeSet<i32>>>,
     runtime: tokio::runtime::Handle,
-    slots: HashMap<i32, Slot>,
+    slots: HashMap<i32, Slot<O::Error>>,
 }
 
-impl Group {
-    pub(super) fn join(
-        shared: Arc<Shared>,
-        control: Receiver<Control>,
-        stop: CancellationToken,
-        running: Arc<Mutex<BTreeSet<i32>>>,
-    ) -> Result<Group, ProcessorError> {
-        let (membership_tx, membership) = std::sync::mpsc::channel();
-        let topic = shared.config.topics.commands.clone();
-        let context = GroupContext { topic: topic.clone(), membership: membership_tx };
-        let consumer: BaseConsumer<GroupContext> = shared
-            .config
-            .kafka
-            .consumer("processor", &shared.config.group_id)
-            .create_with_context(context)?;
-        consumer.subscribe(&[&topic])?;
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| ProcessorError::Restore("the processor must start inside a tokio runtime".into()))?;
-        Ok(Group { shared, consumer, membership, control, stop, running, runtime, slots: HashMap::new() })
-    }
-
-    pub(super) fn run(mut self) {
+impl<O: PartitionOwner> GroupThread<O> {
+    fn run(mut self) {
         let mut last_commit = Instant::now();
         while !self.stop.is_cancelled() {
             let polled = self.consumer.poll(Duration::from_millis(20)).map(|r| r.map(|m| m.detach()));
@@ -121,7 +230,7 @@ impl Group {
             }
             match polled {
                 Some(Ok(record)) => self.hand_over(record),
-                Some(Err(e)) => tracing::warn!("commands consumer: {e}"),
+                Some(Err(e)) => tracing::warn!(topic = self.config.topic, "group consumer: {e}"),
                 None => {}
             }
             self.drain_waiting();
@@ -134,18 +243,19 @@ impl Group {
         }
         let partitions: Vec<i32> = self.slots.keys().copied().collect();
         partitions.into_iter().for_each(|p| self.stop(p));
-        while let Ok(Control::Answered { partition, next_offset }) = self.control.try_recv() {
+        while let Ok(Control::Done { partition, next_offset }) = self.control.try_recv() {
             self.store(partition, next_offset);
         }
         let _ = self.consumer.commit_consumer_state(CommitMode::Sync);
         self.consumer.unsubscribe();
     }
 
-    /// Starts the task that restores and claims `partition` (paused meanwhile).
+    /// Starts the task that owns `partition` (paused until the task says where to start).
     fn start(&mut self, partition: i32) {
-        let (intake, rx) = mpsc::channel(INTAKE_BATCHES * self.shared.config.batch_max);
+        let (intake, records) = mpsc::channel(self.config.queue);
         let cancel = CancellationToken::new();
-        let task = self.runtime.spawn(partition::own(self.shared.clone(), partition, rx, cancel.clone()));
+        let assignment = Assignment { partition, cancel: cancel.clone(), control: self.control_tx.clone() };
+        let task = self.runtime.spawn(self.owner.clone().own(assignment, records));
         self.slots.insert(partition, Slot { task, cancel, intake, next: None, waiting: VecDeque::new() });
     }
 
@@ -156,10 +266,11 @@ impl Group {
         slot.cancel.cancel();
         drop(slot.intake);
         match self.runtime.block_on(async { tokio::time::timeout(STOP_GRACE, slot.task).await }) {
-            Ok(Ok(Ok(()))) => tracing::info!(partition, "partition released"),
+            Ok(Ok(Ok(()))) => tracing::info!(partition, role = self.config.role, "partition released"),
             Ok(Ok(Err(e))) => tracing::warn!(partition, "partition task ended with: {e}"),
             Ok(Err(e)) => tracing::error!(partition, "partition task panicked: {e}"),
-            // Still writing after this point makes it a zombie; its records are superseded.
+            // Still writing after this point makes it a zombie, which the owner's design must
+            // make harmless (superseded epochs, checkpoints that never go back).
             Err(_) => tracing::warn!(partition, "partition task did not stop within {STOP_GRACE:?}"),
         }
     }
@@ -168,7 +279,7 @@ impl Group {
         match message {
             Control::Start { partition, offset } => {
                 let Some(slot) = self.slots.get_mut(&partition) else { return };
-                let topic = &self.shared.config.topics.commands;
+                let topic = &self.config.topic;
                 let mut tpl = TopicPartitionList::new();
                 let positioned = tpl
                     .add_partition_offset(topic, partition, Offset::Offset(offset))
@@ -181,19 +292,18 @@ impl Group {
                     }
                     Err(e) => {
                         // The task is told by its queue closing; the restart check starts over.
-                        tracing::error!(partition, offset, "positioning the commands partition: {e}");
+                        tracing::error!(partition, offset, topic, "positioning the partition: {e}");
                         slot.cancel.cancel();
                     }
                 }
             }
-            Control::Answered { partition, next_offset } => self.store(partition, next_offset),
+            Control::Done { partition, next_offset } => self.store(partition, next_offset),
         }
     }
 
     fn store(&self, partition: i32, next_offset: i64) {
         if self.slots.contains_key(&partition)
-            && let Err(e) =
-                self.consumer.store_offset(&self.shared.config.topics.commands, partition, next_offset)
+            && let Err(e) = self.consumer.store_offset(&self.config.topic, partition, next_offset)
         {
             tracing::debug!(partition, "storing offset {next_offset}: {e}");
         }
@@ -203,7 +313,7 @@ impl Group {
     /// partition will be read again from its position) or the record is before it.
     fn hand_over(&mut self, record: OwnedMessage) {
         let partition = record.partition();
-        tracing::trace!(partition, offset = record.offset(), "command record");
+        tracing::trace!(partition, offset = record.offset(), topic = self.config.topic, "record");
         let Some(slot) = self.slots.get_mut(&partition) else { return };
         let Some(next) = slot.next else { return };
         if record.offset() < next {
@@ -216,12 +326,11 @@ impl Group {
         }
         if let Err(mpsc::error::TrySendError::Full(record)) = slot.intake.try_send(record) {
             slot.waiting.push_back(record);
-            let _ = self.consumer.pause(&single(&self.shared.config.topics.commands, partition));
+            let _ = self.consumer.pause(&single(&self.config.topic, partition));
         }
     }
 
     fn drain_waiting(&mut self) {
-        let topic = &self.shared.config.topics.commands;
         for (partition, slot) in &mut self.slots {
             if slot.waiting.is_empty() {
                 continue;
@@ -236,13 +345,13 @@ impl Group {
                 }
             }
             if slot.waiting.is_empty() {
-                let _ = self.consumer.resume(&single(topic, *partition));
+                let _ = self.consumer.resume(&single(&self.config.topic, *partition));
             }
         }
     }
 
     /// A partition task that ended while its partition is still assigned (an error, a panic)
-    /// starts over from the log: restore, claim, resume where the log says.
+    /// starts over: it restores again and says again where to start.
     fn restart_failed(&mut self) {
         let failed: Vec<i32> =
             self.slots.iter().filter(|(_, s)| s.task.is_finished()).map(|(p, _)| *p).collect();
@@ -254,11 +363,9 @@ impl Group {
                 Ok(Err(e)) => tracing::error!(partition, "partition task failed: {e}; restarting it"),
                 Err(e) => tracing::error!(partition, "partition task panicked: {e}; restarting it"),
             }
-            let _ = self.consumer.pause(&single(&self.shared.config.topics.commands, partition));
-            std::thread::sleep(Duration::from_millis(200));
-            if let Err(e) = self.shared.renew_failed_producer() {
-                tracing::error!("creating a new log producer: {e}");
-            }
+            let _ = self.consumer.pause(&single(&self.config.topic, partition));
+            std::thread::sleep(RESTART_DELAY);
+            self.owner.before_restart();
             self.start(partition);
         }
     }

@@ -1,12 +1,12 @@
 //! Reading one partition of the `events` log into a [`Replica`].
 
-use super::ProcessorError;
+use crate::KafkaError;
+use crate::config::KafkaOptions;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
 use tally_codec::Codec;
 use tally_core::log::{LogRecord, Replica, Verdict};
-use tally_kafka::config::KafkaOptions;
 
 /// How long a read may go without receiving anything before it is an error.
 const STALL_MAX: Duration = Duration::from_secs(30);
@@ -25,17 +25,12 @@ pub struct LogTail {
 
 impl LogTail {
     /// Opens a reader at the start of `topic`/`partition`.
-    pub fn open(kafka: &KafkaOptions, topic: &str, partition: i32) -> Result<Self, ProcessorError> {
+    pub fn open(kafka: &KafkaOptions, topic: &str, partition: i32) -> Result<Self, KafkaError> {
         Self::open_at(kafka, topic, partition, 0)
     }
 
     /// Opens a reader at offset `from` of `topic`/`partition`.
-    pub fn open_at(
-        kafka: &KafkaOptions,
-        topic: &str,
-        partition: i32,
-        from: i64,
-    ) -> Result<Self, ProcessorError> {
+    pub fn open_at(kafka: &KafkaOptions, topic: &str, partition: i32, from: i64) -> Result<Self, KafkaError> {
         let consumer: BaseConsumer = kafka.reader("restore").create()?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, partition, Offset::Offset(from))?;
@@ -57,7 +52,7 @@ impl LogTail {
     /// the embedded broker (nisshi 0.7.0-pre.2) advances it by one per produced batch rather
     /// than per record, so it can be short of the last record. Restore does not depend on it:
     /// an owner reads on to its own claim, whose offset the broker's acknowledgement gives.
-    pub fn end(&self) -> Result<i64, ProcessorError> {
+    pub fn end(&self) -> Result<i64, KafkaError> {
         let (_, high) =
             self.consumer.fetch_watermarks(&self.topic, self.partition, Duration::from_secs(15))?;
         Ok(high)
@@ -70,7 +65,7 @@ impl LogTail {
         codec: &Codec,
         replica: &mut Replica,
         end: i64,
-    ) -> Result<Option<(i64, Verdict)>, ProcessorError> {
+    ) -> Result<Option<(i64, Verdict)>, KafkaError> {
         let mut last = None;
         self.for_each_until(codec, end, |offset, record| {
             let verdict = replica.read(&record);
@@ -87,7 +82,7 @@ impl LogTail {
         codec: &Codec,
         end: i64,
         f: impl FnMut(i64, LogRecord) -> Verdict,
-    ) -> Result<(), ProcessorError> {
+    ) -> Result<(), KafkaError> {
         self.read(codec, end, None, f)
     }
 
@@ -98,7 +93,7 @@ impl LogTail {
         codec: &Codec,
         idle: Duration,
         mut f: impl FnMut(i64, LogRecord) -> Verdict,
-    ) -> Result<(), ProcessorError> {
+    ) -> Result<(), KafkaError> {
         let hint = self.end()?;
         self.read(codec, hint, None, &mut f)?;
         self.read(codec, i64::MAX, Some(idle), f)
@@ -110,7 +105,7 @@ impl LogTail {
         end: i64,
         idle: Option<Duration>,
         mut f: impl FnMut(i64, LogRecord) -> Verdict,
-    ) -> Result<(), ProcessorError> {
+    ) -> Result<(), KafkaError> {
         let mut last_progress = Instant::now();
         while self.position < end {
             let Some(result) = self.consumer.poll(Duration::from_millis(20)) else {
@@ -118,7 +113,7 @@ impl LogTail {
                     return Ok(());
                 }
                 if last_progress.elapsed() > STALL_MAX {
-                    return Err(ProcessorError::Restore(format!(
+                    return Err(KafkaError::Stalled(format!(
                         "{}/{}: no record for {STALL_MAX:?} at offset {} (end {end})",
                         self.topic, self.partition, self.position
                     )));
