@@ -1,6 +1,7 @@
 //! `tally dev`: the whole of Tally in one process, for a laptop and for tests.
 
 use crate::ingest::{ServiceOptions, serve};
+use crate::project::ProjectorOptions;
 use anyhow::Context;
 use std::path::PathBuf;
 use tally_kafka::topics::Topics;
@@ -8,7 +9,7 @@ use tally_kafka::{BrokerStorage, EmbeddedBroker};
 
 #[derive(clap::Args, Debug)]
 pub struct DevOptions {
-    /// Keep the broker's log and the store (snapshots) here, so they survive a restart.
+    /// Keep the broker's log and the store (snapshots, projections) here, so they survive a restart.
     /// Without it everything is in memory and lost on exit.
     #[arg(long, env = "TALLY_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -20,6 +21,8 @@ pub struct DevOptions {
     kafka_port: u16,
     #[command(flatten)]
     service: ServiceOptions,
+    #[command(flatten)]
+    projector: ProjectorOptions,
 }
 
 pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
@@ -37,7 +40,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
             (Some(broker), bootstrap)
         }
     };
-    serve(&bootstrap, &opts.service, opts.data_dir.as_deref(), |topics| {
+    serve(&bootstrap, &opts.service, Some(&opts.projector), opts.data_dir.as_deref(), |topics| {
         print_banner(&opts, &bootstrap, topics, broker.is_some())
     })
     .await?;
@@ -71,7 +74,7 @@ fn print_banner(opts: &DevOptions, bootstrap: &str, topics: &Topics, embedded: b
     );
     println!();
     println!(
-        "Running: the command processor and the HTTP front door. Not built yet: projector and query services."
+        "Running: the command processor, the HTTP front door and the projector. Not built yet: the query service."
     );
     println!("Ctrl-C stops.");
 }

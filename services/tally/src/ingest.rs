@@ -1,6 +1,7 @@
 //! `tally ingest`: the ingest service against a Kafka cluster: the processor and the HTTP front
 //! door.
 
+use crate::project::{ProjectorOptions, start_projector};
 use anyhow::Context;
 use std::path::Path;
 use std::sync::Arc;
@@ -120,6 +121,15 @@ pub struct IngestOptions {
     service: ServiceOptions,
 }
 
+/// Creates missing topics and refuses mismatched ones; returns their names.
+pub async fn ensure(kafka: &KafkaOptions, topics: &TopicOptions) -> anyhow::Result<Topics> {
+    let names = Topics::with_prefix(&topics.topic_prefix);
+    ensure_topics(&kafka.admin(), &names.specs(topics.partitions, topics.replication))
+        .await
+        .with_context(|| format!("checking topics on {}", kafka.bootstrap_servers))?;
+    Ok(names)
+}
+
 /// Creates missing topics, refuses mismatched ones, and starts the processor.
 pub async fn start_processor(
     kafka: &KafkaOptions,
@@ -127,10 +137,7 @@ pub async fn start_processor(
     options: &ProcessorOptions,
     snapshots: Option<Arc<dyn SnapshotStore>>,
 ) -> anyhow::Result<(Topics, Processor)> {
-    let names = Topics::with_prefix(&topics.topic_prefix);
-    ensure_topics(&kafka.admin(), &names.specs(topics.partitions, topics.replication))
-        .await
-        .with_context(|| format!("checking topics on {}", kafka.bootstrap_servers))?;
+    let names = ensure(kafka, topics).await?;
     let mut config = ProcessorConfig::new(kafka.clone(), names.clone());
     config.group_id = options.processor_group.clone();
     config.batch_max = options.batch_max as usize;
@@ -145,7 +152,7 @@ pub async fn start_processor(
 }
 
 /// The embedded store under `data_dir`, or in memory.
-fn open_store(data_dir: Option<&Path>) -> anyhow::Result<EmbeddedStore> {
+pub fn open_store(data_dir: Option<&Path>) -> anyhow::Result<EmbeddedStore> {
     match data_dir {
         Some(dir) => {
             let path = dir.join("store").join("tally.redb");
@@ -155,18 +162,22 @@ fn open_store(data_dir: Option<&Path>) -> anyhow::Result<EmbeddedStore> {
     }
 }
 
-/// Runs the processor and the HTTP front door until Ctrl-C or SIGTERM; `ready` is told the
-/// topics once both are up.
+/// Runs the processor, the HTTP front door and, when `projector` is given, the projector (all
+/// sharing one store) until Ctrl-C or SIGTERM; `ready` is told the topics once all are up.
 pub async fn serve(
     bootstrap: &str,
     opts: &ServiceOptions,
+    projector: Option<&ProjectorOptions>,
     data_dir: Option<&Path>,
     ready: impl FnOnce(&Topics),
 ) -> anyhow::Result<()> {
     let kafka = &KafkaOptions { fetch_wait_ms: opts.kafka_fetch_wait_ms, ..KafkaOptions::new(bootstrap) };
-    let snapshots: Arc<dyn SnapshotStore> = Arc::new(open_store(data_dir)?);
+    let store = Arc::new(open_store(data_dir)?);
+    let snapshots: Arc<dyn SnapshotStore> = store.clone();
     let (topics, processor) =
         start_processor(kafka, &opts.topics, &opts.processor, Some(snapshots.clone())).await?;
+    let projector =
+        projector.map(|options| start_projector(kafka, &topics.events, options, store)).transpose()?;
     let stop = CancellationToken::new();
     let http =
         start_http(kafka, &topics, opts.topics.partitions, &opts.http, Some(snapshots), stop.clone()).await?;
@@ -175,11 +186,14 @@ pub async fn serve(
     stop.cancel();
     let _ = http.await;
     processor.stop().await;
+    if let Some(projector) = projector {
+        projector.stop().await;
+    }
     Ok(())
 }
 
 pub async fn run(opts: IngestOptions) -> anyhow::Result<()> {
-    serve(&opts.kafka, &opts.service, opts.data_dir.as_deref(), |topics| {
+    serve(&opts.kafka, &opts.service, None, opts.data_dir.as_deref(), |topics| {
         tracing::info!(commands = %topics.commands, events = %topics.events, "ingest running");
     })
     .await

@@ -3,6 +3,7 @@
 
 mod dev;
 mod ingest;
+mod project;
 mod shutdown;
 mod tools;
 
@@ -23,6 +24,9 @@ enum Command {
     /// The ingest service: the command processor (owns partitions of the commands topic
     /// through a consumer group; run as many instances as you like).
     Ingest(ingest::IngestOptions),
+    /// The projector service: folds the events topic into the projections (owns partitions of
+    /// events through a consumer group; one instance per embedded store).
+    Project(project::ProjectOptions),
     /// Produce one command (JSON, see README) to the commands topic, Avro-encoded.
     Send(tools::SendOptions),
     /// Print the records of a topic (commands or events) as JSON lines.
@@ -48,6 +52,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         match cli.command {
             Command::Dev(opts) => dev::run(opts).await,
             Command::Ingest(opts) => ingest::run(opts).await,
+            Command::Project(opts) => project::run(opts).await,
             Command::Send(opts) => tools::send(opts).await,
             Command::Tail(opts) => tools::tail(opts).await,
         }
@@ -57,7 +62,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// Human-readable logs on stderr; `RUST_LOG` filters (default: info for Tally, warn for the rest).
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("warn,tally=info,tally_kafka=info,tally_ingest=info")
+        tracing_subscriber::EnvFilter::new(
+            "warn,tally=info,tally_kafka=info,tally_ingest=info,tally_projector=info",
+        )
     });
     // Colours only on a terminal: piped logs (files, collectors, tests) stay plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());

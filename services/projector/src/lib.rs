@@ -1,0 +1,267 @@
+//! # tally-projector
+//!
+//! Folds the `events` log into the projections the query side reads (DESIGN.md sections 2 and
+//! 3), with the same pure fold the processor restores with ([`tally_core::projection::fold`]).
+//!
+//! Each `events` partition is owned by one instance of a consumer group
+//! ([`tally_kafka::PartitionGroup`]). On assignment the owner reads its checkpoint, the last
+//! offset the stored rows cover, and rebuilds the fold's state as of that offset: the newest
+//! snapshot at or before it, then the log up to it. Then it reads on from checkpoint + 1 and
+//! writes, per batch, the changed rows together with the new checkpoint in one atomic commit.
+//!
+//! - The checkpoint is the source of truth: Kafka's committed offsets are only a lag hint.
+//! - A crash between batches loses the unwritten batch only; it is folded again from the
+//!   checkpoint. Rows are whole values, so writing them again converges.
+//! - A checkpoint never goes back (the store refuses it): a former owner still writing after a
+//!   rebalance fails its commit, and the partition task starts over from the stored checkpoint.
+//!   Rows written by either are the same fold of the same log, so nothing rolls back.
+//! - Records of superseded epochs (a zombie processor's) and repeats change nothing: the fold
+//!   judges them exactly as the processor's restore does.
+
+use rdkafka::Message;
+use rdkafka::message::OwnedMessage;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use tally_codec::Codec;
+use tally_core::log::Replica;
+use tally_core::projection;
+use tally_kafka::config::KafkaOptions;
+use tally_kafka::{Assignment, GroupConfig, LogTail, PartitionGroup, PartitionOwner};
+use tally_store::projections::{ProjectionStore, Version};
+use tally_store::{SnapshotStore, StoreError, snapshot};
+use tokio::sync::mpsc;
+
+/// What a projector instance needs to know.
+#[derive(Debug, Clone)]
+pub struct ProjectorConfig {
+    pub kafka: KafkaOptions,
+    /// The `events` topic.
+    pub events: String,
+    /// Consumer group of all projector instances writing one projection version.
+    pub group_id: String,
+    /// The projection version written (a rebuild writes a new one beside the live one).
+    pub version: Version,
+    /// Most events records folded into one commit.
+    pub batch_max: usize,
+    /// Where the rows and checkpoints go.
+    pub store: Arc<dyn ProjectionStore>,
+    /// The processor's snapshots, to restore the fold's state from; `None`: fold from offset 0.
+    pub snapshots: Option<Arc<dyn SnapshotStore>>,
+}
+
+impl ProjectorConfig {
+    pub fn new(kafka: KafkaOptions, events: impl Into<String>, store: Arc<dyn ProjectionStore>) -> Self {
+        ProjectorConfig {
+            kafka,
+            events: events.into(),
+            group_id: "tally-projector".into(),
+            version: 1,
+            batch_max: 1000,
+            store,
+            snapshots: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectorError {
+    #[error("{0}")]
+    Kafka(#[from] tally_kafka::KafkaError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("blocking task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Where one partition's projection stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    pub partition: i32,
+    /// The last offset the stored rows cover (`None`: nothing written yet).
+    pub checkpoint: Option<i64>,
+    /// Milliseconds from the broker's timestamp of the last record applied to its commit.
+    pub lag_ms: i64,
+    /// How the partition was taken over: the snapshot it restored from (the offset it covers)
+    /// and how many log records it read to reach its checkpoint.
+    pub snapshot: Option<i64>,
+    pub records_read: u64,
+}
+
+/// Records queued per partition ahead of its task (a few batches).
+const INTAKE_BATCHES: usize = 4;
+
+/// A running projector instance.
+pub struct Projector {
+    group: PartitionGroup,
+    progress: Arc<Mutex<BTreeMap<i32, Progress>>>,
+}
+
+impl Projector {
+    /// Joins the group and starts projecting. Must be called within a tokio runtime.
+    pub fn start(config: ProjectorConfig) -> Result<Projector, ProjectorError> {
+        let group = GroupConfig {
+            kafka: config.kafka.clone(),
+            topic: config.events.clone(),
+            group_id: config.group_id.clone(),
+            role: "projector",
+            queue: INTAKE_BATCHES * config.batch_max,
+        };
+        let progress = Arc::new(Mutex::new(BTreeMap::new()));
+        let shared = Arc::new(Shared { config, codec: Codec::new(), progress: progress.clone() });
+        Ok(Projector { group: PartitionGroup::join(group, shared)?, progress })
+    }
+
+    /// Partitions restored and being projected by this instance.
+    pub fn running_partitions(&self) -> Vec<i32> {
+        self.group.running_partitions()
+    }
+
+    /// Where each partition this instance has owned stands (for lag metrics and tests).
+    pub fn progress(&self) -> Vec<Progress> {
+        self.progress.lock().expect("not poisoned").values().cloned().collect()
+    }
+
+    /// Lets each partition finish its batch, then leaves the group.
+    pub async fn stop(self) {
+        self.group.stop().await;
+    }
+}
+
+struct Shared {
+    config: ProjectorConfig,
+    codec: Codec,
+    progress: Arc<Mutex<BTreeMap<i32, Progress>>>,
+}
+
+impl PartitionOwner for Shared {
+    type Error = ProjectorError;
+
+    fn own(
+        self: Arc<Self>,
+        assignment: Assignment,
+        records: mpsc::Receiver<OwnedMessage>,
+    ) -> impl Future<Output = Result<(), ProjectorError>> + Send + 'static {
+        project(self, assignment, records)
+    }
+}
+
+/// Restores the partition's fold to its checkpoint, then projects batches until cancelled.
+async fn project(
+    shared: Arc<Shared>,
+    assignment: Assignment,
+    mut records: mpsc::Receiver<OwnedMessage>,
+) -> Result<(), ProjectorError> {
+    let mut owner = PartitionProjector::take_over(shared, assignment).await?;
+    let start = owner.checkpoint.map_or(0, |c| c + 1);
+    owner.assignment.start_at(start);
+    let batch_max = owner.shared.config.batch_max;
+    let mut batch = Vec::with_capacity(batch_max);
+    loop {
+        tokio::select! {
+            biased;
+            _ = owner.assignment.cancel.cancelled() => return Ok(()),
+            n = records.recv_many(&mut batch, batch_max) => {
+                if n == 0 {
+                    return Ok(());
+                }
+                owner.apply(&mut batch).await?;
+            }
+        }
+    }
+}
+
+/// The owner of one partition's projection.
+struct PartitionProjector {
+    shared: Arc<Shared>,
+    assignment: Assignment,
+    /// The fold's state as of `checkpoint`.
+    replica: Replica,
+    checkpoint: Option<i64>,
+}
+
+impl PartitionProjector {
+    async fn take_over(shared: Arc<Shared>, assignment: Assignment) -> Result<Self, ProjectorError> {
+        let partition = assignment.partition;
+        let (store, version) = (shared.config.store.clone(), shared.config.version);
+        let checkpoint = blocking(move || store.checkpoint(version, partition)).await?;
+        let (replica, snapshot, records_read) = match checkpoint {
+            None => (Replica::new(), None, 0),
+            Some(checkpoint) => restore(shared.clone(), partition, checkpoint).await?,
+        };
+        tracing::info!(partition, ?checkpoint, ?snapshot, records_read, "projection restored");
+        let progress = Progress { partition, checkpoint, lag_ms: 0, snapshot, records_read };
+        shared.progress.lock().expect("not poisoned").insert(partition, progress);
+        Ok(PartitionProjector { shared, assignment, replica, checkpoint })
+    }
+
+    /// Folds a batch and commits its rows with the checkpoint of its last record.
+    async fn apply(&mut self, batch: &mut Vec<OwnedMessage>) -> Result<(), ProjectorError> {
+        let partition = self.assignment.partition;
+        let mut changes = Vec::new();
+        let mut last = None;
+        for message in batch.drain(..) {
+            let offset = message.offset();
+            if self.checkpoint.is_some_and(|c| offset <= c) {
+                continue; // delivered again after a seek: already covered
+            }
+            last = Some((offset, message.timestamp().to_millis()));
+            match self.shared.codec.decode_log_record(message.payload().unwrap_or_default()) {
+                Ok(record) => changes.extend(projection::fold(&mut self.replica, &record, partition, offset)),
+                // Only Tally writes here; an unreadable record is skipped by every reader alike.
+                Err(e) => tracing::warn!(partition, offset, "unreadable log record: {e}"),
+            }
+        }
+        let Some((offset, written_at)) = last else { return Ok(()) };
+        let (store, version) = (self.shared.config.store.clone(), self.shared.config.version);
+        blocking(move || store.commit(version, partition, &changes, offset)).await?;
+        tracing::trace!(partition, checkpoint = offset, "batch committed");
+        self.checkpoint = Some(offset);
+        self.assignment.done_before(offset + 1);
+        let lag_ms = written_at.map_or(0, |at| (now_ms() - at).max(0));
+        if let Some(progress) = self.shared.progress.lock().expect("not poisoned").get_mut(&partition) {
+            progress.checkpoint = Some(offset);
+            progress.lag_ms = lag_ms;
+        }
+        Ok(())
+    }
+}
+
+/// The fold's state as of `checkpoint`: the newest usable snapshot at or before it, then the
+/// log up to and including it. Returns the state, the snapshot used and the records read.
+async fn restore(
+    shared: Arc<Shared>,
+    partition: i32,
+    checkpoint: i64,
+) -> Result<(Replica, Option<i64>, u64), ProjectorError> {
+    blocking(move || {
+        let config = &shared.config;
+        let snapshot = config
+            .snapshots
+            .as_deref()
+            .and_then(|store| snapshot::restore_point(store, &config.events, partition, checkpoint));
+        let covers = snapshot.as_ref().map(|s| s.covers);
+        let (mut replica, from) = match snapshot {
+            Some(s) => (s.replica, s.covers + 1),
+            None => (Replica::new(), 0),
+        };
+        let mut tail = LogTail::open_at(&config.kafka, &config.events, partition, from)?;
+        tail.read_until(&shared.codec, &mut replica, checkpoint + 1)?;
+        Ok::<_, ProjectorError>((replica, covers, tail.records_read()))
+    })
+    .await
+}
+
+/// Runs the store's and librdkafka's blocking calls off the async workers.
+async fn blocking<T: Send + 'static, E: Into<ProjectorError> + Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, ProjectorError> {
+    tokio::task::spawn_blocking(f).await?.map_err(Into::into)
+}
+
+fn now_ms() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or(std::time::Duration::ZERO);
+    since_epoch.as_millis() as i64
+}

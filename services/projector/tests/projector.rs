@@ -1,0 +1,108 @@
+//! The projector against the real pipeline on the in-process broker: whatever happens to the
+//! projector instances, the stored rows end equal to a fresh fold of the log, row by row.
+
+#[path = "../../ingest/tests/support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::*;
+use tally_core::projection::{Row, RowKey};
+use tally_ingest::processor::Processor;
+use tally_projector::{Projector, ProjectorConfig};
+use tally_store::projections::ProjectionStore;
+use tally_store::{EmbeddedStore, SnapshotStore};
+
+const TENANTS: [&str; 4] = ["acme", "globex", "initech", "umbrella"];
+
+/// Transfers `from..to` for every tenant, with an overdraft every tenth (a rejection, which
+/// has an outcome row too).
+async fn wave(h: &Harness, from: usize, to: usize) {
+    for i in from..to {
+        let batch: Vec<_> = TENANTS
+            .iter()
+            .map(|t| match i % 10 {
+                9 => transfer(t, &format!("over-{i}"), "user-1", "user-2", 1_000_000_000),
+                _ => transfer(t, &format!("pay-{i}"), "world", &format!("user-{}", i % 7), 3),
+            })
+            .collect();
+        h.send(&batch).await;
+    }
+}
+
+fn projector(h: &Harness, store: &Arc<EmbeddedStore>) -> Projector {
+    let mut config = ProjectorConfig::new(h.kafka.clone(), h.topics.events.clone(), store.clone());
+    config.group_id = format!("{}projector", h.topics.events);
+    config.batch_max = 20;
+    config.snapshots = Some(store.clone() as Arc<dyn SnapshotStore>);
+    Projector::start(config).expect("projector starts")
+}
+
+/// Waits until the stored checkpoints reach `ends` (the log's last offsets).
+async fn caught_up(store: &EmbeddedStore, ends: &[Option<i64>]) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let checkpoints: Vec<Option<i64>> =
+            (0..ends.len() as i32).map(|p| store.checkpoint(1, p).unwrap()).collect();
+        if checkpoints.as_slice() == ends {
+            return;
+        }
+        assert!(Instant::now() < deadline, "checkpoints {checkpoints:?} short of the log's ends {ends:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Compares row by row, naming the first difference.
+fn assert_same_rows(stored: &BTreeMap<RowKey, Row>, fresh: &BTreeMap<RowKey, Row>) {
+    for (key, row) in fresh {
+        assert_eq!(stored.get(key), Some(row), "row {key:?}");
+    }
+    for key in stored.keys() {
+        assert!(fresh.contains_key(key), "row {key:?} is not in a fresh fold");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_projectors_and_rebalances_mid_stream_end_with_the_rows_of_a_fresh_fold() {
+    let h = Arc::new(Harness::start(3).await);
+    let store = Arc::new(EmbeddedStore::in_memory().unwrap());
+    let mut processor_config = h.processor("p1");
+    processor_config.snapshots = Some(store.clone());
+    processor_config.snapshot_every = 50;
+    let processor = Processor::start(processor_config).unwrap();
+    h.send(&TENANTS.map(|t| define_usd(t, &format!("def-{t}")))).await;
+    wave(&h, 0, 150).await;
+
+    let first = projector(&h, &store);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while first.progress().iter().filter(|p| p.checkpoint.is_some()).count() < 3 {
+        assert!(Instant::now() < deadline, "the first projector projects nothing");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A second instance joins while commands keep coming (partitions move to it), then the
+    // first leaves (they move back): each move hands a partition over mid-stream.
+    let more = tokio::spawn({
+        let h = h.clone();
+        async move { wave(&h, 150, 600).await }
+    });
+    let second = projector(&h, &store);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while second.running_partitions().is_empty() {
+        assert!(Instant::now() < deadline, "the second projector never got a partition");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.stop().await;
+    more.await.unwrap();
+
+    let log = h.settled(Duration::from_secs(120)).await;
+    caught_up(&store, &log.ends()).await;
+    let taken_over = second.progress().into_iter().filter(|p| p.snapshot.is_some() || p.records_read > 0);
+    assert!(taken_over.count() > 0, "the second projector took partitions over from checkpoints");
+    let (stored, fresh) = (store.rows(1).unwrap(), log.projection());
+    println!("{} rows; progress of the second projector: {:?}", fresh.len(), second.progress());
+    assert_same_rows(&stored, &fresh);
+    assert!(fresh.len() > TENANTS.len() * 600, "outcomes, accounts and transactions are all there");
+    second.stop().await;
+    processor.stop().await;
+}

@@ -1,0 +1,63 @@
+//! `tally project`: the projector service against a Kafka cluster: folds `events` into the
+//! projections in the embedded store.
+
+use crate::ingest::{TopicOptions, ensure, open_store};
+use anyhow::Context;
+use std::sync::Arc;
+use tally_kafka::config::KafkaOptions;
+use tally_projector::{Projector, ProjectorConfig};
+use tally_store::{EmbeddedStore, SnapshotStore};
+
+/// How the projector runs; shared by `tally dev` and `tally project`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ProjectorOptions {
+    /// Consumer group shared by every projector instance writing the same projections.
+    #[arg(long, default_value = "tally-projector", env = "TALLY_PROJECTOR_GROUP")]
+    pub projector_group: String,
+    /// Most events folded into one store commit.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000), env = "TALLY_PROJECTOR_BATCH_MAX")]
+    pub projector_batch_max: u32,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ProjectOptions {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "TALLY_KAFKA")]
+    kafka: String,
+    /// Keep the projections in `DIR/store/tally.redb`; without it, in memory. The embedded
+    /// store belongs to one process: give each process its own directory.
+    #[arg(long, env = "TALLY_DATA_DIR")]
+    data_dir: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    topics: TopicOptions,
+    #[command(flatten)]
+    projector: ProjectorOptions,
+    /// Longest wait (milliseconds) of a consumer's fetch at the broker (see `tally ingest`).
+    #[arg(long, default_value_t = tally_kafka::config::DEFAULT_FETCH_WAIT_MS, value_parser = clap::value_parser!(u32).range(1..=10_000), env = "TALLY_KAFKA_FETCH_WAIT_MS")]
+    kafka_fetch_wait_ms: u32,
+}
+
+/// Starts projecting `events` into `store`, restoring from the snapshots in it.
+pub fn start_projector(
+    kafka: &KafkaOptions,
+    events: &str,
+    options: &ProjectorOptions,
+    store: Arc<EmbeddedStore>,
+) -> anyhow::Result<Projector> {
+    let mut config = ProjectorConfig::new(kafka.clone(), events, store.clone());
+    config.group_id = options.projector_group.clone();
+    config.batch_max = options.projector_batch_max as usize;
+    config.snapshots = Some(store as Arc<dyn SnapshotStore>);
+    Projector::start(config).context("starting the projector")
+}
+
+pub async fn run(opts: ProjectOptions) -> anyhow::Result<()> {
+    let kafka = KafkaOptions { fetch_wait_ms: opts.kafka_fetch_wait_ms, ..KafkaOptions::new(&opts.kafka) };
+    let topics = ensure(&kafka, &opts.topics).await?;
+    let store = Arc::new(open_store(opts.data_dir.as_deref())?);
+    let projector = start_projector(&kafka, &topics.events, &opts.projector, store)?;
+    tracing::info!(events = %topics.events, "projector running");
+    crate::shutdown::signal().await;
+    projector.stop().await;
+    Ok(())
+}
