@@ -1,8 +1,9 @@
 //! Projections: the rows the query side reads, derived from the same fold the processor uses.
 //!
-//! The projector folds each events partition through a [`crate::log::Replica`]. For every event
-//! that counts it asks [`touched`] (before folding) which rows the event changes, folds it, then
-//! reads their new values with [`row`] and writes them, whole, with the checkpoint. Rows are
+//! The projector folds each events partition through a [`crate::log::Replica`], a batch at a
+//! time ([`fold_batch`]). For every event that counts it asks [`touched`] (before folding) which
+//! rows the event changes and folds it; after the batch it reads those rows' new values with
+//! [`row`] and writes them, whole, with the checkpoint. Rows are
 //! whole values rather than deltas, so writing the same event twice (a replay after a crash)
 //! converges instead of counting twice.
 //!
@@ -67,26 +68,39 @@ pub type Change = (RowKey, Option<Row>);
 /// rows it changed, with their new values (nothing when the record does not count: a claim, a
 /// zombie's write, a repeat).
 pub fn fold(replica: &mut Replica, record: &LogRecord, partition: i32, offset: i64) -> Vec<Change> {
-    let keys = match record {
-        LogRecord::Event { event, .. } => touched(&replica.state, event),
-        _ => Vec::new(),
-    };
-    if replica.read(record) != Verdict::Apply {
-        return Vec::new();
+    fold_batch(replica, [(offset, record)], partition)
+}
+
+/// Reads consecutive records (with their offsets) of events partition `partition` into
+/// `replica` and returns every row they changed once, with its value after the last of them:
+/// what a store must hold once it covers the batch. A row touched by many events of the batch
+/// (a busy account) is read and written once, not once per event.
+pub fn fold_batch<'a>(
+    replica: &mut Replica,
+    records: impl IntoIterator<Item = (i64, &'a LogRecord)>,
+    partition: i32,
+) -> Vec<Change> {
+    let mut keys = std::collections::BTreeSet::new();
+    let mut outcomes = Vec::new();
+    for (offset, record) in records {
+        let touched = match record {
+            LogRecord::Event { event, .. } => touched(&replica.state, event),
+            _ => Vec::new(),
+        };
+        if replica.read(record) != Verdict::Apply {
+            continue;
+        }
+        // A dead-letter marker only advances the position.
+        if let LogRecord::Event { event, .. } = record {
+            keys.extend(touched);
+            outcomes.push(outcome(event, partition, offset));
+        }
     }
-    let LogRecord::Event { event, .. } = record else {
-        return Vec::new(); // a dead-letter marker only advances the position
-    };
-    let mut changes: Vec<Change> = keys
-        .into_iter()
-        .map(|key| {
-            let value = row(&replica.state, &key);
-            (key, value)
-        })
-        .collect();
-    let (key, answer) = outcome(event, partition, offset);
-    changes.push((key, Some(answer)));
-    changes
+    let rows = keys.into_iter().map(|key| {
+        let value = row(&replica.state, &key);
+        (key, value)
+    });
+    rows.chain(outcomes.into_iter().map(|(key, answer)| (key, Some(answer)))).collect()
 }
 
 /// The rows `event` will change, read from the state *before* it is folded (a commit or void

@@ -259,3 +259,46 @@ impl Wide {
         self.high += i128::from(carry) - i128::from(v < 0);
     }
 }
+
+/// A partition's log as the processor writes it, for benchmarks: a claim, an asset definition
+/// for `tenant`, then transfers from `world` to 10,000 accounts of one ledger, `n` records in
+/// all after the claim.
+pub fn transfers_log(tenant: &str, n: usize) -> Vec<crate::log::LogRecord> {
+    use crate::log::{LogRecord, Replica};
+    let tenant = TenantId::parse(tenant).unwrap();
+    let ledger = LedgerId::parse_ledger("main").unwrap();
+    let usd = Asset::parse("USD/2").unwrap();
+    let command = |i: usize, body: CommandBody| Command {
+        tenant: tenant.clone(),
+        command_id: CommandId::parse(format!("c{i}")).unwrap(),
+        actor: Actor::parse("bench").unwrap(),
+        body,
+    };
+    let mut replica = Replica::new();
+    let mut log = Vec::with_capacity(n + 1);
+    let mut append = |replica: &mut Replica, record: LogRecord| {
+        replica.read(&record);
+        log.push(record);
+    };
+    append(&mut replica, LogRecord::Claim { epoch: 1, owner: "bench".into() });
+    let define = command(0, CommandBody::DefineAsset { ledger: ledger.clone(), asset: usd.clone() });
+    let event = decide(&replica.state, &define, 0);
+    append(&mut replica, LogRecord::Event { epoch: 1, command_offset: 0, event });
+    for i in 1..n {
+        let request = TxRequest::Transfer {
+            postings: vec![Posting {
+                source: AccountId::world(),
+                destination: AccountId::parse(format!("acct-{}", i % 10_000)).unwrap(),
+                asset: usd.clone(),
+                amount: 1,
+            }],
+            metadata: Default::default(),
+            pending_timeout_ms: None,
+        };
+        let tx_id = TxId::parse(format!("tx-{i}")).unwrap();
+        let transact = command(i, CommandBody::Transact { ledger: ledger.clone(), tx_id, request });
+        let event = decide(&replica.state, &transact, i as i64);
+        append(&mut replica, LogRecord::Event { epoch: 1, command_offset: i as i64, event });
+    }
+    log
+}

@@ -19,12 +19,7 @@ proptest! {
         prop_assert!(projection::fold(&mut replica, &claim, 0, 0).is_empty());
         for (i, event) in events.iter().enumerate() {
             let record = LogRecord::Event { epoch: 1, command_offset: i as i64, event: event.clone() };
-            for (key, value) in projection::fold(&mut replica, &record, 0, i as i64 + 1) {
-                match value {
-                    Some(v) => rows.insert(key, v),
-                    None => rows.remove(&key),
-                };
-            }
+            write(&mut rows, projection::fold(&mut replica, &record, 0, i as i64 + 1));
         }
         let outcomes = rows.keys().filter(|k| matches!(k, RowKey::Outcome { .. })).count();
         let distinct_commands: std::collections::BTreeSet<_> =
@@ -33,5 +28,48 @@ proptest! {
         rows.retain(|k, _| !matches!(k, RowKey::Outcome { .. }));
         prop_assert_eq!(rows, projection::rows_of(&state));
         prop_assert_eq!(replica.state, state);
+    }
+
+    /// A batch writes each row once, with its value after the batch; the rows a store ends with
+    /// are the same however the log is cut into batches.
+    #[test]
+    fn rows_folded_in_batches_equal_rows_folded_event_by_event(
+        history in testkit::history(),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+    ) {
+        let (_, events, _) = testkit::run(&history, |_, _| {});
+        let mut log = vec![LogRecord::Claim { epoch: 1, owner: "p".into() }];
+        log.extend(events.into_iter().enumerate().map(|(i, event)| LogRecord::Event {
+            epoch: 1,
+            command_offset: i as i64,
+            event,
+        }));
+        let (mut one_by_one, mut replica) = (BTreeMap::new(), Replica::new());
+        for (offset, record) in log.iter().enumerate() {
+            write(&mut one_by_one, projection::fold(&mut replica, record, 0, offset as i64));
+        }
+        let mut bounds: Vec<usize> = cuts.iter().map(|c| c.index(log.len() + 1)).collect();
+        bounds.extend([0, log.len()]);
+        bounds.sort();
+        bounds.dedup();
+        let (mut batched, mut replica) = (BTreeMap::new(), Replica::new());
+        for range in bounds.windows(2) {
+            let batch = (range[0]..range[1]).map(|offset| (offset as i64, &log[offset]));
+            let changes = projection::fold_batch(&mut replica, batch, 0);
+            let keys: std::collections::BTreeSet<_> = changes.iter().map(|(k, _)| k).collect();
+            prop_assert_eq!(keys.len(), changes.len(), "each row once per batch");
+            write(&mut batched, changes);
+        }
+        prop_assert_eq!(batched, one_by_one);
+    }
+}
+
+/// What a store does with changes.
+fn write(rows: &mut BTreeMap<RowKey, Row>, changes: Vec<projection::Change>) {
+    for (key, value) in changes {
+        match value {
+            Some(v) => rows.insert(key, v),
+            None => rows.remove(&key),
+        };
     }
 }

@@ -251,12 +251,15 @@ async fn a_new_owner_restores_from_the_newest_good_snapshot() {
     h.send(&transfers(0, 500)).await;
     h.settled(SETTLE).await;
     assert_eq!(first.restores()[0].snapshot, None, "the first owner had no snapshot");
+    let written = first.snapshots_written();
+    assert_eq!(written.len(), 1, "the owner reports its newest snapshot (for its age)");
     first.stop().await;
 
     // The newest snapshot is torn, as a crash while writing it would leave it: skipped.
     let good = snapshot::newest_valid(store.as_ref(), &h.topics.events, 0, i64::MAX)
         .unwrap()
         .expect("snapshots were written");
+    assert_eq!(good.covers, written[0].covers, "the reported snapshot is the newest stored");
     let torn = snapshot::Snapshot { covers: good.covers + 50, replica: good.replica.clone() }.encode();
     store.put(&h.topics.events, 0, good.covers + 50, &torn[..torn.len() - 7], KEEP + 1).unwrap();
 

@@ -7,7 +7,8 @@
 //! ([`tally_kafka::PartitionGroup`]). On assignment the owner reads its checkpoint, the last
 //! offset the stored rows cover, and rebuilds the fold's state as of that offset: the newest
 //! snapshot at or before it, then the log up to it. Then it reads on from checkpoint + 1 and
-//! writes, per batch, the changed rows together with the new checkpoint in one atomic commit.
+//! writes, per batch, the changed rows (each once, as of the batch's end) together with the new
+//! checkpoint in one atomic commit.
 //!
 //! - The checkpoint is the source of truth: Kafka's committed offsets are only a lag hint.
 //! - A crash between batches loses the unwritten batch only; it is folded again from the
@@ -198,7 +199,8 @@ impl PartitionProjector {
     /// Folds a batch and commits its rows with the checkpoint of its last record.
     async fn apply(&mut self, batch: &mut Vec<OwnedMessage>) -> Result<(), ProjectorError> {
         let partition = self.assignment.partition;
-        let mut changes = Vec::new();
+        let fold_started = std::time::Instant::now();
+        let mut records = Vec::with_capacity(batch.len());
         let mut last = None;
         for message in batch.drain(..) {
             let offset = message.offset();
@@ -207,15 +209,29 @@ impl PartitionProjector {
             }
             last = Some((offset, message.timestamp().to_millis()));
             match self.shared.codec.decode_log_record(message.payload().unwrap_or_default()) {
-                Ok(record) => changes.extend(projection::fold(&mut self.replica, &record, partition, offset)),
+                Ok(record) => records.push((offset, record)),
                 // Only Tally writes here; an unreadable record is skipped by every reader alike.
                 Err(e) => tracing::warn!(partition, offset, "unreadable log record: {e}"),
             }
         }
+        let batch_len = records.len();
+        let batch = records.iter().map(|(offset, record)| (*offset, record));
+        let changes = projection::fold_batch(&mut self.replica, batch, partition);
         let Some((offset, written_at)) = last else { return Ok(()) };
         let (store, version) = (self.shared.config.store.clone(), self.shared.config.version);
+        let fold_us = fold_started.elapsed().as_micros() as u64;
+        let (rows, started) = (changes.len(), std::time::Instant::now());
         blocking(move || store.commit(version, partition, &changes, offset)).await?;
-        tracing::trace!(partition, checkpoint = offset, "batch committed");
+        let commit_us = started.elapsed().as_micros() as u64;
+        tracing::trace!(
+            partition,
+            checkpoint = offset,
+            records = batch_len,
+            rows,
+            fold_us,
+            commit_us,
+            "batch committed"
+        );
         self.checkpoint = Some(offset);
         self.assignment.done_before(offset + 1);
         let lag_ms = written_at.map_or(0, |at| (now_ms() - at).max(0));

@@ -9,17 +9,10 @@
 
 use std::time::Instant;
 use tally_codec::Codec;
-use tally_core::log::{LogRecord, Replica};
-use tally_core::*;
+use tally_core::log::Replica;
+use tally_core::testkit;
 use tally_store::EmbeddedStore;
 use tally_store::snapshot::{self, Snapshot};
-
-fn id<T: TryFrom<String>>(s: String) -> T
-where
-    T::Error: std::fmt::Debug,
-{
-    T::try_from(s).unwrap()
-}
 
 fn main() {
     let n: usize = std::env::var("TALLY_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
@@ -65,45 +58,13 @@ fn main() {
     );
 }
 
-/// A partition's log of `n` transfers from `world` to 10,000 accounts of one ledger (a claim,
-/// an asset definition, then the transfers), encoded, and the writer's fold of it.
+/// A partition's log of `n` records (see [`testkit::transfers_log`]), encoded, and the writer's
+/// fold of it.
 fn partition_log(codec: &Codec, n: usize) -> (Vec<Vec<u8>>, Replica) {
-    let tenant: TenantId = id("bench".into());
-    let ledger = LedgerId::parse_ledger("main").unwrap();
-    let usd = Asset::parse("USD/2").unwrap();
-    let command = |i: usize, body: CommandBody| Command {
-        tenant: tenant.clone(),
-        command_id: id(format!("c{i}")),
-        actor: id("bench".into()),
-        body,
-    };
+    let records = testkit::transfers_log("bench", n);
     let mut replica = Replica::new();
-    let mut log = Vec::with_capacity(n + 2);
-    let mut append = |replica: &mut Replica, record: LogRecord| {
-        replica.read(&record);
-        log.push(codec.encode_log_record(&record));
-    };
-    append(&mut replica, LogRecord::Claim { epoch: 1, owner: "bench".into() });
-    let define = command(0, CommandBody::DefineAsset { ledger: ledger.clone(), asset: usd.clone() });
-    let event = decide(&replica.state, &define, 0);
-    append(&mut replica, LogRecord::Event { epoch: 1, command_offset: 0, event });
-    for i in 1..n {
-        let request = TxRequest::Transfer {
-            postings: vec![Posting {
-                source: AccountId::world(),
-                destination: id(format!("acct-{}", i % 10_000)),
-                asset: usd.clone(),
-                amount: 1,
-            }],
-            metadata: Default::default(),
-            pending_timeout_ms: None,
-        };
-        let transact = command(
-            i,
-            CommandBody::Transact { ledger: ledger.clone(), tx_id: id(format!("tx-{i}")), request },
-        );
-        let event = decide(&replica.state, &transact, i as i64);
-        append(&mut replica, LogRecord::Event { epoch: 1, command_offset: i as i64, event });
+    for record in &records {
+        replica.read(record);
     }
-    (log, replica)
+    (records.iter().map(|record| codec.encode_log_record(record)).collect(), replica)
 }

@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use tally_core::log::{LogRecord, Replica};
-use tally_core::projection::{self, Change, Row, RowKey};
+use tally_core::projection::{self, Row, RowKey};
 use tally_core::{TenantId, testkit};
 use tally_store::projections::ProjectionStore;
 use tally_store::{EmbeddedStore, StoreError};
@@ -119,9 +119,8 @@ fn project_with_crashes(log: &[LogRecord], path: &std::path::Path, batch: usize,
         }
         for start in (next..log.len()).step_by(batch) {
             let end = (start + batch).min(log.len());
-            let changes: Vec<Change> = (start..end)
-                .flat_map(|offset| projection::fold(&mut replica, &log[offset], 0, offset as i64))
-                .collect();
+            let batch = (start..end).map(|offset| (offset as i64, &log[offset]));
+            let changes = projection::fold_batch(&mut replica, batch, 0);
             store.commit(1, 0, &changes, end as i64 - 1).unwrap();
             commits += 1;
             if crashes.contains(&commits) {

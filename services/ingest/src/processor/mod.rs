@@ -17,6 +17,7 @@ mod partition;
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tally_codec::Codec;
@@ -75,6 +76,15 @@ pub enum ProcessorError {
     Canceled,
 }
 
+/// The newest snapshot this instance wrote for a partition (snapshot age, for metrics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotWritten {
+    pub partition: i32,
+    /// The last events offset it covers.
+    pub covers: i64,
+    pub at: std::time::SystemTime,
+}
+
 /// What every partition task of one instance shares.
 struct Shared {
     config: ProcessorConfig,
@@ -82,6 +92,7 @@ struct Shared {
     /// Replaced when it fails fatally (see [`Shared::renew_failed_producer`]).
     producer: Mutex<FutureProducer>,
     restores: Arc<Mutex<Vec<Restored>>>,
+    snapshots_written: Arc<Mutex<BTreeMap<i32, SnapshotWritten>>>,
 }
 
 /// How a partition was restored when this instance took it over.
@@ -241,6 +252,7 @@ fn log_key(record: &LogRecord) -> Option<String> {
 pub struct Processor {
     group: PartitionGroup,
     restores: Arc<Mutex<Vec<Restored>>>,
+    snapshots_written: Arc<Mutex<BTreeMap<i32, SnapshotWritten>>>,
 }
 
 impl Processor {
@@ -256,9 +268,15 @@ impl Processor {
             role: "processor",
             queue: INTAKE_BATCHES * config.batch_max,
         };
-        let shared =
-            Arc::new(Shared { config, codec: Arc::new(Codec::new()), producer, restores: restores.clone() });
-        Ok(Processor { group: PartitionGroup::join(group, shared)?, restores })
+        let snapshots_written = Arc::new(Mutex::new(BTreeMap::new()));
+        let shared = Arc::new(Shared {
+            config,
+            codec: Arc::new(Codec::new()),
+            producer,
+            restores: restores.clone(),
+            snapshots_written: snapshots_written.clone(),
+        });
+        Ok(Processor { group: PartitionGroup::join(group, shared)?, restores, snapshots_written })
     }
 
     /// Partitions restored, claimed and being answered by this instance.
@@ -269,6 +287,12 @@ impl Processor {
     /// Every restore this instance did, oldest first.
     pub fn restores(&self) -> Vec<Restored> {
         self.restores.lock().expect("not poisoned").clone()
+    }
+
+    /// The newest snapshot this instance wrote per partition (its age is a metric: restores
+    /// replay everything after it).
+    pub fn snapshots_written(&self) -> Vec<SnapshotWritten> {
+        self.snapshots_written.lock().expect("not poisoned").values().cloned().collect()
     }
 
     /// Stops taking commands, lets each partition finish its batch, leaves the group.

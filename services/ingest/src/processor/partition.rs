@@ -2,7 +2,7 @@
 //! in batches, one log record per command record.
 
 use super::intake;
-use super::{ProcessorError, Restored, Shared};
+use super::{ProcessorError, Restored, Shared, SnapshotWritten};
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::FutureRecord;
@@ -284,9 +284,15 @@ impl Owner {
         }
         let (log, partition) = (config.topics.events.clone(), self.partition);
         let taken = Snapshot { covers, replica: self.replica.clone() };
+        let written = self.shared.snapshots_written.clone();
         self.snapshotting = Some(tokio::task::spawn_blocking(move || {
             match snapshot::save(store.as_ref(), &log, partition, &taken) {
-                Ok(()) => tracing::debug!(partition, covers, "snapshot written"),
+                Ok(()) => {
+                    tracing::debug!(partition, covers, "snapshot written");
+                    let at = std::time::SystemTime::now();
+                    let newest = SnapshotWritten { partition, covers, at };
+                    written.lock().expect("not poisoned").insert(partition, newest);
+                }
                 Err(e) => tracing::warn!(partition, covers, "writing a snapshot: {e}"),
             }
         }));
