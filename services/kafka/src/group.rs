@@ -1,20 +1,24 @@
 //! Partition ownership through a consumer group, shared by the processor (over `commands`) and
 //! the projector (over `events`).
 //!
-//! One thread runs the group consumer (librdkafka blocks) and is the only place that touches
-//! it: it follows the group's assignments, starts a task per owned partition, positions each
-//! partition where its task says, and hands that partition's records to it through a bounded
-//! queue. A partition whose queue is full is paused at the broker until its task catches up.
+//! One thread runs the group consumer (librdkafka blocks): it follows the group's assignments,
+//! starts a task per owned partition and positions each partition where its task says. Each
+//! owned partition's records go to their own librdkafka queue, read by a thread of that
+//! partition into a bounded channel to its task: a slow task blocks only its own reader, and
+//! librdkafka stops fetching for that partition once its prefetch queue is full. (Pausing the
+//! partition instead, as this module first did, stalls it for up to a second on every resume:
+//! librdkafka's fetcher notices a resume on its own timer.)
 //!
 //! A task restores whatever it needs first and then says where to start
 //! ([`Assignment::start_at`]): the task's own durable state decides where reading resumes, and
 //! Kafka's committed offsets are only a lag hint ([`Assignment::done_before`]).
 
 use crate::config::KafkaOptions;
+use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -112,7 +116,7 @@ impl PartitionGroup {
         let thread = GroupThread {
             config,
             owner,
-            consumer,
+            consumer: Arc::new(consumer),
             membership,
             control,
             control_tx,
@@ -193,17 +197,16 @@ impl GroupContext {
 struct Slot<E> {
     task: JoinHandle<Result<(), E>>,
     cancel: CancellationToken,
-    intake: mpsc::Sender<OwnedMessage>,
-    /// Set once the task is ready: the next offset to hand over.
-    next: Option<i64>,
-    /// Records the task's queue had no room for; the partition is paused while any wait.
-    waiting: VecDeque<OwnedMessage>,
+    /// The sending end of the task's records, and the partition's own librdkafka queue, until
+    /// the task says where to start (then the partition's reader thread owns both).
+    waiting: Option<(mpsc::Sender<OwnedMessage>, PartitionQueue<GroupContext>)>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 struct GroupThread<O: PartitionOwner> {
     config: GroupConfig,
     owner: Arc<O>,
-    consumer: BaseConsumer<GroupContext>,
+    consumer: Arc<BaseConsumer<GroupContext>>,
     membership: Receiver<Membership>,
     control: Receiver<Control>,
     control_tx: Sender<Control>,
@@ -218,7 +221,7 @@ impl<O: PartitionOwner> GroupThread<O> {
         let mut last_commit = Instant::now();
         while !self.stop.is_cancelled() {
             let polled = self.consumer.poll(Duration::from_millis(20)).map(|r| r.map(|m| m.detach()));
-            // Membership first: a record returned by this poll belongs to the new assignment.
+            // The poll serves the rebalance callbacks; act on what they reported.
             while let Ok(change) = self.membership.try_recv() {
                 match change {
                     Membership::Assigned(partitions) => partitions.into_iter().for_each(|p| self.start(p)),
@@ -229,11 +232,14 @@ impl<O: PartitionOwner> GroupThread<O> {
                 self.on_control(message);
             }
             match polled {
-                Some(Ok(record)) => self.hand_over(record),
+                // Fetched before the partition's queue was split off; its reader fetches again
+                // from the position its task asks for.
+                Some(Ok(record)) => {
+                    tracing::trace!(partition = record.partition(), "record left to its reader")
+                }
                 Some(Err(e)) => tracing::warn!(topic = self.config.topic, "group consumer: {e}"),
                 None => {}
             }
-            self.drain_waiting();
             self.restart_failed();
             if last_commit.elapsed() > COMMIT_INTERVAL {
                 // Nothing stored since the last commit is not an error worth a line.
@@ -252,11 +258,15 @@ impl<O: PartitionOwner> GroupThread<O> {
 
     /// Starts the task that owns `partition` (paused until the task says where to start).
     fn start(&mut self, partition: i32) {
+        let Some(queue) = self.consumer.split_partition_queue(&self.config.topic, partition) else {
+            tracing::error!(partition, topic = self.config.topic, "no queue for an assigned partition");
+            return;
+        };
         let (intake, records) = mpsc::channel(self.config.queue);
         let cancel = CancellationToken::new();
         let assignment = Assignment { partition, cancel: cancel.clone(), control: self.control_tx.clone() };
         let task = self.runtime.spawn(self.owner.clone().own(assignment, records));
-        self.slots.insert(partition, Slot { task, cancel, intake, next: None, waiting: VecDeque::new() });
+        self.slots.insert(partition, Slot { task, cancel, waiting: Some((intake, queue)), reader: None });
     }
 
     /// Stops a partition's task after its current batch (bounded wait).
@@ -264,35 +274,49 @@ impl<O: PartitionOwner> GroupThread<O> {
         let Some(slot) = self.slots.remove(&partition) else { return };
         self.running.lock().expect("not poisoned").remove(&partition);
         slot.cancel.cancel();
-        drop(slot.intake);
         match self.runtime.block_on(async { tokio::time::timeout(STOP_GRACE, slot.task).await }) {
             Ok(Ok(Ok(()))) => tracing::info!(partition, role = self.config.role, "partition released"),
             Ok(Ok(Err(e))) => tracing::warn!(partition, "partition task ended with: {e}"),
             Ok(Err(e)) => tracing::error!(partition, "partition task panicked: {e}"),
             // Still writing after this point makes it a zombie, which the owner's design must
-            // make harmless (superseded epochs, checkpoints that never go back).
-            Err(_) => tracing::warn!(partition, "partition task did not stop within {STOP_GRACE:?}"),
+            // make harmless (superseded epochs, checkpoints that never go back). Its reader
+            // stops after the record it is handing over.
+            Err(_) => {
+                tracing::warn!(partition, "partition task did not stop within {STOP_GRACE:?}");
+                return;
+            }
         }
+        join_reader(partition, slot.reader);
     }
 
     fn on_control(&mut self, message: Control) {
         match message {
             Control::Start { partition, offset } => {
                 let Some(slot) = self.slots.get_mut(&partition) else { return };
+                let Some((intake, queue)) = slot.waiting.take() else { return };
                 let topic = &self.config.topic;
                 let mut tpl = TopicPartitionList::new();
                 let positioned = tpl
                     .add_partition_offset(topic, partition, Offset::Offset(offset))
                     .and_then(|()| self.consumer.seek_partitions(tpl, Duration::from_secs(10)))
                     .and_then(|_| self.consumer.resume(&single(topic, partition)));
-                match positioned {
-                    Ok(()) => {
-                        slot.next = Some(offset);
+                if let Err(e) = positioned {
+                    // The task is told by its queue closing; the restart check starts over.
+                    tracing::error!(partition, offset, topic, "positioning the partition: {e}");
+                    slot.cancel.cancel();
+                    return;
+                }
+                let cancel = slot.cancel.clone();
+                let reader = std::thread::Builder::new()
+                    .name(format!("tally-{}-{partition}", self.config.role))
+                    .spawn(move || read_partition(&queue, partition, offset, &intake, &cancel));
+                match reader {
+                    Ok(reader) => {
+                        slot.reader = Some(reader);
                         self.running.lock().expect("not poisoned").insert(partition);
                     }
                     Err(e) => {
-                        // The task is told by its queue closing; the restart check starts over.
-                        tracing::error!(partition, offset, topic, "positioning the partition: {e}");
+                        tracing::error!(partition, "starting the partition's reader: {e}");
                         slot.cancel.cancel();
                     }
                 }
@@ -309,47 +333,6 @@ impl<O: PartitionOwner> GroupThread<O> {
         }
     }
 
-    /// Gives a record to its partition's task, unless the task is not positioned yet (the
-    /// partition will be read again from its position) or the record is before it.
-    fn hand_over(&mut self, record: OwnedMessage) {
-        let partition = record.partition();
-        tracing::trace!(partition, offset = record.offset(), topic = self.config.topic, "record");
-        let Some(slot) = self.slots.get_mut(&partition) else { return };
-        let Some(next) = slot.next else { return };
-        if record.offset() < next {
-            return;
-        }
-        slot.next = Some(record.offset() + 1);
-        if !slot.waiting.is_empty() {
-            slot.waiting.push_back(record);
-            return;
-        }
-        if let Err(mpsc::error::TrySendError::Full(record)) = slot.intake.try_send(record) {
-            slot.waiting.push_back(record);
-            let _ = self.consumer.pause(&single(&self.config.topic, partition));
-        }
-    }
-
-    fn drain_waiting(&mut self) {
-        for (partition, slot) in &mut self.slots {
-            if slot.waiting.is_empty() {
-                continue;
-            }
-            while let Some(record) = slot.waiting.pop_front() {
-                if let Err(e) = slot.intake.try_send(record) {
-                    match e {
-                        mpsc::error::TrySendError::Full(record) => slot.waiting.push_front(record),
-                        mpsc::error::TrySendError::Closed(_) => slot.waiting.clear(),
-                    }
-                    break;
-                }
-            }
-            if slot.waiting.is_empty() {
-                let _ = self.consumer.resume(&single(&self.config.topic, *partition));
-            }
-        }
-    }
-
     /// A partition task that ended while its partition is still assigned (an error, a panic)
     /// starts over: it restores again and says again where to start.
     fn restart_failed(&mut self) {
@@ -358,16 +341,55 @@ impl<O: PartitionOwner> GroupThread<O> {
         for partition in failed {
             let Some(slot) = self.slots.remove(&partition) else { continue };
             self.running.lock().expect("not poisoned").remove(&partition);
+            slot.cancel.cancel();
             match self.runtime.block_on(slot.task) {
                 Ok(Ok(())) => tracing::warn!(partition, "partition task stopped; restarting it"),
                 Ok(Err(e)) => tracing::error!(partition, "partition task failed: {e}; restarting it"),
                 Err(e) => tracing::error!(partition, "partition task panicked: {e}; restarting it"),
             }
+            // The task's records channel is closed: its reader stops (before the partition's
+            // queue is split off again for the next task).
+            join_reader(partition, slot.reader);
             let _ = self.consumer.pause(&single(&self.config.topic, partition));
             std::thread::sleep(RESTART_DELAY);
             self.owner.before_restart();
             self.start(partition);
         }
+    }
+}
+
+/// How long a partition's reader waits for a record before it looks at its cancel token.
+const READER_POLL: Duration = Duration::from_millis(100);
+
+/// A partition's reader: hands its records from `from` on to the partition's task, in order,
+/// blocking while the task's channel is full. Ends when the task is cancelled or gone.
+fn read_partition(
+    queue: &PartitionQueue<GroupContext>,
+    partition: i32,
+    from: i64,
+    intake: &mpsc::Sender<OwnedMessage>,
+    cancel: &CancellationToken,
+) {
+    let mut next = from;
+    while !cancel.is_cancelled() {
+        match queue.poll(READER_POLL) {
+            // Before the position the task asked for (fetched ahead of the seek): not its.
+            Some(Ok(record)) if record.offset() < next => {}
+            Some(Ok(record)) => {
+                next = record.offset() + 1;
+                if intake.blocking_send(record.detach()).is_err() {
+                    return;
+                }
+            }
+            Some(Err(e)) => tracing::warn!(partition, "partition queue: {e}"),
+            None => {}
+        }
+    }
+}
+
+fn join_reader(partition: i32, reader: Option<std::thread::JoinHandle<()>>) {
+    if let Some(Err(e)) = reader.map(std::thread::JoinHandle::join) {
+        tracing::error!(partition, "partition reader panicked: {e:?}");
     }
 }
 
