@@ -12,7 +12,6 @@
 
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -101,23 +100,21 @@ struct Noop {
 impl PartitionOwner for Noop {
     type Error = std::convert::Infallible;
 
-    fn own(
+    async fn own(
         self: Arc<Self>,
         assignment: Assignment,
         mut records: mpsc::Receiver<OwnedMessage>,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
-        async move {
-            self.started.lock().unwrap().get_or_insert_with(Instant::now);
-            assignment.start_at(0);
-            let mut batch = Vec::with_capacity(1000);
-            while records.recv_many(&mut batch, 1000).await > 0 {
-                let next = rdkafka::Message::offset(batch.last().unwrap()) + 1;
-                self.received.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                assignment.done_before(next);
-                batch.clear();
-            }
-            Ok(())
+    ) -> Result<(), Self::Error> {
+        self.started.lock().unwrap().get_or_insert_with(Instant::now);
+        assignment.start_at(0);
+        let mut batch = Vec::with_capacity(1000);
+        while records.recv_many(&mut batch, 1000).await > 0 {
+            let next = rdkafka::Message::offset(batch.last().unwrap()) + 1;
+            self.received.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            assignment.done_before(next);
+            batch.clear();
         }
+        Ok(())
     }
 }
 
