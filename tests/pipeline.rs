@@ -82,15 +82,7 @@ async fn a_processor_killed_mid_batch_loses_nothing_and_applies_nothing_twice() 
     h.send(&setup).await;
     let wave = |from: usize, to: usize| {
         let h = h.clone();
-        async move {
-            for i in from..to {
-                let batch: Vec<_> = tenants
-                    .iter()
-                    .map(|t| transfer(t, &format!("pay-{i}"), "world", &format!("user-{}", i % 7), 3))
-                    .collect();
-                h.send(&batch).await;
-            }
-        }
+        async move { h.send_transfers(&tenants, from..to).await }
     };
     // A backlog first, so that the processor is busy with batches whenever it is killed; then
     // more commands while it is being killed and restarted.

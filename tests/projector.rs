@@ -103,15 +103,7 @@ async fn a_projector_killed_after_a_commit_ends_with_the_rows_of_a_fresh_fold() 
     h.send(&TENANTS.map(|t| define_usd(t, &format!("def-{t}")))).await;
     let wave = |from: usize, to: usize| {
         let h = h.clone();
-        async move {
-            for i in from..to {
-                let batch: Vec<_> = TENANTS
-                    .iter()
-                    .map(|t| transfer(t, &format!("pay-{i}"), "world", &format!("user-{}", i % 7), 3))
-                    .collect();
-                h.send(&batch).await;
-            }
-        }
+        async move { h.send_transfers(&TENANTS, from..to).await }
     };
     wave(0, 1000).await;
     let more = tokio::spawn(wave(1000, 2000));

@@ -76,6 +76,18 @@ impl Harness {
         out
     }
 
+    /// For each `i` in `range` and each tenant, a transfer `pay-{i}` of 3 from `world` to
+    /// `user-{i % 7}`: the steady workload of the kill tests.
+    pub async fn send_transfers(&self, tenants: &[&str], range: std::ops::Range<usize>) {
+        for i in range {
+            let batch: Vec<_> = tenants
+                .iter()
+                .map(|t| transfer(t, &format!("pay-{i}"), "world", &format!("user-{}", i % 7), 3))
+                .collect();
+            self.send(&batch).await;
+        }
+    }
+
     fn record_sent(&self, partition: i32, offset: i64) -> (i32, i64) {
         let mut sent = self.sent.lock().unwrap();
         let highest = sent.entry(partition).or_insert(offset);
