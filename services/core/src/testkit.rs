@@ -302,3 +302,29 @@ pub fn transfers_log(tenant: &str, n: usize) -> Vec<crate::log::LogRecord> {
     }
     log
 }
+
+/// What a projection store does with changes: writes or removes each row.
+pub fn write_changes(
+    rows: &mut std::collections::BTreeMap<projection::RowKey, projection::Row>,
+    changes: Vec<projection::Change>,
+) {
+    for (key, value) in changes {
+        match value {
+            Some(row) => rows.insert(key, row),
+            None => rows.remove(&key),
+        };
+    }
+}
+
+/// Writes into `rows` a fresh fold of one events partition's records (with their offsets),
+/// event by event from an empty state: what every projection of that partition must equal.
+pub fn fold_into<'a>(
+    rows: &mut std::collections::BTreeMap<projection::RowKey, projection::Row>,
+    records: impl IntoIterator<Item = (i64, &'a log::LogRecord)>,
+    partition: i32,
+) {
+    let mut replica = log::Replica::new();
+    for (offset, record) in records {
+        write_changes(rows, projection::fold(&mut replica, record, partition, offset));
+    }
+}

@@ -19,7 +19,7 @@ proptest! {
         prop_assert!(projection::fold(&mut replica, &claim, 0, 0).is_empty());
         for (i, event) in events.iter().enumerate() {
             let record = LogRecord::Event { epoch: 1, command_offset: i as i64, event: event.clone() };
-            write(&mut rows, projection::fold(&mut replica, &record, 0, i as i64 + 1));
+            testkit::write_changes(&mut rows, projection::fold(&mut replica, &record, 0, i as i64 + 1));
         }
         let outcomes = rows.keys().filter(|k| matches!(k, RowKey::Outcome { .. })).count();
         let distinct_commands: std::collections::BTreeSet<_> =
@@ -46,7 +46,7 @@ proptest! {
         }));
         let (mut one_by_one, mut replica) = (BTreeMap::new(), Replica::new());
         for (offset, record) in log.iter().enumerate() {
-            write(&mut one_by_one, projection::fold(&mut replica, record, 0, offset as i64));
+            testkit::write_changes(&mut one_by_one, projection::fold(&mut replica, record, 0, offset as i64));
         }
         let mut bounds: Vec<usize> = cuts.iter().map(|c| c.index(log.len() + 1)).collect();
         bounds.extend([0, log.len()]);
@@ -58,18 +58,8 @@ proptest! {
             let changes = projection::fold_batch(&mut replica, batch, 0);
             let keys: std::collections::BTreeSet<_> = changes.iter().map(|(k, _)| k).collect();
             prop_assert_eq!(keys.len(), changes.len(), "each row once per batch");
-            write(&mut batched, changes);
+            testkit::write_changes(&mut batched, changes);
         }
         prop_assert_eq!(batched, one_by_one);
-    }
-}
-
-/// What a store does with changes.
-fn write(rows: &mut BTreeMap<RowKey, Row>, changes: Vec<projection::Change>) {
-    for (key, value) in changes {
-        match value {
-            Some(v) => rows.insert(key, v),
-            None => rows.remove(&key),
-        };
     }
 }

@@ -200,9 +200,9 @@ pub fn watch(
 /// Where each partition's reading starts: after its newest usable snapshot, or at offset 0.
 fn starts(snapshots: Option<&dyn SnapshotStore>, topic: &str, partitions: i32) -> Vec<(i64, LogReader)> {
     (0..partitions)
-        .map(|p| match snapshots.and_then(|store| snapshot::restore_point(store, topic, p, i64::MAX)) {
-            Some(s) => (s.covers + 1, s.replica.reader),
-            None => (0, LogReader::new()),
+        .map(|p| {
+            let resume = snapshot::resume_point(snapshots, topic, p, i64::MAX);
+            (resume.next, resume.replica.reader)
         })
         .collect()
 }

@@ -220,7 +220,8 @@ impl<O: PartitionOwner> GroupThread<O> {
     fn run(mut self) {
         let mut last_commit = Instant::now();
         while !self.stop.is_cancelled() {
-            let polled = self.consumer.poll(Duration::from_millis(20)).map(|r| r.map(|m| m.detach()));
+            // Records come through each partition's own queue; this poll serves callbacks.
+            let polled = self.consumer.poll(Duration::from_millis(20)).map(|r| r.map(|m| m.partition()));
             // The poll serves the rebalance callbacks; act on what they reported.
             while let Ok(change) = self.membership.try_recv() {
                 match change {
@@ -234,9 +235,7 @@ impl<O: PartitionOwner> GroupThread<O> {
             match polled {
                 // Fetched before the partition's queue was split off; its reader fetches again
                 // from the position its task asks for.
-                Some(Ok(record)) => {
-                    tracing::trace!(partition = record.partition(), "record left to its reader")
-                }
+                Some(Ok(partition)) => tracing::trace!(partition, "record left to its reader"),
                 Some(Err(e)) => tracing::warn!(topic = self.config.topic, "group consumer: {e}"),
                 None => {}
             }

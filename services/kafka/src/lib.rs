@@ -16,6 +16,25 @@ pub use embedded::{BrokerStorage, EmbeddedBroker};
 pub use group::{Assignment, GroupConfig, PartitionGroup, PartitionOwner};
 pub use log_tail::LogTail;
 
+/// Runs blocking work (librdkafka's consumer calls, store I/O) on tokio's blocking pool, off
+/// the async workers.
+pub async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<tokio::task::JoinError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await?
+}
+
+/// Milliseconds since the Unix epoch: the clock of Kafka's record timestamps and of the times
+/// the processor decides at.
+pub fn now_ms() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or(std::time::Duration::ZERO);
+    since_epoch.as_millis() as i64
+}
+
 /// Kafka plumbing errors.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {

@@ -28,7 +28,7 @@ use tally_codec::Codec;
 use tally_core::log::Replica;
 use tally_core::projection;
 use tally_kafka::config::KafkaOptions;
-use tally_kafka::{Assignment, GroupConfig, LogTail, PartitionGroup, PartitionOwner};
+use tally_kafka::{Assignment, GroupConfig, LogTail, PartitionGroup, PartitionOwner, blocking, now_ms};
 use tally_store::projections::{ProjectionStore, Version};
 use tally_store::{SnapshotStore, StoreError, snapshot};
 use tokio::sync::mpsc;
@@ -185,7 +185,8 @@ impl PartitionProjector {
     async fn take_over(shared: Arc<Shared>, assignment: Assignment) -> Result<Self, ProjectorError> {
         let partition = assignment.partition;
         let (store, version) = (shared.config.store.clone(), shared.config.version);
-        let checkpoint = blocking(move || store.checkpoint(version, partition)).await?;
+        let checkpoint =
+            blocking(move || Ok::<_, ProjectorError>(store.checkpoint(version, partition)?)).await?;
         let (replica, snapshot, records_read) = match checkpoint {
             None => (Replica::new(), None, 0),
             Some(checkpoint) => restore(shared.clone(), partition, checkpoint).await?,
@@ -221,7 +222,8 @@ impl PartitionProjector {
         let (store, version) = (self.shared.config.store.clone(), self.shared.config.version);
         let fold_us = fold_started.elapsed().as_micros() as u64;
         let (rows, started) = (changes.len(), std::time::Instant::now());
-        blocking(move || store.commit(version, partition, &changes, offset)).await?;
+        blocking(move || Ok::<_, ProjectorError>(store.commit(version, partition, &changes, offset)?))
+            .await?;
         let commit_us = started.elapsed().as_micros() as u64;
         tracing::trace!(
             partition,
@@ -252,32 +254,12 @@ async fn restore(
 ) -> Result<(Replica, Option<i64>, u64), ProjectorError> {
     blocking(move || {
         let config = &shared.config;
-        let snapshot = config
-            .snapshots
-            .as_deref()
-            .and_then(|store| snapshot::restore_point(store, &config.events, partition, checkpoint));
-        let covers = snapshot.as_ref().map(|s| s.covers);
-        let (mut replica, from) = match snapshot {
-            Some(s) => (s.replica, s.covers + 1),
-            None => (Replica::new(), 0),
-        };
-        let mut tail = LogTail::open_at(&config.kafka, &config.events, partition, from)?;
+        let resume =
+            snapshot::resume_point(config.snapshots.as_deref(), &config.events, partition, checkpoint);
+        let mut replica = resume.replica;
+        let mut tail = LogTail::open_at(&config.kafka, &config.events, partition, resume.next)?;
         tail.read_until(&shared.codec, &mut replica, checkpoint + 1)?;
-        Ok::<_, ProjectorError>((replica, covers, tail.records_read()))
+        Ok::<_, ProjectorError>((replica, resume.snapshot, tail.records_read()))
     })
     .await
-}
-
-/// Runs the store's and librdkafka's blocking calls off the async workers.
-async fn blocking<T: Send + 'static, E: Into<ProjectorError> + Send + 'static>(
-    f: impl FnOnce() -> Result<T, E> + Send + 'static,
-) -> Result<T, ProjectorError> {
-    tokio::task::spawn_blocking(f).await?.map_err(Into::into)
-}
-
-fn now_ms() -> i64 {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or(std::time::Duration::ZERO);
-    since_epoch.as_millis() as i64
 }

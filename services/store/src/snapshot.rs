@@ -131,8 +131,7 @@ pub fn save(
 
 /// The newest snapshot of the partition covering at most offset `at_most` that passes every
 /// check; each one that does not is skipped with a warning. `None`: restore from the start of
-/// the log. (The processor takes the newest there is, `i64::MAX`; the projector one at or
-/// before its checkpoint.)
+/// the log.
 pub fn newest_valid(
     store: &dyn SnapshotStore,
     log: &str,
@@ -148,15 +147,45 @@ pub fn newest_valid(
     Ok(None)
 }
 
-/// Where a reader of the partition starts: the newest usable snapshot covering at most `at_most`, or `None` for the start
-/// of the log. A store that cannot be read costs a full replay (with a warning), not the reader.
-pub fn restore_point(store: &dyn SnapshotStore, log: &str, partition: i32, at_most: i64) -> Option<Snapshot> {
-    newest_valid(store, log, partition, at_most)
-        .inspect_err(|e| {
-            tracing::warn!(log, partition, "reading snapshots: {e}; reading the log from its start")
-        })
-        .ok()
-        .flatten()
+/// Where a reader of a partition resumes: the fold of the log before `next`, and `next`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumePoint {
+    pub replica: Replica,
+    /// The offset to read on from.
+    pub next: i64,
+    /// The offset covered by the snapshot it comes from; `None`: the start of the log.
+    pub snapshot: Option<i64>,
+}
+
+impl ResumePoint {
+    /// The start of the log.
+    pub fn start() -> Self {
+        ResumePoint { replica: Replica::new(), next: 0, snapshot: None }
+    }
+}
+
+/// Where a reader of the partition resumes: after the newest usable snapshot covering at most
+/// `at_most`, or at the start of the log (also without a store). A store that cannot be read
+/// costs a full replay (with a warning), not the reader. The processor and the outcome watcher
+/// take the newest snapshot (`i64::MAX`); the projector one at or before its checkpoint.
+pub fn resume_point(
+    store: Option<&dyn SnapshotStore>,
+    log: &str,
+    partition: i32,
+    at_most: i64,
+) -> ResumePoint {
+    let newest = store.and_then(|store| {
+        newest_valid(store, log, partition, at_most)
+            .inspect_err(|e| {
+                tracing::warn!(log, partition, "reading snapshots: {e}; reading the log from its start")
+            })
+            .ok()
+            .flatten()
+    });
+    match newest {
+        Some(s) => ResumePoint { next: s.covers + 1, snapshot: Some(s.covers), replica: s.replica },
+        None => ResumePoint::start(),
+    }
 }
 
 fn filed_under(snapshot: Snapshot, key: i64) -> Result<Snapshot, SnapshotError> {

@@ -92,16 +92,8 @@ fn log_of(history: &[(tally_core::Command, i64)]) -> Vec<LogRecord> {
 
 /// Rows of a fresh fold of the whole log.
 fn fresh_fold(log: &[LogRecord]) -> BTreeMap<RowKey, Row> {
-    let mut replica = Replica::new();
     let mut rows = BTreeMap::new();
-    for (offset, record) in log.iter().enumerate() {
-        for (key, value) in projection::fold(&mut replica, record, 0, offset as i64) {
-            match value {
-                Some(v) => rows.insert(key, v),
-                None => rows.remove(&key),
-            };
-        }
-    }
+    testkit::fold_into(&mut rows, log.iter().enumerate().map(|(offset, r)| (offset as i64, r)), 0);
     rows
 }
 

@@ -72,6 +72,8 @@ pub enum ProcessorError {
     Log(#[from] tally_kafka::KafkaError),
     #[error("restoring: {0}")]
     Restore(String),
+    #[error("blocking task: {0}")]
+    Task(#[from] tokio::task::JoinError),
     #[error("the producer was dropped before delivering")]
     Canceled,
 }

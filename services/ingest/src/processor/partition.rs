@@ -8,11 +8,11 @@ use rdkafka::message::OwnedMessage;
 use rdkafka::producer::FutureRecord;
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tally_core::log::{LogRecord, Replica, Verdict};
 use tally_core::{Actor, Command, CommandBody, CommandId, LedgerId, TenantId, TxId, decide};
-use tally_kafka::{Assignment, LogTail};
-use tally_store::snapshot::{self, Snapshot};
+use tally_kafka::{Assignment, LogTail, blocking, now_ms};
+use tally_store::snapshot::{self, ResumePoint, Snapshot};
 use tokio::sync::mpsc;
 
 /// How often a new owner claims again after losing a claim race before it gives up (and the
@@ -109,14 +109,11 @@ async fn take_over(
     partition: i32,
     use_snapshot: bool,
 ) -> Result<(Replica, i64), TakeOver> {
-    let snapshot = if use_snapshot { newest_snapshot(shared, partition).await } else { None };
-    let covers = snapshot.as_ref().map(|s| s.covers);
-    let (mut replica, from) = match snapshot {
-        Some(s) => (s.replica, s.covers + 1),
-        None => (Replica::new(), 0),
-    };
+    let resume = if use_snapshot { resume_point(shared, partition).await? } else { ResumePoint::start() };
+    let (covers, from, mut replica) = (resume.snapshot, resume.next, resume.replica);
     let (kafka, topic) = (shared.config.kafka.clone(), shared.config.topics.events.clone());
-    let mut tail = blocking(move || Ok(LogTail::open_at(&kafka, &topic, partition, from)?)).await?;
+    let mut tail =
+        blocking(move || Ok::<_, ProcessorError>(LogTail::open_at(&kafka, &topic, partition, from)?)).await?;
     let end = {
         let codec = shared.codec.clone();
         let (t, r, end) = blocking(move || {
@@ -161,21 +158,12 @@ async fn take_over(
     ))))
 }
 
-/// The newest usable snapshot of the partition, if snapshots are kept (read off the async
-/// workers: the store does file I/O).
-async fn newest_snapshot(shared: &Arc<Shared>, partition: i32) -> Option<Snapshot> {
-    let store = shared.config.snapshots.clone()?;
+/// After the newest usable snapshot of the partition, if snapshots are kept (read off the
+/// async workers: the store does file I/O).
+async fn resume_point(shared: &Arc<Shared>, partition: i32) -> Result<ResumePoint, ProcessorError> {
+    let store = shared.config.snapshots.clone();
     let log = shared.config.topics.events.clone();
-    tokio::task::spawn_blocking(move || snapshot::restore_point(store.as_ref(), &log, partition, i64::MAX))
-        .await
-        .ok()?
-}
-
-/// Runs librdkafka's blocking calls off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ProcessorError> + Send + 'static,
-) -> Result<T, ProcessorError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ProcessorError::Restore(format!("restore task: {e}")))?
+    blocking(move || Ok(snapshot::resume_point(store.as_deref(), &log, partition, i64::MAX))).await
 }
 
 /// A pending transaction, as the expiry timer tracks it.
@@ -335,10 +323,4 @@ fn expiry_command((tenant, ledger, tx_id): &TxKey) -> Command {
         actor: Actor::parse("tally-expiry").expect("a valid actor"),
         body: CommandBody::ExpirePending { ledger: ledger.clone(), tx_id: tx_id.clone() },
     }
-}
-
-fn now_ms() -> i64 {
-    let since_epoch =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or(Duration::ZERO);
-    since_epoch.as_millis() as i64
 }

@@ -205,15 +205,8 @@ impl Log {
     pub fn projection(&self) -> std::collections::BTreeMap<projection::RowKey, projection::Row> {
         let mut rows = std::collections::BTreeMap::new();
         for (partition, part) in self.partitions.iter().enumerate() {
-            let mut replica = Replica::new();
-            for (offset, record, _) in &part.records {
-                for (key, row) in projection::fold(&mut replica, record, partition as i32, *offset) {
-                    match row {
-                        Some(row) => rows.insert(key, row),
-                        None => rows.remove(&key),
-                    };
-                }
-            }
+            let records = part.records.iter().map(|(offset, record, _)| (*offset, record));
+            testkit::fold_into(&mut rows, records, partition as i32);
         }
         rows
     }
