@@ -18,6 +18,12 @@
 //!   Rows written by either are the same fold of the same log, so nothing rolls back.
 //! - Records of superseded epochs (a zombie processor's) and repeats change nothing: the fold
 //!   judges them exactly as the processor's restore does.
+//!
+//! A projector writes the store's live version and follows it: when a [`rebuild`] switches the
+//! live version, each partition task notices within [`LIVE_CHECK`] and starts over on the new
+//! version, from that version's checkpoint.
+
+pub mod rebuild;
 
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
@@ -41,8 +47,8 @@ pub struct ProjectorConfig {
     pub events: String,
     /// Consumer group of all projector instances writing one projection version.
     pub group_id: String,
-    /// The projection version written (a rebuild writes a new one beside the live one).
-    pub version: Version,
+    /// The projection version written.
+    pub target: Target,
     /// Most events records folded into one commit.
     pub batch_max: usize,
     /// Where the rows and checkpoints go.
@@ -57,13 +63,25 @@ impl ProjectorConfig {
             kafka,
             events: events.into(),
             group_id: "tally-projector".into(),
-            version: 1,
+            target: Target::Live,
             batch_max: 1000,
             store,
             snapshots: None,
         }
     }
 }
+
+/// Which projection version a projector writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The store's live version, following switches (the projector service).
+    Live,
+    /// One version, live or not (a rebuild filling a new version).
+    Version(Version),
+}
+
+/// How often a partition task following the live version checks whether it was switched.
+pub const LIVE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectorError {
@@ -76,9 +94,11 @@ pub enum ProjectorError {
 }
 
 /// Where one partition's projection stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Progress {
     pub partition: i32,
+    /// The projection version written.
+    pub version: Version,
     /// The last offset the stored rows cover (`None`: nothing written yet).
     pub checkpoint: Option<i64>,
     /// Milliseconds from the broker's timestamp of the last record applied to its commit.
@@ -135,6 +155,18 @@ struct Shared {
     progress: Arc<Mutex<BTreeMap<i32, Progress>>>,
 }
 
+impl Shared {
+    async fn version_to_write(&self) -> Result<Version, ProjectorError> {
+        match self.config.target {
+            Target::Version(version) => Ok(version),
+            Target::Live => {
+                let store = self.config.store.clone();
+                blocking(move || Ok::<_, ProjectorError>(store.live_version()?)).await
+            }
+        }
+    }
+}
+
 impl PartitionOwner for Shared {
     type Error = ProjectorError;
 
@@ -158,24 +190,45 @@ async fn project(
     owner.assignment.start_at(start);
     let batch_max = owner.shared.config.batch_max;
     let mut batch = Vec::with_capacity(batch_max);
+    let mut live_check = tokio::time::interval(LIVE_CHECK);
+    let follows_live = owner.shared.config.target == Target::Live;
     loop {
         tokio::select! {
             biased;
             _ = owner.assignment.cancel.cancelled() => return Ok(()),
+            _ = live_check.tick(), if follows_live => {
+                let live = owner.shared.version_to_write().await?;
+                if live != owner.version {
+                    return start_over(owner.assignment.partition, owner.version, live);
+                }
+            }
             n = records.recv_many(&mut batch, batch_max) => {
                 if n == 0 {
                     return Ok(());
                 }
-                owner.apply(&mut batch).await?;
+                match owner.apply(&mut batch).await {
+                    Err(ProjectorError::Store(StoreError::VersionRetired { version, live })) => {
+                        return start_over(owner.assignment.partition, version, live);
+                    }
+                    applied => applied?,
+                }
             }
         }
     }
+}
+
+/// The live version moved on (a rebuild switched it): the task ends while still assigned, so
+/// the group starts the partition over, on the new version.
+fn start_over(partition: i32, from: Version, to: Version) -> Result<(), ProjectorError> {
+    tracing::info!(partition, from, to, "live projection version switched; starting over on the new version");
+    Ok(())
 }
 
 /// The owner of one partition's projection.
 struct PartitionProjector {
     shared: Arc<Shared>,
     assignment: Assignment,
+    version: Version,
     /// The fold's state as of `checkpoint`.
     replica: Replica,
     checkpoint: Option<i64>,
@@ -184,17 +237,18 @@ struct PartitionProjector {
 impl PartitionProjector {
     async fn take_over(shared: Arc<Shared>, assignment: Assignment) -> Result<Self, ProjectorError> {
         let partition = assignment.partition;
-        let (store, version) = (shared.config.store.clone(), shared.config.version);
+        let version = shared.version_to_write().await?;
+        let store = shared.config.store.clone();
         let checkpoint =
             blocking(move || Ok::<_, ProjectorError>(store.checkpoint(version, partition)?)).await?;
         let (replica, snapshot, records_read) = match checkpoint {
             None => (Replica::new(), None, 0),
             Some(checkpoint) => restore(shared.clone(), partition, checkpoint).await?,
         };
-        tracing::info!(partition, ?checkpoint, ?snapshot, records_read, "projection restored");
-        let progress = Progress { partition, checkpoint, lag_ms: 0, snapshot, records_read };
+        tracing::info!(partition, version, ?checkpoint, ?snapshot, records_read, "projection restored");
+        let progress = Progress { partition, version, checkpoint, lag_ms: 0, snapshot, records_read };
         shared.progress.lock().expect("not poisoned").insert(partition, progress);
-        Ok(PartitionProjector { shared, assignment, replica, checkpoint })
+        Ok(PartitionProjector { shared, assignment, version, replica, checkpoint })
     }
 
     /// Folds a batch and commits its rows with the checkpoint of its last record.
@@ -219,7 +273,7 @@ impl PartitionProjector {
         let batch = records.iter().map(|(offset, record)| (*offset, record));
         let changes = projection::fold_batch(&mut self.replica, batch, partition);
         let Some((offset, written_at)) = last else { return Ok(()) };
-        let (store, version) = (self.shared.config.store.clone(), self.shared.config.version);
+        let (store, version) = (self.shared.config.store.clone(), self.version);
         let fold_us = fold_started.elapsed().as_micros() as u64;
         let (rows, started) = (changes.len(), std::time::Instant::now());
         blocking(move || Ok::<_, ProjectorError>(store.commit(version, partition, &changes, offset)?))

@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 use support::*;
 use tally_core::projection::{Row, RowKey};
 use tally_ingest::processor::Processor;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use tally_projector::rebuild::Rebuild;
 use tally_projector::{Projector, ProjectorConfig};
-use tally_store::projections::ProjectionStore;
+use tally_store::projections::{ProjectionStore, Version};
 use tally_store::{EmbeddedStore, SnapshotStore};
 
 const TENANTS: [&str; 4] = ["acme", "globex", "initech", "umbrella"];
@@ -32,19 +34,23 @@ async fn wave(h: &Harness, from: usize, to: usize) {
 }
 
 fn projector(h: &Harness, store: &Arc<EmbeddedStore>) -> Projector {
+    Projector::start(projector_config(h, store)).expect("projector starts")
+}
+
+fn projector_config(h: &Harness, store: &Arc<EmbeddedStore>) -> ProjectorConfig {
     let mut config = ProjectorConfig::new(h.kafka.clone(), h.topics.events.clone(), store.clone());
     config.group_id = format!("{}projector", h.topics.events);
     config.batch_max = 20;
     config.snapshots = Some(store.clone() as Arc<dyn SnapshotStore>);
-    Projector::start(config).expect("projector starts")
+    config
 }
 
-/// Waits until the stored checkpoints reach `ends` (the log's last offsets).
-async fn caught_up(store: &EmbeddedStore, ends: &[Option<i64>]) {
+/// Waits until the stored checkpoints of `version` reach `ends` (the log's last offsets).
+async fn caught_up(store: &EmbeddedStore, version: Version, ends: &[Option<i64>]) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let checkpoints: Vec<Option<i64>> =
-            (0..ends.len() as i32).map(|p| store.checkpoint(1, p).unwrap()).collect();
+            (0..ends.len() as i32).map(|p| store.checkpoint(version, p).unwrap()).collect();
         if checkpoints.as_slice() == ends {
             return;
         }
@@ -96,7 +102,7 @@ async fn two_projectors_and_rebalances_mid_stream_end_with_the_rows_of_a_fresh_f
     more.await.unwrap();
 
     let log = h.settled(Duration::from_secs(120)).await;
-    caught_up(&store, &log.ends()).await;
+    caught_up(&store, 1, &log.ends()).await;
     let taken_over = second.progress().into_iter().filter(|p| p.snapshot.is_some() || p.records_read > 0);
     assert!(taken_over.count() > 0, "the second projector took partitions over from checkpoints");
     let (stored, fresh) = (store.rows(1).unwrap(), log.projection());
@@ -104,5 +110,52 @@ async fn two_projectors_and_rebalances_mid_stream_end_with_the_rows_of_a_fresh_f
     assert_same_rows(&stored, &fresh);
     assert!(fresh.len() > TENANTS.len() * 600, "outcomes, accounts and transactions are all there");
     second.stop().await;
+    processor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_while_writes_continue_switches_to_a_version_equal_to_a_fresh_fold() {
+    let h = Arc::new(Harness::start(3).await);
+    let store = Arc::new(EmbeddedStore::in_memory().unwrap());
+    let processor = Processor::start(h.processor("p1")).unwrap();
+    h.send(&TENANTS.map(|t| define_usd(t, &format!("def-{t}")))).await;
+    wave(&h, 0, 100).await;
+    let live = projector(&h, &store);
+    caught_up(&store, 1, &h.settled(Duration::from_secs(120)).await.ends()).await;
+
+    // Writes go on until well after the switch.
+    let (stop, waves) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(100)));
+    let writer = tokio::spawn({
+        let (h, stop, waves) = (h.clone(), stop.clone(), waves.clone());
+        async move {
+            while !stop.load(Ordering::SeqCst) {
+                let i = waves.load(Ordering::SeqCst);
+                wave(&h, i, i + 1).await;
+                waves.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    let rebuild = Rebuild::start(projector_config(&h, &store), 3).await.unwrap();
+    assert_eq!(rebuild.version(), 2);
+    let mut reports = Vec::new();
+    let switched_to = rebuild.finish(|progress| reports.push(progress.clone())).await.unwrap();
+    let waves_at_switch = waves.load(Ordering::SeqCst);
+    assert_eq!(switched_to, 2);
+    assert_eq!(store.live_version().unwrap(), 2);
+    assert_eq!(store.versions().unwrap(), vec![2], "the old version is dropped");
+    let (first, last) = (&reports[0], reports.last().unwrap());
+    assert!(first.target > 400 && !first.caught_up, "the rebuild started behind the live version: {first:?}");
+    assert!(last.caught_up && last.done >= last.target, "{last:?}");
+    println!("rebuild: {} reports, last {last:?}", reports.len());
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::SeqCst);
+    writer.await.unwrap();
+    assert!(waves.load(Ordering::SeqCst) > waves_at_switch, "writes continued after the switch");
+    let log = h.settled(Duration::from_secs(120)).await;
+    caught_up(&store, 2, &log.ends()).await;
+    assert!(live.progress().iter().all(|p| p.version == 2), "the live projector follows the switch");
+    assert_same_rows(&store.rows(2).unwrap(), &log.projection());
+    live.stop().await;
     processor.stop().await;
 }

@@ -1,7 +1,7 @@
 //! The embedded backend: one redb file under the data directory, or memory.
 
 use crate::StoreError;
-use crate::projections::{self, ProjectionStore, Version};
+use crate::projections::{self, FIRST_VERSION, ProjectionStore, Version};
 use crate::snapshot::SnapshotStore;
 use redb::{Database, ReadableTable, TableDefinition};
 use std::collections::BTreeMap;
@@ -14,6 +14,8 @@ const SNAPSHOTS: TableDefinition<(&str, i32, i64), &[u8]> = TableDefinition::new
 const ROWS: TableDefinition<(u32, &[u8]), &[u8]> = TableDefinition::new("projection_rows");
 /// (projection version, events partition) -> last offset the rows cover.
 const CHECKPOINTS: TableDefinition<(u32, i32), i64> = TableDefinition::new("projection_checkpoints");
+/// "live" -> the projection version readers read.
+const LIVE: TableDefinition<&str, u32> = TableDefinition::new("projection_live");
 
 pub struct EmbeddedStore {
     db: Database,
@@ -45,9 +47,15 @@ impl EmbeddedStore {
         tx.open_table(SNAPSHOTS)?;
         tx.open_table(ROWS)?;
         tx.open_table(CHECKPOINTS)?;
+        tx.open_table(LIVE)?;
         tx.commit()?;
         Ok(EmbeddedStore { db })
     }
+}
+
+/// The live version as a write transaction sees it.
+fn live_in(tx: &redb::WriteTransaction) -> Result<Version, StoreError> {
+    Ok(tx.open_table(LIVE)?.get("live")?.map_or(FIRST_VERSION, |v| v.value()))
 }
 
 impl SnapshotStore for EmbeddedStore {
@@ -112,6 +120,10 @@ impl ProjectionStore for EmbeddedStore {
     ) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
         {
+            let live = live_in(&tx)?;
+            if version < live {
+                return Err(StoreError::VersionRetired { version, live });
+            }
             let mut checkpoints = tx.open_table(CHECKPOINTS)?;
             let stored = checkpoints.get((version, partition))?.map(|v| v.value());
             if let Some(stored) = stored.filter(|&stored| stored > checkpoint) {
@@ -153,5 +165,51 @@ impl ProjectionStore for EmbeddedStore {
             rows.insert(projections::decode(key.value().1)?, projections::decode(value.value())?);
         }
         Ok(rows)
+    }
+
+    fn live_version(&self) -> Result<Version, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(LIVE)?;
+        Ok(table.get("live")?.map_or(FIRST_VERSION, |v| v.value()))
+    }
+
+    fn switch_live(&self, from: Version, to: Version) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            let actual = live_in(&tx)?;
+            if actual != from {
+                return Err(StoreError::LiveVersionMoved { expected: from, actual });
+            }
+            tx.open_table(LIVE)?.insert("live", to)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn versions(&self) -> Result<Vec<Version>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let mut versions = std::collections::BTreeSet::from([self.live_version()?]);
+        for entry in tx.open_table(CHECKPOINTS)?.iter()? {
+            versions.insert(entry?.0.value().0);
+        }
+        // Rows without a checkpoint cannot exist: they are committed together.
+        Ok(versions.into_iter().collect())
+    }
+
+    fn drop_version(&self, version: Version) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            // Checked in the same transaction, so a switch cannot slip in between.
+            if live_in(&tx)? == version {
+                return Err(StoreError::DropLive(version));
+            }
+            let mut rows = tx.open_table(ROWS)?;
+            let versions_rows = (version, &[][..])..(version.saturating_add(1), &[][..]);
+            rows.retain_in(versions_rows, |(v, _), _| v != version)?;
+            let mut checkpoints = tx.open_table(CHECKPOINTS)?;
+            checkpoints.retain_in((version, i32::MIN)..=(version, i32::MAX), |_, _| false)?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 }

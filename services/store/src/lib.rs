@@ -27,6 +27,12 @@ pub enum StoreError {
     Corrupt(String),
     #[error("checkpoint of partition {partition} would go back from {stored} to {proposed}")]
     CheckpointBackwards { partition: i32, stored: i64, proposed: i64 },
+    #[error("the live projection version is {actual}, not {expected}")]
+    LiveVersionMoved { expected: u32, actual: u32 },
+    #[error("projection version {version} was retired: version {live} is live")]
+    VersionRetired { version: u32, live: u32 },
+    #[error("version {0} is the live projection version and cannot be dropped")]
+    DropLive(u32),
 }
 
 macro_rules! embedded_errors {

@@ -7,7 +7,8 @@
 //! zombie) or a replay from an older position is refused instead of rolling rows back.
 //!
 //! Rows live under a projection *version*, so a rebuild can fill a new version beside the live
-//! one and readers switch when it has caught up.
+//! one. The store keeps which version is live: readers read it, the projector writes it, and a
+//! rebuild switches it once the new version has caught up ([`ProjectionStore::switch_live`]).
 
 use crate::StoreError;
 use std::collections::BTreeMap;
@@ -16,13 +17,17 @@ use tally_core::projection::{Change, Row, RowKey};
 /// A version of the projections: rows and checkpoints are kept apart per version.
 pub type Version = u32;
 
+/// The live version of a store nobody has switched yet.
+pub const FIRST_VERSION: Version = 1;
+
 pub trait ProjectionStore: Send + Sync + std::fmt::Debug {
     /// The last events offset of `partition` that version `version` covers (`None`: nothing yet).
     fn checkpoint(&self, version: Version, partition: i32) -> Result<Option<i64>, StoreError>;
 
     /// Applies `changes` and moves the partition's checkpoint to `checkpoint`, all or nothing.
-    /// Fails with [`StoreError::CheckpointBackwards`] (and changes nothing) when `checkpoint` is
-    /// below the stored one.
+    /// Fails (and changes nothing) with [`StoreError::CheckpointBackwards`] when `checkpoint` is
+    /// below the stored one, and with [`StoreError::VersionRetired`] when `version` is below the
+    /// live version: once switched away from, a version is frozen (and can be dropped).
     fn commit(
         &self,
         version: Version,
@@ -36,6 +41,20 @@ pub trait ProjectionStore: Send + Sync + std::fmt::Debug {
 
     /// Every row of a version (for comparisons and checks; not for serving).
     fn rows(&self, version: Version) -> Result<BTreeMap<RowKey, Row>, StoreError>;
+
+    /// The version readers read and the projector writes ([`FIRST_VERSION`] until switched).
+    fn live_version(&self) -> Result<Version, StoreError>;
+
+    /// Makes `to` the live version if `from` still is; fails with
+    /// [`StoreError::LiveVersionMoved`] (and changes nothing) otherwise, so two rebuilds cannot
+    /// both switch.
+    fn switch_live(&self, from: Version, to: Version) -> Result<(), StoreError>;
+
+    /// Versions that have rows or checkpoints, and the live one, in ascending order.
+    fn versions(&self) -> Result<Vec<Version>, StoreError>;
+
+    /// Deletes every row and checkpoint of `version`. Refuses the live version.
+    fn drop_version(&self, version: Version) -> Result<(), StoreError>;
 }
 
 /// Row keys and values are stored as postcard bytes.

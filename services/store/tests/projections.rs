@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use tally_core::log::{LogRecord, Replica};
 use tally_core::projection::{self, Row, RowKey};
 use tally_core::{TenantId, testkit};
-use tally_store::projections::ProjectionStore;
+use tally_store::projections::{FIRST_VERSION, ProjectionStore};
 use tally_store::{EmbeddedStore, StoreError};
 
 fn outcome_key(tenant: &str, command: &str) -> RowKey {
@@ -58,6 +58,27 @@ fn conformance(store: &dyn ProjectionStore) {
     assert_eq!(store.checkpoint(2, 0).unwrap(), Some(0));
     assert_eq!(store.rows(2).unwrap(), BTreeMap::from([(b.clone(), outcome_row(9))]));
     assert_eq!(store.rows(1).unwrap(), BTreeMap::from([(a.clone(), outcome_row(3))]));
+
+    // The live version: 1 until switched; a switch from a version that is no longer live is
+    // refused; the live version cannot be dropped, another one can, whole.
+    assert_eq!(store.live_version().unwrap(), FIRST_VERSION);
+    assert_eq!(store.versions().unwrap(), vec![1, 2]);
+    store.switch_live(1, 2).unwrap();
+    assert_eq!(store.live_version().unwrap(), 2);
+    let late = store.switch_live(1, 3);
+    assert!(matches!(late, Err(StoreError::LiveVersionMoved { expected: 1, actual: 2 })), "{late:?}");
+    assert!(matches!(store.drop_version(2), Err(StoreError::DropLive(2))));
+    store.commit(3, 0, &[(a.clone(), Some(outcome_row(4)))], 0).unwrap();
+    // A version switched away from is frozen: a projector that has not noticed is refused.
+    let retired = store.commit(1, 0, &[(b.clone(), Some(outcome_row(5)))], 4);
+    assert!(matches!(retired, Err(StoreError::VersionRetired { version: 1, live: 2 })), "{retired:?}");
+    assert_eq!(store.row(1, &b).unwrap(), None, "a refused commit wrote a row");
+    store.drop_version(1).unwrap();
+    assert_eq!(store.rows(1).unwrap(), BTreeMap::new());
+    assert_eq!(store.checkpoint(1, 0).unwrap(), None);
+    assert_eq!(store.versions().unwrap(), vec![2, 3]);
+    assert_eq!(store.rows(2).unwrap().len(), 1, "dropping 1 touched 2");
+    assert_eq!(store.rows(3).unwrap().len(), 1, "dropping 1 touched 3");
 }
 
 #[test]
@@ -71,8 +92,9 @@ fn embedded_file_conforms_and_keeps_rows_across_reopen() {
     let path = dir.path().join("tally.redb");
     conformance(&EmbeddedStore::open(&path).unwrap());
     let reopened = EmbeddedStore::open(&path).unwrap();
-    assert_eq!(reopened.checkpoint(1, 0).unwrap(), Some(3));
-    assert_eq!(reopened.rows(1).unwrap().len(), 1);
+    assert_eq!(reopened.live_version().unwrap(), 2);
+    assert_eq!(reopened.checkpoint(2, 0).unwrap(), Some(0));
+    assert_eq!(reopened.rows(2).unwrap().len(), 1);
 }
 
 /// A partition's log for a random history: a claim, one event per command, and a zombie's
