@@ -196,3 +196,34 @@ fn the_http_api_matches_its_openapi_document_under_fuzzing() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+fn projections(dev: &Dev, command: &str) -> Output {
+    tally(&["projections", command, "--url", &format!("http://{}", dev.http)])
+}
+
+#[test]
+fn projections_rebuild_through_tally_dev_switches_to_a_new_version() {
+    let dev = Dev::start(&[]);
+    for i in 0..3 {
+        send(&dev.kafka, &format!("cmd-{i}"));
+    }
+    // The live projector has projected the commands' events (one partition has them all).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status: serde_json::Value = serde_json::from_slice(&projections(&dev, "status").stdout).unwrap();
+        let covered =
+            status["partitions"].as_array().unwrap().iter().filter_map(|p| p["checkpoint"].as_i64());
+        if covered.max().is_some_and(|c| c >= 3) {
+            break; // a claim and three events
+        }
+        assert!(Instant::now() < deadline, "the projector never projected: {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = projections(&dev, "rebuild");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("rebuilt: version 2 is live"), "{said}");
+    let status: serde_json::Value = serde_json::from_slice(&projections(&dev, "status").stdout).unwrap();
+    assert_eq!(status["live_version"], 2, "{status}");
+    assert_eq!(status["versions"], serde_json::json!([2]), "{status}");
+    assert_eq!(status["rebuild"]["state"], "switched", "{status}");
+}

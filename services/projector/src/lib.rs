@@ -94,7 +94,7 @@ pub enum ProjectorError {
 }
 
 /// Where one partition's projection stands.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Progress {
     pub partition: i32,
     /// The projection version written.
@@ -115,7 +115,18 @@ const INTAKE_BATCHES: usize = 4;
 /// A running projector instance.
 pub struct Projector {
     group: PartitionGroup,
-    progress: Arc<Mutex<BTreeMap<i32, Progress>>>,
+    progress: ProgressView,
+}
+
+/// A handle on where a projector's partitions stand, usable after the projector was moved.
+#[derive(Clone, Default)]
+pub struct ProgressView(Arc<Mutex<BTreeMap<i32, Progress>>>);
+
+impl ProgressView {
+    /// Where each partition this instance has owned stands.
+    pub fn get(&self) -> Vec<Progress> {
+        self.0.lock().expect("not poisoned").values().cloned().collect()
+    }
 }
 
 impl Projector {
@@ -128,8 +139,8 @@ impl Projector {
             role: "projector",
             queue: INTAKE_BATCHES * config.batch_max,
         };
-        let progress = Arc::new(Mutex::new(BTreeMap::new()));
-        let shared = Arc::new(Shared { config, codec: Codec::new(), progress: progress.clone() });
+        let progress = ProgressView::default();
+        let shared = Arc::new(Shared { config, codec: Codec::new(), progress: progress.0.clone() });
         Ok(Projector { group: PartitionGroup::join(group, shared)?, progress })
     }
 
@@ -140,7 +151,12 @@ impl Projector {
 
     /// Where each partition this instance has owned stands (for lag metrics and tests).
     pub fn progress(&self) -> Vec<Progress> {
-        self.progress.lock().expect("not poisoned").values().cloned().collect()
+        self.progress.get()
+    }
+
+    /// The same, as a handle that outlives borrowing the projector.
+    pub fn progress_view(&self) -> ProgressView {
+        self.progress.clone()
     }
 
     /// Lets each partition finish its batch, then leaves the group.

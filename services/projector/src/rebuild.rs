@@ -26,7 +26,7 @@ use tally_store::projections::{ProjectionStore, Version};
 const POLL: Duration = Duration::from_millis(200);
 
 /// Where a rebuild stands. Positions are log records (offset + 1, summed over partitions).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RebuildProgress {
     /// The version being built.
     pub version: Version,
@@ -70,8 +70,15 @@ impl Rebuild {
         config.target = Target::Version(version);
         config.group_id = format!("{}.rebuild-v{version}", config.group_id);
         let projector = Projector::start(config)?;
-        let mut rebuild =
-            Rebuild { store, partitions, version, live, projector, started: Instant::now(), done_at_start: 0 };
+        let mut rebuild = Rebuild {
+            store,
+            partitions,
+            version,
+            live,
+            projector,
+            started: Instant::now(),
+            done_at_start: 0,
+        };
         rebuild.done_at_start = rebuild.progress().await?.done;
         tracing::info!(version, live, resumed_at = rebuild.done_at_start, "projection rebuild started");
         Ok(rebuild)
@@ -84,7 +91,8 @@ impl Rebuild {
 
     /// Reads where the new version and the live one stand.
     pub async fn progress(&self) -> Result<RebuildProgress, ProjectorError> {
-        let (store, partitions, version, live) = (self.store.clone(), self.partitions, self.version, self.live);
+        let (store, partitions, version, live) =
+            (self.store.clone(), self.partitions, self.version, self.live);
         let (done, target, caught_up) = blocking(move || {
             let (mut done, mut target, mut caught_up) = (0, 0, true);
             for partition in 0..partitions {

@@ -6,11 +6,11 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use support::*;
 use tally_core::projection::{Row, RowKey};
 use tally_ingest::processor::Processor;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tally_projector::rebuild::Rebuild;
 use tally_projector::{Projector, ProjectorConfig};
 use tally_store::projections::{ProjectionStore, Version};

@@ -71,6 +71,7 @@ pub async fn start_http(
     partitions: i32,
     options: &HttpOptions,
     snapshots: Option<Arc<dyn SnapshotStore>>,
+    admin: Option<axum::Router>,
     stop: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let outcomes = Outcomes::new(options.outcomes_kept as usize);
@@ -78,7 +79,10 @@ pub async fn start_http(
     let watcher = watch(kafka.clone(), events, partitions, outcomes.clone(), snapshots, stop.clone());
     let producer = kafka.producer("http").create().context("creating the HTTP producer")?;
     let config = HttpConfig { wait: Duration::from_millis(options.http_wait_ms), ..HttpConfig::default() };
-    let app = Front::new(producer, topics.commands.clone(), outcomes, config).router();
+    let mut app = Front::new(producer, topics.commands.clone(), outcomes, config).router();
+    if let Some(admin) = admin {
+        app = app.merge(admin);
+    }
     let listener = tokio::net::TcpListener::bind(options.http_listen)
         .await
         .with_context(|| format!("listening on {}", options.http_listen))?;
@@ -176,11 +180,17 @@ pub async fn serve(
     let snapshots: Arc<dyn SnapshotStore> = store.clone();
     let (topics, processor) =
         start_processor(kafka, &opts.topics, &opts.processor, Some(snapshots.clone())).await?;
-    let projector =
-        projector.map(|options| start_projector(kafka, &topics.events, options, store)).transpose()?;
+    let (projector, admin) = match projector {
+        Some(options) => {
+            let (projector, admin) = start_projector(kafka, &opts.topics, &topics.events, options, store)?;
+            (Some(projector), Some(admin.router()))
+        }
+        None => (None, None),
+    };
     let stop = CancellationToken::new();
+    let partitions = opts.topics.partitions;
     let http =
-        start_http(kafka, &topics, opts.topics.partitions, &opts.http, Some(snapshots), stop.clone()).await?;
+        start_http(kafka, &topics, partitions, &opts.http, Some(snapshots), admin, stop.clone()).await?;
     ready(&topics);
     crate::shutdown::signal().await;
     stop.cancel();

@@ -4,6 +4,7 @@
 mod dev;
 mod ingest;
 mod project;
+mod projections;
 mod shutdown;
 mod tools;
 
@@ -27,6 +28,8 @@ enum Command {
     /// The projector service: folds the events topic into the projections (owns partitions of
     /// events through a consumer group; one instance per embedded store).
     Project(project::ProjectOptions),
+    /// Projection administration through a running projector's admin routes: status, rebuild.
+    Projections(projections::ProjectionsOptions),
     /// Produce one command (JSON, see README) to the commands topic, Avro-encoded.
     Send(tools::SendOptions),
     /// Print the records of a topic (commands or events) as JSON lines.
@@ -53,6 +56,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Dev(opts) => dev::run(opts).await,
             Command::Ingest(opts) => ingest::run(opts).await,
             Command::Project(opts) => project::run(opts).await,
+            Command::Projections(opts) => projections::run(opts).await,
             Command::Send(opts) => tools::send(opts).await,
             Command::Tail(opts) => tools::tail(opts).await,
         }

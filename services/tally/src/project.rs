@@ -2,6 +2,7 @@
 //! projections in the embedded store.
 
 use crate::ingest::{TopicOptions, ensure, open_store};
+use crate::projections::Admin;
 use anyhow::Context;
 use std::sync::Arc;
 use tally_kafka::config::KafkaOptions;
@@ -32,32 +33,47 @@ pub struct ProjectOptions {
     topics: TopicOptions,
     #[command(flatten)]
     projector: ProjectorOptions,
+    /// Address of the admin routes (`tally projections --url http://ADDR`). Not authenticated
+    /// yet: keep it private.
+    #[arg(long, default_value = "127.0.0.1:8081", env = "TALLY_ADMIN_LISTEN")]
+    admin_listen: std::net::SocketAddr,
     /// Longest wait (milliseconds) of a consumer's fetch at the broker (see `tally ingest`).
     #[arg(long, default_value_t = tally_kafka::config::DEFAULT_FETCH_WAIT_MS, value_parser = clap::value_parser!(u32).range(1..=10_000), env = "TALLY_KAFKA_FETCH_WAIT_MS")]
     kafka_fetch_wait_ms: u32,
 }
 
-/// Starts projecting `events` into `store`, restoring from the snapshots in it.
+/// Starts projecting `events` into `store`, restoring from the snapshots in it; returns the
+/// projector and its admin routes.
 pub fn start_projector(
     kafka: &KafkaOptions,
+    topics: &TopicOptions,
     events: &str,
     options: &ProjectorOptions,
     store: Arc<EmbeddedStore>,
-) -> anyhow::Result<Projector> {
+) -> anyhow::Result<(Projector, Admin)> {
     let mut config = ProjectorConfig::new(kafka.clone(), events, store.clone());
     config.group_id = options.projector_group.clone();
     config.batch_max = options.projector_batch_max as usize;
     config.snapshots = Some(store as Arc<dyn SnapshotStore>);
-    Projector::start(config).context("starting the projector")
+    let projector = Projector::start(config.clone()).context("starting the projector")?;
+    let admin = Admin::new(&projector, config, topics.partitions);
+    Ok((projector, admin))
 }
 
 pub async fn run(opts: ProjectOptions) -> anyhow::Result<()> {
     let kafka = KafkaOptions { fetch_wait_ms: opts.kafka_fetch_wait_ms, ..KafkaOptions::new(&opts.kafka) };
     let topics = ensure(&kafka, &opts.topics).await?;
     let store = Arc::new(open_store(opts.data_dir.as_deref())?);
-    let projector = start_projector(&kafka, &topics.events, &opts.projector, store)?;
+    let (projector, admin) = start_projector(&kafka, &opts.topics, &topics.events, &opts.projector, store)?;
+    let listener = tokio::net::TcpListener::bind(opts.admin_listen)
+        .await
+        .with_context(|| format!("listening on {}", opts.admin_listen))?;
+    println!("admin: {}", listener.local_addr()?);
     tracing::info!(events = %topics.events, "projector running");
-    crate::shutdown::signal().await;
+    axum::serve(listener, admin.router())
+        .with_graceful_shutdown(crate::shutdown::signal())
+        .await
+        .context("serving the admin routes")?;
     projector.stop().await;
     Ok(())
 }

@@ -1,0 +1,235 @@
+//! Projection administration: the admin HTTP routes of the process that owns the store
+//! (`tally dev`, `tally project`), and `tally projections`, the operator command that drives them.
+//!
+//! The embedded store belongs to one process, so a rebuild runs inside that process; the
+//! command asks for it over HTTP and follows its progress. The routes are not authenticated yet
+//! (the security issue adds an admin role): keep their listener on a private address.
+
+use anyhow::{Context, bail};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tally_projector::rebuild::{Rebuild, RebuildProgress};
+use tally_projector::{Progress, ProgressView, Projector, ProjectorConfig};
+use tally_store::projections::Version;
+
+/// Where the projections stand: `GET /admin/projections`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Status {
+    pub live_version: Version,
+    pub versions: Vec<Version>,
+    /// The partitions this process projects.
+    pub partitions: Vec<Progress>,
+    /// The last rebuild this process ran, if any.
+    pub rebuild: Option<RebuildState>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum RebuildState {
+    Starting,
+    Running(RebuildProgress),
+    Switched { version: Version, seconds: f64 },
+    Failed { error: String },
+}
+
+/// What the admin routes act on: the live projector and how to start a rebuild beside it.
+#[derive(Clone)]
+pub struct Admin {
+    inner: Arc<AdminInner>,
+}
+
+struct AdminInner {
+    projector: ProgressView,
+    /// The live projector's configuration: a rebuild copies it.
+    template: ProjectorConfig,
+    partitions: i32,
+    rebuild: Mutex<Option<RebuildState>>,
+}
+
+impl Admin {
+    pub fn new(projector: &Projector, template: ProjectorConfig, partitions: i32) -> Admin {
+        let projector = projector.progress_view();
+        let inner = AdminInner { projector, template, partitions, rebuild: Mutex::new(None) };
+        Admin { inner: Arc::new(inner) }
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/admin/projections", get(status))
+            .route("/admin/projections/rebuild", post(start_rebuild))
+            .with_state(self.clone())
+    }
+
+    fn set_rebuild(&self, state: RebuildState) {
+        *self.inner.rebuild.lock().expect("not poisoned") = Some(state);
+    }
+
+    /// Runs a rebuild to its switch, recording where it stands for `GET /admin/projections`.
+    async fn run_rebuild(self) {
+        let started = Instant::now();
+        let outcome = async {
+            let rebuild = Rebuild::start(self.inner.template.clone(), self.inner.partitions).await?;
+            rebuild.finish(|progress| self.set_rebuild(RebuildState::Running(progress.clone()))).await
+        }
+        .await;
+        self.set_rebuild(match outcome {
+            Ok(version) => RebuildState::Switched { version, seconds: started.elapsed().as_secs_f64() },
+            Err(e) => {
+                tracing::error!("projection rebuild failed: {e}");
+                RebuildState::Failed { error: e.to_string() }
+            }
+        });
+    }
+}
+
+async fn status(State(admin): State<Admin>) -> Response {
+    let store = admin.inner.template.store.clone();
+    let versions = tokio::task::spawn_blocking(move || {
+        Ok::<_, tally_store::StoreError>((store.live_version()?, store.versions()?))
+    })
+    .await;
+    match versions {
+        Ok(Ok((live_version, versions))) => Json(Status {
+            live_version,
+            versions,
+            partitions: admin.inner.projector.get(),
+            rebuild: admin.inner.rebuild.lock().expect("not poisoned").clone(),
+        })
+        .into_response(),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// Starts a rebuild unless one is running: 202, or 409.
+async fn start_rebuild(State(admin): State<Admin>) -> Response {
+    {
+        let mut state = admin.inner.rebuild.lock().expect("not poisoned");
+        if matches!(*state, Some(RebuildState::Starting | RebuildState::Running(_))) {
+            return (StatusCode::CONFLICT, "a rebuild is already running").into_response();
+        }
+        *state = Some(RebuildState::Starting);
+    }
+    tokio::spawn(admin.clone().run_rebuild());
+    (StatusCode::ACCEPTED, Json(RebuildState::Starting)).into_response()
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ProjectionsOptions {
+    #[command(subcommand)]
+    command: ProjectionsCommand,
+    /// Admin address of the process that runs the projector (`tally dev`: its HTTP address;
+    /// `tally project`: its --admin-listen).
+    #[arg(long, global = true, default_value = "http://127.0.0.1:8080", env = "TALLY_ADMIN_URL")]
+    url: String,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum ProjectionsCommand {
+    /// Print the live version, the versions in the store and each partition's checkpoint and lag.
+    Status,
+    /// Build a new version of the projections from offset 0 beside the live one (which keeps
+    /// serving), then switch readers to it and drop the old one. Shows progress and rate.
+    Rebuild,
+}
+
+pub async fn run(opts: ProjectionsOptions) -> anyhow::Result<()> {
+    let client = AdminClient::new(&opts.url);
+    match opts.command {
+        ProjectionsCommand::Status => {
+            let status: serde_json::Value = client.get().await?;
+            println!("{}", serde_json::to_string_pretty(&status)?);
+            Ok(())
+        }
+        ProjectionsCommand::Rebuild => rebuild(&client).await,
+    }
+}
+
+/// Asks for a rebuild and follows it to the switch with a progress bar (plain lines when not
+/// on a terminal).
+async fn rebuild(client: &AdminClient) -> anyhow::Result<()> {
+    client.post_rebuild().await?;
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {human_pos}/{human_len} records ({per_sec}, eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    let terminal = !bar.is_hidden();
+    let mut last_line = Instant::now();
+    loop {
+        let status: Status = client.get().await?;
+        match status.rebuild {
+            Some(RebuildState::Running(p)) => {
+                bar.set_message(format!("version {} (live {})", p.version, p.live));
+                bar.set_length(p.target.max(p.done));
+                bar.set_position(p.done);
+                if !terminal && last_line.elapsed() >= Duration::from_secs(2) {
+                    println!(
+                        "version {}: {}/{} records, {:.0} records/s",
+                        p.version, p.done, p.target, p.rate
+                    );
+                    last_line = Instant::now();
+                }
+            }
+            Some(RebuildState::Switched { version, seconds }) => {
+                bar.finish_and_clear();
+                println!("rebuilt: version {version} is live ({seconds:.1} s); the old version is dropped");
+                return Ok(());
+            }
+            Some(RebuildState::Failed { error }) => {
+                bar.abandon();
+                bail!("the rebuild failed: {error} (run it again to resume it)");
+            }
+            Some(RebuildState::Starting) | None => {}
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A small HTTP client for the admin routes.
+struct AdminClient {
+    base: String,
+    http: hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+impl AdminClient {
+    fn new(base: &str) -> AdminClient {
+        let http =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        AdminClient { base: base.trim_end_matches('/').to_owned(), http }
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self) -> anyhow::Result<T> {
+        let (status, body) = self.send("GET", "/admin/projections").await?;
+        if status != StatusCode::OK {
+            bail!("GET /admin/projections: {status}: {}", String::from_utf8_lossy(&body));
+        }
+        serde_json::from_slice(&body).context("reading the status")
+    }
+
+    async fn post_rebuild(&self) -> anyhow::Result<()> {
+        let (status, body) = self.send("POST", "/admin/projections/rebuild").await?;
+        if status != StatusCode::ACCEPTED {
+            bail!("could not start a rebuild: {status}: {}", String::from_utf8_lossy(&body));
+        }
+        Ok(())
+    }
+
+    async fn send(&self, method: &str, path: &str) -> anyhow::Result<(StatusCode, Bytes)> {
+        let url = format!("{}{path}", self.base);
+        let request = hyper::Request::builder().method(method).uri(&url).body(Full::new(Bytes::new()))?;
+        let response = self.http.request(request).await.with_context(|| format!("{method} {url}"))?;
+        let status = response.status();
+        Ok((status, response.into_body().collect().await?.to_bytes()))
+    }
+}
