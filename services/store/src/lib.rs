@@ -13,16 +13,20 @@
 
 pub mod embedded;
 pub mod projections;
+pub mod scylla;
 pub mod snapshot;
 
 pub use embedded::EmbeddedStore;
 pub use projections::ProjectionStore;
+pub use scylla::{ScyllaConfig, ScyllaStore};
 pub use snapshot::{Snapshot, SnapshotError, SnapshotStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("embedded store: {0}")]
     Embedded(String),
+    #[error("scylla: {0}")]
+    Scylla(String),
     #[error("stored data does not decode: {0}")]
     Corrupt(String),
     #[error("checkpoint of partition {partition} would go back from {stored} to {proposed}")]

@@ -1,6 +1,8 @@
 //! The projections' store: one conformance suite for every backend, and a projector that
 //! crashes at random points between batches still ends with exactly the rows of a fresh fold.
 
+mod scylla_env;
+
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use tally_core::log::{LogRecord, Replica};
@@ -84,6 +86,11 @@ fn conformance(store: &dyn ProjectionStore) {
 #[test]
 fn embedded_in_memory_conforms() {
     conformance(&EmbeddedStore::in_memory().unwrap());
+}
+
+#[test]
+fn scylla_conforms_when_tally_scylla_nodes_is_set() {
+    scylla_env::with_scylla("the Scylla projections conformance suite", |store| conformance(store));
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Snapshots: restoring from one and reading the rest of the log equals reading the whole log;
 //! a damaged snapshot is never trusted.
 
+mod scylla_env;
+
 use proptest::prelude::*;
 use tally_core::log::{LogRecord, Replica};
 use tally_core::testkit;
@@ -116,6 +118,11 @@ fn conformance(store: &dyn SnapshotStore) {
 #[test]
 fn embedded_in_memory_store_conforms() {
     conformance(&EmbeddedStore::in_memory().unwrap());
+}
+
+#[test]
+fn scylla_store_conforms_when_tally_scylla_nodes_is_set() {
+    scylla_env::with_scylla("the Scylla snapshots conformance suite", |store| conformance(store));
 }
 
 #[test]

@@ -1,0 +1,504 @@
+//! The ScyllaDB (or Cassandra) backend, through the `scylla` crate. Schema:
+//! `schemas/cql/tally.cql`; why it is shaped the way it is, is said there.
+//!
+//! - Every statement is prepared once, at connect, with an explicit consistency level
+//!   ([`ScyllaConfig::consistency`], LOCAL_QUORUM by default; LOCAL_SERIAL for the one
+//!   compare-and-set).
+//! - A projector's commit is one logged batch: its rows and its checkpoint, all stamped with
+//!   the checkpoint offset (`USING TIMESTAMP`). Scylla has no isolation across partitions, so a
+//!   reader can see part of a batch while it is being applied; the batch log makes it complete
+//!   eventually, and the stamps make a replayed older batch lose to newer values. Scylla refuses
+//!   batches over `batch_size_fail_threshold_in_kb` (1 MiB by default): keep the projector's
+//!   batch small enough (each event changes about three rows of a few hundred bytes).
+//! - A checkpoint that would go back, or a commit to a retired version, is refused after a read
+//!   (not atomically: two racing writers both pass, and the timestamps still make the higher
+//!   checkpoint win).
+//!
+//! The traits are synchronous (the embedded store is), so this backend runs its futures on a
+//! small runtime of its own: call it off async workers, as Tally's services do
+//! (`tally_kafka::blocking`).
+
+use crate::StoreError;
+use crate::projections::{self, FIRST_VERSION, ProjectionStore, Version};
+use crate::snapshot::SnapshotStore;
+use futures::TryStreamExt;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::frame::types::{Consistency, SerialConsistency};
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::CqlValue;
+use std::collections::BTreeMap;
+use tally_core::projection::{Change, Row, RowKey};
+
+/// The schema, with `{keyspace}` and `{replication}` to fill in.
+pub const SCHEMA: &str = include_str!("../../../schemas/cql/tally.cql");
+
+/// How to reach the cluster and where Tally's tables are.
+#[derive(Debug, Clone)]
+pub struct ScyllaConfig {
+    /// Contact points, `host:port`.
+    pub nodes: Vec<String>,
+    pub keyspace: String,
+    /// The keyspace's replication map, as CQL.
+    pub replication: String,
+    /// Consistency of every read and write.
+    pub consistency: Consistency,
+}
+
+impl ScyllaConfig {
+    pub fn new(nodes: Vec<String>, keyspace: impl Into<String>) -> ScyllaConfig {
+        ScyllaConfig {
+            nodes,
+            keyspace: keyspace.into(),
+            replication: "{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}".into(),
+            consistency: Consistency::LocalQuorum,
+        }
+    }
+}
+
+/// The tables that hold rows, one per kind of row key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Table {
+    Accounts,
+    Transactions,
+    Documents,
+    Outcomes,
+}
+
+const TABLES: [Table; 4] = [Table::Accounts, Table::Transactions, Table::Documents, Table::Outcomes];
+
+impl Table {
+    fn name(self) -> &'static str {
+        match self {
+            Table::Accounts => "accounts",
+            Table::Transactions => "transactions",
+            Table::Documents => "documents",
+            Table::Outcomes => "outcomes",
+        }
+    }
+
+    /// The key columns after `version`, in order.
+    fn key_columns(self) -> &'static [&'static str] {
+        match self {
+            Table::Accounts => &["tenant", "ledger", "account"],
+            Table::Transactions => &["tenant", "ledger", "tx_id"],
+            Table::Documents => &["tenant", "doc_type", "doc_key"],
+            Table::Outcomes => &["tenant", "command_id"],
+        }
+    }
+
+    /// The table of a row key and its key column values.
+    fn of(key: &RowKey) -> (Table, Vec<&str>) {
+        match key {
+            RowKey::Account { tenant, ledger, account } => {
+                (Table::Accounts, vec![tenant.as_str(), ledger.as_str(), account.as_str()])
+            }
+            RowKey::Transaction { tenant, ledger, tx_id } => {
+                (Table::Transactions, vec![tenant.as_str(), ledger.as_str(), tx_id.as_str()])
+            }
+            RowKey::Document { tenant, doc_type, key } => {
+                (Table::Documents, vec![tenant.as_str(), doc_type.as_str(), key.as_str()])
+            }
+            RowKey::Outcome { tenant, command_id } => {
+                (Table::Outcomes, vec![tenant.as_str(), command_id.as_str()])
+            }
+        }
+    }
+}
+
+/// Prepared statements of one row table.
+#[derive(Debug)]
+struct RowStatements {
+    upsert: PreparedStatement,
+    delete: PreparedStatement,
+    get: PreparedStatement,
+    /// Every row of a version (a filtered scan: for checks and for dropping, not for serving).
+    scan: PreparedStatement,
+}
+
+#[derive(Debug)]
+struct Statements {
+    rows: BTreeMap<Table, RowStatements>,
+    checkpoint: PreparedStatement,
+    checkpoint_put: PreparedStatement,
+    checkpoints_drop: PreparedStatement,
+    versions: PreparedStatement,
+    live: PreparedStatement,
+    live_switch: PreparedStatement,
+    snapshot_put: PreparedStatement,
+    snapshot_delete: PreparedStatement,
+    snapshots_newest: PreparedStatement,
+}
+
+/// Tally's store on a ScyllaDB or Cassandra cluster.
+pub struct ScyllaStore {
+    /// Always `Some` until dropped (see `Drop`).
+    runtime: Option<tokio::runtime::Runtime>,
+    session: Session,
+    statements: Statements,
+    consistency: Consistency,
+}
+
+impl std::fmt::Debug for ScyllaStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScyllaStore")
+    }
+}
+
+impl Drop for ScyllaStore {
+    fn drop(&mut self) {
+        // A runtime may not be dropped (which blocks) inside another runtime's worker.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+fn scylla_error(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Scylla(e.to_string())
+}
+
+impl ScyllaStore {
+    /// Connects, creates the keyspace and tables if missing (when `apply_schema`), and prepares
+    /// every statement. Blocks.
+    pub fn connect(config: &ScyllaConfig, apply_schema: bool) -> Result<ScyllaStore, StoreError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("tally-scylla")
+            .enable_all()
+            .build()
+            .map_err(scylla_error)?;
+        let (session, statements) = runtime.block_on(async {
+            let session =
+                SessionBuilder::new().known_nodes(&config.nodes).build().await.map_err(scylla_error)?;
+            if apply_schema {
+                for statement in schema_statements(&config.keyspace, &config.replication) {
+                    session.query_unpaged(statement, ()).await.map_err(scylla_error)?;
+                }
+                session.await_schema_agreement().await.map_err(scylla_error)?;
+            }
+            session.use_keyspace(&config.keyspace, false).await.map_err(scylla_error)?;
+            if apply_schema {
+                let first = "INSERT INTO projection_live (name, version) VALUES ('live', ?) IF NOT EXISTS";
+                session.query_unpaged(first, (FIRST_VERSION as i32,)).await.map_err(scylla_error)?;
+            }
+            let statements = Statements::prepare(&session, config.consistency).await?;
+            Ok::<_, StoreError>((session, statements))
+        })?;
+        Ok(ScyllaStore { runtime: Some(runtime), session, statements, consistency: config.consistency })
+    }
+
+    fn block_on<T, E: std::fmt::Display>(
+        &self,
+        f: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, StoreError> {
+        self.runtime.as_ref().expect("present until dropped").block_on(f).map_err(scylla_error)
+    }
+
+    /// Runs a prepared read and deserialises every row as `R`.
+    fn select<R>(
+        &self,
+        statement: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<Vec<R>, StoreError>
+    where
+        R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm> + Send + 'static,
+    {
+        self.block_on(async {
+            let pager = self.session.execute_iter(statement.clone(), values).await.map_err(scylla_error)?;
+            pager
+                .rows_stream::<R>()
+                .map_err(scylla_error)?
+                .try_collect::<Vec<R>>()
+                .await
+                .map_err(scylla_error)
+        })
+    }
+
+    /// Deletes a whole keyspace (for tests that made their own).
+    pub fn drop_keyspace(&self, keyspace: &str) -> Result<(), StoreError> {
+        let statement = format!("DROP KEYSPACE IF EXISTS {keyspace}");
+        self.block_on(self.session.query_unpaged(statement, ()))?;
+        Ok(())
+    }
+}
+
+/// The schema's statements for `keyspace`.
+pub fn schema_statements(keyspace: &str, replication: &str) -> Vec<String> {
+    let filled = SCHEMA.replace("{keyspace}", keyspace).replace("{replication}", replication);
+    let without_comments: String =
+        filled.lines().filter(|line| !line.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
+    without_comments
+        .split(";\n")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim_end_matches(';').to_owned())
+        .collect()
+}
+
+impl Statements {
+    async fn prepare(session: &Session, consistency: Consistency) -> Result<Statements, StoreError> {
+        let prepare = |cql: String| async move {
+            let mut statement = session.prepare(cql).await.map_err(scylla_error)?;
+            statement.set_consistency(consistency);
+            statement.set_serial_consistency(Some(SerialConsistency::LocalSerial));
+            Ok::<_, StoreError>(statement)
+        };
+        let mut rows = BTreeMap::new();
+        for table in TABLES {
+            let (name, columns) = (table.name(), table.key_columns());
+            let key_match = columns.iter().map(|c| format!(" AND {c} = ?")).collect::<String>();
+            let markers = vec!["?"; columns.len()].join(", ");
+            rows.insert(
+                table,
+                RowStatements {
+                    upsert: prepare(format!(
+                        "INSERT INTO {name} (version, {}, key, row) VALUES (?, {markers}, ?, ?) USING TIMESTAMP ?",
+                        columns.join(", ")
+                    ))
+                    .await?,
+                    delete: prepare(format!("DELETE FROM {name} USING TIMESTAMP ? WHERE version = ?{key_match}")).await?,
+                    get: prepare(format!("SELECT row FROM {name} WHERE version = ?{key_match}")).await?,
+                    scan: prepare(format!("SELECT key, row FROM {name} WHERE version = ? ALLOW FILTERING")).await?,
+                },
+            );
+        }
+        Ok(Statements {
+            rows,
+            checkpoint: prepare("SELECT offset FROM checkpoints WHERE version = ? AND partition = ?".into())
+                .await?,
+            checkpoint_put: prepare(
+                "INSERT INTO checkpoints (version, partition, offset) VALUES (?, ?, ?) USING TIMESTAMP ?"
+                    .into(),
+            )
+            .await?,
+            checkpoints_drop: prepare("DELETE FROM checkpoints WHERE version = ?".into()).await?,
+            versions: prepare("SELECT DISTINCT version FROM checkpoints".into()).await?,
+            live: prepare("SELECT version FROM projection_live WHERE name = 'live'".into()).await?,
+            live_switch: prepare(
+                "UPDATE projection_live SET version = ? WHERE name = 'live' IF version = ?".into(),
+            )
+            .await?,
+            snapshot_put: prepare(
+                "INSERT INTO snapshots (log, partition, covers, bytes) VALUES (?, ?, ?, ?)".into(),
+            )
+            .await?,
+            snapshot_delete: prepare(
+                "DELETE FROM snapshots WHERE log = ? AND partition = ? AND covers = ?".into(),
+            )
+            .await?,
+            snapshots_newest: prepare(
+                "SELECT covers, bytes FROM snapshots WHERE log = ? AND partition = ? AND covers <= ? LIMIT ?"
+                    .into(),
+            )
+            .await?,
+        })
+    }
+}
+
+/// Bind values of a row's key: version then the key columns.
+fn key_values(version: Version, parts: &[&str]) -> Vec<CqlValue> {
+    std::iter::once(CqlValue::Int(version as i32))
+        .chain(parts.iter().map(|p| CqlValue::Text((*p).to_owned())))
+        .collect()
+}
+
+impl ProjectionStore for ScyllaStore {
+    fn checkpoint(&self, version: Version, partition: i32) -> Result<Option<i64>, StoreError> {
+        let found: Vec<(i64,)> = self.select(&self.statements.checkpoint, (version as i32, partition))?;
+        Ok(found.first().map(|(offset,)| *offset))
+    }
+
+    fn commit(
+        &self,
+        version: Version,
+        partition: i32,
+        changes: &[Change],
+        checkpoint: i64,
+    ) -> Result<(), StoreError> {
+        let live = self.live_version()?;
+        if version < live {
+            return Err(StoreError::VersionRetired { version, live });
+        }
+        if let Some(stored) = self.checkpoint(version, partition)?.filter(|&stored| stored > checkpoint) {
+            return Err(StoreError::CheckpointBackwards { partition, stored, proposed: checkpoint });
+        }
+        let mut batch = Batch::new(BatchType::Logged);
+        batch.set_consistency(self.consistency);
+        let mut values: Vec<Vec<CqlValue>> = Vec::with_capacity(changes.len() + 1);
+        for (key, row) in changes {
+            let (table, parts) = Table::of(key);
+            let statements = &self.statements.rows[&table];
+            let mut bound = Vec::new();
+            match row {
+                Some(row) => {
+                    batch.append_statement(statements.upsert.clone());
+                    bound.extend(key_values(version, &parts));
+                    bound.push(CqlValue::Blob(projections::encode(key)));
+                    bound.push(CqlValue::Blob(projections::encode(row)));
+                    bound.push(CqlValue::BigInt(checkpoint));
+                }
+                None => {
+                    batch.append_statement(statements.delete.clone());
+                    bound.push(CqlValue::BigInt(checkpoint));
+                    bound.extend(key_values(version, &parts));
+                }
+            }
+            values.push(bound);
+        }
+        batch.append_statement(self.statements.checkpoint_put.clone());
+        values.push(vec![
+            CqlValue::Int(version as i32),
+            CqlValue::Int(partition),
+            CqlValue::BigInt(checkpoint),
+            CqlValue::BigInt(checkpoint),
+        ]);
+        self.block_on(self.session.batch(&batch, values))?;
+        Ok(())
+    }
+
+    fn row(&self, version: Version, key: &RowKey) -> Result<Option<Row>, StoreError> {
+        let (table, parts) = Table::of(key);
+        let found: Vec<(Vec<u8>,)> =
+            self.select(&self.statements.rows[&table].get, key_values(version, &parts))?;
+        found.first().map(|(bytes,)| projections::decode(bytes)).transpose()
+    }
+
+    fn rows(&self, version: Version) -> Result<BTreeMap<RowKey, Row>, StoreError> {
+        let mut rows = BTreeMap::new();
+        for table in TABLES {
+            let found: Vec<(Vec<u8>, Vec<u8>)> =
+                self.select(&self.statements.rows[&table].scan, (version as i32,))?;
+            for (key, row) in found {
+                rows.insert(projections::decode(&key)?, projections::decode(&row)?);
+            }
+        }
+        Ok(rows)
+    }
+
+    fn live_version(&self) -> Result<Version, StoreError> {
+        let found: Vec<(i32,)> = self.select(&self.statements.live, ())?;
+        Ok(found.first().map_or(FIRST_VERSION, |(v,)| *v as Version))
+    }
+
+    fn switch_live(&self, from: Version, to: Version) -> Result<(), StoreError> {
+        let result = self
+            .block_on(self.session.execute_unpaged(&self.statements.live_switch, (to as i32, from as i32)))?;
+        let rows = result.into_rows_result().map_err(scylla_error)?;
+        let applied = rows.first_row::<scylla::value::Row>().map_err(scylla_error)?;
+        match applied.columns.first() {
+            Some(Some(CqlValue::Boolean(true))) => Ok(()),
+            _ => Err(StoreError::LiveVersionMoved { expected: from, actual: self.live_version()? }),
+        }
+    }
+
+    fn versions(&self) -> Result<Vec<Version>, StoreError> {
+        let found: Vec<(i32,)> = self.select(&self.statements.versions, ())?;
+        let mut versions: std::collections::BTreeSet<Version> =
+            found.into_iter().map(|(v,)| v as Version).collect();
+        versions.insert(self.live_version()?);
+        Ok(versions.into_iter().collect())
+    }
+
+    fn drop_version(&self, version: Version) -> Result<(), StoreError> {
+        if self.live_version()? == version {
+            return Err(StoreError::DropLive(version));
+        }
+        // The version is retired (commits to it are refused), so nothing writes it any more.
+        // Deletes are stamped with the current time in microseconds, far above any offset
+        // stamp, so they shadow every row write of the version.
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(i64::MAX / 2, |d| d.as_micros() as i64);
+        for table in TABLES {
+            let found: Vec<(Vec<u8>, Vec<u8>)> =
+                self.select(&self.statements.rows[&table].scan, (version as i32,))?;
+            for (key, _) in found {
+                let key: RowKey = projections::decode(&key)?;
+                let (_, parts) = Table::of(&key);
+                let mut values = vec![CqlValue::BigInt(now_us)];
+                values.extend(key_values(version, &parts));
+                self.block_on(self.session.execute_unpaged(&self.statements.rows[&table].delete, values))?;
+            }
+        }
+        self.block_on(self.session.execute_unpaged(&self.statements.checkpoints_drop, (version as i32,)))?;
+        Ok(())
+    }
+}
+
+impl SnapshotStore for ScyllaStore {
+    fn put(
+        &self,
+        log: &str,
+        partition: i32,
+        covers: i64,
+        bytes: &[u8],
+        keep: usize,
+    ) -> Result<(), StoreError> {
+        self.block_on(
+            self.session.execute_unpaged(&self.statements.snapshot_put, (log, partition, covers, bytes)),
+        )?;
+        let stale = self.newest_first(log, partition, i64::MAX, usize::MAX)?.into_iter().skip(keep);
+        for (covers, _) in stale {
+            self.block_on(
+                self.session.execute_unpaged(&self.statements.snapshot_delete, (log, partition, covers)),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn newest_first(
+        &self,
+        log: &str,
+        partition: i32,
+        at_most: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        self.select(&self.statements.snapshots_newest, (log, partition, at_most, limit))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_file_splits_into_its_statements_with_the_keyspace_filled_in() {
+        let statements = schema_statements("ks", "{'class': 'SimpleStrategy', 'replication_factor': 1}");
+        assert_eq!(statements.len(), 8, "{statements:#?}");
+        assert!(statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS ks WITH replication = {'class'"));
+        for statement in &statements[1..] {
+            assert!(statement.starts_with("CREATE TABLE IF NOT EXISTS ks."), "{statement}");
+            assert!(!statement.contains('{') || statement.contains("CLUSTERING"), "unfilled: {statement}");
+            assert!(!statement.contains("--") && !statement.ends_with(';'), "{statement}");
+        }
+    }
+
+    #[test]
+    fn every_kind_of_row_key_has_its_own_table_with_as_many_key_columns() {
+        use tally_core::{AccountId, CommandId, DocKey, DocType, LedgerId, TenantId, TxId};
+        let (tenant, ledger) = (TenantId::parse("t").unwrap(), LedgerId::parse("l").unwrap());
+        let keys = [
+            RowKey::Account {
+                tenant: tenant.clone(),
+                ledger: ledger.clone(),
+                account: AccountId::parse("a").unwrap(),
+            },
+            RowKey::Transaction { tenant: tenant.clone(), ledger, tx_id: TxId::parse("x").unwrap() },
+            RowKey::Document {
+                tenant: tenant.clone(),
+                doc_type: DocType::parse("d").unwrap(),
+                key: DocKey::parse("k").unwrap(),
+            },
+            RowKey::Outcome { tenant, command_id: CommandId::parse("c").unwrap() },
+        ];
+        let tables: Vec<Table> = keys.iter().map(|key| Table::of(key).0).collect();
+        assert_eq!(tables, TABLES);
+        for key in &keys {
+            let (table, parts) = Table::of(key);
+            assert_eq!(parts.len(), table.key_columns().len(), "{table:?}");
+        }
+    }
+}
