@@ -132,6 +132,9 @@ fn bad_input_is_a_clear_error() {
     let out = Command::new(TALLY).args(["dev", "--partitions", "0"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--partitions"));
+    let out = Command::new(TALLY).args(["dev", "--kafka-port", "0", "--store", "scylla"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--store scylla needs --scylla-nodes"));
 
     let dev = Dev::start(&[]);
     let out = Command::new(TALLY)

@@ -4,12 +4,16 @@
 //! - [`projections`]: the rows the query side reads (accounts, transactions, documents, command
 //!   outcomes) with their per-partition checkpoints, written atomically together.
 //!
-//! Not yet: postings/statements and the events index, and the ScyllaDB backend.
+//! Not yet: postings/statements and the events index.
 //!
-//! Backend: [redb](https://docs.rs/redb), a pure-Rust embedded key-value store with ACID write
-//! transactions and a single file. Chosen over fjall (an LSM tree) because the projector's
-//! contract is "rows and checkpoint in one atomic write", which redb's transactions give
-//! directly, and because its read path (copy-on-write B-tree, no compaction) keeps latency flat.
+//! Two backends pass one conformance suite per trait (`tests/`):
+//! - [`EmbeddedStore`], the default (`tally dev`, most tests): [redb](https://docs.rs/redb), a
+//!   pure-Rust embedded key-value store with ACID write transactions and a single file. Chosen
+//!   over fjall (an LSM tree) because the projector's contract is "rows and checkpoint in one
+//!   atomic write", which redb's transactions give directly, and because its read path
+//!   (copy-on-write B-tree, no compaction) keeps latency flat. One process owns the file.
+//! - [`ScyllaStore`]: ScyllaDB or Cassandra for production ([`scylla`]); its suites run when
+//!   `TALLY_SCYLLA_NODES` is set.
 
 pub mod embedded;
 pub mod projections;
@@ -20,6 +24,11 @@ pub use embedded::EmbeddedStore;
 pub use projections::ProjectionStore;
 pub use scylla::{ScyllaConfig, ScyllaStore};
 pub use snapshot::{Snapshot, SnapshotError, SnapshotStore};
+
+/// Everything a Tally service keeps: projections and snapshots, on one backend.
+pub trait Store: ProjectionStore + SnapshotStore {}
+
+impl<T: ProjectionStore + SnapshotStore> Store for T {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -11,7 +11,7 @@ use tally_ingest::outcomes::{Outcomes, watch};
 use tally_ingest::processor::{Processor, ProcessorConfig};
 use tally_kafka::config::KafkaOptions;
 use tally_kafka::topics::{Topics, ensure_topics};
-use tally_store::{EmbeddedStore, SnapshotStore};
+use tally_store::SnapshotStore;
 use tokio_util::sync::CancellationToken;
 
 /// Where the topics are and how they are laid out; shared by `tally dev` and `tally ingest`.
@@ -106,6 +106,8 @@ pub struct ServiceOptions {
     pub processor: ProcessorOptions,
     #[command(flatten)]
     pub http: HttpOptions,
+    #[command(flatten)]
+    pub store: crate::store::StoreOptions,
     /// Longest wait (milliseconds) of a consumer's fetch at the broker. Kafka answers as soon as
     /// records arrive; the in-process broker polls, which adds up to about half this value per
     /// hop (5 is a good value for `tally dev`; each idle consumer then fetches ~200 times/s).
@@ -118,7 +120,8 @@ pub struct IngestOptions {
     /// Kafka bootstrap servers.
     #[arg(long, env = "TALLY_KAFKA")]
     kafka: String,
-    /// Keep the embedded store (snapshots) in `DIR/store/tally.redb`; without it, in memory.
+    /// Keep the embedded store (snapshots) in `DIR/store/tally.redb`; without it, in memory
+    /// (with --store embedded).
     #[arg(long, env = "TALLY_DATA_DIR")]
     data_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
@@ -155,17 +158,6 @@ pub async fn start_processor(
     Ok((names, processor))
 }
 
-/// The embedded store under `data_dir`, or in memory.
-pub fn open_store(data_dir: Option<&Path>) -> anyhow::Result<EmbeddedStore> {
-    match data_dir {
-        Some(dir) => {
-            let path = dir.join("store").join("tally.redb");
-            EmbeddedStore::open(&path).with_context(|| format!("opening the store {}", path.display()))
-        }
-        None => EmbeddedStore::in_memory().context("creating the in-memory store"),
-    }
-}
-
 /// Runs the processor, the HTTP front door and, when `projector` is given, the projector (all
 /// sharing one store) until Ctrl-C or SIGTERM; `ready` is told the topics once all are up.
 pub async fn serve(
@@ -176,7 +168,7 @@ pub async fn serve(
     ready: impl FnOnce(&Topics),
 ) -> anyhow::Result<()> {
     let kafka = &KafkaOptions { fetch_wait_ms: opts.kafka_fetch_wait_ms, ..KafkaOptions::new(bootstrap) };
-    let store = Arc::new(open_store(data_dir)?);
+    let store = crate::store::open(&opts.store, data_dir).await?;
     let snapshots: Arc<dyn SnapshotStore> = store.clone();
     let (topics, processor) =
         start_processor(kafka, &opts.topics, &opts.processor, Some(snapshots.clone())).await?;

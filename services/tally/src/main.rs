@@ -6,6 +6,7 @@ mod ingest;
 mod project;
 mod projections;
 mod shutdown;
+mod store;
 mod tools;
 
 use clap::{Parser, Subcommand};

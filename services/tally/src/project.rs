@@ -1,13 +1,13 @@
 //! `tally project`: the projector service against a Kafka cluster: folds `events` into the
 //! projections in the embedded store.
 
-use crate::ingest::{TopicOptions, ensure, open_store};
+use crate::ingest::{TopicOptions, ensure};
 use crate::projections::Admin;
 use anyhow::Context;
 use std::sync::Arc;
 use tally_kafka::config::KafkaOptions;
 use tally_projector::{Projector, ProjectorConfig};
-use tally_store::{EmbeddedStore, SnapshotStore};
+use tally_store::{SnapshotStore, Store};
 
 /// How the projector runs; shared by `tally dev` and `tally project`.
 #[derive(clap::Args, Debug, Clone)]
@@ -25,14 +25,16 @@ pub struct ProjectOptions {
     /// Kafka bootstrap servers.
     #[arg(long, env = "TALLY_KAFKA")]
     kafka: String,
-    /// Keep the projections in `DIR/store/tally.redb`; without it, in memory. The embedded
-    /// store belongs to one process: give each process its own directory.
+    /// Keep the projections in `DIR/store/tally.redb`; without it, in memory (with --store
+    /// embedded). The embedded store belongs to one process: give each its own directory.
     #[arg(long, env = "TALLY_DATA_DIR")]
     data_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
     topics: TopicOptions,
     #[command(flatten)]
     projector: ProjectorOptions,
+    #[command(flatten)]
+    store: crate::store::StoreOptions,
     /// Address of the admin routes (`tally projections --url http://ADDR`). Not authenticated
     /// yet: keep it private.
     #[arg(long, default_value = "127.0.0.1:8081", env = "TALLY_ADMIN_LISTEN")]
@@ -49,7 +51,7 @@ pub fn start_projector(
     topics: &TopicOptions,
     events: &str,
     options: &ProjectorOptions,
-    store: Arc<EmbeddedStore>,
+    store: Arc<dyn Store>,
 ) -> anyhow::Result<(Projector, Admin)> {
     let mut config = ProjectorConfig::new(kafka.clone(), events, store.clone());
     config.group_id = options.projector_group.clone();
@@ -63,7 +65,7 @@ pub fn start_projector(
 pub async fn run(opts: ProjectOptions) -> anyhow::Result<()> {
     let kafka = KafkaOptions { fetch_wait_ms: opts.kafka_fetch_wait_ms, ..KafkaOptions::new(&opts.kafka) };
     let topics = ensure(&kafka, &opts.topics).await?;
-    let store = Arc::new(open_store(opts.data_dir.as_deref())?);
+    let store = crate::store::open(&opts.store, opts.data_dir.as_deref()).await?;
     let (projector, admin) = start_projector(&kafka, &opts.topics, &topics.events, &opts.projector, store)?;
     let listener = tokio::net::TcpListener::bind(opts.admin_listen)
         .await
