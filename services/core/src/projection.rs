@@ -7,12 +7,14 @@
 //! whole values rather than deltas, so writing the same event twice (a replay after a crash)
 //! converges instead of counting twice.
 //!
-//! [`rows_of`] lists every row a state implies; a projection built event by event must equal it
-//! (outcomes aside, which come from events, not state). The property tests hold both to that.
+//! Three kinds of rows come from events rather than state and are only ever added: command
+//! outcomes, statement lines (one per posting side, with the balance after it) and the events
+//! index. [`rows_of`] lists every other row a state implies; a projection built event by event
+//! must equal it. The property tests hold both to that, and statements to the balances.
 
 use crate::log::{LogRecord, Replica, Verdict};
-use crate::{Account, AccountId, CommandId, DocKey, DocType, Document, Event, EventBody, LedgerId, Reason};
-use crate::{State, StreamId, TenantId, TxId, TxRecord};
+use crate::{Account, AccountId, Amount, Asset, CommandId, DocKey, DocType, Document, Event, EventBody};
+use crate::{LedgerId, Reason, State, StreamId, TenantId, TxId, TxRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -39,6 +41,30 @@ pub enum RowKey {
         tenant: TenantId,
         command_id: CommandId,
     },
+    /// One side of a posting on an account's statement in one asset, in log order: `offset` of
+    /// the event in its events partition (an account's events are all in one partition), `line`
+    /// within the event.
+    Posting {
+        tenant: TenantId,
+        ledger: LedgerId,
+        account: AccountId,
+        asset: Asset,
+        offset: i64,
+        line: u32,
+    },
+    /// One event of a stream, for history and search.
+    Event {
+        tenant: TenantId,
+        stream: StreamId,
+        stream_version: u64,
+    },
+}
+
+impl RowKey {
+    /// Rows that events add and nothing changes again (not implied by state).
+    pub fn is_from_events(&self) -> bool {
+        matches!(self, RowKey::Outcome { .. } | RowKey::Posting { .. } | RowKey::Event { .. })
+    }
 }
 
 /// A row's value.
@@ -48,6 +74,30 @@ pub enum Row {
     Transaction(TxRecord),
     Document(Document),
     Outcome(Outcome),
+    Posting(StatementLine),
+    Event(EventRow),
+}
+
+/// One posting as an account's statement shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatementLine {
+    pub tx_id: TxId,
+    /// The other account of the posting.
+    pub counterparty: AccountId,
+    /// Credit (positive) or debit (negative) to this account, in minor units.
+    pub amount: Amount,
+    /// The account's posted balance in the asset right after this line.
+    pub balance_after: Amount,
+    pub time_ms: i64,
+    pub event_id: String,
+}
+
+/// An event with its place in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRow {
+    pub partition: i32,
+    pub offset: i64,
+    pub event: Event,
 }
 
 /// How a command was answered, and where in the log.
@@ -81,7 +131,7 @@ pub fn fold_batch<'a>(
     partition: i32,
 ) -> Vec<Change> {
     let mut keys = std::collections::BTreeSet::new();
-    let mut outcomes = Vec::new();
+    let mut added = Vec::new();
     for (offset, record) in records {
         let touched = match record {
             LogRecord::Event { event, .. } => touched(&replica.state, event),
@@ -93,14 +143,76 @@ pub fn fold_batch<'a>(
         // A dead-letter marker only advances the position.
         if let LogRecord::Event { event, .. } = record {
             keys.extend(touched);
-            outcomes.push(outcome(event, partition, offset));
+            added.push(outcome(event, partition, offset));
+            added.extend(statement_lines(&replica.state, event, offset));
+            added.push(event_row(event, partition, offset));
         }
     }
     let rows = keys.into_iter().map(|key| {
         let value = row(&replica.state, &key);
         (key, value)
     });
-    rows.chain(outcomes.into_iter().map(|(key, answer)| (key, Some(answer)))).collect()
+    rows.chain(added.into_iter().map(|(key, row)| (key, Some(row)))).collect()
+}
+
+/// The statement lines of an event that moved posted balances, read from the state right
+/// after it: each posting debits its source and credits its destination, and each line carries
+/// the balance after it (the lines of one event add up to the event's change).
+pub fn statement_lines(after: &State, event: &Event, offset: i64) -> Vec<(RowKey, Row)> {
+    let (ledger, tx_id) = match &event.body {
+        EventBody::TransactionPosted { ledger, tx_id, .. } | EventBody::PendingCommitted { ledger, tx_id, .. } => {
+            (ledger, tx_id)
+        }
+        _ => return Vec::new(),
+    };
+    let Some(ledger_state) = after.ledger(&event.tenant, ledger) else { return Vec::new() };
+    let Some(tx) = ledger_state.transactions.get(tx_id) else { return Vec::new() };
+    let sides: Vec<_> = tx
+        .postings
+        .iter()
+        .flat_map(|p| {
+            [(&p.source, &p.destination, &p.asset, -p.amount), (&p.destination, &p.source, &p.asset, p.amount)]
+        })
+        .collect();
+    // Walk backwards from each balance after the event, so earlier lines get earlier balances.
+    let mut balance: BTreeMap<(&AccountId, &Asset), Amount> = BTreeMap::new();
+    let mut lines = Vec::with_capacity(sides.len());
+    for (line, &(account, counterparty, asset, amount)) in sides.iter().enumerate().rev() {
+        let balance_after = *balance.entry((account, asset)).or_insert_with(|| {
+            let balances = ledger_state.accounts.get(account).map(|a| &a.balances);
+            balances.and_then(|b| b.get(asset)).map_or(0, |b| b.posted)
+        });
+        balance.insert((account, asset), balance_after - amount);
+        let key = RowKey::Posting {
+            tenant: event.tenant.clone(),
+            ledger: ledger.clone(),
+            account: account.clone(),
+            asset: asset.clone(),
+            offset,
+            line: line as u32,
+        };
+        let value = StatementLine {
+            tx_id: tx_id.clone(),
+            counterparty: counterparty.clone(),
+            amount,
+            balance_after,
+            time_ms: event.time_ms,
+            event_id: event.event_id(),
+        };
+        lines.push((key, Row::Posting(value)));
+    }
+    lines.reverse();
+    lines
+}
+
+/// The events index row of an event at `offset` of events partition `partition`.
+pub fn event_row(event: &Event, partition: i32, offset: i64) -> (RowKey, Row) {
+    let key = RowKey::Event {
+        tenant: event.tenant.clone(),
+        stream: event.stream.clone(),
+        stream_version: event.stream_version,
+    };
+    (key, Row::Event(EventRow { partition, offset, event: event.clone() }))
 }
 
 /// The rows `event` will change, read from the state *before* it is folded (a commit or void
@@ -177,7 +289,8 @@ pub fn row(state: &State, key: &RowKey) -> Option<Row> {
         RowKey::Document { tenant, doc_type, key } => {
             state.document(tenant, doc_type, key).cloned().map(Row::Document)
         }
-        RowKey::Outcome { .. } => None, // outcomes are not state; see `outcome`
+        // Not state: see `outcome`, `statement_lines`, `event_row`.
+        RowKey::Outcome { .. } | RowKey::Posting { .. } | RowKey::Event { .. } => None,
     }
 }
 
@@ -194,7 +307,7 @@ pub fn outcome(event: &Event, partition: i32, offset: i64) -> (RowKey, Row) {
     (key, Row::Outcome(outcome))
 }
 
-/// Every row (outcomes aside) that `state` implies.
+/// Every row that `state` implies (all but those from events: [`RowKey::is_from_events`]).
 pub fn rows_of(state: &State) -> BTreeMap<RowKey, Row> {
     let mut rows = BTreeMap::new();
     for (tenant, ledger_id, ledger) in state.ledgers() {

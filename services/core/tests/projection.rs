@@ -7,6 +7,31 @@ use tally_core::log::{LogRecord, Replica};
 use tally_core::projection::{self, Row, RowKey};
 use tally_core::testkit;
 
+/// Every account's statement in every asset runs from 0 through each line to its posted balance
+/// in `state`: no posting is missing, doubled or carries a wrong balance.
+fn check_statements(rows: &BTreeMap<RowKey, Row>, state: &tally_core::State) -> Result<(), TestCaseError> {
+    let mut running: BTreeMap<_, i128> = BTreeMap::new();
+    for (key, row) in rows {
+        let (RowKey::Posting { tenant, ledger, account, asset, .. }, Row::Posting(line)) = (key, row) else {
+            continue;
+        };
+        let before = running.entry((tenant.clone(), ledger.clone(), account.clone(), asset.clone())).or_insert(0);
+        prop_assert_eq!(line.balance_after - line.amount, *before, "line {:?} does not follow on", key);
+        *before = line.balance_after;
+    }
+    for (tenant, ledger_id, ledger) in state.ledgers() {
+        for (account_id, account) in &ledger.accounts {
+            for (asset, balance) in &account.balances {
+                let key = (tenant.clone(), ledger_id.clone(), account_id.clone(), asset.clone());
+                let stated = running.remove(&key).unwrap_or(0);
+                prop_assert_eq!(stated, balance.posted, "statement of {:?} ends off its balance", key);
+            }
+        }
+    }
+    prop_assert!(running.values().all(|&b| b == 0), "lines of accounts without balances: {:?}", running);
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -25,7 +50,10 @@ proptest! {
         let distinct_commands: std::collections::BTreeSet<_> =
             events.iter().map(|e| (e.tenant.clone(), e.command_id.clone())).collect();
         prop_assert_eq!(outcomes, distinct_commands.len(), "one outcome row per command");
-        rows.retain(|k, _| !matches!(k, RowKey::Outcome { .. }));
+        let indexed = rows.keys().filter(|k| matches!(k, RowKey::Event { .. })).count();
+        prop_assert_eq!(indexed, events.len(), "one events-index row per event");
+        check_statements(&rows, &state)?;
+        rows.retain(|k, _| !k.is_from_events());
         prop_assert_eq!(rows, projection::rows_of(&state));
         prop_assert_eq!(replica.state, state);
     }
