@@ -160,9 +160,8 @@ pub fn fold_batch<'a>(
 /// the balance after it (the lines of one event add up to the event's change).
 pub fn statement_lines(after: &State, event: &Event, offset: i64) -> Vec<(RowKey, Row)> {
     let (ledger, tx_id) = match &event.body {
-        EventBody::TransactionPosted { ledger, tx_id, .. } | EventBody::PendingCommitted { ledger, tx_id, .. } => {
-            (ledger, tx_id)
-        }
+        EventBody::TransactionPosted { ledger, tx_id, .. }
+        | EventBody::PendingCommitted { ledger, tx_id, .. } => (ledger, tx_id),
         _ => return Vec::new(),
     };
     let Some(ledger_state) = after.ledger(&event.tenant, ledger) else { return Vec::new() };
@@ -171,7 +170,10 @@ pub fn statement_lines(after: &State, event: &Event, offset: i64) -> Vec<(RowKey
         .postings
         .iter()
         .flat_map(|p| {
-            [(&p.source, &p.destination, &p.asset, -p.amount), (&p.destination, &p.source, &p.asset, p.amount)]
+            [
+                (&p.source, &p.destination, &p.asset, -p.amount),
+                (&p.destination, &p.source, &p.asset, p.amount),
+            ]
         })
         .collect();
     // Walk backwards from each balance after the event, so earlier lines get earlier balances.

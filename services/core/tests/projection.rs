@@ -15,7 +15,8 @@ fn check_statements(rows: &BTreeMap<RowKey, Row>, state: &tally_core::State) -> 
         let (RowKey::Posting { tenant, ledger, account, asset, .. }, Row::Posting(line)) = (key, row) else {
             continue;
         };
-        let before = running.entry((tenant.clone(), ledger.clone(), account.clone(), asset.clone())).or_insert(0);
+        let before =
+            running.entry((tenant.clone(), ledger.clone(), account.clone(), asset.clone())).or_insert(0);
         prop_assert_eq!(line.balance_after - line.amount, *before, "line {:?} does not follow on", key);
         *before = line.balance_after;
     }

@@ -64,9 +64,12 @@ enum Table {
     Transactions,
     Documents,
     Outcomes,
+    Postings,
+    Events,
 }
 
-const TABLES: [Table; 4] = [Table::Accounts, Table::Transactions, Table::Documents, Table::Outcomes];
+const TABLES: [Table; 6] =
+    [Table::Accounts, Table::Transactions, Table::Documents, Table::Outcomes, Table::Postings, Table::Events];
 
 impl Table {
     fn name(self) -> &'static str {
@@ -75,6 +78,8 @@ impl Table {
             Table::Transactions => "transactions",
             Table::Documents => "documents",
             Table::Outcomes => "outcomes",
+            Table::Postings => "postings",
+            Table::Events => "events",
         }
     }
 
@@ -85,24 +90,47 @@ impl Table {
             Table::Transactions => &["tenant", "ledger", "tx_id"],
             Table::Documents => &["tenant", "doc_type", "doc_key"],
             Table::Outcomes => &["tenant", "command_id"],
+            Table::Postings => &["tenant", "ledger", "account", "asset", "offset", "line"],
+            Table::Events => &["tenant", "stream", "stream_version"],
         }
     }
 
     /// The table of a row key and its key column values.
-    fn of(key: &RowKey) -> (Table, Vec<&str>) {
+    fn of(key: &RowKey) -> (Table, Vec<CqlValue>) {
+        let text = |s: &str| CqlValue::Text(s.to_owned());
         match key {
             RowKey::Account { tenant, ledger, account } => {
-                (Table::Accounts, vec![tenant.as_str(), ledger.as_str(), account.as_str()])
+                (Table::Accounts, vec![text(tenant.as_str()), text(ledger.as_str()), text(account.as_str())])
             }
-            RowKey::Transaction { tenant, ledger, tx_id } => {
-                (Table::Transactions, vec![tenant.as_str(), ledger.as_str(), tx_id.as_str()])
-            }
+            RowKey::Transaction { tenant, ledger, tx_id } => (
+                Table::Transactions,
+                vec![text(tenant.as_str()), text(ledger.as_str()), text(tx_id.as_str())],
+            ),
             RowKey::Document { tenant, doc_type, key } => {
-                (Table::Documents, vec![tenant.as_str(), doc_type.as_str(), key.as_str()])
+                (Table::Documents, vec![text(tenant.as_str()), text(doc_type.as_str()), text(key.as_str())])
             }
             RowKey::Outcome { tenant, command_id } => {
-                (Table::Outcomes, vec![tenant.as_str(), command_id.as_str()])
+                (Table::Outcomes, vec![text(tenant.as_str()), text(command_id.as_str())])
             }
+            RowKey::Posting { tenant, ledger, account, asset, offset, line } => (
+                Table::Postings,
+                vec![
+                    text(tenant.as_str()),
+                    text(ledger.as_str()),
+                    text(account.as_str()),
+                    CqlValue::Text(asset.to_string()),
+                    CqlValue::BigInt(*offset),
+                    CqlValue::Int(*line as i32),
+                ],
+            ),
+            RowKey::Event { tenant, stream, stream_version } => (
+                Table::Events,
+                vec![
+                    text(tenant.as_str()),
+                    CqlValue::Text(stream.to_string()),
+                    CqlValue::BigInt(*stream_version as i64),
+                ],
+            ),
         }
     }
 }
@@ -298,10 +326,8 @@ impl Statements {
 }
 
 /// Bind values of a row's key: version then the key columns.
-fn key_values(version: Version, parts: &[&str]) -> Vec<CqlValue> {
-    std::iter::once(CqlValue::Int(version as i32))
-        .chain(parts.iter().map(|p| CqlValue::Text((*p).to_owned())))
-        .collect()
+fn key_values(version: Version, parts: Vec<CqlValue>) -> Vec<CqlValue> {
+    std::iter::once(CqlValue::Int(version as i32)).chain(parts).collect()
 }
 
 impl ProjectionStore for ScyllaStore {
@@ -334,7 +360,7 @@ impl ProjectionStore for ScyllaStore {
             match row {
                 Some(row) => {
                     batch.append_statement(statements.upsert.clone());
-                    bound.extend(key_values(version, &parts));
+                    bound.extend(key_values(version, parts));
                     bound.push(CqlValue::Blob(projections::encode(key)));
                     bound.push(CqlValue::Blob(projections::encode(row)));
                     bound.push(CqlValue::BigInt(checkpoint));
@@ -342,7 +368,7 @@ impl ProjectionStore for ScyllaStore {
                 None => {
                     batch.append_statement(statements.delete.clone());
                     bound.push(CqlValue::BigInt(checkpoint));
-                    bound.extend(key_values(version, &parts));
+                    bound.extend(key_values(version, parts));
                 }
             }
             values.push(bound);
@@ -361,7 +387,7 @@ impl ProjectionStore for ScyllaStore {
     fn row(&self, version: Version, key: &RowKey) -> Result<Option<Row>, StoreError> {
         let (table, parts) = Table::of(key);
         let found: Vec<(Vec<u8>,)> =
-            self.select(&self.statements.rows[&table].get, key_values(version, &parts))?;
+            self.select(&self.statements.rows[&table].get, key_values(version, parts))?;
         found.first().map(|(bytes,)| projections::decode(bytes)).transpose()
     }
 
@@ -418,7 +444,7 @@ impl ProjectionStore for ScyllaStore {
                 let key: RowKey = projections::decode(&key)?;
                 let (_, parts) = Table::of(&key);
                 let mut values = vec![CqlValue::BigInt(now_us)];
-                values.extend(key_values(version, &parts));
+                values.extend(key_values(version, parts));
                 self.block_on(self.session.execute_unpaged(&self.statements.rows[&table].delete, values))?;
             }
         }
@@ -467,7 +493,7 @@ mod tests {
     #[test]
     fn the_schema_file_splits_into_its_statements_with_the_keyspace_filled_in() {
         let statements = schema_statements("ks", "{'class': 'SimpleStrategy', 'replication_factor': 1}");
-        assert_eq!(statements.len(), 8, "{statements:#?}");
+        assert_eq!(statements.len(), 10, "{statements:#?}");
         assert!(statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS ks WITH replication = {'class'"));
         for statement in &statements[1..] {
             assert!(statement.starts_with("CREATE TABLE IF NOT EXISTS ks."), "{statement}");
@@ -478,7 +504,7 @@ mod tests {
 
     #[test]
     fn every_kind_of_row_key_has_its_own_table_with_as_many_key_columns() {
-        use tally_core::{AccountId, CommandId, DocKey, DocType, LedgerId, TenantId, TxId};
+        use tally_core::{AccountId, Asset, CommandId, DocKey, DocType, LedgerId, TenantId, TxId};
         let (tenant, ledger) = (TenantId::parse("t").unwrap(), LedgerId::parse("l").unwrap());
         let keys = [
             RowKey::Account {
@@ -492,7 +518,20 @@ mod tests {
                 doc_type: DocType::parse("d").unwrap(),
                 key: DocKey::parse("k").unwrap(),
             },
-            RowKey::Outcome { tenant, command_id: CommandId::parse("c").unwrap() },
+            RowKey::Outcome { tenant: tenant.clone(), command_id: CommandId::parse("c").unwrap() },
+            RowKey::Posting {
+                tenant: tenant.clone(),
+                ledger: LedgerId::parse("l").unwrap(),
+                account: AccountId::parse("a").unwrap(),
+                asset: Asset::try_from("USD/2".to_owned()).unwrap(),
+                offset: 7,
+                line: 1,
+            },
+            RowKey::Event {
+                tenant,
+                stream: tally_core::StreamId::Ledger(LedgerId::parse("l").unwrap()),
+                stream_version: 3,
+            },
         ];
         let tables: Vec<Table> = keys.iter().map(|key| Table::of(key).0).collect();
         assert_eq!(tables, TABLES);
