@@ -224,7 +224,21 @@ impl ScyllaStore {
         self.runtime.as_ref().expect("present until dropped").block_on(f).map_err(scylla_error)
     }
 
-    /// Runs a prepared read and deserialises every row as `R`.
+    /// Runs a prepared point read (one page, no pager) and deserialises its row, if any.
+    fn select_one<R>(
+        &self,
+        statement: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<Option<R>, StoreError>
+    where
+        R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+    {
+        let result = self.block_on(self.session.execute_unpaged(statement, values))?;
+        let rows = result.into_rows_result().map_err(scylla_error)?;
+        rows.maybe_first_row::<R>().map_err(scylla_error)
+    }
+
+    /// Runs a prepared read, page by page, and deserialises every row as `R`.
     fn select<R>(
         &self,
         statement: &PreparedStatement,
@@ -332,8 +346,9 @@ fn key_values(version: Version, parts: Vec<CqlValue>) -> Vec<CqlValue> {
 
 impl ProjectionStore for ScyllaStore {
     fn checkpoint(&self, version: Version, partition: i32) -> Result<Option<i64>, StoreError> {
-        let found: Vec<(i64,)> = self.select(&self.statements.checkpoint, (version as i32, partition))?;
-        Ok(found.first().map(|(offset,)| *offset))
+        let found: Option<(i64,)> =
+            self.select_one(&self.statements.checkpoint, (version as i32, partition))?;
+        Ok(found.map(|(offset,)| offset))
     }
 
     fn commit(
@@ -386,9 +401,9 @@ impl ProjectionStore for ScyllaStore {
 
     fn row(&self, version: Version, key: &RowKey) -> Result<Option<Row>, StoreError> {
         let (table, parts) = Table::of(key);
-        let found: Vec<(Vec<u8>,)> =
-            self.select(&self.statements.rows[&table].get, key_values(version, parts))?;
-        found.first().map(|(bytes,)| projections::decode(bytes)).transpose()
+        let found: Option<(Vec<u8>,)> =
+            self.select_one(&self.statements.rows[&table].get, key_values(version, parts))?;
+        found.map(|(bytes,)| projections::decode(&bytes)).transpose()
     }
 
     fn rows(&self, version: Version) -> Result<BTreeMap<RowKey, Row>, StoreError> {
@@ -404,8 +419,8 @@ impl ProjectionStore for ScyllaStore {
     }
 
     fn live_version(&self) -> Result<Version, StoreError> {
-        let found: Vec<(i32,)> = self.select(&self.statements.live, ())?;
-        Ok(found.first().map_or(FIRST_VERSION, |(v,)| *v as Version))
+        let found: Option<(i32,)> = self.select_one(&self.statements.live, ())?;
+        Ok(found.map_or(FIRST_VERSION, |(v,)| v as Version))
     }
 
     fn switch_live(&self, from: Version, to: Version) -> Result<(), StoreError> {
