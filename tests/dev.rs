@@ -222,7 +222,16 @@ fn projections_rebuild_through_tally_dev_switches_to_a_new_version() {
         assert!(Instant::now() < deadline, "the projector never projected: {status}");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Replaying the log runs no side effects: the rebuild writes nothing to any topic.
+    let topics = ["tally.commands", "tally.events", "tally.dead-letter"];
+    let records = || {
+        topics.map(|topic| {
+            json_lines(&tally(&["tail", "--kafka", &dev.kafka, "--topic", topic, "--to-end"])).len()
+        })
+    };
+    let before = records();
     let out = projections(&dev, "rebuild");
+    assert_eq!(records(), before, "records in {topics:?} before and after the rebuild");
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("rebuilt: version 2 is live"), "{said}");
     let status: serde_json::Value = serde_json::from_slice(&projections(&dev, "status").stdout).unwrap();

@@ -135,8 +135,18 @@ async fn a_rebuild_while_writes_continue_switches_to_a_version_equal_to_a_fresh_
             }
         }
     });
+    // A rebuild stopped part way (as by a restart) is resumed from its checkpoints.
+    let interrupted = Rebuild::start(projector_config(&h, &store), 3).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while interrupted.progress().await.unwrap().done == 0 {
+        assert!(Instant::now() < deadline, "the rebuild never wrote anything");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    interrupted.abandon().await;
+    assert_eq!(store.live_version().unwrap(), 1, "an abandoned rebuild switches nothing");
     let rebuild = Rebuild::start(projector_config(&h, &store), 3).await.unwrap();
-    assert_eq!(rebuild.version(), 2);
+    assert_eq!(rebuild.version(), 2, "the interrupted version is resumed, not a new one");
+    assert!(rebuild.progress().await.unwrap().done > 0, "resumed from its checkpoints");
     let mut reports = Vec::new();
     let switched_to = rebuild.finish(|progress| reports.push(progress.clone())).await.unwrap();
     let waves_at_switch = waves.load(Ordering::SeqCst);
