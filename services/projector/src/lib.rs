@@ -127,6 +127,17 @@ impl ProgressView {
     pub fn get(&self) -> Vec<Progress> {
         self.0.lock().expect("not poisoned").values().cloned().collect()
     }
+
+    fn set(&self, progress: Progress) {
+        self.0.lock().expect("not poisoned").insert(progress.partition, progress);
+    }
+
+    fn committed(&self, partition: i32, checkpoint: i64, lag_ms: i64) {
+        if let Some(progress) = self.0.lock().expect("not poisoned").get_mut(&partition) {
+            progress.checkpoint = Some(checkpoint);
+            progress.lag_ms = lag_ms;
+        }
+    }
 }
 
 impl Projector {
@@ -140,7 +151,7 @@ impl Projector {
             queue: INTAKE_BATCHES * config.batch_max,
         };
         let progress = ProgressView::default();
-        let shared = Arc::new(Shared { config, codec: Codec::new(), progress: progress.0.clone() });
+        let shared = Arc::new(Shared { config, codec: Codec::new(), progress: progress.clone() });
         Ok(Projector { group: PartitionGroup::join(group, shared)?, progress })
     }
 
@@ -168,7 +179,7 @@ impl Projector {
 struct Shared {
     config: ProjectorConfig,
     codec: Codec,
-    progress: Arc<Mutex<BTreeMap<i32, Progress>>>,
+    progress: ProgressView,
 }
 
 impl Shared {
@@ -263,7 +274,7 @@ impl PartitionProjector {
         };
         tracing::info!(partition, version, ?checkpoint, ?snapshot, records_read, "projection restored");
         let progress = Progress { partition, version, checkpoint, lag_ms: 0, snapshot, records_read };
-        shared.progress.lock().expect("not poisoned").insert(partition, progress);
+        shared.progress.set(progress);
         Ok(PartitionProjector { shared, assignment, version, replica, checkpoint })
     }
 
@@ -307,10 +318,7 @@ impl PartitionProjector {
         self.checkpoint = Some(offset);
         self.assignment.done_before(offset + 1);
         let lag_ms = written_at.map_or(0, |at| (now_ms() - at).max(0));
-        if let Some(progress) = self.shared.progress.lock().expect("not poisoned").get_mut(&partition) {
-            progress.checkpoint = Some(offset);
-            progress.lag_ms = lag_ms;
-        }
+        self.shared.progress.committed(partition, offset, lag_ms);
         Ok(())
     }
 }
