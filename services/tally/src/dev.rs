@@ -72,6 +72,7 @@ fn print_banner(opts: &DevOptions, bootstrap: &str, topics: &Topics, embedded: b
         "  curl -X POST -H 'tally-tenant: demo' -d '{{\"asset\":\"USD/2\"}}' http://{}/v1/ledgers/main/assets",
         opts.service.http.http_listen
     );
+    println!("  tally projections status --url http://{}", opts.service.http.http_listen);
     println!();
     println!(
         "Running: the command processor, the HTTP front door and the projector. Not built yet: the query service."
