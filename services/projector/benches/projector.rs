@@ -4,11 +4,14 @@
 //! (`TALLY_BENCH_EVENTS`, default 200,000; `TALLY_BENCH_FETCH_WAIT_MS`, default 50)
 //!
 //! 1. Throughput: the same events (transfers, as the processor writes them) are consumed by a
-//!    group with a no-op handler, then folded by the projector into the embedded store on disk
-//!    (redb, one durable commit per batch of 1,000). Ratio = projector rate / no-op rate.
+//!    group with a no-op handler, then folded by the projector into an embedded store on disk
+//!    (one durable commit per batch of up to 1,000). Ratio = projector rate / no-op rate.
 //! 2. Lag: with the projector caught up, events are produced at half the projector's maximum
 //!    rate; each event's lag is from just before it is produced to when a commit covering it is
 //!    seen in the store (polled every millisecond).
+//!
+//! Both run for each embedded store: redb (Tally's) and fjall (the candidate under evaluation,
+//! `tally_store::fjall_store`).
 
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -22,10 +25,22 @@ use tally_kafka::topics::{Topics, ensure_topics};
 use tally_kafka::{Assignment, BrokerStorage, EmbeddedBroker, GroupConfig, PartitionGroup, PartitionOwner};
 use tally_projector::{Projector, ProjectorConfig};
 use tally_store::EmbeddedStore;
+use tally_store::fjall_store::FjallStore;
 use tally_store::projections::ProjectionStore;
 use tokio::sync::mpsc;
 
 const PARTITIONS: i32 = 2;
+
+type Store = Arc<dyn ProjectionStore>;
+
+/// Opens a fresh store at a path.
+type Open = fn(&std::path::Path) -> Store;
+
+/// The embedded stores measured.
+const STORES: [(&str, Open); 2] = [
+    ("redb", |path| Arc::new(EmbeddedStore::open(&path.with_extension("redb")).unwrap())),
+    ("fjall", |path| Arc::new(FjallStore::open(path).unwrap())),
+];
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -57,18 +72,18 @@ async fn main() {
 
     let noop = noop_rate(&kafka, &topics.events, total).await;
     println!("no-op consumer:         {noop:>9.0} events/s");
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(EmbeddedStore::open(&dir.path().join("tally.redb")).unwrap());
     let ends: Vec<i64> = logs.iter().map(|log| log.len() as i64 - 1).collect();
-    let projected = projector_rate(&kafka, &topics.events, store.clone(), &ends).await;
-    println!("projector (redb, file): {projected:>9.0} events/s");
-    println!("ratio projector / no-op: {:.2} (goal at least 0.5)", projected / noop);
-
-    let rate = projected / 2.0;
-    let (p50, p99, count) = lag_at(&kafka, &codec, rate, &dir.path().join("lag.redb")).await;
-    println!(
-        "lag at {rate:.0} events/s (half the maximum), {count} events: p50 {p50:.1} ms, p99 {p99:.1} ms (goal p99 at most 50 ms)"
-    );
+    for (name, open) in STORES {
+        let dir = tempfile::tempdir().unwrap();
+        let projected = projector_rate(&kafka, &topics.events, open(&dir.path().join("rate")), &ends).await;
+        println!("projector ({name}, file): {projected:>9.0} events/s");
+        println!("  ratio projector / no-op: {:.2} (goal at least 0.5)", projected / noop);
+        let rate = projected / 2.0;
+        let (p50, p99, count) = lag_at(&kafka, &codec, rate, name, open(&dir.path().join("lag"))).await;
+        println!(
+            "  lag at {rate:.0} events/s (half the maximum), {count} events: p50 {p50:.1} ms, p99 {p99:.1} ms (goal p99 at most 50 ms)"
+        );
+    }
 }
 
 async fn fresh_topics(kafka: &KafkaOptions, name: &str) -> Topics {
@@ -139,24 +154,24 @@ async fn noop_rate(kafka: &KafkaOptions, topic: &str, total: usize) -> f64 {
     rate
 }
 
-fn projector(kafka: &KafkaOptions, topic: &str, store: Arc<EmbeddedStore>) -> Projector {
+fn projector(kafka: &KafkaOptions, topic: &str, store: Store) -> Projector {
     let mut config = ProjectorConfig::new(kafka.clone(), topic, store);
     config.group_id = format!("{topic}-projector");
     Projector::start(config).unwrap()
 }
 
-fn checkpoints(store: &EmbeddedStore) -> Vec<i64> {
+fn checkpoints(store: &dyn ProjectionStore) -> Vec<i64> {
     (0..PARTITIONS).map(|p| store.checkpoint(1, p).unwrap().unwrap_or(-1)).collect()
 }
 
 /// Events per second folded and committed, from the partitions' restore to the last commit.
-async fn projector_rate(kafka: &KafkaOptions, topic: &str, store: Arc<EmbeddedStore>, ends: &[i64]) -> f64 {
+async fn projector_rate(kafka: &KafkaOptions, topic: &str, store: Store, ends: &[i64]) -> f64 {
     let projector = projector(kafka, topic, store.clone());
     while projector.progress().len() < PARTITIONS as usize {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let started = Instant::now();
-    while checkpoints(&store) != ends {
+    while checkpoints(store.as_ref()) != ends {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let rate = ends.iter().map(|e| e + 1).sum::<i64>() as f64 / started.elapsed().as_secs_f64();
@@ -166,9 +181,14 @@ async fn projector_rate(kafka: &KafkaOptions, topic: &str, store: Arc<EmbeddedSt
 
 /// Produces events at `rate` for about 10 s to fresh topics with a caught-up projector; returns
 /// the lag's p50 and p99 in milliseconds and the number of events.
-async fn lag_at(kafka: &KafkaOptions, codec: &Codec, rate: f64, path: &std::path::Path) -> (f64, f64, usize) {
-    let topics = fresh_topics(kafka, "lag").await;
-    let store = Arc::new(EmbeddedStore::open(path).unwrap());
+async fn lag_at(
+    kafka: &KafkaOptions,
+    codec: &Codec,
+    rate: f64,
+    name: &str,
+    store: Store,
+) -> (f64, f64, usize) {
+    let topics = fresh_topics(kafka, &format!("lag-{name}")).await;
     let projector = projector(kafka, &topics.events, store.clone());
     while projector.running_partitions().len() < PARTITIONS as usize {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -214,17 +234,13 @@ async fn lag_at(kafka: &KafkaOptions, codec: &Codec, rate: f64, path: &std::path
 }
 
 /// Polls the checkpoints every millisecond; each record a new checkpoint covers gets its lag.
-async fn watch_commits(
-    store: Arc<EmbeddedStore>,
-    sent_at: Arc<Mutex<Vec<Vec<Instant>>>>,
-    len: usize,
-) -> Vec<f64> {
+async fn watch_commits(store: Store, sent_at: Arc<Mutex<Vec<Vec<Instant>>>>, len: usize) -> Vec<f64> {
     let mut seen = vec![-1i64; PARTITIONS as usize];
     let mut lags = Vec::new();
     while seen.iter().any(|&c| c + 1 < len as i64) {
         tokio::time::sleep(Duration::from_millis(1)).await;
         let now = Instant::now();
-        for (p, checkpoint) in checkpoints(&store).into_iter().enumerate() {
+        for (p, checkpoint) in checkpoints(store.as_ref()).into_iter().enumerate() {
             let sent = sent_at.lock().unwrap();
             for offset in seen[p] + 1..=checkpoint {
                 lags.push(now.duration_since(sent[p][offset as usize]).as_secs_f64() * 1000.0);

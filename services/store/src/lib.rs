@@ -16,6 +16,7 @@
 //!   `TALLY_SCYLLA_NODES` is set.
 
 pub mod embedded;
+pub mod fjall_store;
 pub mod projections;
 pub mod scylla;
 pub mod snapshot;
