@@ -88,8 +88,13 @@ fn send(kafka: &str, command_id: &str) -> serde_json::Value {
     json_lines(&out).remove(0)
 }
 
+/// Every record of `topic` (up to its high watermark) as JSON.
+fn records(kafka: &str, topic: &str) -> Vec<serde_json::Value> {
+    json_lines(&tally(&["tail", "--kafka", kafka, "--topic", topic, "--to-end"]))
+}
+
 fn commands(kafka: &str) -> Vec<serde_json::Value> {
-    json_lines(&tally(&["tail", "--kafka", kafka, "--topic", "tally.commands", "--to-end"]))
+    records(kafka, "tally.commands")
 }
 
 #[test]
@@ -224,14 +229,10 @@ fn projections_rebuild_through_tally_dev_switches_to_a_new_version() {
     }
     // Replaying the log runs no side effects: the rebuild writes nothing to any topic.
     let topics = ["tally.commands", "tally.events", "tally.dead-letter"];
-    let records = || {
-        topics.map(|topic| {
-            json_lines(&tally(&["tail", "--kafka", &dev.kafka, "--topic", topic, "--to-end"])).len()
-        })
-    };
-    let before = records();
+    let counts = || topics.map(|topic| records(&dev.kafka, topic).len());
+    let before = counts();
     let out = projections(&dev, "rebuild");
-    assert_eq!(records(), before, "records in {topics:?} before and after the rebuild");
+    assert_eq!(counts(), before, "records in {topics:?} before and after the rebuild");
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("rebuilt: version 2 is live"), "{said}");
     let status: serde_json::Value = serde_json::from_slice(&projections(&dev, "status").stdout).unwrap();

@@ -53,9 +53,9 @@ impl EmbeddedStore {
     }
 }
 
-/// The live version as a write transaction sees it.
-fn live_in(tx: &redb::WriteTransaction) -> Result<Version, StoreError> {
-    Ok(tx.open_table(LIVE)?.get("live")?.map_or(FIRST_VERSION, |v| v.value()))
+/// The live version in `table` (read or written in the caller's transaction).
+fn live_of(table: &impl ReadableTable<&'static str, u32>) -> Result<Version, StoreError> {
+    Ok(table.get("live")?.map_or(FIRST_VERSION, |v| v.value()))
 }
 
 impl SnapshotStore for EmbeddedStore {
@@ -120,16 +120,16 @@ impl ProjectionStore for EmbeddedStore {
     ) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
         {
-            let live = live_in(&tx)?;
-            if version < live {
-                return Err(StoreError::VersionRetired { version, live });
-            }
             let mut checkpoints = tx.open_table(CHECKPOINTS)?;
             let stored = checkpoints.get((version, partition))?.map(|v| v.value());
-            if let Some(stored) = stored.filter(|&stored| stored > checkpoint) {
-                // Dropping the transaction aborts it: nothing of this batch is written.
-                return Err(StoreError::CheckpointBackwards { partition, stored, proposed: checkpoint });
-            }
+            // On refusal, dropping the transaction aborts it: nothing of this batch is written.
+            projections::admit_commit(
+                version,
+                live_of(&tx.open_table(LIVE)?)?,
+                partition,
+                stored,
+                checkpoint,
+            )?;
             checkpoints.insert((version, partition), checkpoint)?;
             let mut rows = tx.open_table(ROWS)?;
             for (key, value) in changes {
@@ -168,19 +168,15 @@ impl ProjectionStore for EmbeddedStore {
     }
 
     fn live_version(&self) -> Result<Version, StoreError> {
-        let tx = self.db.begin_read()?;
-        let table = tx.open_table(LIVE)?;
-        Ok(table.get("live")?.map_or(FIRST_VERSION, |v| v.value()))
+        live_of(&self.db.begin_read()?.open_table(LIVE)?)
     }
 
     fn switch_live(&self, from: Version, to: Version) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
         {
-            let actual = live_in(&tx)?;
-            if actual != from {
-                return Err(StoreError::LiveVersionMoved { expected: from, actual });
-            }
-            tx.open_table(LIVE)?.insert("live", to)?;
+            let mut live = tx.open_table(LIVE)?;
+            projections::admit_switch(from, live_of(&live)?)?;
+            live.insert("live", to)?;
         }
         tx.commit()?;
         Ok(())
@@ -188,7 +184,7 @@ impl ProjectionStore for EmbeddedStore {
 
     fn versions(&self) -> Result<Vec<Version>, StoreError> {
         let tx = self.db.begin_read()?;
-        let mut versions = std::collections::BTreeSet::from([self.live_version()?]);
+        let mut versions = std::collections::BTreeSet::from([live_of(&tx.open_table(LIVE)?)?]);
         for entry in tx.open_table(CHECKPOINTS)?.iter()? {
             versions.insert(entry?.0.value().0);
         }
@@ -200,9 +196,7 @@ impl ProjectionStore for EmbeddedStore {
         let tx = self.db.begin_write()?;
         {
             // Checked in the same transaction, so a switch cannot slip in between.
-            if live_in(&tx)? == version {
-                return Err(StoreError::DropLive(version));
-            }
+            projections::admit_drop(version, live_of(&tx.open_table(LIVE)?)?)?;
             let mut rows = tx.open_table(ROWS)?;
             let versions_rows = (version, &[][..])..(version.saturating_add(1), &[][..]);
             rows.retain_in(versions_rows, |(v, _), _| v != version)?;

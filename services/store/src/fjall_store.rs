@@ -69,13 +69,8 @@ impl ProjectionStore for FjallStore {
         checkpoint: i64,
     ) -> Result<(), StoreError> {
         let _writer = self.writer.lock().expect("not poisoned");
-        let live = self.live_version()?;
-        if version < live {
-            return Err(StoreError::VersionRetired { version, live });
-        }
-        if let Some(stored) = self.checkpoint(version, partition)?.filter(|&s| s > checkpoint) {
-            return Err(StoreError::CheckpointBackwards { partition, stored, proposed: checkpoint });
-        }
+        let (live, stored) = (self.live_version()?, self.checkpoint(version, partition)?);
+        projections::admit_commit(version, live, partition, stored, checkpoint)?;
         let mut batch = self.keyspace.batch().durability(Some(PersistMode::SyncData));
         for (key, row) in changes {
             match row {
@@ -108,10 +103,7 @@ impl ProjectionStore for FjallStore {
 
     fn switch_live(&self, from: Version, to: Version) -> Result<(), StoreError> {
         let _writer = self.writer.lock().expect("not poisoned");
-        let actual = self.live_version()?;
-        if actual != from {
-            return Err(StoreError::LiveVersionMoved { expected: from, actual });
-        }
+        projections::admit_switch(from, self.live_version()?)?;
         self.live.insert("live", to.to_be_bytes()).map_err(err)?;
         self.keyspace.persist(PersistMode::SyncAll).map_err(err)
     }
@@ -127,9 +119,7 @@ impl ProjectionStore for FjallStore {
 
     fn drop_version(&self, version: Version) -> Result<(), StoreError> {
         let _writer = self.writer.lock().expect("not poisoned");
-        if self.live_version()? == version {
-            return Err(StoreError::DropLive(version));
-        }
+        projections::admit_drop(version, self.live_version()?)?;
         let mut batch = self.keyspace.batch();
         for entry in self.rows.prefix(version.to_be_bytes()) {
             batch.remove(&self.rows, entry.map_err(err)?.0);

@@ -57,6 +57,42 @@ pub trait ProjectionStore: Send + Sync + std::fmt::Debug {
     fn drop_version(&self, version: Version) -> Result<(), StoreError>;
 }
 
+/// The rules every backend checks before a commit writes anything: the version is not retired
+/// (below `live`) and the checkpoint does not go back from `stored`.
+pub(crate) fn admit_commit(
+    version: Version,
+    live: Version,
+    partition: i32,
+    stored: Option<i64>,
+    checkpoint: i64,
+) -> Result<(), StoreError> {
+    if version < live {
+        return Err(StoreError::VersionRetired { version, live });
+    }
+    match stored {
+        Some(stored) if stored > checkpoint => {
+            Err(StoreError::CheckpointBackwards { partition, stored, proposed: checkpoint })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The compare of [`ProjectionStore::switch_live`]: `from` must still be the live version.
+pub(crate) fn admit_switch(from: Version, live: Version) -> Result<(), StoreError> {
+    match live == from {
+        true => Ok(()),
+        false => Err(StoreError::LiveVersionMoved { expected: from, actual: live }),
+    }
+}
+
+/// The check of [`ProjectionStore::drop_version`]: the live version is never dropped.
+pub(crate) fn admit_drop(version: Version, live: Version) -> Result<(), StoreError> {
+    match version == live {
+        true => Err(StoreError::DropLive(version)),
+        false => Ok(()),
+    }
+}
+
 /// Row keys and values are stored as postcard bytes.
 pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).expect("plain data serialises")

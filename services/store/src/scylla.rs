@@ -358,13 +358,8 @@ impl ProjectionStore for ScyllaStore {
         changes: &[Change],
         checkpoint: i64,
     ) -> Result<(), StoreError> {
-        let live = self.live_version()?;
-        if version < live {
-            return Err(StoreError::VersionRetired { version, live });
-        }
-        if let Some(stored) = self.checkpoint(version, partition)?.filter(|&stored| stored > checkpoint) {
-            return Err(StoreError::CheckpointBackwards { partition, stored, proposed: checkpoint });
-        }
+        let (live, stored) = (self.live_version()?, self.checkpoint(version, partition)?);
+        projections::admit_commit(version, live, partition, stored, checkpoint)?;
         let mut batch = Batch::new(BatchType::Logged);
         batch.set_consistency(self.consistency);
         let mut values: Vec<Vec<CqlValue>> = Vec::with_capacity(changes.len() + 1);
@@ -430,6 +425,8 @@ impl ProjectionStore for ScyllaStore {
         let applied = rows.first_row::<scylla::value::Row>().map_err(scylla_error)?;
         match applied.columns.first() {
             Some(Some(CqlValue::Boolean(true))) => Ok(()),
+            // Not applied: someone else switched (the compare-and-set said so, whatever a
+            // re-read shows now).
             _ => Err(StoreError::LiveVersionMoved { expected: from, actual: self.live_version()? }),
         }
     }
@@ -443,9 +440,7 @@ impl ProjectionStore for ScyllaStore {
     }
 
     fn drop_version(&self, version: Version) -> Result<(), StoreError> {
-        if self.live_version()? == version {
-            return Err(StoreError::DropLive(version));
-        }
+        projections::admit_drop(version, self.live_version()?)?;
         // The version is retired (commits to it are refused), so nothing writes it any more.
         // Deletes are stamped with the current time in microseconds, far above any offset
         // stamp, so they shadow every row write of the version.

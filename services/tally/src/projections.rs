@@ -92,20 +92,18 @@ impl Admin {
 
 async fn status(State(admin): State<Admin>) -> Response {
     let store = admin.inner.template.store.clone();
-    let versions = tokio::task::spawn_blocking(move || {
-        Ok::<_, tally_store::StoreError>((store.live_version()?, store.versions()?))
-    })
-    .await;
+    let versions =
+        tally_kafka::blocking(move || Ok::<_, anyhow::Error>((store.live_version()?, store.versions()?)))
+            .await;
     match versions {
-        Ok(Ok((live_version, versions))) => Json(Status {
+        Ok((live_version, versions)) => Json(Status {
             live_version,
             versions,
             partitions: admin.inner.projector.get(),
             rebuild: admin.inner.rebuild.lock().expect("not poisoned").clone(),
         })
         .into_response(),
-        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e:#}")).into_response(),
     }
 }
 
