@@ -9,9 +9,6 @@
 //! 2. Lag: with the projector caught up, events are produced at half the projector's maximum
 //!    rate; each event's lag is from just before it is produced to when a commit covering it is
 //!    seen in the store (polled every millisecond).
-//!
-//! Both run for each embedded store: redb (Tally's) and fjall (the candidate under evaluation,
-//! `tally_store::fjall_store`).
 
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -25,7 +22,6 @@ use tally_kafka::topics::{Topics, ensure_topics};
 use tally_kafka::{Assignment, BrokerStorage, EmbeddedBroker, GroupConfig, PartitionGroup, PartitionOwner};
 use tally_projector::{Projector, ProjectorConfig};
 use tally_store::EmbeddedStore;
-use tally_store::fjall_store::FjallStore;
 use tally_store::projections::ProjectionStore;
 use tokio::sync::mpsc;
 
@@ -36,11 +32,9 @@ type Store = Arc<dyn ProjectionStore>;
 /// Opens a fresh store at a path.
 type Open = fn(&std::path::Path) -> Store;
 
-/// The embedded stores measured.
-const STORES: [(&str, Open); 2] = [
-    ("redb", |path| Arc::new(EmbeddedStore::open(&path.with_extension("redb")).unwrap())),
-    ("fjall", |path| Arc::new(FjallStore::open(path).unwrap())),
-];
+/// The embedded stores measured (a candidate to compare goes here; see BENCHMARKS.md).
+const STORES: [(&str, Open); 1] =
+    [("redb", |path| Arc::new(EmbeddedStore::open(&path.with_extension("redb")).unwrap()))];
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)

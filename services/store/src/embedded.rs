@@ -1,16 +1,17 @@
 //! The embedded backend: one redb file under the data directory, or memory.
 
-use crate::StoreError;
-use crate::projections::{self, FIRST_VERSION, ProjectionStore, Version};
+use crate::projections::{self, FIRST_VERSION, ProjectionStore, Scan, Version};
 use crate::snapshot::SnapshotStore;
-use redb::{Database, ReadableTable, TableDefinition};
+use crate::{StoreError, keys};
+use redb::{AccessGuard, Database, ReadableTable, TableDefinition};
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::path::Path;
 use tally_core::projection::{Change, Row, RowKey};
 
 /// (events topic, partition, covered offset) -> encoded snapshot.
 const SNAPSHOTS: TableDefinition<(&str, i32, i64), &[u8]> = TableDefinition::new("snapshots");
-/// (projection version, encoded row key) -> encoded row.
+/// (projection version, row key as `keys` bytes: they sort like the keys) -> encoded row.
 const ROWS: TableDefinition<(u32, &[u8]), &[u8]> = TableDefinition::new("projection_rows");
 /// (projection version, events partition) -> last offset the rows cover.
 const CHECKPOINTS: TableDefinition<(u32, i32), i64> = TableDefinition::new("projection_checkpoints");
@@ -56,6 +57,20 @@ impl EmbeddedStore {
 /// The live version in `table` (read or written in the caller's transaction).
 fn live_of(table: &impl ReadableTable<&'static str, u32>) -> Result<Version, StoreError> {
     Ok(table.get("live")?.map_or(FIRST_VERSION, |v| v.value()))
+}
+
+/// The keys of `version`'s rows (the filter in `retain_in` covers `u32::MAX`).
+fn version_rows(version: Version) -> std::ops::Range<(u32, &'static [u8])> {
+    (version, &[][..])..(version.saturating_add(1), &[][..])
+}
+
+/// An entry of [`ROWS`] as a range over it yields it.
+type RowEntry<'a> = (AccessGuard<'a, (u32, &'static [u8])>, AccessGuard<'a, &'static [u8]>);
+
+/// An entry of [`ROWS`], as the row it is.
+fn decode_row(entry: Result<RowEntry, redb::StorageError>) -> Result<(RowKey, Row), StoreError> {
+    let (key, value) = entry?;
+    Ok((keys::decode(key.value().1)?, projections::decode(value.value())?))
 }
 
 impl SnapshotStore for EmbeddedStore {
@@ -133,7 +148,7 @@ impl ProjectionStore for EmbeddedStore {
             checkpoints.insert((version, partition), checkpoint)?;
             let mut rows = tx.open_table(ROWS)?;
             for (key, value) in changes {
-                let key = projections::encode(key);
+                let key = keys::encode(key);
                 match value {
                     Some(row) => {
                         rows.insert((version, key.as_slice()), projections::encode(row).as_slice())?
@@ -149,22 +164,29 @@ impl ProjectionStore for EmbeddedStore {
     fn row(&self, version: Version, key: &RowKey) -> Result<Option<Row>, StoreError> {
         let tx = self.db.begin_read()?;
         let table = tx.open_table(ROWS)?;
-        let key = projections::encode(key);
+        let key = keys::encode(key);
         table.get((version, key.as_slice()))?.map(|v| projections::decode(v.value())).transpose()
     }
 
     fn rows(&self, version: Version) -> Result<BTreeMap<RowKey, Row>, StoreError> {
         let tx = self.db.begin_read()?;
         let table = tx.open_table(ROWS)?;
-        let mut rows = BTreeMap::new();
-        for entry in table.range((version, &[][..])..)? {
-            let (key, value) = entry?;
-            if key.value().0 != version {
-                break;
-            }
-            rows.insert(projections::decode(key.value().1)?, projections::decode(value.value())?);
+        table.range(version_rows(version))?.map(decode_row).collect()
+    }
+
+    fn scan(&self, version: Version, scan: &Scan, limit: usize) -> Result<Vec<(RowKey, Row)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(ROWS)?;
+        let range = keys::range(scan);
+        fn versioned(version: Version, bound: &Bound<Vec<u8>>) -> Bound<(u32, &[u8])> {
+            bound.as_ref().map(|key| (version, key.as_slice()))
         }
-        Ok(rows)
+        let bounds = (versioned(version, &range.start), versioned(version, &range.end));
+        let entries = table.range::<(u32, &[u8])>(bounds)?;
+        match range.backwards {
+            true => entries.rev().take(limit).map(decode_row).collect(),
+            false => entries.take(limit).map(decode_row).collect(),
+        }
     }
 
     fn live_version(&self) -> Result<Version, StoreError> {
@@ -198,8 +220,7 @@ impl ProjectionStore for EmbeddedStore {
             // Checked in the same transaction, so a switch cannot slip in between.
             projections::admit_drop(version, live_of(&tx.open_table(LIVE)?)?)?;
             let mut rows = tx.open_table(ROWS)?;
-            let versions_rows = (version, &[][..])..(version.saturating_add(1), &[][..]);
-            rows.retain_in(versions_rows, |(v, _), _| v != version)?;
+            rows.retain_in(version_rows(version), |(v, _), _| v != version)?;
             let mut checkpoints = tx.open_table(CHECKPOINTS)?;
             checkpoints.retain_in((version, i32::MIN)..=(version, i32::MAX), |_, _| false)?;
         }

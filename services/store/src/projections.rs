@@ -13,6 +13,7 @@
 use crate::StoreError;
 use std::collections::BTreeMap;
 use tally_core::projection::{Change, Row, RowKey};
+use tally_core::{AccountId, Asset, DocKey, DocType, LedgerId, StreamId, TenantId};
 
 /// A version of the projections: rows and checkpoints are kept apart per version.
 pub type Version = u32;
@@ -42,6 +43,10 @@ pub trait ProjectionStore: Send + Sync + std::fmt::Debug {
     /// Every row of a version (for comparisons and checks; not for serving).
     fn rows(&self, version: Version) -> Result<BTreeMap<RowKey, Row>, StoreError>;
 
+    /// Up to `limit` rows of a version that `scan` selects, in its order. The typed reads in
+    /// [`crate::reads`] are built on this and [`ProjectionStore::row`].
+    fn scan(&self, version: Version, scan: &Scan, limit: usize) -> Result<Vec<(RowKey, Row)>, StoreError>;
+
     /// The version readers read and the projector writes ([`FIRST_VERSION`] until switched).
     fn live_version(&self) -> Result<Version, StoreError>;
 
@@ -55,6 +60,28 @@ pub trait ProjectionStore: Send + Sync + std::fmt::Debug {
 
     /// Deletes every row and checkpoint of `version`. Refuses the live version.
     fn drop_version(&self, version: Version) -> Result<(), StoreError>;
+}
+
+/// The ranges of rows readers page through: each is one partition of a Scylla table and one
+/// contiguous range of the embedded store's keys. `after`/`before` are exclusive: the last
+/// item of the previous page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scan {
+    /// A ledger's accounts by id, those whose id starts with `prefix` (the first characters of
+    /// an id are an id too).
+    Accounts { tenant: TenantId, ledger: LedgerId, prefix: Option<AccountId>, after: Option<AccountId> },
+    /// A type's documents by key, those whose key starts with `prefix`.
+    Documents { tenant: TenantId, doc_type: DocType, prefix: Option<DocKey>, after: Option<DocKey> },
+    /// An account's statement lines in one asset, newest first; `before` is (offset, line).
+    Statement {
+        tenant: TenantId,
+        ledger: LedgerId,
+        account: AccountId,
+        asset: Asset,
+        before: Option<(i64, u32)>,
+    },
+    /// A stream's events, oldest first, from stream version `after + 1`.
+    Stream { tenant: TenantId, stream: StreamId, after: u64 },
 }
 
 /// The rules every backend checks before a commit writes anything: the version is not retired

@@ -19,7 +19,7 @@
 //! (`tally_kafka::blocking`).
 
 use crate::StoreError;
-use crate::projections::{self, FIRST_VERSION, ProjectionStore, Version};
+use crate::projections::{self, FIRST_VERSION, ProjectionStore, Scan, Version};
 use crate::snapshot::SnapshotStore;
 use futures::TryStreamExt;
 use scylla::client::session::Session;
@@ -30,6 +30,7 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlValue;
 use std::collections::BTreeMap;
 use tally_core::projection::{Change, Row, RowKey};
+use tally_core::{AccountId, DocKey};
 
 /// The schema, with `{keyspace}` and `{replication}` to fill in.
 pub const SCHEMA: &str = include_str!("../../../schemas/cql/tally.cql");
@@ -145,9 +146,19 @@ struct RowStatements {
     scan: PreparedStatement,
 }
 
+/// Prepared statements of [`Scan`]s, one per kind.
+#[derive(Debug)]
+struct ScanStatements {
+    accounts: PreparedStatement,
+    documents: PreparedStatement,
+    statement: PreparedStatement,
+    stream: PreparedStatement,
+}
+
 #[derive(Debug)]
 struct Statements {
     rows: BTreeMap<Table, RowStatements>,
+    scans: ScanStatements,
     checkpoint: PreparedStatement,
     checkpoint_put: PreparedStatement,
     checkpoints_drop: PreparedStatement,
@@ -306,8 +317,31 @@ impl Statements {
                 },
             );
         }
+        let select = "SELECT key, row FROM";
+        let scans = ScanStatements {
+            accounts: prepare(format!(
+                "{select} accounts WHERE version = ? AND tenant = ? AND ledger = ? \
+                 AND account >= ? AND account < ? LIMIT ?"
+            ))
+            .await?,
+            documents: prepare(format!(
+                "{select} documents WHERE version = ? AND tenant = ? AND doc_type = ? \
+                 AND doc_key >= ? AND doc_key < ? LIMIT ?"
+            ))
+            .await?,
+            statement: prepare(format!(
+                "{select} postings WHERE version = ? AND tenant = ? AND ledger = ? AND account = ? \
+                 AND asset = ? AND (offset, line) < (?, ?) LIMIT ?"
+            ))
+            .await?,
+            stream: prepare(format!(
+                "{select} events WHERE version = ? AND tenant = ? AND stream = ? AND stream_version > ? LIMIT ?"
+            ))
+            .await?,
+        };
         Ok(Statements {
             rows,
+            scans,
             checkpoint: prepare("SELECT offset FROM checkpoints WHERE version = ? AND partition = ?".into())
                 .await?,
             checkpoint_put: prepare(
@@ -337,6 +371,18 @@ impl Statements {
             .await?,
         })
     }
+}
+
+/// The text bounds `[from, to)` of ids that start with `prefix` and come after `after`. Ids
+/// are ASCII below 0x7F, so every id that starts with the prefix is below prefix + U+007F, and
+/// the least text above `after` is `after` + U+0000.
+fn id_bounds(prefix: Option<&str>, after: Option<&str>) -> (String, String) {
+    let prefix = prefix.unwrap_or("");
+    let from = match after {
+        Some(after) if after >= prefix => format!("{after}\u{0}"),
+        _ => prefix.to_owned(),
+    };
+    (from, format!("{prefix}\u{7f}"))
 }
 
 /// Bind values of a row's key: version then the key columns.
@@ -411,6 +457,49 @@ impl ProjectionStore for ScyllaStore {
             }
         }
         Ok(rows)
+    }
+
+    fn scan(&self, version: Version, scan: &Scan, limit: usize) -> Result<Vec<(RowKey, Row)>, StoreError> {
+        let text = |s: &str| CqlValue::Text(s.to_owned());
+        let scans = &self.statements.scans;
+        let (statement, mut values) = match scan {
+            Scan::Accounts { tenant, ledger, prefix, after } => {
+                let (from, to) =
+                    id_bounds(prefix.as_ref().map(AccountId::as_str), after.as_ref().map(AccountId::as_str));
+                (&scans.accounts, vec![text(tenant.as_str()), text(ledger.as_str()), text(&from), text(&to)])
+            }
+            Scan::Documents { tenant, doc_type, prefix, after } => {
+                let (from, to) =
+                    id_bounds(prefix.as_ref().map(DocKey::as_str), after.as_ref().map(DocKey::as_str));
+                (
+                    &scans.documents,
+                    vec![text(tenant.as_str()), text(doc_type.as_str()), text(&from), text(&to)],
+                )
+            }
+            Scan::Statement { tenant, ledger, account, asset, before } => {
+                let (offset, line) = before.unwrap_or((i64::MAX, u32::MAX));
+                let values = vec![
+                    text(tenant.as_str()),
+                    text(ledger.as_str()),
+                    text(account.as_str()),
+                    CqlValue::Text(asset.to_string()),
+                    CqlValue::BigInt(offset),
+                    CqlValue::Int(i32::try_from(line).unwrap_or(i32::MAX)),
+                ];
+                (&scans.statement, values)
+            }
+            Scan::Stream { tenant, stream, after } => (
+                &scans.stream,
+                vec![
+                    text(tenant.as_str()),
+                    CqlValue::Text(stream.to_string()),
+                    CqlValue::BigInt(i64::try_from(*after).unwrap_or(i64::MAX)),
+                ],
+            ),
+        };
+        values.push(CqlValue::Int(i32::try_from(limit).unwrap_or(i32::MAX)));
+        let found: Vec<(Vec<u8>, Vec<u8>)> = self.select(statement, key_values(version, values))?;
+        found.iter().map(|(key, row)| Ok((projections::decode(key)?, projections::decode(row)?))).collect()
     }
 
     fn live_version(&self) -> Result<Version, StoreError> {
@@ -509,6 +598,22 @@ mod tests {
             assert!(statement.starts_with("CREATE TABLE IF NOT EXISTS ks."), "{statement}");
             assert!(!statement.contains('{') || statement.contains("CLUSTERING"), "unfilled: {statement}");
             assert!(!statement.contains("--") && !statement.ends_with(';'), "{statement}");
+        }
+    }
+
+    #[test]
+    fn id_bounds_hold_exactly_the_ids_that_start_with_the_prefix_after_the_cursor() {
+        let ids = ["a", "a.", "a0", "ab", "abz", "ac", "b", "z", "@"];
+        for prefix in [None, Some("a"), Some("ab"), Some("q")] {
+            for after in [None, Some("a"), Some("ab"), Some("0"), Some("zz")] {
+                let (from, to) = id_bounds(prefix, after);
+                for id in ids {
+                    let inside = from.as_str() <= id && id < to.as_str();
+                    let expected =
+                        id.starts_with(prefix.unwrap_or("")) && after.is_none_or(|after| id > after);
+                    assert_eq!(inside, expected, "{id} with prefix {prefix:?} after {after:?}");
+                }
+            }
         }
     }
 

@@ -112,12 +112,6 @@ fn conformance(store: &dyn ProjectionStore) {
 }
 
 #[test]
-fn fjall_conforms() {
-    let dir = tempfile::tempdir().unwrap();
-    conformance(&tally_store::fjall_store::FjallStore::open(dir.path()).unwrap());
-}
-
-#[test]
 fn embedded_in_memory_conforms() {
     conformance(&EmbeddedStore::in_memory().unwrap());
 }

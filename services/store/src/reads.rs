@@ -1,0 +1,382 @@
+//! What the query side reads, one small trait per concern. Each is written once, over
+//! [`ProjectionStore::row`] and [`ProjectionStore::scan`], so every backend answers alike.
+//!
+//! Lists come a page at a time: at most `limit` items (capped at [`PAGE_MAX`]) and the cursor
+//! of the next page, which is the last item's place in the list: a page is never skipped or
+//! repeated while rows are added, because every list is in key order.
+
+use crate::StoreError;
+use crate::projections::{ProjectionStore, Scan, Version};
+use tally_core::projection::{EventRow, Outcome, Row, RowKey, StatementLine};
+use tally_core::{Account, AccountId, Amount, Asset, CommandId, DocKey, DocType, Document, LedgerId};
+use tally_core::{StreamId, TenantId, TxId, TxRecord};
+
+/// The most items one page holds, whatever `limit` asks for.
+pub const PAGE_MAX: usize = 1000;
+
+/// Some items of a list and where the next page starts (`None`: there is no next page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T, C> {
+    pub items: Vec<T>,
+    pub next: Option<C>,
+}
+
+impl<T, C> Page<T, C> {
+    /// A page of `items` read with `limit`: only a full page can have a successor.
+    fn of(items: Vec<T>, limit: usize, cursor: impl Fn(&T) -> C) -> Self {
+        let next = match items.len() == limit {
+            true => items.last().map(cursor),
+            false => None,
+        };
+        Page { items, next }
+    }
+}
+
+fn page_size(limit: usize) -> usize {
+    limit.clamp(1, PAGE_MAX)
+}
+
+/// The row at `key`, if there is one, taken apart by `pick`.
+fn typed<S: ProjectionStore + ?Sized, T>(
+    store: &S,
+    version: Version,
+    key: RowKey,
+    pick: fn(Row) -> Option<T>,
+) -> Result<Option<T>, StoreError> {
+    match store.row(version, &key)? {
+        None => Ok(None),
+        Some(row) => pick(row)
+            .map(Some)
+            .ok_or_else(|| StoreError::Corrupt(format!("{key:?} holds another kind of row"))),
+    }
+}
+
+/// Scans and takes every row apart with `pick`.
+fn scanned<S: ProjectionStore + ?Sized, T>(
+    store: &S,
+    version: Version,
+    scan: &Scan,
+    limit: usize,
+    pick: fn(RowKey, Row) -> Option<T>,
+) -> Result<Vec<T>, StoreError> {
+    let rows = store.scan(version, scan, limit)?;
+    let pick = |(key, row): (RowKey, Row)| {
+        let what = format!("{key:?} in {scan:?}");
+        pick(key, row).ok_or_else(|| StoreError::Corrupt(format!("{what} is another kind of row")))
+    };
+    rows.into_iter().map(pick).collect()
+}
+
+/// Balances, limits, metadata and status of accounts.
+pub trait Accounts {
+    fn account(
+        &self,
+        version: Version,
+        tenant: &TenantId,
+        ledger: &LedgerId,
+        account: &AccountId,
+    ) -> Result<Option<Account>, StoreError>;
+
+    /// A ledger's accounts by id: those whose id starts with `prefix`, after `after`.
+    fn accounts(
+        &self,
+        version: Version,
+        tenant: &TenantId,
+        ledger: &LedgerId,
+        prefix: Option<&AccountId>,
+        after: Option<&AccountId>,
+        limit: usize,
+    ) -> Result<Page<(AccountId, Account), AccountId>, StoreError>;
+}
+
+impl<S: ProjectionStore + ?Sized> Accounts for S {
+    fn account(
+        &self,
+        version: Version,
+        tenant: &TenantId,
+        ledger: &LedgerId,
+        account: &AccountId,
+    ) -> Result<Option<Account>, StoreError> {
+        let key =
+            RowKey::Account { tenant: tenant.clone(), ledger: ledger.clone(), account: account.clone() };
+        typed(self, version, key, |row| match row {
+            Row::Account(account) => Some(account),
+            _ => None,
+        })
+    }
+
+    fn accounts(
+        &self,
+        version: Version,
+        tenant: &TenantId,
+        ledger: &LedgerId,
+        prefix: Option<&AccountId>,
+        after: Option<&AccountId>,
+        limit: usize,
+    ) -> Result<Page<(AccountId, Account), AccountId>, StoreError> {
+        let limit = page_size(limit);
+        let scan = Scan::Accounts {
+            tenant: tenant.clone(),
+            ledger: ledger.clone(),
+            prefix: prefix.cloned(),
+            after: after.cloned(),
+        };
+        let items = scanned(self, version, &scan, limit, |key, row| match (key, row) {
+            (RowKey::Account { account, .. }, Row::Account(row)) => Some((account, row)),
+            _ => None,
+        })?;
+        Ok(Page::of(items, limit, |(id, _)| id.clone()))
+    }
+}
+
+/// Where a statement line is: its event's offset in the events partition and its line in the
+/// event. Lines of one account are ordered by it across assets (an account's events are all in
+/// one partition).
+pub type LinePosition = (i64, u32);
+
+/// One line of a statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostedLine {
+    pub asset: Asset,
+    pub position: LinePosition,
+    pub line: StatementLine,
+}
+
+/// Accounts' statements: postings newest first with the balance after each.
+pub trait Statements {
+    /// An account's lines before `before`, newest first: in one asset, or (`None`) in all the
+    /// assets its balances name, merged.
+    #[allow(clippy::too_many_arguments)]
+    fn statement(
+        &self,
+        version: Version,
+        tenant: &TenantId,
+        ledger: &LedgerId,
+        account: &AccountId,
+        asset: Option<&Asset>,
+        before: Option<LinePosition>,
+        limit: usize,
+    ) -> Result<Page<PostedLine, LinePosition>, StoreError>;
+
+    /// The posted balance in `asset` after the newest line stamped at or before `at_ms`
+    /// (0 before the first). Event times come from the processor's clock, so they follow the
+    /// log's order as far as that clock does. Reads every line after `at_ms`: the cost grows
+    /// with how far back it is.
+    fn balance_at(
+        &self,
+        version: Version,
+        tenant: &TenantId,
+        ledger: &LedgerId,
+        account: &AccountId,
+        asset: &Asset,
+        at_ms: i64,
+    ) -> Result<Amount, StoreError>;
+}
+
+impl<S: ProjectionStore + ?Sized> Statements for S {
+    fn statement(
+        &self,
+        version: Version,
+        tenant: &TenantId,
+        ledger: &LedgerId,
+        account: &AccountId,
+        asset: Option<&Asset>,
+        before: Option<LinePosition>,
+        limit: usize,
+    ) -> Result<Page<PostedLine, LinePosition>, StoreError> {
+        let limit = page_size(limit);
+        let assets: Vec<Asset> = match asset {
+            Some(asset) => vec![asset.clone()],
+            None => self
+                .account(version, tenant, ledger, account)?
+                .map_or_else(Vec::new, |found| found.balances.into_keys().collect()),
+        };
+        let mut lines = Vec::new();
+        for asset in assets {
+            let scan = Scan::Statement {
+                tenant: tenant.clone(),
+                ledger: ledger.clone(),
+                account: account.clone(),
+                asset,
+                before,
+            };
+            lines.extend(scanned(self, version, &scan, limit, |key, row| match (key, row) {
+                (RowKey::Posting { asset, offset, line, .. }, Row::Posting(row)) => {
+                    Some(PostedLine { asset, position: (offset, line), line: row })
+                }
+                _ => None,
+            })?);
+        }
+        lines.sort_by_key(|line| std::cmp::Reverse(line.position));
+        lines.truncate(limit);
+        Ok(Page::of(lines, limit, |line| line.position))
+    }
+
+    fn balance_at(
+        &self,
+        version: Version,
+        tenant: &TenantId,
+        ledger: &LedgerId,
+        account: &AccountId,
+        asset: &Asset,
+        at_ms: i64,
+    ) -> Result<Amount, StoreError> {
+        let mut before = None;
+        loop {
+            let page = self.statement(version, tenant, ledger, account, Some(asset), before, PAGE_MAX)?;
+            if let Some(found) = page.items.iter().find(|line| line.line.time_ms <= at_ms) {
+                return Ok(found.line.balance_after);
+            }
+            match page.next {
+                Some(next) => before = Some(next),
+                None => return Ok(0),
+            }
+        }
+    }
+}
+
+/// Transactions by id, with their status, postings and why they failed.
+pub trait Transactions {
+    fn transaction(
+        &self,
+        version: Version,
+        tenant: &TenantId,
+        ledger: &LedgerId,
+        tx_id: &TxId,
+    ) -> Result<Option<TxRecord>, StoreError>;
+}
+
+impl<S: ProjectionStore + ?Sized> Transactions for S {
+    fn transaction(
+        &self,
+        version: Version,
+        tenant: &TenantId,
+        ledger: &LedgerId,
+        tx_id: &TxId,
+    ) -> Result<Option<TxRecord>, StoreError> {
+        let key =
+            RowKey::Transaction { tenant: tenant.clone(), ledger: ledger.clone(), tx_id: tx_id.clone() };
+        typed(self, version, key, |row| match row {
+            Row::Transaction(tx) => Some(tx),
+            _ => None,
+        })
+    }
+}
+
+/// How each command was answered, for callers that sent it without waiting.
+pub trait Outcomes {
+    fn outcome(
+        &self,
+        version: Version,
+        tenant: &TenantId,
+        command: &CommandId,
+    ) -> Result<Option<Outcome>, StoreError>;
+}
+
+impl<S: ProjectionStore + ?Sized> Outcomes for S {
+    fn outcome(
+        &self,
+        version: Version,
+        tenant: &TenantId,
+        command: &CommandId,
+    ) -> Result<Option<Outcome>, StoreError> {
+        let key = RowKey::Outcome { tenant: tenant.clone(), command_id: command.clone() };
+        typed(self, version, key, |row| match row {
+            Row::Outcome(outcome) => Some(outcome),
+            _ => None,
+        })
+    }
+}
+
+/// State documents by (type, key), deleted ones included (their value is `None`).
+pub trait Documents {
+    fn document(
+        &self,
+        version: Version,
+        tenant: &TenantId,
+        doc_type: &DocType,
+        key: &DocKey,
+    ) -> Result<Option<Document>, StoreError>;
+
+    /// A type's documents by key: those whose key starts with `prefix`, after `after`.
+    fn documents(
+        &self,
+        version: Version,
+        tenant: &TenantId,
+        doc_type: &DocType,
+        prefix: Option<&DocKey>,
+        after: Option<&DocKey>,
+        limit: usize,
+    ) -> Result<Page<(DocKey, Document), DocKey>, StoreError>;
+}
+
+impl<S: ProjectionStore + ?Sized> Documents for S {
+    fn document(
+        &self,
+        version: Version,
+        tenant: &TenantId,
+        doc_type: &DocType,
+        key: &DocKey,
+    ) -> Result<Option<Document>, StoreError> {
+        let key = RowKey::Document { tenant: tenant.clone(), doc_type: doc_type.clone(), key: key.clone() };
+        typed(self, version, key, |row| match row {
+            Row::Document(document) => Some(document),
+            _ => None,
+        })
+    }
+
+    fn documents(
+        &self,
+        version: Version,
+        tenant: &TenantId,
+        doc_type: &DocType,
+        prefix: Option<&DocKey>,
+        after: Option<&DocKey>,
+        limit: usize,
+    ) -> Result<Page<(DocKey, Document), DocKey>, StoreError> {
+        let limit = page_size(limit);
+        let scan = Scan::Documents {
+            tenant: tenant.clone(),
+            doc_type: doc_type.clone(),
+            prefix: prefix.cloned(),
+            after: after.cloned(),
+        };
+        let items = scanned(self, version, &scan, limit, |key, row| match (key, row) {
+            (RowKey::Document { key, .. }, Row::Document(row)) => Some((key, row)),
+            _ => None,
+        })?;
+        Ok(Page::of(items, limit, |(key, _)| key.clone()))
+    }
+}
+
+/// The events index: each stream's events in order, with their place in the log.
+pub trait EventsIndex {
+    /// A stream's events from stream version `after + 1` on.
+    fn stream_events(
+        &self,
+        version: Version,
+        tenant: &TenantId,
+        stream: &StreamId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Page<EventRow, u64>, StoreError>;
+}
+
+impl<S: ProjectionStore + ?Sized> EventsIndex for S {
+    fn stream_events(
+        &self,
+        version: Version,
+        tenant: &TenantId,
+        stream: &StreamId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Page<EventRow, u64>, StoreError> {
+        let limit = page_size(limit);
+        let scan = Scan::Stream { tenant: tenant.clone(), stream: stream.clone(), after };
+        let items = scanned(self, version, &scan, limit, |_, row| match row {
+            Row::Event(event) => Some(event),
+            _ => None,
+        })?;
+        Ok(Page::of(items, limit, |row| row.event.stream_version))
+    }
+}
