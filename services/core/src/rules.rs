@@ -516,7 +516,7 @@ pub fn apply(state: &mut State, event: &Event) {
             let ledger = get_or_insert_default(&mut tenant.ledgers, ledger_id);
             debug_assert_eq!(ledger.stream_version + 1, event.stream_version, "gap in {}", event.event_id());
             ledger.stream_version = event.stream_version;
-            apply_ledger(ledger, &event.body);
+            apply_ledger(ledger, &event.body, event.time_ms);
         }
         crate::StreamId::Document(doc_type, key) => {
             let doc = tenant.documents.entry((doc_type.clone(), key.clone())).or_default();
@@ -556,7 +556,7 @@ fn apply_document(doc: &mut Document, body: &EventBody) {
     }
 }
 
-fn apply_ledger(l: &mut Ledger, body: &EventBody) {
+fn apply_ledger(l: &mut Ledger, body: &EventBody, time_ms: i64) {
     use EventBody::*;
     match body {
         AssetDefined { asset, .. } => {
@@ -587,21 +587,32 @@ fn apply_ledger(l: &mut Ledger, body: &EventBody) {
                     reversal_fingerprint(original, metadata)
                 }
             };
-            record(l, tx_id, fingerprint, TxStatus::Posted, postings.clone(), None);
+            record(
+                l,
+                tx_id,
+                TxRecord::new(fingerprint, TxStatus::Posted, postings.clone(), metadata.clone(), time_ms),
+            );
         }
         TransactionPending { tx_id, postings, metadata, timeout_ms, expires_at_ms, .. } => {
             for p in postings {
                 hold(l, p, p.amount);
             }
             let fingerprint = transfer_fingerprint(postings, metadata, Some(*timeout_ms));
-            record(l, tx_id, fingerprint, TxStatus::Pending, postings.clone(), Some(*expires_at_ms));
+            let tx =
+                TxRecord::new(fingerprint, TxStatus::Pending, postings.clone(), metadata.clone(), time_ms);
+            record(l, tx_id, TxRecord { expires_at_ms: Some(*expires_at_ms), ..tx });
         }
         TransactionFailed { tx_id, request, reason, .. } => {
             let status = TxStatus::Failed(Failure::Rejected(*reason));
-            record(l, tx_id, fingerprint(request), status, Vec::new(), None);
+            let metadata = match request {
+                TxRequest::Transfer { metadata, .. } | TxRequest::Reversal { metadata, .. } => {
+                    metadata.clone()
+                }
+            };
+            record(l, tx_id, TxRecord::new(fingerprint(request), status, Vec::new(), metadata, time_ms));
         }
         PendingCommitted { tx_id, amounts, .. } => {
-            let held = release(l, tx_id, TxStatus::Posted);
+            let held = release(l, tx_id, TxStatus::Posted, time_ms);
             let committed = committed_postings(&held, amounts);
             for p in &committed {
                 move_posted(l, p, p.amount);
@@ -609,10 +620,10 @@ fn apply_ledger(l: &mut Ledger, body: &EventBody) {
             l.transactions.get_mut(tx_id).expect("committed transaction exists").postings = committed;
         }
         PendingVoided { tx_id, .. } => {
-            release(l, tx_id, TxStatus::Failed(Failure::Voided));
+            release(l, tx_id, TxStatus::Failed(Failure::Voided), time_ms);
         }
         PendingExpired { tx_id, .. } => {
-            release(l, tx_id, TxStatus::Failed(Failure::Expired));
+            release(l, tx_id, TxStatus::Failed(Failure::Expired), time_ms);
         }
         TransactionDeduplicated { .. } | CommandRejected { .. } => {}
         DocumentPut { .. } | DocumentDeleted { .. } => {
@@ -621,17 +632,8 @@ fn apply_ledger(l: &mut Ledger, body: &EventBody) {
     }
 }
 
-fn record(
-    l: &mut Ledger,
-    tx_id: &TxId,
-    fingerprint: u128,
-    status: TxStatus,
-    postings: Vec<Posting>,
-    expires_at_ms: Option<i64>,
-) {
-    let previous = l
-        .transactions
-        .insert(tx_id.clone(), TxRecord { fingerprint, status, postings, expires_at_ms, reversed_by: None });
+fn record(l: &mut Ledger, tx_id: &TxId, tx: TxRecord) {
+    let previous = l.transactions.insert(tx_id.clone(), tx);
     debug_assert!(previous.is_none(), "transaction id {tx_id} recorded twice");
 }
 
@@ -659,10 +661,11 @@ fn hold(l: &mut Ledger, p: &Posting, amount: Amount) {
 }
 
 /// Releases every hold of a pending transaction and sets its final status; returns what was held.
-fn release(l: &mut Ledger, tx_id: &TxId, status: TxStatus) -> Vec<Posting> {
+fn release(l: &mut Ledger, tx_id: &TxId, status: TxStatus, time_ms: i64) -> Vec<Posting> {
     let tx = l.transactions.get_mut(tx_id).expect("released transaction exists");
     debug_assert_eq!(tx.status, TxStatus::Pending, "{tx_id} released twice");
     tx.status = status;
+    tx.updated_ms = time_ms;
     let held = tx.postings.clone();
     for p in &held {
         hold(l, p, -p.amount);

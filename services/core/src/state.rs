@@ -91,6 +91,34 @@ pub struct TxRecord {
     pub postings: Vec<Posting>,
     pub expires_at_ms: Option<i64>,
     pub reversed_by: Option<TxId>,
+    /// The request's metadata (a failed transaction keeps its request's too).
+    pub metadata: crate::Metadata,
+    /// When the transaction was first recorded, and when its status last changed (ms since the
+    /// Unix epoch, the times of those events).
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+impl TxRecord {
+    /// A transaction as first recorded at `time_ms`, neither expiring nor reversed.
+    pub(crate) fn new(
+        fingerprint: u128,
+        status: TxStatus,
+        postings: Vec<Posting>,
+        metadata: crate::Metadata,
+        time_ms: i64,
+    ) -> TxRecord {
+        TxRecord {
+            fingerprint,
+            status,
+            postings,
+            expires_at_ms: None,
+            reversed_by: None,
+            metadata,
+            created_ms: time_ms,
+            updated_ms: time_ms,
+        }
+    }
 }
 
 /// A state document; `value: None` is a tombstone that keeps the version counting.
