@@ -24,6 +24,21 @@ impl fmt::Display for StreamId {
     }
 }
 
+impl StreamId {
+    /// Reads a stream as [`Display`](fmt::Display) writes it: `state/TYPE/KEY` for a document,
+    /// else a ledger id.
+    pub fn parse(s: &str) -> Result<StreamId, crate::IdError> {
+        match s.split_once('/') {
+            Some((crate::STATE_STREAM_PREFIX, rest)) => {
+                let (doc_type, key) =
+                    rest.split_once('/').ok_or(crate::IdError::Empty { kind: "document key" })?;
+                Ok(StreamId::Document(DocType::parse(doc_type)?, DocKey::parse(key)?))
+            }
+            _ => Ok(StreamId::Ledger(LedgerId::parse_ledger(s)?)),
+        }
+    }
+}
+
 /// The envelope every event carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
@@ -166,6 +181,23 @@ impl EventBody {
                 Some(*reason)
             }
             _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_parse_back_from_their_text() {
+        let ledger = StreamId::Ledger(LedgerId::parse("main").unwrap());
+        let document = StreamId::Document(DocType::parse("orders").unwrap(), DocKey::parse("o-1").unwrap());
+        for stream in [ledger, document] {
+            assert_eq!(StreamId::parse(&stream.to_string()), Ok(stream));
+        }
+        for bad in ["", "state", "state/orders", "state/orders/", "state//k", "main/x", "a b"] {
+            assert!(StreamId::parse(bad).is_err(), "{bad}");
         }
     }
 }

@@ -2,8 +2,7 @@
 //! handler waits, bounded, for the command's answer in the log and replies with it, or with 202
 //! and a URL to poll when the wait runs out.
 //!
-//! Caller identity: until authentication lands (security issue), the tenant comes from the
-//! `Tally-Tenant` header and the actor from `Tally-Actor` (default `anonymous`).
+//! Caller identity: see `tally_http` (the actor defaults to `anonymous`).
 
 #![allow(
     clippy::result_large_err,
@@ -11,7 +10,6 @@
 )]
 
 mod api;
-mod problem;
 
 use crate::outcomes::{Lookup, Outcome, Outcomes, Peek, Status};
 use axum::Router;
@@ -27,7 +25,8 @@ use tally_core::{Actor, Command, CommandBody, CommandId, TenantId};
 use utoipa::OpenApi;
 
 pub use api::ApiDoc;
-pub use problem::Problem;
+use tally_http::header_text;
+pub use tally_http::{ACTOR_HEADER, POSITION_HEADER, Problem, TENANT_HEADER};
 
 /// Knobs of the front door.
 #[derive(Debug, Clone)]
@@ -82,7 +81,7 @@ impl Front {
         api::routes()
             .with_state(self)
             .layer(DefaultBodyLimit::max(limit))
-            .layer(axum::middleware::map_response(problem::as_problem))
+            .layer(axum::middleware::map_response(tally_http::as_problem))
     }
 
     /// Produces the command (unless its answer is already known) and waits for the answer.
@@ -135,19 +134,13 @@ pub struct Caller {
     pub actor: Actor,
 }
 
-pub const TENANT_HEADER: &str = "tally-tenant";
-pub const ACTOR_HEADER: &str = "tally-actor";
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
-pub const POSITION_HEADER: &str = "tally-position";
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Caller, Problem> {
-        let tenant = header_text(&parts.headers, TENANT_HEADER)?
-            .ok_or_else(|| Problem::bad_request(format!("the {TENANT_HEADER} header is required")))?;
-        let tenant =
-            TenantId::parse(tenant).map_err(|e| Problem::bad_request(format!("{TENANT_HEADER}: {e}")))?;
+        let tenant = tally_http::tenant(&parts.headers)?;
         let actor = header_text(&parts.headers, ACTOR_HEADER)?.unwrap_or("anonymous");
         let actor = Actor::parse(actor).map_err(|e| Problem::bad_request(format!("{ACTOR_HEADER}: {e}")))?;
         Ok(Caller { tenant, actor })
@@ -171,13 +164,6 @@ impl Caller {
             CommandId::parse(id).map_err(|e| Problem::bad_request(format!("{IDEMPOTENCY_HEADER}: {e}")))?;
         Ok(Command { tenant: self.tenant.clone(), command_id, actor: self.actor.clone(), body })
     }
-}
-
-fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Problem> {
-    headers
-        .get(name)
-        .map(|v| v.to_str().map_err(|_| Problem::bad_request(format!("the {name} header is not text"))))
-        .transpose()
 }
 
 /// Reason codes that mean "conflicts with what exists" (409) rather than "not allowed" (422).

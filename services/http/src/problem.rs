@@ -71,7 +71,7 @@ impl Problem {
 /// Error responses that axum's extractors and layers produce on their own (a body over the
 /// limit, a malformed path, a wrong method) come as text; they are rewritten as problems so that
 /// every error a client sees has one shape.
-pub(super) async fn as_problem(response: Response) -> Response {
+pub async fn as_problem(response: Response) -> Response {
     let status = response.status();
     let is_problem = response
         .headers()

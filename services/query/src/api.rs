@@ -1,0 +1,553 @@
+//! Routes, parameters and the OpenAPI document (generated from these definitions).
+
+use crate::cursor::{self, After};
+use crate::views::*;
+use crate::{Query, live};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use tally_core::projection::EventRow;
+use tally_core::{AccountId, Asset, CommandId, DocKey, DocType, LedgerId, StreamId, TenantId, TxId};
+use tally_http::Problem;
+use tally_store::projections::{ProjectionStore, Version};
+use tally_store::reads::{self, Accounts, Documents, EventsIndex, Outcomes, Statements, Transactions};
+use utoipa::{IntoParams, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Tally query",
+        description = "Reads of the projections: balances, statements, transactions, state documents and events. \
+            Send the Tally-Position a write returned to read that write (waits, bounded; 504 when it cannot)."
+    ),
+    paths(
+        get_account,
+        list_accounts,
+        statement,
+        balance_at,
+        get_transaction,
+        get_outcome,
+        get_document,
+        list_documents,
+        search_events,
+        live::follow_events
+    ),
+    components(schemas(
+        Problem,
+        AccountView,
+        BalanceView,
+        LimitView,
+        LineView,
+        BalancesAtView,
+        BalanceAtView,
+        TransactionView,
+        PostingView,
+        OutcomeView,
+        DocumentView,
+        EventView
+    ))
+)]
+pub struct ApiDoc;
+
+pub(crate) fn routes() -> Router<Query> {
+    Router::new()
+        .route("/v1/ledgers/{ledger}/accounts", get(list_accounts))
+        .route("/v1/ledgers/{ledger}/accounts/{account}", get(get_account))
+        .route("/v1/ledgers/{ledger}/accounts/{account}/statement", get(statement))
+        .route("/v1/ledgers/{ledger}/accounts/{account}/balance", get(balance_at))
+        .route("/v1/ledgers/{ledger}/transactions/{tx_id}", get(get_transaction))
+        .route("/v1/commands/{command_id}", get(get_outcome))
+        .route("/v1/state/{doc_type}", get(list_documents))
+        .route("/v1/state/{doc_type}/{key}", get(get_document))
+        .route("/v1/events", get(search_events))
+        .route("/v1/events/live", get(live::follow_events))
+        .route("/openapi.json", get(|| async { Json(crate::openapi()) }))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(|| async { Problem::not_found("no such route") })
+}
+
+// ---- parameters -----------------------------------------------------------------------------
+
+/// The headers every request may carry, for the OpenAPI document.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header, rename_all = "kebab-case")]
+#[allow(dead_code, reason = "only documents the headers")]
+struct ReadHeaders {
+    /// The caller's tenant (until authentication lands).
+    tally_tenant: String,
+    /// A position a write returned (`<partition>-<offset>`): wait until the projection covers it.
+    tally_position: Option<String>,
+}
+
+/// Paging of a list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListParams {
+    /// Only ids (keys) that start with this.
+    prefix: Option<String>,
+    /// Items per page: default 100, at most 1,000 (larger values are capped).
+    limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StatementParams {
+    /// Only this asset (`USD/2`); default: every asset of the account, merged.
+    asset: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BalanceParams {
+    /// The instant, RFC 3339 (`2026-11-23T10:00:00Z`).
+    at: String,
+    /// Only this asset; default: every asset of the account.
+    asset: Option<String>,
+}
+
+/// A stream's events: which ones.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EventParams {
+    /// The stream: a ledger id, or `state/TYPE/KEY` for a document.
+    stream: String,
+    /// Only these kinds of event, comma-separated (`TransactionPosted,PendingCommitted`).
+    #[serde(rename = "type")]
+    kinds: Option<String>,
+    /// Only events at or after this instant (RFC 3339).
+    from: Option<String>,
+    /// Only events before this instant (RFC 3339).
+    to: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+// ---- validation -----------------------------------------------------------------------------
+
+/// A path or query value as an id; malformed is 400.
+pub(crate) fn id<T: TryFrom<String, Error: std::fmt::Display>>(
+    what: &str,
+    value: &str,
+) -> Result<T, Problem> {
+    T::try_from(value.to_owned()).map_err(|e| Problem::bad_request(format!("{what}: {e}")))
+}
+
+fn asset(value: &str) -> Result<Asset, Problem> {
+    Asset::parse(value).map_err(|e| Problem::bad_request(format!("asset: {e}")))
+}
+
+pub(crate) fn stream(value: &str) -> Result<StreamId, Problem> {
+    StreamId::parse(value).map_err(|e| Problem::bad_request(format!("stream: {e}")))
+}
+
+/// Milliseconds since the Unix epoch of an RFC 3339 instant.
+fn instant(what: &str, value: &str) -> Result<i64, Problem> {
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| Problem::bad_request(format!("{what}: {value:?} is not an RFC 3339 time ({e})")))
+}
+
+/// The page size asked for: default when absent, capped at the store's maximum, never 0.
+pub(crate) fn page_size(query: &Query, limit: Option<usize>) -> Result<usize, Problem> {
+    match limit {
+        Some(0) => Err(Problem::bad_request("limit: must be at least 1")),
+        Some(limit) => Ok(limit.min(reads::PAGE_MAX)),
+        None => Ok(query.config().page_default),
+    }
+}
+
+/// The place a request's cursor names in `list`, if it gave one.
+fn resume(cursor: Option<&str>, tenant: &TenantId, list: &str) -> Result<Option<After>, Problem> {
+    cursor.map(|c| cursor::decode(c, tenant, list)).transpose()
+}
+
+fn wrong_cursor() -> Problem {
+    Problem::bad_request("cursor: it belongs to another list; start again without it")
+}
+
+/// Whether a ledger has any event (else it is unknown: 404).
+fn ledger_exists(
+    store: &dyn ProjectionStore,
+    version: Version,
+    tenant: &TenantId,
+    ledger: &LedgerId,
+) -> Result<bool, tally_store::StoreError> {
+    let first = store.stream_events(version, tenant, &StreamId::Ledger(ledger.clone()), 0, 1)?;
+    Ok(!first.items.is_empty())
+}
+
+// ---- accounts -------------------------------------------------------------------------------
+
+#[utoipa::path(get, path = "/v1/ledgers/{ledger}/accounts/{account}",
+    params(("ledger" = String, Path), ("account" = String, Path), ReadHeaders),
+    responses((status = 200, body = AccountView), (status = 400, body = Problem), (status = 404, body = Problem), (status = 504, body = Problem)))]
+async fn get_account(
+    State(query): State<Query>,
+    headers: HeaderMap,
+    Path((ledger, account)): Path<(String, String)>,
+) -> Result<Json<AccountView>, Problem> {
+    let tenant = tally_http::tenant(&headers)?;
+    let (ledger_id, account_id): (LedgerId, AccountId) = (id("ledger", &ledger)?, id("account", &account)?);
+    let found = query.read_live(move |s, v| s.account(v, &tenant, &ledger_id, &account_id)).await?;
+    let found =
+        found.ok_or_else(|| Problem::not_found(format!("no account {account} in ledger {ledger}")))?;
+    Ok(Json(AccountView::of(&ledger, &account, found)))
+}
+
+#[utoipa::path(get, path = "/v1/ledgers/{ledger}/accounts", params(("ledger" = String, Path), ListParams, ReadHeaders),
+    responses((status = 200, body = Page<AccountView>), (status = 400, body = Problem), (status = 404, body = Problem), (status = 504, body = Problem)))]
+async fn list_accounts(
+    State(query): State<Query>,
+    headers: HeaderMap,
+    Path(ledger): Path<String>,
+    params: axum::extract::Query<ListParams>,
+) -> Result<Json<Page<AccountView>>, Problem> {
+    let tenant = tally_http::tenant(&headers)?;
+    let ledger_id: LedgerId = id("ledger", &ledger)?;
+    let prefix: Option<AccountId> = params.prefix.as_deref().map(|p| id("prefix", p)).transpose()?;
+    let limit = page_size(&query, params.limit)?;
+    let list = format!("accounts/{ledger}/{}", params.prefix.as_deref().unwrap_or(""));
+    let after = match resume(params.cursor.as_deref(), &tenant, &list)? {
+        Some(After::Account(after)) => Some(after),
+        Some(_) => return Err(wrong_cursor()),
+        None => None,
+    };
+    let reader = tenant.clone();
+    let page = query
+        .read_live(move |s, v| {
+            if !ledger_exists(s, v, &reader, &ledger_id)? {
+                return Ok(None);
+            }
+            s.accounts(v, &reader, &ledger_id, prefix.as_ref(), after.as_ref(), limit).map(Some)
+        })
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no ledger {ledger}")))?;
+    Ok(Json(Page {
+        next_cursor: page.next.map(|last| cursor::encode(&tenant, &list, After::Account(last))),
+        items: page.items.into_iter().map(|(id, a)| AccountView::of(&ledger, id.as_str(), a)).collect(),
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/ledgers/{ledger}/accounts/{account}/statement",
+    params(("ledger" = String, Path), ("account" = String, Path), StatementParams, ReadHeaders),
+    responses((status = 200, body = Page<LineView>), (status = 400, body = Problem), (status = 404, body = Problem), (status = 504, body = Problem)))]
+async fn statement(
+    State(query): State<Query>,
+    headers: HeaderMap,
+    Path((ledger, account)): Path<(String, String)>,
+    params: axum::extract::Query<StatementParams>,
+) -> Result<Json<Page<LineView>>, Problem> {
+    let tenant = tally_http::tenant(&headers)?;
+    let (ledger_id, account_id): (LedgerId, AccountId) = (id("ledger", &ledger)?, id("account", &account)?);
+    let only = params.asset.as_deref().map(asset).transpose()?;
+    let limit = page_size(&query, params.limit)?;
+    let list = format!("statement/{ledger}/{account}/{}", params.asset.as_deref().unwrap_or("*"));
+    let before = match resume(params.cursor.as_deref(), &tenant, &list)? {
+        Some(After::Line(offset, line)) => Some((offset, line)),
+        Some(_) => return Err(wrong_cursor()),
+        None => None,
+    };
+    let reader = tenant.clone();
+    let page = query
+        .read_live(move |s, v| {
+            if s.account(v, &reader, &ledger_id, &account_id)?.is_none() {
+                return Ok(None);
+            }
+            s.statement(v, &reader, &ledger_id, &account_id, only.as_ref(), before, limit).map(Some)
+        })
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no account {account} in ledger {ledger}")))?;
+    Ok(Json(Page {
+        next_cursor: page
+            .next
+            .map(|(offset, line)| cursor::encode(&tenant, &list, After::Line(offset, line))),
+        items: page.items.into_iter().map(LineView::of).collect(),
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/ledgers/{ledger}/accounts/{account}/balance",
+    params(("ledger" = String, Path), ("account" = String, Path), BalanceParams, ReadHeaders),
+    responses((status = 200, body = BalancesAtView), (status = 400, body = Problem), (status = 404, body = Problem), (status = 504, body = Problem)))]
+async fn balance_at(
+    State(query): State<Query>,
+    headers: HeaderMap,
+    Path((ledger, account)): Path<(String, String)>,
+    params: axum::extract::Query<BalanceParams>,
+) -> Result<Json<BalancesAtView>, Problem> {
+    let tenant = tally_http::tenant(&headers)?;
+    let (ledger_id, account_id): (LedgerId, AccountId) = (id("ledger", &ledger)?, id("account", &account)?);
+    let at_ms = instant("at", &params.at)?;
+    let only = params.asset.as_deref().map(asset).transpose()?;
+    let balances = query
+        .read_live(move |s, v| {
+            let Some(found) = s.account(v, &tenant, &ledger_id, &account_id)? else { return Ok(None) };
+            let assets = match only {
+                Some(asset) => vec![asset],
+                None => found.balances.into_keys().collect(),
+            };
+            let mut balances = Vec::with_capacity(assets.len());
+            for asset in assets {
+                let posted = s.balance_at(v, &tenant, &ledger_id, &account_id, &asset, at_ms)?;
+                balances.push(BalanceAtView { asset: asset.to_string(), posted });
+            }
+            Ok(Some(balances))
+        })
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no account {account} in ledger {ledger}")))?;
+    Ok(Json(BalancesAtView { ledger, account, at: time(at_ms), balances }))
+}
+
+// ---- transactions and outcomes --------------------------------------------------------------
+
+#[utoipa::path(get, path = "/v1/ledgers/{ledger}/transactions/{tx_id}",
+    params(("ledger" = String, Path), ("tx_id" = String, Path), ReadHeaders),
+    responses((status = 200, body = TransactionView), (status = 400, body = Problem), (status = 404, body = Problem), (status = 504, body = Problem)))]
+async fn get_transaction(
+    State(query): State<Query>,
+    headers: HeaderMap,
+    Path((ledger, tx_id)): Path<(String, String)>,
+) -> Result<Json<TransactionView>, Problem> {
+    let tenant = tally_http::tenant(&headers)?;
+    let (ledger_id, tx): (LedgerId, TxId) = (id("ledger", &ledger)?, id("tx_id", &tx_id)?);
+    let found = query.read_live(move |s, v| s.transaction(v, &tenant, &ledger_id, &tx)).await?;
+    let found =
+        found.ok_or_else(|| Problem::not_found(format!("no transaction {tx_id} in ledger {ledger}")))?;
+    Ok(Json(TransactionView::of(&ledger, &tx_id, found)))
+}
+
+#[utoipa::path(get, path = "/v1/commands/{command_id}", params(("command_id" = String, Path), ReadHeaders),
+    responses((status = 200, body = OutcomeView), (status = 400, body = Problem), (status = 404, body = Problem), (status = 504, body = Problem)))]
+async fn get_outcome(
+    State(query): State<Query>,
+    headers: HeaderMap,
+    Path(command_id): Path<String>,
+) -> Result<Json<OutcomeView>, Problem> {
+    let tenant = tally_http::tenant(&headers)?;
+    let command: CommandId = id("command_id", &command_id)?;
+    let found = query.read_live(move |s, v| s.outcome(v, &tenant, &command)).await?;
+    let found = found.ok_or_else(|| Problem::not_found(format!("no outcome of command {command_id} yet")))?;
+    Ok(Json(OutcomeView::of(&command_id, found)))
+}
+
+// ---- state documents ------------------------------------------------------------------------
+
+#[utoipa::path(get, path = "/v1/state/{doc_type}/{key}", params(("doc_type" = String, Path), ("key" = String, Path), ReadHeaders),
+    responses((status = 200, body = DocumentView, headers(("etag" = String, description = "the version, quoted"))),
+        (status = 304, description = "If-None-Match names the current version"), (status = 400, body = Problem), (status = 404, body = Problem), (status = 504, body = Problem)))]
+async fn get_document(
+    State(query): State<Query>,
+    headers: HeaderMap,
+    Path((doc_type, key)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    let tenant = tally_http::tenant(&headers)?;
+    let (t, k): (DocType, DocKey) = (id("doc_type", &doc_type)?, id("key", &key)?);
+    let found = query.read_live(move |s, v| s.document(v, &tenant, &t, &k)).await?;
+    let view = found
+        .and_then(|doc| DocumentView::of(&doc_type, &key, doc))
+        .ok_or_else(|| Problem::not_found(format!("no document {doc_type}/{key}")))?;
+    let etag = format!("\"{}\"", view.version);
+    let matches = headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == etag.as_bytes());
+    let mut response = match matches {
+        true => StatusCode::NOT_MODIFIED.into_response(),
+        false => Json(view).into_response(),
+    };
+    let etag = HeaderValue::from_str(&etag).expect("digits and quotes");
+    response.headers_mut().insert(header::ETAG, etag);
+    Ok(response)
+}
+
+/// Most field filters in one request.
+const FILTERS_MAX: usize = 8;
+
+/// `?field.NAME=VALUE`: a document's top-level field NAME equals VALUE, as a string or, when
+/// VALUE is JSON (a number, `true`, `false`, `null`), as that value.
+fn field_filters(raw: &str) -> Result<(ListParams, Vec<(String, String)>), Problem> {
+    let (mut paging, mut filters) = (Vec::new(), Vec::new());
+    for (name, value) in url::form_urlencoded::parse(raw.as_bytes()) {
+        match name.strip_prefix("field.") {
+            Some("") => return Err(Problem::bad_request("field.: a filter needs a field name")),
+            Some(field) => filters.push((field.to_owned(), value.into_owned())),
+            None => paging.push((name.into_owned(), value.into_owned())),
+        }
+    }
+    if filters.len() > FILTERS_MAX {
+        return Err(Problem::bad_request(format!("at most {FILTERS_MAX} field filters")));
+    }
+    let query = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(paging).finish();
+    let params = serde_urlencoded_params(&query)?;
+    Ok((params, filters))
+}
+
+/// The paging parameters, with the same errors axum's extractor gives.
+fn serde_urlencoded_params(query: &str) -> Result<ListParams, Problem> {
+    let uri: axum::http::Uri =
+        format!("/?{query}").parse().map_err(|_| Problem::bad_request("malformed query"))?;
+    axum::extract::Query::<ListParams>::try_from_uri(&uri)
+        .map(|q| q.0)
+        .map_err(|e| Problem::bad_request(e.body_text()))
+}
+
+fn matches_filters(value: &serde_json::Value, filters: &[(String, String)]) -> bool {
+    filters.iter().all(|(field, wanted)| match value.get(field) {
+        Some(serde_json::Value::String(s)) => s == wanted,
+        Some(other) => serde_json::from_str::<serde_json::Value>(wanted).is_ok_and(|w| &w == other),
+        None => false,
+    })
+}
+
+#[utoipa::path(get, path = "/v1/state/{doc_type}",
+    params(("doc_type" = String, Path), ListParams,
+        ("field.NAME" = Option<String>, Query, description = "only documents whose top-level field NAME equals this (repeatable, up to 8)"),
+        ReadHeaders),
+    responses((status = 200, body = Page<DocumentView>), (status = 400, body = Problem), (status = 504, body = Problem)))]
+async fn list_documents(
+    State(query): State<Query>,
+    headers: HeaderMap,
+    Path(doc_type): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Page<DocumentView>>, Problem> {
+    let tenant = tally_http::tenant(&headers)?;
+    let t: DocType = id("doc_type", &doc_type)?;
+    let (params, filters) = field_filters(raw.as_deref().unwrap_or(""))?;
+    let prefix: Option<DocKey> = params.prefix.as_deref().map(|p| id("prefix", p)).transpose()?;
+    let limit = page_size(&query, params.limit)?;
+    let list = format!("state/{doc_type}/{}/{filters:?}", params.prefix.as_deref().unwrap_or(""));
+    let mut after = match resume(params.cursor.as_deref(), &tenant, &list)? {
+        Some(After::Document(after)) => Some(after),
+        Some(_) => return Err(wrong_cursor()),
+        None => None,
+    };
+    let (reader, scan_max) = (tenant.clone(), query.config().scan_max);
+    let (items, next) = query
+        .read_live(move |s, v| {
+            // Filters drop rows after reading them: read on until the page is full, the list
+            // ends, or `scan_max` rows have been read.
+            let (mut items, mut scanned) = (Vec::new(), 0);
+            loop {
+                let page = s.documents(v, &reader, &t, prefix.as_ref(), after.as_ref(), reads::PAGE_MAX)?;
+                for (key, doc) in page.items {
+                    scanned += 1;
+                    after = Some(key.clone());
+                    let view = DocumentView::of(doc_type.as_str(), key.as_str(), doc);
+                    items.extend(view.filter(|view| matches_filters(&view.value, &filters)));
+                    if items.len() == limit || scanned == scan_max {
+                        return Ok((items, after));
+                    }
+                }
+                if page.next.is_none() {
+                    return Ok((items, None));
+                }
+            }
+        })
+        .await?;
+    Ok(Json(Page {
+        items,
+        next_cursor: next.map(|last| cursor::encode(&tenant, &list, After::Document(last))),
+    }))
+}
+
+// ---- events ---------------------------------------------------------------------------------
+
+/// Which of a stream's events a search or a live stream wants.
+#[derive(Debug, Clone)]
+pub(crate) struct EventFilter {
+    pub kinds: Option<Vec<String>>,
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+}
+
+impl EventFilter {
+    pub fn parse(kinds: Option<&str>, from: Option<&str>, to: Option<&str>) -> Result<EventFilter, Problem> {
+        let kinds =
+            kinds.map(|k| k.split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_owned).collect());
+        let from_ms = from.map(|f| instant("from", f)).transpose()?;
+        let to_ms = to.map(|t| instant("to", t)).transpose()?;
+        Ok(EventFilter { kinds, from_ms, to_ms })
+    }
+
+    pub fn admits(&self, row: &EventRow) -> bool {
+        let kind = row.event.body.kind();
+        self.kinds.as_ref().is_none_or(|kinds| kinds.iter().any(|k| k == kind))
+            && self.from_ms.is_none_or(|from| row.event.time_ms >= from)
+            && self.to_ms.is_none_or(|to| row.event.time_ms < to)
+    }
+}
+
+/// Some of a stream's events, as far as one read went.
+pub(crate) struct StreamPage {
+    /// The events the filter admits.
+    pub rows: Vec<EventRow>,
+    /// The last stream version read: the next read starts after it.
+    pub after: u64,
+    /// Whether the stream may go on after `after` (else it ended there, for now).
+    pub more: bool,
+}
+
+/// Up to `limit` of a stream's events after stream version `after` that `filter` admits,
+/// reading at most `scan_max` events.
+pub(crate) fn stream_page(
+    store: &dyn ProjectionStore,
+    version: Version,
+    (tenant, stream): (&TenantId, &StreamId),
+    filter: &EventFilter,
+    mut after: u64,
+    (limit, scan_max): (usize, usize),
+) -> Result<StreamPage, tally_store::StoreError> {
+    let (mut rows, mut scanned) = (Vec::new(), 0);
+    loop {
+        let page = store.stream_events(version, tenant, stream, after, reads::PAGE_MAX)?;
+        for row in page.items {
+            scanned += 1;
+            after = row.event.stream_version;
+            if filter.admits(&row) {
+                rows.push(row);
+            }
+            if rows.len() == limit || scanned == scan_max {
+                return Ok(StreamPage { rows, after, more: true });
+            }
+        }
+        if page.next.is_none() {
+            return Ok(StreamPage { rows, after, more: false });
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/v1/events", params(EventParams, ReadHeaders),
+    responses((status = 200, body = Page<EventView>), (status = 400, body = Problem), (status = 504, body = Problem)))]
+async fn search_events(
+    State(query): State<Query>,
+    headers: HeaderMap,
+    params: axum::extract::Query<EventParams>,
+) -> Result<Json<Page<EventView>>, Problem> {
+    let tenant = tally_http::tenant(&headers)?;
+    let stream_id = stream(&params.stream)?;
+    let filter = EventFilter::parse(params.kinds.as_deref(), params.from.as_deref(), params.to.as_deref())?;
+    let limit = page_size(&query, params.limit)?;
+    let list = format!(
+        "events/{}/{}/{}/{}",
+        params.stream,
+        params.kinds.as_deref().unwrap_or(""),
+        params.from.as_deref().unwrap_or(""),
+        params.to.as_deref().unwrap_or("")
+    );
+    let after = match resume(params.cursor.as_deref(), &tenant, &list)? {
+        Some(After::StreamVersion(after)) => after,
+        Some(_) => return Err(wrong_cursor()),
+        None => 0,
+    };
+    let (reader, scan_max) = (tenant.clone(), query.config().scan_max);
+    let page = query
+        .read_live(move |s, v| stream_page(s, v, (&reader, &stream_id), &filter, after, (limit, scan_max)))
+        .await?;
+    Ok(Json(Page {
+        next_cursor: page.more.then(|| cursor::encode(&tenant, &list, After::StreamVersion(page.after))),
+        items: page.rows.into_iter().map(EventView::of).collect(),
+    }))
+}

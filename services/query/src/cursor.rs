@@ -1,0 +1,68 @@
+//! Opaque page cursors. A cursor names the list it belongs to (the tenant and what was asked)
+//! and the last item's place in it; it is only accepted back for the same list, so a cursor
+//! from one tenant, or from another list, is refused instead of read.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use tally_core::{AccountId, DocKey, TenantId};
+use tally_http::Problem;
+
+/// Where the next page starts: the last item of the previous one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum After {
+    Account(AccountId),
+    /// A statement line: (offset, line).
+    Line(i64, u32),
+    Document(DocKey),
+    StreamVersion(u64),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Body {
+    tenant: TenantId,
+    /// The list: route and the parameters that shape it.
+    list: String,
+    after: After,
+}
+
+/// Longest cursor accepted, in characters (real ones are far shorter).
+const CURSOR_LEN_MAX: usize = 1024;
+
+pub fn encode(tenant: &TenantId, list: &str, after: After) -> String {
+    let body = Body { tenant: tenant.clone(), list: list.to_owned(), after };
+    URL_SAFE_NO_PAD.encode(postcard::to_stdvec(&body).expect("plain data serialises"))
+}
+
+/// The place a cursor names, if it was made for this tenant's `list`.
+pub fn decode(cursor: &str, tenant: &TenantId, list: &str) -> Result<After, Problem> {
+    let malformed = || Problem::bad_request("cursor: not a cursor this API returned");
+    if cursor.len() > CURSOR_LEN_MAX {
+        return Err(malformed());
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| malformed())?;
+    let body: Body = postcard::from_bytes(&bytes).map_err(|_| malformed())?;
+    match (&body.tenant == tenant, body.list == list) {
+        (true, true) => Ok(body.after),
+        // The same answer for another tenant's cursor as for another list's: nothing is learnt.
+        _ => Err(Problem::bad_request("cursor: it belongs to another list; start again without it")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_reads_back_only_for_its_own_tenant_and_list() {
+        let (acme, globex) = (TenantId::parse("acme").unwrap(), TenantId::parse("globex").unwrap());
+        let after = After::Line(7, 1);
+        let cursor = encode(&acme, "statement/main/alice", after.clone());
+        assert_eq!(decode(&cursor, &acme, "statement/main/alice").unwrap(), after);
+        assert!(decode(&cursor, &globex, "statement/main/alice").is_err());
+        assert!(decode(&cursor, &acme, "statement/main/bob").is_err());
+        assert!(decode("not a cursor!", &acme, "x").is_err());
+        assert!(decode(&"A".repeat(CURSOR_LEN_MAX + 1), &acme, "x").is_err());
+        assert!(decode(&cursor[..cursor.len() - 2], &acme, "statement/main/alice").is_err());
+    }
+}

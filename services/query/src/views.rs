@@ -1,0 +1,280 @@
+//! What the query API answers with: JSON views of the projections' rows. Amounts are integers
+//! in minor units, times RFC 3339 in UTC with milliseconds.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use tally_core::projection::{EventRow, Outcome};
+use tally_core::{Account, AccountStatus, Amount, Document, Failure, TxRecord, TxStatus};
+use tally_store::reads::PostedLine;
+use utoipa::ToSchema;
+
+/// A list's page: its items and the cursor of the next page (absent on the last page).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// RFC 3339, UTC, milliseconds.
+pub fn time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map_or_else(|| ms.to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BalanceView {
+    /// `CODE/DECIMALS`, e.g. `USD/2`.
+    pub asset: String,
+    /// Posted credits minus posted debits.
+    pub posted: Amount,
+    /// Held by pending transactions that debit the account.
+    pub pending_out: Amount,
+    /// Promised by pending transactions that credit the account.
+    pub pending_in: Amount,
+    /// Posted minus held: what limits apply to (absent if it overflows).
+    pub available: Option<Amount>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LimitView {
+    pub asset: String,
+    /// Lowest available balance allowed; absent: no lower bound.
+    pub min_balance: Option<Amount>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountView {
+    pub ledger: String,
+    pub account: String,
+    /// `OPEN` or `CLOSED`.
+    pub status: &'static str,
+    pub balances: Vec<BalanceView>,
+    /// Per-asset limits set when the account was opened or updated (assets not listed: may not
+    /// go below zero, except `world`).
+    pub limits: Vec<LimitView>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl AccountView {
+    pub fn of(ledger: &str, account: &str, row: Account) -> AccountView {
+        let balances = row
+            .balances
+            .iter()
+            .map(|(asset, b)| BalanceView {
+                asset: asset.to_string(),
+                posted: b.posted,
+                pending_out: b.pending_out,
+                pending_in: b.pending_in,
+                available: b.available(),
+            })
+            .collect();
+        let limits = row
+            .limits
+            .iter()
+            .map(|(asset, min_balance)| LimitView { asset: asset.to_string(), min_balance: *min_balance })
+            .collect();
+        let status = match row.status {
+            AccountStatus::Open => "OPEN",
+            AccountStatus::Closed => "CLOSED",
+        };
+        AccountView {
+            ledger: ledger.to_owned(),
+            account: account.to_owned(),
+            status,
+            balances,
+            limits,
+            metadata: row.metadata,
+        }
+    }
+}
+
+/// One posting on an account's statement.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LineView {
+    pub asset: String,
+    /// Credit (positive) or debit (negative) to this account.
+    pub amount: Amount,
+    /// The account's posted balance in the asset right after this line.
+    pub balance_after: Amount,
+    pub tx_id: String,
+    /// The other account of the posting.
+    pub counterparty: String,
+    pub time: String,
+    pub event_id: String,
+}
+
+impl LineView {
+    pub fn of(line: PostedLine) -> LineView {
+        LineView {
+            asset: line.asset.to_string(),
+            amount: line.line.amount,
+            balance_after: line.line.balance_after,
+            tx_id: line.line.tx_id.to_string(),
+            counterparty: line.line.counterparty.to_string(),
+            time: time(line.line.time_ms),
+            event_id: line.line.event_id,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BalanceAtView {
+    pub asset: String,
+    /// Posted balance at the instant.
+    pub posted: Amount,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BalancesAtView {
+    pub ledger: String,
+    pub account: String,
+    pub at: String,
+    pub balances: Vec<BalanceAtView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PostingView {
+    pub source: String,
+    pub destination: String,
+    pub asset: String,
+    pub amount: Amount,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TransactionView {
+    pub ledger: String,
+    pub tx_id: String,
+    /// `PENDING`, `POSTED` or `FAILED`.
+    pub status: &'static str,
+    /// Why it FAILED: `REJECTED`, `VOIDED` or `EXPIRED`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<&'static str>,
+    /// The reason code of a rejection (`INSUFFICIENT_FUNDS`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// What moved (POSTED) or is held (PENDING); empty when FAILED.
+    pub postings: Vec<PostingView>,
+    pub metadata: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reversed_by: Option<String>,
+    pub created_at: String,
+    /// When the status last changed.
+    pub updated_at: String,
+}
+
+impl TransactionView {
+    pub fn of(ledger: &str, tx_id: &str, tx: TxRecord) -> TransactionView {
+        let (status, failure, reason) = match tx.status {
+            TxStatus::Pending => ("PENDING", None, None),
+            TxStatus::Posted => ("POSTED", None, None),
+            TxStatus::Failed(Failure::Rejected(reason)) => ("FAILED", Some("REJECTED"), Some(reason.code())),
+            TxStatus::Failed(Failure::Voided) => ("FAILED", Some("VOIDED"), None),
+            TxStatus::Failed(Failure::Expired) => ("FAILED", Some("EXPIRED"), None),
+        };
+        let postings = tx
+            .postings
+            .into_iter()
+            .map(|p| PostingView {
+                source: p.source.to_string(),
+                destination: p.destination.to_string(),
+                asset: p.asset.to_string(),
+                amount: p.amount,
+            })
+            .collect();
+        TransactionView {
+            ledger: ledger.to_owned(),
+            tx_id: tx_id.to_owned(),
+            status,
+            failure,
+            reason,
+            postings,
+            metadata: tx.metadata,
+            expires_at: tx.expires_at_ms.map(time),
+            reversed_by: tx.reversed_by.map(|id| id.to_string()),
+            created_at: time(tx.created_ms),
+            updated_at: time(tx.updated_ms),
+        }
+    }
+}
+
+/// How a command was answered.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OutcomeView {
+    pub command_id: String,
+    /// `ACCEPTED`, `DEDUPLICATED` or `REJECTED`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// The kind of the answering event (`TransactionPosted`, ...).
+    pub kind: String,
+    pub event_id: String,
+    /// Where the event is in the log: pass it as `Tally-Position` to read this write.
+    pub position: String,
+}
+
+impl OutcomeView {
+    pub fn of(command_id: &str, outcome: Outcome) -> OutcomeView {
+        let status = match (&outcome.rejection, outcome.kind.as_str()) {
+            (Some(_), _) => "REJECTED",
+            (None, "TransactionDeduplicated") => "DEDUPLICATED",
+            (None, _) => "ACCEPTED",
+        };
+        OutcomeView {
+            command_id: command_id.to_owned(),
+            status,
+            reason: outcome.rejection.map(|r| r.code()),
+            kind: outcome.kind,
+            event_id: outcome.event_id,
+            position: crate::position::Position { partition: outcome.partition, offset: outcome.offset }
+                .to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DocumentView {
+    pub doc_type: String,
+    pub key: String,
+    /// Counts puts and deletes; also the ETag.
+    pub version: u64,
+    #[schema(value_type = Object)]
+    pub value: serde_json::Value,
+}
+
+impl DocumentView {
+    /// The view of a live document (`None` for a deleted one).
+    pub fn of(doc_type: &str, key: &str, doc: Document) -> Option<DocumentView> {
+        let value = serde_json::from_str(doc.value.as_deref()?).unwrap_or(serde_json::Value::Null);
+        Some(DocumentView { doc_type: doc_type.to_owned(), key: key.to_owned(), version: doc.version, value })
+    }
+}
+
+/// An event with its place in the log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventView {
+    pub event_id: String,
+    pub stream_version: u64,
+    /// The kind of event (`TransactionPosted`, ...).
+    pub kind: String,
+    pub time: String,
+    pub position: String,
+    /// The whole event, as the events topic carries it.
+    #[schema(value_type = Object)]
+    pub event: serde_json::Value,
+}
+
+impl EventView {
+    pub fn of(row: EventRow) -> EventView {
+        EventView {
+            event_id: row.event.event_id(),
+            stream_version: row.event.stream_version,
+            kind: row.event.body.kind().to_owned(),
+            time: time(row.event.time_ms),
+            position: crate::position::Position { partition: row.partition, offset: row.offset }.to_string(),
+            event: serde_json::to_value(&row.event).unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
