@@ -1,70 +1,11 @@
 //! `tally dev` end to end: the real binary, the real Kafka protocol.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+mod tally_dev;
+
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 use tally_core::{Command as TallyCommand, CommandBody};
-
-const TALLY: &str = env!("CARGO_BIN_EXE_tally");
-
-/// A running `tally dev`, killed (SIGKILL) when dropped.
-struct Dev {
-    child: Child,
-    kafka: String,
-    /// The HTTP front door's address.
-    http: String,
-}
-
-impl Dev {
-    fn start(args: &[&str]) -> Dev {
-        let mut child = Command::new(TALLY)
-            .arg("dev")
-            .args(["--kafka-port", "0", "--http-listen", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tally dev starts");
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let (tx, rx) = std::sync::mpsc::channel();
-        // Keep reading stdout on a thread so the child never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                for prefix in ["kafka: ", "http: "] {
-                    if let Some(addr) = line.strip_prefix(prefix) {
-                        let _ = tx.send((prefix, addr.to_owned()));
-                    }
-                }
-            }
-        });
-        let (mut kafka, mut http) = (None, None);
-        while kafka.is_none() || http.is_none() {
-            let (prefix, addr) = rx
-                .recv_timeout(Duration::from_secs(60))
-                .expect("tally dev prints its kafka and http addresses");
-            *(if prefix == "kafka: " { &mut kafka } else { &mut http }) = Some(addr);
-        }
-        Dev { child, kafka: kafka.unwrap(), http: http.unwrap() }
-    }
-
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tally(args: &[&str]) -> Output {
-    let out = Command::new(TALLY).args(args).stderr(Stdio::piped()).output().unwrap();
-    assert!(out.status.success(), "tally {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    out
-}
+use tally_dev::{Dev, TALLY, tally};
 
 fn json_lines(out: &Output) -> Vec<serde_json::Value> {
     String::from_utf8(out.stdout.clone()).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
@@ -190,19 +131,21 @@ fn the_http_api_matches_its_openapi_document_under_fuzzing() {
         return;
     }
     let dev = Dev::start(&["--kafka-fetch-wait-ms", "5"]);
-    let out = Command::new("st")
-        .args(["run", &format!("http://{}/openapi.json", dev.http), "-H", "tally-tenant: fuzz"])
-        .args(["--max-examples", "30", "--seed", "20261122", "-w", "1"])
-        .args(["--checks", "all", "--exclude-checks", "positive_data_acceptance"])
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "schemathesis found problems:\n{report}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for api in [&dev.http, &dev.query] {
+        let out = Command::new("st")
+            .args(["run", &format!("http://{api}/openapi.json"), "-H", "tally-tenant: fuzz"])
+            .args(["--max-examples", "30", "--seed", "20261122", "-w", "1"])
+            .args(["--checks", "all", "--exclude-checks", "positive_data_acceptance"])
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "schemathesis found problems in {api}:\n{report}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 fn projections(dev: &Dev, command: &str) -> Output {

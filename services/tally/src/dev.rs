@@ -2,6 +2,7 @@
 
 use crate::ingest::{ServiceOptions, serve};
 use crate::project::ProjectorOptions;
+use crate::query::QueryOptions;
 use anyhow::Context;
 use std::path::PathBuf;
 use tally_kafka::topics::Topics;
@@ -23,6 +24,8 @@ pub struct DevOptions {
     service: ServiceOptions,
     #[command(flatten)]
     projector: ProjectorOptions,
+    #[command(flatten)]
+    query: QueryOptions,
 }
 
 pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
@@ -40,7 +43,8 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
             (Some(broker), bootstrap)
         }
     };
-    serve(&bootstrap, &opts.service, Some(&opts.projector), opts.data_dir.as_deref(), |topics| {
+    let read_side = Some((&opts.projector, &opts.query));
+    serve(&bootstrap, &opts.service, read_side, opts.data_dir.as_deref(), |topics| {
         print_banner(&opts, &bootstrap, topics, broker.is_some())
     })
     .await?;
@@ -72,10 +76,9 @@ fn print_banner(opts: &DevOptions, bootstrap: &str, topics: &Topics, embedded: b
         "  curl -X POST -H 'tally-tenant: demo' -d '{{\"asset\":\"USD/2\"}}' http://{}/v1/ledgers/main/assets",
         opts.service.http.http_listen
     );
+    println!("  curl -H 'tally-tenant: demo' http://{}/v1/events?stream=main", opts.query.query_listen);
     println!("  tally projections status --url http://{}", opts.service.http.http_listen);
     println!();
-    println!(
-        "Running: the command processor, the HTTP front door and the projector. Not built yet: the query service."
-    );
+    println!("Running: the command processor, the HTTP front door, the projector and the query API.");
     println!("Ctrl-C stops.");
 }

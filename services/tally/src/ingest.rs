@@ -2,6 +2,7 @@
 //! door.
 
 use crate::project::{ProjectorOptions, start_projector};
+use crate::query::{QueryOptions, start_query};
 use anyhow::Context;
 use std::path::Path;
 use std::sync::Arc;
@@ -158,12 +159,13 @@ pub async fn start_processor(
     Ok((names, processor))
 }
 
-/// Runs the processor, the HTTP front door and, when `projector` is given, the projector (all
-/// sharing one store) until Ctrl-C or SIGTERM; `ready` is told the topics once all are up.
+/// Runs the processor, the HTTP front door and, when `read_side` is given, the projector and
+/// the query API (all sharing one store) until Ctrl-C or SIGTERM; `ready` is told the topics
+/// once all are up.
 pub async fn serve(
     bootstrap: &str,
     opts: &ServiceOptions,
-    projector: Option<&ProjectorOptions>,
+    read_side: Option<(&ProjectorOptions, &QueryOptions)>,
     data_dir: Option<&Path>,
     ready: impl FnOnce(&Topics),
 ) -> anyhow::Result<()> {
@@ -172,14 +174,16 @@ pub async fn serve(
     let snapshots: Arc<dyn SnapshotStore> = store.clone();
     let (topics, processor) =
         start_processor(kafka, &opts.topics, &opts.processor, Some(snapshots.clone())).await?;
-    let (projector, admin) = match projector {
-        Some(options) => {
-            let (projector, admin) = start_projector(kafka, &opts.topics, &topics.events, options, store)?;
-            (Some(projector), Some(admin.router()))
-        }
-        None => (None, None),
-    };
     let stop = CancellationToken::new();
+    let (projector, admin, query) = match read_side {
+        Some((projector, query)) => {
+            let (projector, admin) =
+                start_projector(kafka, &opts.topics, &topics.events, projector, store.clone())?;
+            let query = start_query(query, store, stop.clone()).await?;
+            (Some(projector), Some(admin.router()), Some(query))
+        }
+        None => (None, None, None),
+    };
     let partitions = opts.topics.partitions;
     let http =
         start_http(kafka, &topics, partitions, &opts.http, Some(snapshots), admin, stop.clone()).await?;
@@ -187,6 +191,9 @@ pub async fn serve(
     crate::shutdown::signal().await;
     stop.cancel();
     let _ = http.await;
+    if let Some(query) = query {
+        let _ = query.await;
+    }
     processor.stop().await;
     if let Some(projector) = projector {
         projector.stop().await;

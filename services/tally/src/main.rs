@@ -5,6 +5,7 @@ mod dev;
 mod ingest;
 mod project;
 mod projections;
+mod query;
 mod shutdown;
 mod store;
 mod tools;

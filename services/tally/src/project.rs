@@ -1,5 +1,5 @@
 //! `tally project`: the projector service against a Kafka cluster: folds `events` into the
-//! projections in the embedded store.
+//! projections, and serves the query API over them.
 
 use crate::ingest::{TopicOptions, ensure};
 use crate::projections::Admin;
@@ -35,6 +35,8 @@ pub struct ProjectOptions {
     projector: ProjectorOptions,
     #[command(flatten)]
     store: crate::store::StoreOptions,
+    #[command(flatten)]
+    query: crate::query::QueryOptions,
     /// Address of the admin routes (`tally projections --url http://ADDR`). Not authenticated
     /// yet: keep it private.
     #[arg(long, default_value = "127.0.0.1:8081", env = "TALLY_ADMIN_LISTEN")]
@@ -66,7 +68,10 @@ pub async fn run(opts: ProjectOptions) -> anyhow::Result<()> {
     let kafka = KafkaOptions { fetch_wait_ms: opts.kafka_fetch_wait_ms, ..KafkaOptions::new(&opts.kafka) };
     let topics = ensure(&kafka, &opts.topics).await?;
     let store = crate::store::open(&opts.store, opts.data_dir.as_deref()).await?;
-    let (projector, admin) = start_projector(&kafka, &opts.topics, &topics.events, &opts.projector, store)?;
+    let (projector, admin) =
+        start_projector(&kafka, &opts.topics, &topics.events, &opts.projector, store.clone())?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let query = crate::query::start_query(&opts.query, store, stop.clone()).await?;
     let listener = tokio::net::TcpListener::bind(opts.admin_listen)
         .await
         .with_context(|| format!("listening on {}", opts.admin_listen))?;
@@ -76,6 +81,8 @@ pub async fn run(opts: ProjectOptions) -> anyhow::Result<()> {
         .with_graceful_shutdown(crate::shutdown::signal())
         .await
         .context("serving the admin routes")?;
+    stop.cancel();
+    let _ = query.await;
     projector.stop().await;
     Ok(())
 }

@@ -1,0 +1,42 @@
+//! The query API's listener, run by `tally dev` and `tally project` beside the projector (the
+//! embedded store belongs to one process, so reads are served where the rows are written).
+
+use anyhow::Context;
+use std::sync::Arc;
+use std::time::Duration;
+use tally_query::{Query, QueryConfig};
+use tally_store::projections::ProjectionStore;
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct QueryOptions {
+    /// Address of the query API (balances, statements, transactions, documents, events).
+    #[arg(long, default_value = "127.0.0.1:8082", env = "TALLY_QUERY_LISTEN")]
+    pub query_listen: std::net::SocketAddr,
+    /// Longest wait (milliseconds) of a query for the projection to reach the `Tally-Position`
+    /// it names; then it answers 504.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=60_000), env = "TALLY_QUERY_POSITION_WAIT_MS")]
+    pub query_position_wait_ms: u64,
+}
+
+/// Serves the query API over `store` until `stop`.
+pub async fn start_query(
+    options: &QueryOptions,
+    store: Arc<dyn ProjectionStore>,
+    stop: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let config = QueryConfig {
+        position_wait: Duration::from_millis(options.query_position_wait_ms),
+        ..QueryConfig::default()
+    };
+    let app = Query::new(store, config).router();
+    let listener = tokio::net::TcpListener::bind(options.query_listen)
+        .await
+        .with_context(|| format!("listening on {} (the query API)", options.query_listen))?;
+    println!("query: {}", listener.local_addr()?);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+            tracing::error!("query server: {e}");
+        }
+    }))
+}

@@ -1,0 +1,395 @@
+//! The query API end to end: writes go through `tally dev`'s HTTP front door, the processor and
+//! the projector on the in-process broker; reads come from the query API over the projections.
+
+mod tally_dev;
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::time::{Duration, Instant};
+use tally_dev::Dev;
+
+/// A plain HTTP client that hands back every status instead of failing on 4xx and 5xx.
+fn client() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+/// An answer: status, the headers the tests look at, and the JSON body (Null when empty).
+struct Answer {
+    status: u16,
+    position: Option<String>,
+    etag: Option<String>,
+    body: Value,
+}
+
+fn answer(mut response: ureq::http::Response<ureq::Body>) -> Answer {
+    let header = |name: &str| response.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+    let (position, etag) = (header("tally-position"), header("etag"));
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap();
+    let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() };
+    Answer { status, position, etag, body }
+}
+
+struct Api {
+    dev: Dev,
+    http: ureq::Agent,
+}
+
+impl Api {
+    fn start() -> Api {
+        Api::start_with(&["--kafka-fetch-wait-ms", "5", "--query-position-wait-ms", "300"])
+    }
+
+    fn start_with(args: &[&str]) -> Api {
+        Api { dev: Dev::start(args), http: client() }
+    }
+
+    /// A write to the front door as tenant `acme`; expects it accepted (200 or 201).
+    fn write(&self, method: &str, path: &str, body: Value) -> Answer {
+        let url = format!("http://{}{path}", self.dev.http);
+        let request = ureq::http::Request::builder().method(method).uri(url).header("tally-tenant", "acme");
+        let response = self.http.run(request.body(body.to_string()).unwrap()).unwrap();
+        let answer = answer(response);
+        assert!([200, 201].contains(&answer.status), "{method} {path}: {} {}", answer.status, answer.body);
+        answer
+    }
+
+    /// A read of the query API with these headers.
+    fn read_with(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
+        let mut request = self.http.get(format!("http://{}{path}", self.dev.query));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        answer(request.call().unwrap())
+    }
+
+    /// A read as `acme` after the write at `position` (read-your-writes); expects 200.
+    fn read_after(&self, path: &str, position: &str) -> Value {
+        let answer = self.read_with(path, &[("tally-tenant", "acme"), ("tally-position", position)]);
+        assert_eq!(answer.status, 200, "GET {path}: {}", answer.body);
+        answer.body
+    }
+
+    fn status_of(&self, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+        let answer = self.read_with(path, headers);
+        (answer.status, answer.body)
+    }
+
+    /// Every item of a list, page by page (`limit` per page), following `next_cursor`.
+    fn all_pages(&self, path: &str, limit: usize, position: &str) -> Vec<Value> {
+        let (mut items, mut cursor) = (Vec::new(), None::<String>);
+        loop {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let page_path = match &cursor {
+                Some(c) => format!("{path}{sep}limit={limit}&cursor={c}"),
+                None => format!("{path}{sep}limit={limit}"),
+            };
+            let page = self.read_after(&page_path, position);
+            let got = page["items"].as_array().unwrap();
+            assert!(got.len() <= limit, "{page}");
+            items.extend(got.iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return items,
+            }
+        }
+    }
+}
+
+fn transfer(tx_id: &str, source: &str, destination: &str, amount: i64) -> Value {
+    json!({"tx_id": tx_id, "postings": [{"source": source, "destination": destination, "asset": "USD/2", "amount": amount}], "metadata": {"note": tx_id}})
+}
+
+const ACME: (&str, &str) = ("tally-tenant", "acme");
+
+#[test]
+fn every_query_endpoint_answers_from_the_real_pipeline() {
+    let api = Api::start();
+    api.write("POST", "/v1/ledgers/main/assets", json!({"asset": "USD/2"}));
+    let t1 = api.write("POST", "/v1/ledgers/main/transactions", transfer("t-1", "world", "alice", 1000));
+    // Read-your-writes: straight after the write, with its position, never before it.
+    let p1 = t1.position.unwrap();
+    let alice = api.read_after("/v1/ledgers/main/accounts/alice", &p1);
+    assert_eq!(alice["balances"][0]["posted"], 1000, "{alice}");
+    let t1_time =
+        api.read_after("/v1/ledgers/main/transactions/t-1", &p1)["created_at"].as_str().unwrap().to_owned();
+
+    std::thread::sleep(Duration::from_millis(20)); // so that t-2 is stamped later than t-1
+    api.write("POST", "/v1/ledgers/main/transactions", transfer("t-2", "alice", "bob", 250));
+    let mut pending = transfer("t-3", "alice", "bob", 100);
+    pending["pending_timeout_ms"] = json!(600_000);
+    let p3 = api.write("POST", "/v1/ledgers/main/transactions", pending).position.unwrap();
+
+    // One account: posted, held and available balances.
+    let alice = api.read_after("/v1/ledgers/main/accounts/alice", &p3);
+    let usd = &alice["balances"][0];
+    assert_eq!(
+        (usd["asset"].as_str(), usd["posted"].as_i64(), usd["pending_out"].as_i64()),
+        (Some("USD/2"), Some(750), Some(100))
+    );
+    assert_eq!(usd["available"], 650);
+    assert_eq!(alice["status"], "OPEN");
+
+    // A pending transaction, then committed: status and timestamps follow.
+    let t3 = api.read_after("/v1/ledgers/main/transactions/t-3", &p3);
+    assert_eq!(
+        (t3["status"].as_str(), t3["metadata"]["note"].as_str()),
+        (Some("PENDING"), Some("t-3")),
+        "{t3}"
+    );
+    assert!(t3["expires_at"].is_string(), "{t3}");
+    let p4 = api.write("POST", "/v1/ledgers/main/transactions/t-3/commit", json!({})).position.unwrap();
+    let t3 = api.read_after("/v1/ledgers/main/transactions/t-3", &p4);
+    assert_eq!(t3["status"], "POSTED", "{t3}");
+    assert!(t3["updated_at"].as_str() >= t3["created_at"].as_str(), "{t3}");
+    let t2 = api.read_after("/v1/ledgers/main/transactions/t-2", &p4);
+    assert_eq!(t2["postings"][0]["amount"], 250, "{t2}");
+
+    // The statement: newest first, with the balance after each line.
+    let lines = api.all_pages("/v1/ledgers/main/accounts/alice/statement", 2, &p4);
+    let seen: Vec<(i64, i64)> =
+        lines.iter().map(|l| (l["amount"].as_i64().unwrap(), l["balance_after"].as_i64().unwrap())).collect();
+    assert_eq!(seen, vec![(-100, 650), (-250, 750), (1000, 1000)], "{lines:?}");
+    let usd_only = api.all_pages("/v1/ledgers/main/accounts/alice/statement?asset=USD/2", 1, &p4);
+    assert_eq!(usd_only, lines);
+
+    // The balance at an instant: just after t-1, before t-2.
+    let at = api.read_after(&format!("/v1/ledgers/main/accounts/alice/balance?at={t1_time}"), &p4);
+    assert_eq!(at["balances"], json!([{"asset": "USD/2", "posted": 1000}]), "{at}");
+    let before = api.read_after("/v1/ledgers/main/accounts/alice/balance?at=2000-01-01T00:00:00Z", &p4);
+    assert_eq!(before["balances"][0]["posted"], 0, "{before}");
+
+    // Accounts of the ledger, by prefix.
+    let all: Vec<Value> =
+        api.all_pages("/v1/ledgers/main/accounts", 1, &p4).iter().map(|a| a["account"].clone()).collect();
+    assert_eq!(all, vec![json!("alice"), json!("bob"), json!("world")]);
+    let b: Vec<Value> = api
+        .all_pages("/v1/ledgers/main/accounts?prefix=b", 5, &p4)
+        .iter()
+        .map(|a| a["account"].clone())
+        .collect();
+    assert_eq!(b, vec![json!("bob")]);
+
+    // Command outcomes by command id (a transaction's command id is its tx id by default).
+    let outcome = api.read_after("/v1/commands/t-2", &p4);
+    assert_eq!(
+        (outcome["status"].as_str(), outcome["kind"].as_str()),
+        (Some("ACCEPTED"), Some("TransactionPosted")),
+        "{outcome}"
+    );
+
+    // Documents: by key with an ETag (304 when unchanged), and listed with a field filter.
+    api.write("PUT", "/v1/state/orders/o-1", json!({"status": "paid", "total": 30}));
+    api.write("PUT", "/v1/state/orders/o-2", json!({"status": "open", "total": 30}));
+    let p5 =
+        api.write("PUT", "/v1/state/orders/x-3", json!({"status": "paid", "total": 7})).position.unwrap();
+    let doc = api.read_with("/v1/state/orders/o-1", &[ACME, ("tally-position", &p5)]);
+    assert_eq!((doc.status, doc.body["value"]["status"].as_str()), (200, Some("paid")));
+    let etag = doc.etag.unwrap();
+    assert_eq!(api.status_of("/v1/state/orders/o-1", &[ACME, ("if-none-match", &etag)]).0, 304);
+    let paid = api.all_pages("/v1/state/orders?field.status=paid", 1, &p5);
+    assert_eq!(paid.iter().map(|d| d["key"].as_str().unwrap()).collect::<Vec<_>>(), ["o-1", "x-3"]);
+    let paid_o = api.all_pages("/v1/state/orders?prefix=o&field.status=paid&field.total=30", 5, &p5);
+    assert_eq!(paid_o.iter().map(|d| d["key"].as_str().unwrap()).collect::<Vec<_>>(), ["o-1"]);
+
+    // Events of a stream, by type and time.
+    let posted = api.all_pages("/v1/events?stream=main&type=TransactionPosted,PendingCommitted", 2, &p5);
+    let kinds: Vec<&str> = posted.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["TransactionPosted", "TransactionPosted", "PendingCommitted"]);
+    let since_t2 = api.all_pages(
+        &format!("/v1/events?stream=main&from={}", posted[1]["time"].as_str().unwrap()),
+        10,
+        &p5,
+    );
+    assert_eq!(since_t2.first().map(|e| e["event_id"].clone()), Some(posted[1]["event_id"].clone()));
+    let doc_events = api.all_pages("/v1/events?stream=state/orders/o-1", 10, &p5);
+    assert_eq!(doc_events.len(), 1);
+
+    // Another tenant sees none of it.
+    let globex = ("tally-tenant", "globex");
+    assert_eq!(api.status_of("/v1/ledgers/main/accounts/alice", &[globex]).0, 404);
+    assert_eq!(api.status_of("/v1/ledgers/main/transactions/t-1", &[globex]).0, 404);
+    assert_eq!(api.status_of("/v1/state/orders/o-1", &[globex]).0, 404);
+}
+
+/// Each write read back at once with its position: never stale. The consumers' default fetch
+/// wait (50 ms) makes the projector lag the write's answer, so without the wait reads would be
+/// stale (a planted bug that skips the wait fails here).
+#[test]
+fn a_read_with_a_writes_position_sees_that_write() {
+    let api = Api::start_with(&["--query-position-wait-ms", "5000"]);
+    api.write("POST", "/v1/ledgers/main/assets", json!({"asset": "USD/2"}));
+    for i in 1..=30 {
+        let tx_id = format!("t-{i}");
+        let position = api
+            .write("POST", "/v1/ledgers/main/transactions", transfer(&tx_id, "world", "alice", 1))
+            .position
+            .unwrap();
+        let alice = api.read_after("/v1/ledgers/main/accounts/alice", &position);
+        assert_eq!(alice["balances"][0]["posted"], i, "read {i} was stale: {alice}");
+        let tx = api.read_after(&format!("/v1/ledgers/main/transactions/{tx_id}"), &position);
+        assert_eq!(tx["status"], "POSTED");
+    }
+}
+
+#[test]
+fn bad_input_is_a_clear_error_and_unknown_things_are_404() {
+    let api = Api::start();
+    api.write("POST", "/v1/ledgers/main/assets", json!({"asset": "USD/2"}));
+    let p = api
+        .write("POST", "/v1/ledgers/main/transactions", transfer("t-1", "world", "alice", 5))
+        .position
+        .unwrap();
+    api.read_after("/v1/ledgers/main/accounts/alice", &p);
+    let cursor =
+        api.read_after("/v1/ledgers/main/accounts?limit=1", &p)["next_cursor"].as_str().unwrap().to_owned();
+    let cases: Vec<(String, Vec<(&str, &str)>, u16)> = vec![
+        ("/v1/ledgers/main/accounts/alice".into(), vec![], 400), // no tenant
+        ("/v1/ledgers/main/accounts/al%20ice".into(), vec![ACME], 400),
+        ("/v1/ledgers/main/accounts/nobody".into(), vec![ACME], 404),
+        ("/v1/ledgers/nowhere/accounts".into(), vec![ACME], 404),
+        ("/v1/ledgers/main/accounts?limit=0".into(), vec![ACME], 400),
+        ("/v1/ledgers/main/accounts?limit=-3".into(), vec![ACME], 400),
+        ("/v1/ledgers/main/accounts?cursor=garbage".into(), vec![ACME], 400),
+        (format!("/v1/ledgers/main/accounts?prefix=b&cursor={cursor}"), vec![ACME], 400), // another list's
+        (format!("/v1/ledgers/main/accounts?cursor={cursor}"), vec![("tally-tenant", "globex")], 400),
+        ("/v1/ledgers/main/accounts?colour=red".into(), vec![ACME], 400),
+        ("/v1/ledgers/main/accounts/alice/balance?at=yesterday".into(), vec![ACME], 400),
+        ("/v1/ledgers/main/accounts/alice/balance".into(), vec![ACME], 400),
+        ("/v1/ledgers/main/accounts/alice/statement?asset=dollars".into(), vec![ACME], 400),
+        ("/v1/ledgers/main/transactions/t-9".into(), vec![ACME], 404),
+        ("/v1/commands/nope".into(), vec![ACME], 404),
+        ("/v1/state/orders/o-1".into(), vec![ACME], 404),
+        ("/v1/state/orders?field.=x".into(), vec![ACME], 400),
+        ("/v1/events?stream=state/orders".into(), vec![ACME], 400),
+        ("/v1/events?stream=main&from=soon".into(), vec![ACME], 400),
+        ("/v1/events".into(), vec![ACME], 400),
+        ("/v1/ledgers/main/accounts/alice".into(), vec![ACME, ("tally-position", "seven")], 400),
+        // A position far ahead: the bounded wait runs out (300 ms here) and says how far it got.
+        ("/v1/ledgers/main/accounts/alice".into(), vec![ACME, ("tally-position", "0-999999")], 504),
+        ("/v1/nothing".into(), vec![ACME], 404),
+    ];
+    for (path, headers, expected) in cases {
+        let answer = api.read_with(&path, &headers);
+        assert_eq!(answer.status, expected, "GET {path} {headers:?}: {}", answer.body);
+        assert!(answer.body["detail"].as_str().is_some_and(|d| !d.is_empty()), "GET {path}: {}", answer.body);
+    }
+}
+
+#[test]
+fn paging_visits_every_row_once_while_writes_continue() {
+    let api = Api::start();
+    api.write("POST", "/v1/ledgers/main/assets", json!({"asset": "USD/2"}));
+    let mut position = String::new();
+    for i in 0..30 {
+        let tx = transfer(&format!("t-{i}"), "world", &format!("acct-{i:02}"), 1);
+        position = api.write("POST", "/v1/ledgers/main/transactions", tx).position.unwrap();
+    }
+    for i in 0..10 {
+        position = api
+            .write(
+                "POST",
+                "/v1/ledgers/main/transactions",
+                transfer(&format!("s-{i}"), "world", "acct-00", 1),
+            )
+            .position
+            .unwrap();
+    }
+    let writer = {
+        let (http, base) = (client(), api.dev.http.clone());
+        std::thread::spawn(move || {
+            for i in 0..40 {
+                // New accounts on both sides of the pages already read, and new statement lines.
+                let (tx, to) =
+                    (format!("w-{i}"), if i % 2 == 0 { format!("acct-{i:02}x") } else { format!("a-{i}") });
+                for body in
+                    [transfer(&tx, "world", &to, 1), transfer(&format!("{tx}-b"), "world", "acct-00", 1)]
+                {
+                    let url = format!("http://{base}/v1/ledgers/main/transactions");
+                    let response =
+                        http.post(url).header("tally-tenant", "acme").send(body.to_string()).unwrap();
+                    assert!(response.status().is_success());
+                }
+            }
+        })
+    };
+    let accounts = api.all_pages("/v1/ledgers/main/accounts?prefix=acct", 4, &position);
+    let lines = api.all_pages("/v1/ledgers/main/accounts/acct-00/statement", 3, &position);
+    writer.join().unwrap();
+
+    let ids: Vec<&str> = accounts.iter().map(|a| a["account"].as_str().unwrap()).collect();
+    let mut unique = ids.clone();
+    unique.dedup();
+    assert_eq!(unique, ids, "an account was listed twice");
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "out of order: {ids:?}");
+    for i in 0..30 {
+        assert!(ids.contains(&format!("acct-{i:02}").as_str()), "acct-{i:02} was never listed: {ids:?}");
+    }
+    let places: Vec<&str> = lines.iter().map(|l| l["event_id"].as_str().unwrap()).collect();
+    let mut unique = places.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), places.len(), "a statement line was listed twice");
+    let from_before = |tx: &str| tx == "t-0" || tx.starts_with("s-");
+    let before = lines.iter().filter(|l| from_before(l["tx_id"].as_str().unwrap())).count();
+    assert_eq!(before, 11, "a line that was there before paging began was missed: {lines:?}");
+}
+
+/// Reads SSE events (`id`, `event` name) from `reader` until `count` have come.
+fn sse_events(reader: &mut impl BufRead, count: usize) -> Vec<(u64, String)> {
+    let (mut events, mut id, mut name) = (Vec::new(), None, None);
+    let mut line = String::new();
+    while events.len() < count {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "the stream ended after {events:?}");
+        let line = line.trim_end();
+        if let Some(v) = line.strip_prefix("id: ") {
+            id = Some(v.parse().unwrap());
+        } else if let Some(v) = line.strip_prefix("event: ") {
+            name = Some(v.to_owned());
+        } else if line.is_empty() && id.is_some() {
+            events.push((id.take().unwrap(), name.take().unwrap()));
+        }
+    }
+    events
+}
+
+#[test]
+fn a_live_stream_resumed_after_a_dropped_connection_misses_nothing_and_repeats_nothing() {
+    let api = Api::start();
+    api.write("POST", "/v1/ledgers/main/assets", json!({"asset": "USD/2"}));
+    for i in 0..5 {
+        api.write("POST", "/v1/ledgers/main/transactions", transfer(&format!("t-{i}"), "world", "alice", 1));
+    }
+    let url = format!("http://{}/v1/events/live?stream=main", api.dev.query);
+    let open = |last: Option<u64>| {
+        let mut request = client().get(&url).header("tally-tenant", "acme");
+        if let Some(last) = last {
+            request = request.header("last-event-id", last.to_string());
+        }
+        let response = request.call().unwrap();
+        assert_eq!(response.status(), 200);
+        BufReader::new(response.into_body().into_reader())
+    };
+    // Catch up on 4 of the 6 events so far, then drop the connection.
+    let first = sse_events(&mut open(None), 4);
+    // More events while disconnected, then resume after the last one received.
+    for i in 5..8 {
+        api.write("POST", "/v1/ledgers/main/transactions", transfer(&format!("t-{i}"), "world", "alice", 1));
+    }
+    let mut resumed_reader = open(Some(first.last().unwrap().0));
+    let resumed = sse_events(&mut resumed_reader, 4);
+    // The one left from before, and one written while connected: followed live.
+    let started = Instant::now();
+    api.write("POST", "/v1/ledgers/main/transactions", transfer("t-8", "world", "alice", 1));
+    let live = sse_events(&mut resumed_reader, 2);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let versions: Vec<u64> = first.iter().chain(&resumed).chain(&live).map(|(v, _)| *v).collect();
+    assert_eq!(versions, (1..=10).collect::<Vec<u64>>(), "{first:?} {resumed:?} {live:?}");
+    assert_eq!(first[0].1, "AssetDefined");
+    assert!(resumed.iter().chain(&live).all(|(_, kind)| kind == "TransactionPosted"));
+}

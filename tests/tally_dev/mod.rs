@@ -1,0 +1,75 @@
+//! A `tally dev` process for end-to-end tests (the real binary, the real Kafka protocol).
+
+#![allow(dead_code, reason = "each test crate uses its own part of this")]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+pub const TALLY: &str = env!("CARGO_BIN_EXE_tally");
+
+/// The lines `tally dev` prints with its addresses.
+const ADDRESSES: [&str; 3] = ["kafka: ", "http: ", "query: "];
+
+/// A running `tally dev`, killed (SIGKILL) when dropped.
+pub struct Dev {
+    child: Child,
+    pub kafka: String,
+    /// The HTTP front door's address.
+    pub http: String,
+    /// The query API's address.
+    pub query: String,
+}
+
+impl Dev {
+    /// Starts `tally dev` on free ports with `args`; returns once it has printed its addresses.
+    pub fn start(args: &[&str]) -> Dev {
+        let mut child = Command::new(TALLY)
+            .arg("dev")
+            .args(["--kafka-port", "0", "--http-listen", "127.0.0.1:0", "--query-listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tally dev starts");
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Keep reading stdout on a thread so the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                for prefix in ADDRESSES {
+                    if let Some(addr) = line.strip_prefix(prefix) {
+                        let _ = tx.send((prefix, addr.to_owned()));
+                    }
+                }
+            }
+        });
+        let mut found = std::collections::HashMap::new();
+        while found.len() < ADDRESSES.len() {
+            let (prefix, addr) =
+                rx.recv_timeout(Duration::from_secs(60)).expect("tally dev prints its addresses");
+            found.insert(prefix, addr);
+        }
+        let mut address = |prefix| found.remove(prefix).unwrap();
+        Dev { kafka: address("kafka: "), http: address("http: "), query: address("query: "), child }
+    }
+
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `tally ARGS` to completion; fails the test when it fails.
+pub fn tally(args: &[&str]) -> Output {
+    let out = Command::new(TALLY).args(args).stderr(Stdio::piped()).output().unwrap();
+    assert!(out.status.success(), "tally {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
