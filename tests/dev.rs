@@ -131,10 +131,15 @@ fn the_http_api_matches_its_openapi_document_under_fuzzing() {
         return;
     }
     let dev = Dev::start(&["--kafka-fetch-wait-ms", "5"]);
-    for api in [&dev.http, &dev.query] {
+    // The query API without the stateful phase: its links, inferred from list responses, set
+    // `limit` as a path parameter no route has, so the request goes out without it and is then
+    // reported as an invalid request accepted (schemathesis 4.32, ST201).
+    let phases =
+        [(&dev.http, "examples,coverage,fuzzing,stateful"), (&dev.query, "examples,coverage,fuzzing")];
+    for (api, phases) in phases {
         let out = Command::new("st")
             .args(["run", &format!("http://{api}/openapi.json"), "-H", "tally-tenant: fuzz"])
-            .args(["--max-examples", "30", "--seed", "20261122", "-w", "1"])
+            .args(["--max-examples", "30", "--seed", "20261122", "-w", "1", "--phases", phases])
             .args(["--checks", "all", "--exclude-checks", "positive_data_acceptance"])
             .env("NO_COLOR", "1")
             .output()

@@ -1,6 +1,7 @@
 //! Routes, parameters and the OpenAPI document (generated from these definitions).
 
 use crate::cursor::{self, After};
+use crate::position::Reader;
 use crate::views::*;
 use crate::{Query, live};
 use axum::extract::{Path, RawQuery, State};
@@ -89,6 +90,7 @@ pub(crate) struct ListParams {
     /// Only ids (keys) that start with this.
     prefix: Option<String>,
     /// Items per page: default 100, at most 1,000 (larger values are capped).
+    #[param(minimum = 1)]
     limit: Option<usize>,
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
@@ -99,6 +101,8 @@ pub(crate) struct ListParams {
 pub(crate) struct StatementParams {
     /// Only this asset (`USD/2`); default: every asset of the account, merged.
     asset: Option<String>,
+    /// Items per page: default 100, at most 1,000 (larger values are capped).
+    #[param(minimum = 1)]
     limit: Option<usize>,
     cursor: Option<String>,
 }
@@ -125,6 +129,8 @@ pub(crate) struct EventParams {
     from: Option<String>,
     /// Only events before this instant (RFC 3339).
     to: Option<String>,
+    /// Items per page: default 100, at most 1,000 (larger values are capped).
+    #[param(minimum = 1)]
     limit: Option<usize>,
     cursor: Option<String>,
 }
@@ -187,13 +193,12 @@ fn ledger_exists(
 
 #[utoipa::path(get, path = "/v1/ledgers/{ledger}/accounts/{account}",
     params(("ledger" = String, Path), ("account" = String, Path), ReadHeaders),
-    responses((status = 200, body = AccountView), (status = 400, body = Problem), (status = 404, body = Problem), (status = 504, body = Problem)))]
+    responses((status = 200, body = AccountView), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 504, body = Problem, content_type = "application/problem+json")))]
 async fn get_account(
     State(query): State<Query>,
-    headers: HeaderMap,
+    Reader { tenant }: Reader,
     Path((ledger, account)): Path<(String, String)>,
 ) -> Result<Json<AccountView>, Problem> {
-    let tenant = tally_http::tenant(&headers)?;
     let (ledger_id, account_id): (LedgerId, AccountId) = (id("ledger", &ledger)?, id("account", &account)?);
     let found = query.read_live(move |s, v| s.account(v, &tenant, &ledger_id, &account_id)).await?;
     let found =
@@ -202,14 +207,13 @@ async fn get_account(
 }
 
 #[utoipa::path(get, path = "/v1/ledgers/{ledger}/accounts", params(("ledger" = String, Path), ListParams, ReadHeaders),
-    responses((status = 200, body = Page<AccountView>), (status = 400, body = Problem), (status = 404, body = Problem), (status = 504, body = Problem)))]
+    responses((status = 200, body = Page<AccountView>), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 504, body = Problem, content_type = "application/problem+json")))]
 async fn list_accounts(
     State(query): State<Query>,
-    headers: HeaderMap,
+    Reader { tenant }: Reader,
     Path(ledger): Path<String>,
     params: axum::extract::Query<ListParams>,
 ) -> Result<Json<Page<AccountView>>, Problem> {
-    let tenant = tally_http::tenant(&headers)?;
     let ledger_id: LedgerId = id("ledger", &ledger)?;
     let prefix: Option<AccountId> = params.prefix.as_deref().map(|p| id("prefix", p)).transpose()?;
     let limit = page_size(&query, params.limit)?;
@@ -237,14 +241,13 @@ async fn list_accounts(
 
 #[utoipa::path(get, path = "/v1/ledgers/{ledger}/accounts/{account}/statement",
     params(("ledger" = String, Path), ("account" = String, Path), StatementParams, ReadHeaders),
-    responses((status = 200, body = Page<LineView>), (status = 400, body = Problem), (status = 404, body = Problem), (status = 504, body = Problem)))]
+    responses((status = 200, body = Page<LineView>), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 504, body = Problem, content_type = "application/problem+json")))]
 async fn statement(
     State(query): State<Query>,
-    headers: HeaderMap,
+    Reader { tenant }: Reader,
     Path((ledger, account)): Path<(String, String)>,
     params: axum::extract::Query<StatementParams>,
 ) -> Result<Json<Page<LineView>>, Problem> {
-    let tenant = tally_http::tenant(&headers)?;
     let (ledger_id, account_id): (LedgerId, AccountId) = (id("ledger", &ledger)?, id("account", &account)?);
     let only = params.asset.as_deref().map(asset).transpose()?;
     let limit = page_size(&query, params.limit)?;
@@ -274,14 +277,13 @@ async fn statement(
 
 #[utoipa::path(get, path = "/v1/ledgers/{ledger}/accounts/{account}/balance",
     params(("ledger" = String, Path), ("account" = String, Path), BalanceParams, ReadHeaders),
-    responses((status = 200, body = BalancesAtView), (status = 400, body = Problem), (status = 404, body = Problem), (status = 504, body = Problem)))]
+    responses((status = 200, body = BalancesAtView), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 504, body = Problem, content_type = "application/problem+json")))]
 async fn balance_at(
     State(query): State<Query>,
-    headers: HeaderMap,
+    Reader { tenant }: Reader,
     Path((ledger, account)): Path<(String, String)>,
     params: axum::extract::Query<BalanceParams>,
 ) -> Result<Json<BalancesAtView>, Problem> {
-    let tenant = tally_http::tenant(&headers)?;
     let (ledger_id, account_id): (LedgerId, AccountId) = (id("ledger", &ledger)?, id("account", &account)?);
     let at_ms = instant("at", &params.at)?;
     let only = params.asset.as_deref().map(asset).transpose()?;
@@ -308,13 +310,12 @@ async fn balance_at(
 
 #[utoipa::path(get, path = "/v1/ledgers/{ledger}/transactions/{tx_id}",
     params(("ledger" = String, Path), ("tx_id" = String, Path), ReadHeaders),
-    responses((status = 200, body = TransactionView), (status = 400, body = Problem), (status = 404, body = Problem), (status = 504, body = Problem)))]
+    responses((status = 200, body = TransactionView), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 504, body = Problem, content_type = "application/problem+json")))]
 async fn get_transaction(
     State(query): State<Query>,
-    headers: HeaderMap,
+    Reader { tenant }: Reader,
     Path((ledger, tx_id)): Path<(String, String)>,
 ) -> Result<Json<TransactionView>, Problem> {
-    let tenant = tally_http::tenant(&headers)?;
     let (ledger_id, tx): (LedgerId, TxId) = (id("ledger", &ledger)?, id("tx_id", &tx_id)?);
     let found = query.read_live(move |s, v| s.transaction(v, &tenant, &ledger_id, &tx)).await?;
     let found =
@@ -323,13 +324,12 @@ async fn get_transaction(
 }
 
 #[utoipa::path(get, path = "/v1/commands/{command_id}", params(("command_id" = String, Path), ReadHeaders),
-    responses((status = 200, body = OutcomeView), (status = 400, body = Problem), (status = 404, body = Problem), (status = 504, body = Problem)))]
+    responses((status = 200, body = OutcomeView), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 504, body = Problem, content_type = "application/problem+json")))]
 async fn get_outcome(
     State(query): State<Query>,
-    headers: HeaderMap,
+    Reader { tenant }: Reader,
     Path(command_id): Path<String>,
 ) -> Result<Json<OutcomeView>, Problem> {
-    let tenant = tally_http::tenant(&headers)?;
     let command: CommandId = id("command_id", &command_id)?;
     let found = query.read_live(move |s, v| s.outcome(v, &tenant, &command)).await?;
     let found = found.ok_or_else(|| Problem::not_found(format!("no outcome of command {command_id} yet")))?;
@@ -340,13 +340,13 @@ async fn get_outcome(
 
 #[utoipa::path(get, path = "/v1/state/{doc_type}/{key}", params(("doc_type" = String, Path), ("key" = String, Path), ReadHeaders),
     responses((status = 200, body = DocumentView, headers(("etag" = String, description = "the version, quoted"))),
-        (status = 304, description = "If-None-Match names the current version"), (status = 400, body = Problem), (status = 404, body = Problem), (status = 504, body = Problem)))]
+        (status = 304, description = "If-None-Match names the current version"), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 504, body = Problem, content_type = "application/problem+json")))]
 async fn get_document(
     State(query): State<Query>,
+    Reader { tenant }: Reader,
     headers: HeaderMap,
     Path((doc_type, key)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
-    let tenant = tally_http::tenant(&headers)?;
     let (t, k): (DocType, DocKey) = (id("doc_type", &doc_type)?, id("key", &key)?);
     let found = query.read_live(move |s, v| s.document(v, &tenant, &t, &k)).await?;
     let view = found
@@ -406,14 +406,13 @@ fn matches_filters(value: &serde_json::Value, filters: &[(String, String)]) -> b
     params(("doc_type" = String, Path), ListParams,
         ("field.NAME" = Option<String>, Query, description = "only documents whose top-level field NAME equals this (repeatable, up to 8)"),
         ReadHeaders),
-    responses((status = 200, body = Page<DocumentView>), (status = 400, body = Problem), (status = 504, body = Problem)))]
+    responses((status = 200, body = Page<DocumentView>), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 504, body = Problem, content_type = "application/problem+json")))]
 async fn list_documents(
     State(query): State<Query>,
-    headers: HeaderMap,
+    Reader { tenant }: Reader,
     Path(doc_type): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Page<DocumentView>>, Problem> {
-    let tenant = tally_http::tenant(&headers)?;
     let t: DocType = id("doc_type", &doc_type)?;
     let (params, filters) = field_filters(raw.as_deref().unwrap_or(""))?;
     let prefix: Option<DocKey> = params.prefix.as_deref().map(|p| id("prefix", p)).transpose()?;
@@ -520,13 +519,12 @@ pub(crate) fn stream_page(
 }
 
 #[utoipa::path(get, path = "/v1/events", params(EventParams, ReadHeaders),
-    responses((status = 200, body = Page<EventView>), (status = 400, body = Problem), (status = 504, body = Problem)))]
+    responses((status = 200, body = Page<EventView>), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 504, body = Problem, content_type = "application/problem+json")))]
 async fn search_events(
     State(query): State<Query>,
-    headers: HeaderMap,
+    Reader { tenant }: Reader,
     params: axum::extract::Query<EventParams>,
 ) -> Result<Json<Page<EventView>>, Problem> {
-    let tenant = tally_http::tenant(&headers)?;
     let stream_id = stream(&params.stream)?;
     let filter = EventFilter::parse(params.kinds.as_deref(), params.from.as_deref(), params.to.as_deref())?;
     let limit = page_size(&query, params.limit)?;

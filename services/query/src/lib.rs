@@ -77,12 +77,9 @@ impl Query {
         Query { inner: Arc::new(Inner { store, config }) }
     }
 
-    /// The query API's routes, with read-your-writes and problem details on every route.
+    /// The query API's routes, answering errors as problem details.
     pub fn router(self) -> Router {
-        api::routes()
-            .route_layer(axum::middleware::from_fn_with_state(self.clone(), position::read_your_writes))
-            .with_state(self)
-            .layer(axum::middleware::map_response(tally_http::as_problem))
+        api::routes().with_state(self).layer(axum::middleware::map_response(tally_http::as_problem))
     }
 
     pub(crate) fn config(&self) -> &QueryConfig {

@@ -5,6 +5,7 @@
 
 use crate::Query;
 use crate::api::{EventFilter, id, stream, stream_page};
+use crate::position::Reader;
 use crate::views::EventView;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -47,13 +48,13 @@ struct Follow {
     params(LiveParams, ("last-event-id" = Option<u64>, Header, description = "the id of the last event received, to resume after it"),
         ("tally-tenant" = String, Header, description = "the caller's tenant")),
     responses((status = 200, content_type = "text/event-stream", description = "one SSE event per stream event: id = stream version, event = kind, data = the event view as JSON"),
-        (status = 400, body = Problem)))]
+        (status = 400, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn follow_events(
     State(query): State<Query>,
+    Reader { tenant }: Reader,
     headers: HeaderMap,
     params: axum::extract::Query<LiveParams>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
-    let tenant = tally_http::tenant(&headers)?;
     let stream = stream(&params.stream)?;
     let filter = EventFilter::parse(params.kinds.as_deref(), None, None)?;
     let after = match tally_http::header_text(&headers, "last-event-id")? {

@@ -1,15 +1,15 @@
-//! Read-your-writes. A write answers with the position of its event in the log
+//! Who reads, and read-your-writes. A write answers with the position of its event in the log
 //! (`<partition>-<offset>`, the `Tally-Position` header); a query that sends it back waits,
 //! bounded, until the live projection covers that offset of that partition, so it never reads
 //! from before the write. When the wait runs out the answer is 504 with how far it got.
 
 use crate::Query;
-use axum::extract::{Request, State};
+use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::http::request::Parts;
 use std::fmt;
 use std::str::FromStr;
+use tally_core::TenantId;
 use tally_http::{POSITION_HEADER, Problem};
 
 /// Highest partition number a position may name (Tally's topics have at most 1,024).
@@ -46,19 +46,21 @@ impl FromStr for Position {
     }
 }
 
-/// Middleware: waits for the position a request names, if it names one.
-pub async fn read_your_writes(State(query): State<Query>, request: Request, next: Next) -> Response {
-    let named = match tally_http::header_text(request.headers(), POSITION_HEADER) {
-        Ok(named) => named.map(Position::from_str),
-        Err(problem) => return problem.into_response(),
-    };
-    match named {
-        None => next.run(request).await,
-        Some(Err(detail)) => Problem::bad_request(detail).into_response(),
-        Some(Ok(position)) => match wait_for(&query, position).await {
-            Ok(()) => next.run(request).await,
-            Err(problem) => problem.into_response(),
-        },
+/// The caller of a query, once the projection has reached the position the request names (if
+/// it names one). Every handler takes one, so each read is tenant-scoped and read-your-writes.
+pub struct Reader {
+    pub tenant: TenantId,
+}
+
+impl FromRequestParts<Query> for Reader {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, query: &Query) -> Result<Reader, Problem> {
+        let tenant = tally_http::tenant(&parts.headers)?;
+        if let Some(position) = tally_http::header_text(&parts.headers, POSITION_HEADER)? {
+            wait_for(query, position.parse().map_err(Problem::bad_request)?).await?;
+        }
+        Ok(Reader { tenant })
     }
 }
 
