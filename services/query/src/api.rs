@@ -200,7 +200,7 @@ async fn get_account(
     Path((ledger, account)): Path<(String, String)>,
 ) -> Result<Json<AccountView>, Problem> {
     let (ledger_id, account_id): (LedgerId, AccountId) = (id("ledger", &ledger)?, id("account", &account)?);
-    let found = query.read_live(move |s, v| s.account(v, &tenant, &ledger_id, &account_id)).await?;
+    let found = query.read_live(move |s, v| s.account(v, &tenant, &ledger_id, &account_id))?;
     let found =
         found.ok_or_else(|| Problem::not_found(format!("no account {account} in ledger {ledger}")))?;
     Ok(Json(AccountView::of(&ledger, &account, found)))
@@ -230,8 +230,7 @@ async fn list_accounts(
                 return Ok(None);
             }
             s.accounts(v, &reader, &ledger_id, prefix.as_ref(), after.as_ref(), limit).map(Some)
-        })
-        .await?
+        })?
         .ok_or_else(|| Problem::not_found(format!("no ledger {ledger}")))?;
     Ok(Json(Page {
         next_cursor: page.next.map(|last| cursor::encode(&tenant, &list, After::Account(last))),
@@ -264,8 +263,7 @@ async fn statement(
                 return Ok(None);
             }
             s.statement(v, &reader, &ledger_id, &account_id, only.as_ref(), before, limit).map(Some)
-        })
-        .await?
+        })?
         .ok_or_else(|| Problem::not_found(format!("no account {account} in ledger {ledger}")))?;
     Ok(Json(Page {
         next_cursor: page
@@ -300,8 +298,7 @@ async fn balance_at(
                 balances.push(BalanceAtView { asset: asset.to_string(), posted });
             }
             Ok(Some(balances))
-        })
-        .await?
+        })?
         .ok_or_else(|| Problem::not_found(format!("no account {account} in ledger {ledger}")))?;
     Ok(Json(BalancesAtView { ledger, account, at: time(at_ms), balances }))
 }
@@ -317,7 +314,7 @@ async fn get_transaction(
     Path((ledger, tx_id)): Path<(String, String)>,
 ) -> Result<Json<TransactionView>, Problem> {
     let (ledger_id, tx): (LedgerId, TxId) = (id("ledger", &ledger)?, id("tx_id", &tx_id)?);
-    let found = query.read_live(move |s, v| s.transaction(v, &tenant, &ledger_id, &tx)).await?;
+    let found = query.read_live(move |s, v| s.transaction(v, &tenant, &ledger_id, &tx))?;
     let found =
         found.ok_or_else(|| Problem::not_found(format!("no transaction {tx_id} in ledger {ledger}")))?;
     Ok(Json(TransactionView::of(&ledger, &tx_id, found)))
@@ -331,7 +328,7 @@ async fn get_outcome(
     Path(command_id): Path<String>,
 ) -> Result<Json<OutcomeView>, Problem> {
     let command: CommandId = id("command_id", &command_id)?;
-    let found = query.read_live(move |s, v| s.outcome(v, &tenant, &command)).await?;
+    let found = query.read_live(move |s, v| s.outcome(v, &tenant, &command))?;
     let found = found.ok_or_else(|| Problem::not_found(format!("no outcome of command {command_id} yet")))?;
     Ok(Json(OutcomeView::of(&command_id, found)))
 }
@@ -348,7 +345,7 @@ async fn get_document(
     Path((doc_type, key)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
     let (t, k): (DocType, DocKey) = (id("doc_type", &doc_type)?, id("key", &key)?);
-    let found = query.read_live(move |s, v| s.document(v, &tenant, &t, &k)).await?;
+    let found = query.read_live(move |s, v| s.document(v, &tenant, &t, &k))?;
     let view = found
         .and_then(|doc| DocumentView::of(&doc_type, &key, doc))
         .ok_or_else(|| Problem::not_found(format!("no document {doc_type}/{key}")))?;
@@ -424,28 +421,26 @@ async fn list_documents(
         None => None,
     };
     let (reader, scan_max) = (tenant.clone(), query.config().scan_max);
-    let (items, next) = query
-        .read_live(move |s, v| {
-            // Filters drop rows after reading them: read on until the page is full, the list
-            // ends, or `scan_max` rows have been read.
-            let (mut items, mut scanned) = (Vec::new(), 0);
-            loop {
-                let page = s.documents(v, &reader, &t, prefix.as_ref(), after.as_ref(), reads::PAGE_MAX)?;
-                for (key, doc) in page.items {
-                    scanned += 1;
-                    after = Some(key.clone());
-                    let view = DocumentView::of(doc_type.as_str(), key.as_str(), doc);
-                    items.extend(view.filter(|view| matches_filters(&view.value, &filters)));
-                    if items.len() == limit || scanned == scan_max {
-                        return Ok((items, after));
-                    }
-                }
-                if page.next.is_none() {
-                    return Ok((items, None));
+    let (items, next) = query.read_live(move |s, v| {
+        // Filters drop rows after reading them: read on until the page is full, the list
+        // ends, or `scan_max` rows have been read.
+        let (mut items, mut scanned) = (Vec::new(), 0);
+        loop {
+            let page = s.documents(v, &reader, &t, prefix.as_ref(), after.as_ref(), reads::PAGE_MAX)?;
+            for (key, doc) in page.items {
+                scanned += 1;
+                after = Some(key.clone());
+                let view = DocumentView::of(doc_type.as_str(), key.as_str(), doc);
+                items.extend(view.filter(|view| matches_filters(&view.value, &filters)));
+                if items.len() == limit || scanned == scan_max {
+                    return Ok((items, after));
                 }
             }
-        })
-        .await?;
+            if page.next.is_none() {
+                return Ok((items, None));
+            }
+        }
+    })?;
     Ok(Json(Page {
         items,
         next_cursor: next.map(|last| cursor::encode(&tenant, &list, After::Document(last))),
@@ -542,8 +537,7 @@ async fn search_events(
     };
     let (reader, scan_max) = (tenant.clone(), query.config().scan_max);
     let page = query
-        .read_live(move |s, v| stream_page(s, v, (&reader, &stream_id), &filter, after, (limit, scan_max)))
-        .await?;
+        .read_live(move |s, v| stream_page(s, v, (&reader, &stream_id), &filter, after, (limit, scan_max)))?;
     Ok(Json(Page {
         next_cursor: page.more.then(|| cursor::encode(&tenant, &list, After::StreamVersion(page.after))),
         items: page.rows.into_iter().map(EventView::of).collect(),

@@ -86,32 +86,33 @@ impl Query {
         &self.inner.config
     }
 
-    /// Runs a store read off the async workers (the stores block). A store error is logged and
-    /// answered with a generic 503: its text is about the server, not the request.
-    pub(crate) async fn read<T: Send + 'static>(
+    /// Runs a store read: in place when the store's reads are quick, else with the worker
+    /// thread handed over for the wait (Scylla). A store error is logged and answered with a
+    /// generic 503: its text is about the server, not the request.
+    pub(crate) fn read<T>(
         &self,
-        read: impl FnOnce(&dyn ProjectionStore) -> Result<T, StoreError> + Send + 'static,
+        read: impl FnOnce(&dyn ProjectionStore) -> Result<T, StoreError>,
     ) -> Result<T, Problem> {
-        let store = self.inner.store.clone();
-        match tokio::task::spawn_blocking(move || read(store.as_ref())).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => {
-                tracing::error!("reading the projections: {e}");
-                Err(store_unavailable())
-            }
+        let store = self.inner.store.as_ref();
+        let result = match store.reads_block() {
+            true => tokio::task::block_in_place(|| read(store)),
+            false => read(store),
+        };
+        match result {
+            Ok(value) => Ok(value),
             Err(e) => {
-                tracing::error!("a projections read failed: {e}");
+                tracing::error!("reading the projections: {e}");
                 Err(store_unavailable())
             }
         }
     }
 
     /// [`Query::read`] of the live version.
-    pub(crate) async fn read_live<T: Send + 'static>(
+    pub(crate) fn read_live<T>(
         &self,
-        read: impl FnOnce(&dyn ProjectionStore, Version) -> Result<T, StoreError> + Send + 'static,
+        read: impl FnOnce(&dyn ProjectionStore, Version) -> Result<T, StoreError>,
     ) -> Result<T, Problem> {
-        self.read(move |store| read(store, store.live_version()?)).await
+        self.read(|store| read(store, store.live_version()?))
     }
 }
 

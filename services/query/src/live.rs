@@ -85,7 +85,6 @@ async fn next_event(mut follow: Follow) -> Option<(Result<Event, Infallible>, Fo
             .read_live(move |s, v| {
                 stream_page(s, v, (&tenant, &stream), &filter, after, (PAGE_MAX, scan_max))
             })
-            .await
             .ok()?;
         follow.after = page.after;
         follow.buffered.extend(page.rows);

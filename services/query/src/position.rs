@@ -69,12 +69,10 @@ impl FromRequestParts<Query> for Reader {
 async fn wait_for(query: &Query, position: Position) -> Result<(), Problem> {
     let deadline = tokio::time::Instant::now() + query.config().position_wait;
     loop {
-        let covered = query
-            .read(move |store| {
-                let version = store.live_version()?;
-                store.checkpoint(version, position.partition)
-            })
-            .await?;
+        let covered = query.read(move |store| {
+            let version = store.live_version()?;
+            store.checkpoint(version, position.partition)
+        })?;
         if covered.is_some_and(|c| c >= position.offset) {
             return Ok(());
         }

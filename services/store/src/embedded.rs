@@ -189,6 +189,10 @@ impl ProjectionStore for EmbeddedStore {
         }
     }
 
+    fn reads_block(&self) -> bool {
+        false
+    }
+
     fn live_version(&self) -> Result<Version, StoreError> {
         live_of(&self.db.begin_read()?.open_table(LIVE)?)
     }

@@ -47,6 +47,14 @@ pub trait ProjectionStore: Send + Sync + std::fmt::Debug {
     /// [`crate::reads`] are built on this and [`ProjectionStore::row`].
     fn scan(&self, version: Version, scan: &Scan, limit: usize) -> Result<Vec<(RowKey, Row)>, StoreError>;
 
+    /// Whether a read can wait long (a network round trip), so that async callers must move it
+    /// off their worker threads. Reads of the embedded store are lookups in a local B-tree
+    /// (microseconds, from the page cache): moving them to another thread would cost more than
+    /// they take (BENCHMARKS.md, query API).
+    fn reads_block(&self) -> bool {
+        true
+    }
+
     /// The version readers read and the projector writes ([`FIRST_VERSION`] until switched).
     fn live_version(&self) -> Result<Version, StoreError>;
 
