@@ -208,6 +208,17 @@ fn every_query_endpoint_answers_from_the_real_pipeline() {
     assert_eq!(since_t2.first().map(|e| e["event_id"].clone()), Some(posted[1]["event_id"].clone()));
     let doc_events = api.all_pages("/v1/events?stream=state/orders/o-1", 10, &p5);
     assert_eq!(doc_events.len(), 1);
+    // Across the tenant's streams, in time order (the ledger's and the documents').
+    let across =
+        api.all_pages(&format!("/v1/events?from={t1_time}&type=TransactionPosted,DocumentPut"), 2, &p5);
+    let mut kinds: Vec<&str> = across.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let times: Vec<&str> = across.iter().map(|e| e["time"].as_str().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        ["DocumentPut", "DocumentPut", "DocumentPut", "TransactionPosted", "TransactionPosted"]
+    );
 
     // Another tenant sees none of it.
     let globex = ("tally-tenant", "globex");
@@ -267,7 +278,8 @@ fn bad_input_is_a_clear_error_and_unknown_things_are_404() {
         ("/v1/state/orders?field.=x".into(), vec![ACME], 400),
         ("/v1/events?stream=state/orders".into(), vec![ACME], 400),
         ("/v1/events?stream=main&from=soon".into(), vec![ACME], 400),
-        ("/v1/events".into(), vec![ACME], 400),
+        ("/v1/events".into(), vec![ACME], 400), // across streams: from is required
+        ("/v1/events?from=2026-01-01T00:00:00Z&to=2026-03-01T00:00:00Z".into(), vec![ACME], 400), // over 31 days
         ("/v1/ledgers/main/accounts/alice".into(), vec![ACME, ("tally-position", "seven")], 400),
         // A position far ahead: the bounded wait runs out (300 ms here) and says how far it got.
         ("/v1/ledgers/main/accounts/alice".into(), vec![ACME, ("tally-position", "0-999999")], 504),

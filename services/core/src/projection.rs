@@ -7,9 +7,9 @@
 //! whole values rather than deltas, so writing the same event twice (a replay after a crash)
 //! converges instead of counting twice.
 //!
-//! Three kinds of rows come from events rather than state and are only ever added: command
-//! outcomes, statement lines (one per posting side, with the balance after it) and the events
-//! index. [`rows_of`] lists every other row a state implies; a projection built event by event
+//! Some rows come from events rather than state and are only ever added: command outcomes,
+//! statement lines (one per posting side, with the balance after it) and the events index (each
+//! event in its stream, and in its tenant's timeline). [`rows_of`] lists every other row a state implies; a projection built event by event
 //! must equal it. The property tests hold both to that, and statements to the balances.
 
 use crate::log::{LogRecord, Replica, Verdict};
@@ -58,12 +58,23 @@ pub enum RowKey {
         stream: StreamId,
         stream_version: u64,
     },
+    /// An event's place in its tenant's timeline, for search by time across streams: its time,
+    /// then its place in the log (events of one instant keep their order within a partition).
+    EventAt {
+        tenant: TenantId,
+        time_ms: i64,
+        partition: i32,
+        offset: i64,
+    },
 }
 
 impl RowKey {
     /// Rows that events add and nothing changes again (not implied by state).
     pub fn is_from_events(&self) -> bool {
-        matches!(self, RowKey::Outcome { .. } | RowKey::Posting { .. } | RowKey::Event { .. })
+        matches!(
+            self,
+            RowKey::Outcome { .. } | RowKey::Posting { .. } | RowKey::Event { .. } | RowKey::EventAt { .. }
+        )
     }
 }
 
@@ -76,6 +87,7 @@ pub enum Row {
     Outcome(Outcome),
     Posting(StatementLine),
     Event(EventRow),
+    EventAt(EventRef),
 }
 
 /// One posting as an account's statement shows it.
@@ -98,6 +110,15 @@ pub struct EventRow {
     pub partition: i32,
     pub offset: i64,
     pub event: Event,
+}
+
+/// Which event a timeline entry is (the event itself is its stream's [`RowKey::Event`] row),
+/// and its kind, so that a search by kind reads only the events it wants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRef {
+    pub stream: StreamId,
+    pub stream_version: u64,
+    pub kind: String,
 }
 
 /// How a command was answered, and where in the log.
@@ -145,7 +166,7 @@ pub fn fold_batch<'a>(
             keys.extend(touched);
             added.push(outcome(event, partition, offset));
             added.extend(statement_lines(&replica.state, event, offset));
-            added.push(event_row(event, partition, offset));
+            added.extend(event_rows(event, partition, offset));
         }
     }
     let rows = keys.into_iter().map(|key| {
@@ -207,14 +228,24 @@ pub fn statement_lines(after: &State, event: &Event, offset: i64) -> Vec<(RowKey
     lines
 }
 
-/// The events index row of an event at `offset` of events partition `partition`.
-pub fn event_row(event: &Event, partition: i32, offset: i64) -> (RowKey, Row) {
-    let key = RowKey::Event {
+/// The events index rows of an event at `offset` of events partition `partition`: in its
+/// stream, and in its tenant's timeline.
+pub fn event_rows(event: &Event, partition: i32, offset: i64) -> [(RowKey, Row); 2] {
+    let in_stream = RowKey::Event {
         tenant: event.tenant.clone(),
         stream: event.stream.clone(),
         stream_version: event.stream_version,
     };
-    (key, Row::Event(EventRow { partition, offset, event: event.clone() }))
+    let at = RowKey::EventAt { tenant: event.tenant.clone(), time_ms: event.time_ms, partition, offset };
+    let reference = EventRef {
+        stream: event.stream.clone(),
+        stream_version: event.stream_version,
+        kind: event.body.kind().to_owned(),
+    };
+    [
+        (in_stream, Row::Event(EventRow { partition, offset, event: event.clone() })),
+        (at, Row::EventAt(reference)),
+    ]
 }
 
 /// The rows `event` will change, read from the state *before* it is folded (a commit or void
@@ -291,8 +322,10 @@ pub fn row(state: &State, key: &RowKey) -> Option<Row> {
         RowKey::Document { tenant, doc_type, key } => {
             state.document(tenant, doc_type, key).cloned().map(Row::Document)
         }
-        // Not state: see `outcome`, `statement_lines`, `event_row`.
-        RowKey::Outcome { .. } | RowKey::Posting { .. } | RowKey::Event { .. } => None,
+        // Not state: see `outcome`, `statement_lines`, `event_rows`.
+        RowKey::Outcome { .. } | RowKey::Posting { .. } | RowKey::Event { .. } | RowKey::EventAt { .. } => {
+            None
+        }
     }
 }
 

@@ -53,6 +53,15 @@ proptest! {
         prop_assert_eq!(outcomes, distinct_commands.len(), "one outcome row per command");
         let indexed = rows.keys().filter(|k| matches!(k, RowKey::Event { .. })).count();
         prop_assert_eq!(indexed, events.len(), "one events-index row per event");
+        let timeline: Vec<_> = rows.iter().filter_map(|(k, r)| match (k, r) {
+            (RowKey::EventAt { .. }, Row::EventAt(at)) => Some((at.stream.clone(), at.stream_version)),
+            _ => None,
+        }).collect();
+        // Per tenant, in log order (times never go back in these histories).
+        let mut by_tenant: Vec<&tally_core::Event> = events.iter().collect();
+        by_tenant.sort_by_key(|e| e.tenant.clone());
+        let expected: Vec<_> = by_tenant.iter().map(|e| (e.stream.clone(), e.stream_version)).collect();
+        prop_assert_eq!(timeline, expected, "the timeline lists every event of a tenant, in time order");
         check_statements(&rows, &state)?;
         rows.retain(|k, _| !k.is_from_events());
         prop_assert_eq!(rows, projection::rows_of(&state));

@@ -116,12 +116,13 @@ pub(crate) struct BalanceParams {
     asset: Option<String>,
 }
 
-/// A stream's events: which ones.
+/// Events: which ones.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EventParams {
-    /// The stream: a ledger id, or `state/TYPE/KEY` for a document.
-    stream: String,
+    /// The stream: a ledger id, or `state/TYPE/KEY` for a document. Without it, every stream of
+    /// the tenant, in time order: then `from` is required and the range spans at most 31 days.
+    stream: Option<String>,
     /// Only these kinds of event, comma-separated (`TransactionPosted,PendingCommitted`).
     #[serde(rename = "type")]
     kinds: Option<String>,
@@ -466,9 +467,12 @@ impl EventFilter {
         Ok(EventFilter { kinds, from_ms, to_ms })
     }
 
-    pub fn admits(&self, row: &EventRow) -> bool {
-        let kind = row.event.body.kind();
+    pub fn admits_kind(&self, kind: &str) -> bool {
         self.kinds.as_ref().is_none_or(|kinds| kinds.iter().any(|k| k == kind))
+    }
+
+    pub fn admits(&self, row: &EventRow) -> bool {
+        self.admits_kind(row.event.body.kind())
             && self.from_ms.is_none_or(|from| row.event.time_ms >= from)
             && self.to_ms.is_none_or(|to| row.event.time_ms < to)
     }
@@ -513,6 +517,9 @@ pub(crate) fn stream_page(
     }
 }
 
+/// Longest time range of a search across a tenant's streams (Scylla reads a partition per day).
+const TIMELINE_SPAN_MAX_MS: i64 = 31 * 86_400_000;
+
 #[utoipa::path(get, path = "/v1/events", params(EventParams, ReadHeaders),
     responses((status = 200, body = Page<EventView>), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 504, body = Problem, content_type = "application/problem+json")))]
 async fn search_events(
@@ -520,26 +527,90 @@ async fn search_events(
     Reader { tenant }: Reader,
     params: axum::extract::Query<EventParams>,
 ) -> Result<Json<Page<EventView>>, Problem> {
-    let stream_id = stream(&params.stream)?;
     let filter = EventFilter::parse(params.kinds.as_deref(), params.from.as_deref(), params.to.as_deref())?;
     let limit = page_size(&query, params.limit)?;
     let list = format!(
         "events/{}/{}/{}/{}",
-        params.stream,
+        params.stream.as_deref().unwrap_or("*"),
         params.kinds.as_deref().unwrap_or(""),
         params.from.as_deref().unwrap_or(""),
         params.to.as_deref().unwrap_or("")
     );
-    let after = match resume(params.cursor.as_deref(), &tenant, &list)? {
+    let after = resume(params.cursor.as_deref(), &tenant, &list)?;
+    let (rows, next) = match params.stream.as_deref() {
+        Some(name) => in_stream(&query, &tenant, stream(name)?, &filter, after, limit)?,
+        None => across_streams(&query, &tenant, &filter, after, limit)?,
+    };
+    Ok(Json(Page {
+        next_cursor: next.map(|next| cursor::encode(&tenant, &list, next)),
+        items: rows.into_iter().map(EventView::of).collect(),
+    }))
+}
+
+/// A search within one stream, in stream order.
+fn in_stream(
+    query: &Query,
+    tenant: &TenantId,
+    stream: StreamId,
+    filter: &EventFilter,
+    after: Option<After>,
+    limit: usize,
+) -> Result<(Vec<EventRow>, Option<After>), Problem> {
+    let after = match after {
         Some(After::StreamVersion(after)) => after,
         Some(_) => return Err(wrong_cursor()),
         None => 0,
     };
-    let (reader, scan_max) = (tenant.clone(), query.config().scan_max);
-    let page = query
-        .read_live(move |s, v| stream_page(s, v, (&reader, &stream_id), &filter, after, (limit, scan_max)))?;
-    Ok(Json(Page {
-        next_cursor: page.more.then(|| cursor::encode(&tenant, &list, After::StreamVersion(page.after))),
-        items: page.rows.into_iter().map(EventView::of).collect(),
-    }))
+    let scan_max = query.config().scan_max;
+    let page =
+        query.read_live(|s, v| stream_page(s, v, (tenant, &stream), filter, after, (limit, scan_max)))?;
+    Ok((page.rows, page.more.then_some(After::StreamVersion(page.after))))
+}
+
+/// A search across all of a tenant's streams, in time order: `from` is required and the range
+/// spans at most 31 days.
+fn across_streams(
+    query: &Query,
+    tenant: &TenantId,
+    filter: &EventFilter,
+    after: Option<After>,
+    limit: usize,
+) -> Result<(Vec<EventRow>, Option<After>), Problem> {
+    let Some(from_ms) = filter.from_ms else {
+        return Err(Problem::bad_request(
+            "from: required when no stream is given (a search across streams is by time)",
+        ));
+    };
+    let to_ms = filter.to_ms.unwrap_or(from_ms.saturating_add(TIMELINE_SPAN_MAX_MS));
+    if to_ms.saturating_sub(from_ms) > TIMELINE_SPAN_MAX_MS {
+        return Err(Problem::bad_request("from, to: a search across streams spans at most 31 days"));
+    }
+    let mut after = match after {
+        Some(After::TimelinePlace(time, partition, offset)) => Some((time, partition, offset)),
+        Some(_) => return Err(wrong_cursor()),
+        None => None,
+    };
+    let scan_max = query.config().scan_max;
+    query.read_live(|s, v| {
+        // Kinds are in the timeline itself: only the events wanted are read.
+        let (mut rows, mut scanned) = (Vec::new(), 0);
+        loop {
+            let page = s.timeline(v, tenant, (from_ms, Some(to_ms)), after, reads::PAGE_MAX)?;
+            for (place, at) in page.items {
+                scanned += 1;
+                after = Some(place);
+                if filter.admits_kind(&at.kind)
+                    && let Some(row) = s.stream_event(v, tenant, &at.stream, at.stream_version)?
+                {
+                    rows.push(row);
+                }
+                if rows.len() == limit || scanned == scan_max {
+                    return Ok((rows, after.map(|(t, p, o)| After::TimelinePlace(t, p, o))));
+                }
+            }
+            if page.next.is_none() {
+                return Ok((rows, None));
+            }
+        }
+    })
 }

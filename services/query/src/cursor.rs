@@ -16,6 +16,8 @@ pub enum After {
     Line(i64, u32),
     Document(DocKey),
     StreamVersion(u64),
+    /// A place in a tenant's timeline: (time, partition, offset).
+    TimelinePlace(i64, i32, i64),
 }
 
 #[derive(Serialize, Deserialize)]

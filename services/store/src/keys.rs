@@ -23,6 +23,7 @@ mod tag {
     pub const OUTCOME: u8 = 4;
     pub const POSTING: u8 = 5;
     pub const EVENT: u8 = 6;
+    pub const EVENT_AT: u8 = 7;
     pub const STREAM_LEDGER: u8 = 1;
     pub const STREAM_DOCUMENT: u8 = 2;
 }
@@ -63,6 +64,11 @@ impl KeyBytes {
 
     fn i64(mut self, n: i64) -> Self {
         self.0.extend_from_slice(&((n as u64) ^ (1 << 63)).to_be_bytes());
+        self
+    }
+
+    fn i32(mut self, n: i32) -> Self {
+        self.0.extend_from_slice(&((n as u32) ^ (1 << 31)).to_be_bytes());
         self
     }
 
@@ -125,6 +131,17 @@ impl KeyBytes {
         KeyBytes::tag(tag::EVENT).id(tenant.as_str()).stream(stream)
     }
 
+    /// A tenant's timeline of events.
+    pub(crate) fn timeline(tenant: &TenantId) -> Self {
+        KeyBytes::tag(tag::EVENT_AT).id(tenant.as_str())
+    }
+
+    /// A place in a timeline after [`KeyBytes::timeline`]: an instant, or (with the rest) an
+    /// event.
+    pub(crate) fn at(self, (time_ms, partition, offset): (i64, i32, i64)) -> Self {
+        self.i64(time_ms).i32(partition).i64(offset)
+    }
+
     /// An event's place after [`KeyBytes::stream_events`].
     pub(crate) fn stream_version(self, version: u64) -> Self {
         self.u64(version)
@@ -149,6 +166,9 @@ pub(crate) fn encode(key: &RowKey) -> Vec<u8> {
         }
         RowKey::Event { tenant, stream, stream_version } => {
             KeyBytes::stream_events(tenant, stream).stream_version(*stream_version)
+        }
+        RowKey::EventAt { tenant, time_ms, partition, offset } => {
+            KeyBytes::timeline(tenant).at((*time_ms, *partition, *offset))
         }
     };
     key.into_bytes()
@@ -181,6 +201,19 @@ pub(crate) fn range(scan: &Scan) -> ByteRange {
                 None => Excluded(lines().prefix_end()),
             };
             ByteRange { start: Included(lines().into_bytes()), end, backwards: true }
+        }
+        Scan::Timeline { tenant, from_ms, to_ms, after } => {
+            let timeline = || KeyBytes::timeline(tenant);
+            let from = timeline().i64(*from_ms).into_bytes();
+            let start = match after.map(|place| timeline().at(place).into_bytes()) {
+                Some(after) if after >= from => Excluded(after),
+                _ => Included(from),
+            };
+            let end = match to_ms {
+                Some(to_ms) => Excluded(timeline().i64(*to_ms).into_bytes()),
+                None => Excluded(timeline().prefix_end()),
+            };
+            ByteRange { start, end, backwards: false }
         }
         Scan::Stream { tenant, stream, after } => {
             let events = || KeyBytes::stream_events(tenant, stream);
@@ -224,6 +257,12 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<RowKey, StoreError> {
             tenant: r.id()?,
             stream: r.stream()?,
             stream_version: u64::from_be_bytes(r.array()?),
+        },
+        tag::EVENT_AT => RowKey::EventAt {
+            tenant: r.id()?,
+            time_ms: r.i64()?,
+            partition: (u32::from_be_bytes(r.array()?) ^ (1 << 31)) as i32,
+            offset: r.i64()?,
         },
         other => return Err(corrupt(format!("unknown row key tag {other}"))),
     };
@@ -308,7 +347,7 @@ mod tests {
     }
 
     fn row_key() -> impl Strategy<Value = RowKey> {
-        let offset = prop_oneof![Just(i64::MIN), -2i64..3, Just(i64::MAX)];
+        let offset = || prop_oneof![Just(i64::MIN), -2i64..3, Just(i64::MAX)];
         prop_oneof![
             (id(), id(), id()).prop_map(|(tenant, ledger, account)| RowKey::Account {
                 tenant,
@@ -322,7 +361,7 @@ mod tests {
             }),
             (id(), id(), id()).prop_map(|(tenant, doc_type, key)| RowKey::Document { tenant, doc_type, key }),
             (id(), id()).prop_map(|(tenant, command_id)| RowKey::Outcome { tenant, command_id }),
-            (id(), id(), id(), asset(), offset, 0u32..300).prop_map(
+            (id(), id(), id(), asset(), offset(), 0u32..300).prop_map(
                 |(tenant, ledger, account, asset, offset, line)| RowKey::Posting {
                     tenant,
                     ledger,
@@ -337,6 +376,9 @@ mod tests {
                 stream,
                 stream_version
             }),
+            (id(), offset(), prop_oneof![Just(i32::MIN), -2i32..3, Just(i32::MAX)], offset()).prop_map(
+                |(tenant, time_ms, partition, offset)| RowKey::EventAt { tenant, time_ms, partition, offset }
+            ),
         ]
     }
 

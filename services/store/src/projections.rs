@@ -90,6 +90,9 @@ pub enum Scan {
     },
     /// A stream's events, oldest first, from stream version `after + 1`.
     Stream { tenant: TenantId, stream: StreamId, after: u64 },
+    /// A tenant's timeline from `from_ms` to before `to_ms` (none: to the end), after the event
+    /// at `after` (time, partition, offset).
+    Timeline { tenant: TenantId, from_ms: i64, to_ms: Option<i64>, after: Option<(i64, i32, i64)> },
 }
 
 /// The rules every backend checks before a commit writes anything: the version is not retired

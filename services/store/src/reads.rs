@@ -7,7 +7,7 @@
 
 use crate::StoreError;
 use crate::projections::{ProjectionStore, Scan, Version};
-use tally_core::projection::{EventRow, Outcome, Row, RowKey, StatementLine};
+use tally_core::projection::{EventRef, EventRow, Outcome, Row, RowKey, StatementLine};
 use tally_core::{Account, AccountId, Amount, Asset, CommandId, DocKey, DocType, Document, LedgerId};
 use tally_core::{StreamId, TenantId, TxId, TxRecord};
 
@@ -349,8 +349,32 @@ impl<S: ProjectionStore + ?Sized> Documents for S {
     }
 }
 
-/// The events index: each stream's events in order, with their place in the log.
+/// An event's place in its tenant's timeline: (time, events partition, offset).
+pub type TimelinePlace = (i64, i32, i64);
+
+/// The events index: each stream's events in order, with their place in the log, and each
+/// tenant's events in time order.
 pub trait EventsIndex {
+    /// One event of a stream.
+    fn stream_event(
+        &self,
+        version: Version,
+        tenant: &TenantId,
+        stream: &StreamId,
+        stream_version: u64,
+    ) -> Result<Option<EventRow>, StoreError>;
+
+    /// A tenant's events stamped in `between` (from, and before; none: no end), in time order,
+    /// after `after`; each names its event ([`EventsIndex::stream_event`] reads it).
+    fn timeline(
+        &self,
+        version: Version,
+        tenant: &TenantId,
+        between: (i64, Option<i64>),
+        after: Option<TimelinePlace>,
+        limit: usize,
+    ) -> Result<Page<(TimelinePlace, EventRef), TimelinePlace>, StoreError>;
+
     /// A stream's events from stream version `after + 1` on.
     fn stream_events(
         &self,
@@ -363,6 +387,39 @@ pub trait EventsIndex {
 }
 
 impl<S: ProjectionStore + ?Sized> EventsIndex for S {
+    fn stream_event(
+        &self,
+        version: Version,
+        tenant: &TenantId,
+        stream: &StreamId,
+        stream_version: u64,
+    ) -> Result<Option<EventRow>, StoreError> {
+        let key = RowKey::Event { tenant: tenant.clone(), stream: stream.clone(), stream_version };
+        typed(self, version, key, |row| match row {
+            Row::Event(event) => Some(event),
+            _ => None,
+        })
+    }
+
+    fn timeline(
+        &self,
+        version: Version,
+        tenant: &TenantId,
+        (from_ms, to_ms): (i64, Option<i64>),
+        after: Option<TimelinePlace>,
+        limit: usize,
+    ) -> Result<Page<(TimelinePlace, EventRef), TimelinePlace>, StoreError> {
+        let limit = page_size(limit);
+        let scan = Scan::Timeline { tenant: tenant.clone(), from_ms, to_ms, after };
+        let items = scanned(self, version, &scan, limit, |key, row| match (key, row) {
+            (RowKey::EventAt { time_ms, partition, offset, .. }, Row::EventAt(event)) => {
+                Some(((time_ms, partition, offset), event))
+            }
+            _ => None,
+        })?;
+        Ok(Page::of(items, limit, |(place, _)| *place))
+    }
+
     fn stream_events(
         &self,
         version: Version,

@@ -9,7 +9,7 @@
 //!   reader can see part of a batch while it is being applied; the batch log makes it complete
 //!   eventually, and the stamps make a replayed older batch lose to newer values. Scylla refuses
 //!   batches over `batch_size_fail_threshold_in_kb` (1 MiB by default): keep the projector's
-//!   batch small enough (each event changes about three rows of a few hundred bytes).
+//!   batch small enough (a transfer changes about seven rows of a few hundred bytes).
 //! - A checkpoint that would go back, or a commit to a retired version, is refused after a read
 //!   (not atomically: two racing writers both pass, and the timestamps still make the higher
 //!   checkpoint win).
@@ -30,7 +30,7 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlValue;
 use std::collections::BTreeMap;
 use tally_core::projection::{Change, Row, RowKey};
-use tally_core::{AccountId, DocKey};
+use tally_core::{AccountId, DocKey, TenantId};
 
 /// The schema, with `{keyspace}` and `{replication}` to fill in.
 pub const SCHEMA: &str = include_str!("../../../schemas/cql/tally.cql");
@@ -67,10 +67,21 @@ enum Table {
     Outcomes,
     Postings,
     Events,
+    EventsByTime,
 }
 
-const TABLES: [Table; 6] =
-    [Table::Accounts, Table::Transactions, Table::Documents, Table::Outcomes, Table::Postings, Table::Events];
+const TABLES: [Table; 7] = [
+    Table::Accounts,
+    Table::Transactions,
+    Table::Documents,
+    Table::Outcomes,
+    Table::Postings,
+    Table::Events,
+    Table::EventsByTime,
+];
+
+/// The timeline's partitions are UTC days.
+const DAY_MS: i64 = 86_400_000;
 
 impl Table {
     fn name(self) -> &'static str {
@@ -81,6 +92,7 @@ impl Table {
             Table::Outcomes => "outcomes",
             Table::Postings => "postings",
             Table::Events => "events",
+            Table::EventsByTime => "events_by_time",
         }
     }
 
@@ -93,6 +105,7 @@ impl Table {
             Table::Outcomes => &["tenant", "command_id"],
             Table::Postings => &["tenant", "ledger", "account", "asset", "offset", "line"],
             Table::Events => &["tenant", "stream", "stream_version"],
+            Table::EventsByTime => &["tenant", "day", "time_ms", "partition", "offset"],
         }
     }
 
@@ -132,6 +145,16 @@ impl Table {
                     CqlValue::BigInt(*stream_version as i64),
                 ],
             ),
+            RowKey::EventAt { tenant, time_ms, partition, offset } => (
+                Table::EventsByTime,
+                vec![
+                    text(tenant.as_str()),
+                    CqlValue::BigInt(time_ms.div_euclid(DAY_MS)),
+                    CqlValue::BigInt(*time_ms),
+                    CqlValue::Int(*partition),
+                    CqlValue::BigInt(*offset),
+                ],
+            ),
         }
     }
 }
@@ -153,6 +176,8 @@ struct ScanStatements {
     documents: PreparedStatement,
     statement: PreparedStatement,
     stream: PreparedStatement,
+    /// One day of a timeline.
+    timeline_day: PreparedStatement,
 }
 
 #[derive(Debug)]
@@ -192,6 +217,11 @@ impl Drop for ScyllaStore {
             runtime.shutdown_background();
         }
     }
+}
+
+fn now_ms() -> i64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since_epoch.map_or(0, |d| d.as_millis() as i64)
 }
 
 fn scylla_error(e: impl std::fmt::Display) -> StoreError {
@@ -269,6 +299,46 @@ impl ScyllaStore {
         })
     }
 
+    /// A timeline scan: one query per UTC day from the start's, until `limit` rows or the end
+    /// (`to_ms`, else a day past the present) are reached.
+    fn timeline(
+        &self,
+        version: Version,
+        tenant: &TenantId,
+        (from_ms, to_ms): (i64, Option<i64>),
+        after: Option<(i64, i32, i64)>,
+        limit: usize,
+    ) -> Result<Vec<(RowKey, Row)>, StoreError> {
+        // Exclusive bounds: just below `from_ms` (or `after`, if later) and `to_ms` itself.
+        let lower =
+            after.filter(|a| a.0 >= from_ms).unwrap_or((from_ms.saturating_sub(1), i32::MAX, i64::MAX));
+        let to_ms = to_ms.unwrap_or_else(|| now_ms().saturating_add(DAY_MS));
+        let mut rows = Vec::new();
+        for day in lower.0.div_euclid(DAY_MS)..=to_ms.div_euclid(DAY_MS) {
+            let left = i32::try_from(limit - rows.len()).unwrap_or(i32::MAX);
+            let values = (
+                version as i32,
+                tenant.as_str(),
+                day,
+                lower.0,
+                lower.1,
+                lower.2,
+                to_ms,
+                i32::MIN,
+                i64::MIN,
+                left,
+            );
+            let found: Vec<(Vec<u8>, Vec<u8>)> = self.select(&self.statements.scans.timeline_day, values)?;
+            for (key, row) in found {
+                rows.push((projections::decode(&key)?, projections::decode(&row)?));
+            }
+            if rows.len() >= limit {
+                break;
+            }
+        }
+        Ok(rows)
+    }
+
     /// Deletes a whole keyspace (for tests that made their own).
     pub fn drop_keyspace(&self, keyspace: &str) -> Result<(), StoreError> {
         let statement = format!("DROP KEYSPACE IF EXISTS {keyspace}");
@@ -336,6 +406,11 @@ impl Statements {
             .await?,
             stream: prepare(format!(
                 "{select} events WHERE version = ? AND tenant = ? AND stream = ? AND stream_version > ? LIMIT ?"
+            ))
+            .await?,
+            timeline_day: prepare(format!(
+                "{select} events_by_time WHERE version = ? AND tenant = ? AND day = ? \
+                 AND (time_ms, partition, offset) > (?, ?, ?) AND (time_ms, partition, offset) < (?, ?, ?) LIMIT ?"
             ))
             .await?,
         };
@@ -488,6 +563,9 @@ impl ProjectionStore for ScyllaStore {
                 ];
                 (&scans.statement, values)
             }
+            Scan::Timeline { tenant, from_ms, to_ms, after } => {
+                return self.timeline(version, tenant, (*from_ms, *to_ms), *after, limit);
+            }
             Scan::Stream { tenant, stream, after } => (
                 &scans.stream,
                 vec![
@@ -592,7 +670,7 @@ mod tests {
     #[test]
     fn the_schema_file_splits_into_its_statements_with_the_keyspace_filled_in() {
         let statements = schema_statements("ks", "{'class': 'SimpleStrategy', 'replication_factor': 1}");
-        assert_eq!(statements.len(), 10, "{statements:#?}");
+        assert_eq!(statements.len(), 11, "{statements:#?}");
         assert!(statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS ks WITH replication = {'class'"));
         for statement in &statements[1..] {
             assert!(statement.starts_with("CREATE TABLE IF NOT EXISTS ks."), "{statement}");
@@ -643,10 +721,11 @@ mod tests {
                 line: 1,
             },
             RowKey::Event {
-                tenant,
+                tenant: tenant.clone(),
                 stream: tally_core::StreamId::Ledger(LedgerId::parse("l").unwrap()),
                 stream_version: 3,
             },
+            RowKey::EventAt { tenant, time_ms: 1_700_000_000_000, partition: 2, offset: 9 },
         ];
         let tables: Vec<Table> = keys.iter().map(|key| Table::of(key).0).collect();
         assert_eq!(tables, TABLES);

@@ -126,6 +126,52 @@ fn reads_conform(store: &dyn ProjectionStore, version: u32, rows: &BTreeMap<RowK
             _ => {}
         }
     }
+    let tenants: std::collections::BTreeSet<&TenantId> = rows
+        .keys()
+        .filter_map(|k| match k {
+            RowKey::EventAt { tenant, .. } => Some(tenant),
+            _ => None,
+        })
+        .collect();
+    for tenant in tenants {
+        check_timeline(store, version, rows, tenant);
+    }
+}
+
+/// A tenant's timeline, whole and in a window of time, page by page; every entry names its event.
+fn check_timeline(
+    store: &dyn ProjectionStore,
+    version: u32,
+    rows: &BTreeMap<RowKey, Row>,
+    tenant: &TenantId,
+) {
+    let entries: Vec<_> = rows
+        .iter()
+        .filter_map(|(k, r)| match (k, r) {
+            (RowKey::EventAt { tenant: t, time_ms, partition, offset }, Row::EventAt(at)) if t == tenant => {
+                Some(((*time_ms, *partition, *offset), at.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    let times: Vec<i64> = entries.iter().map(|((t, _, _), _)| *t).collect();
+    let (first, last) = (times[0], times[times.len() - 1]);
+    for (from, to) in [(i64::MIN, None), (first + 1, Some(last)), (last, Some(last + 1)), (last + 1, None)] {
+        let listed = all_pages(|after| store.timeline(version, tenant, (from, to), after, PAGE).unwrap());
+        let expected: Vec<_> = entries
+            .iter()
+            .filter(|((t, _, _), _)| *t >= from && to.is_none_or(|to| *t < to))
+            .cloned()
+            .collect();
+        assert_eq!(listed, expected, "timeline of {tenant} from {from} to {to:?}");
+    }
+    for ((_, partition, offset), at) in entries {
+        let event = store.stream_event(version, tenant, &at.stream, at.stream_version).unwrap().unwrap();
+        assert_eq!(
+            (event.partition, event.offset, event.event.body.kind()),
+            (partition, offset, at.kind.as_str())
+        );
+    }
 }
 
 /// An account, its ledger's listing by the first letter of its id, its statement (whole and
