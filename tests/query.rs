@@ -247,6 +247,9 @@ fn a_read_with_a_writes_position_sees_that_write() {
     }
 }
 
+/// Request headers, as name and value.
+type Headers<'a> = Vec<(&'a str, &'a str)>;
+
 #[test]
 fn bad_input_is_a_clear_error_and_unknown_things_are_404() {
     let api = Api::start();
@@ -258,7 +261,7 @@ fn bad_input_is_a_clear_error_and_unknown_things_are_404() {
     api.read_after("/v1/ledgers/main/accounts/alice", &p);
     let cursor =
         api.read_after("/v1/ledgers/main/accounts?limit=1", &p)["next_cursor"].as_str().unwrap().to_owned();
-    let cases: Vec<(String, Vec<(&str, &str)>, u16)> = vec![
+    let cases: Vec<(String, Headers, u16)> = vec![
         ("/v1/ledgers/main/accounts/alice".into(), vec![], 400), // no tenant
         ("/v1/ledgers/main/accounts/al%20ice".into(), vec![ACME], 400),
         ("/v1/ledgers/main/accounts/nobody".into(), vec![ACME], 404),

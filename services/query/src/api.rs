@@ -1,6 +1,7 @@
 //! Routes, parameters and the OpenAPI document (generated from these definitions).
 
 use crate::cursor::{self, After};
+use crate::filtered::{Filtered, filtered};
 use crate::position::Reader;
 use crate::views::*;
 use crate::{Query, live};
@@ -10,11 +11,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
-use tally_core::projection::EventRow;
+use tally_core::projection::{EventRef, EventRow};
 use tally_core::{AccountId, Asset, CommandId, DocKey, DocType, LedgerId, StreamId, TenantId, TxId};
 use tally_http::Problem;
 use tally_store::projections::{ProjectionStore, Version};
-use tally_store::reads::{self, Accounts, Documents, EventsIndex, Outcomes, Statements, Transactions};
+use tally_store::reads::{
+    self, Accounts, Documents, EventsIndex, Outcomes, Statements, TimelinePlace, Transactions,
+};
 use utoipa::{IntoParams, OpenApi};
 
 #[derive(OpenApi)]
@@ -170,13 +173,16 @@ pub(crate) fn page_size(query: &Query, limit: Option<usize>) -> Result<usize, Pr
     }
 }
 
-/// The place a request's cursor names in `list`, if it gave one.
-fn resume(cursor: Option<&str>, tenant: &TenantId, list: &str) -> Result<Option<After>, Problem> {
-    cursor.map(|c| cursor::decode(c, tenant, list)).transpose()
-}
-
-fn wrong_cursor() -> Problem {
-    Problem::bad_request("cursor: it belongs to another list; start again without it")
+/// The place a request's cursor names in `list`, if it gave one, as `pick` takes it apart.
+fn resume<T>(
+    cursor: Option<&str>,
+    tenant: &TenantId,
+    list: &str,
+    pick: fn(After) -> Option<T>,
+) -> Result<Option<T>, Problem> {
+    let Some(cursor) = cursor else { return Ok(None) };
+    let wrong = || Problem::bad_request("cursor: it belongs to another list; start again without it");
+    pick(cursor::decode(cursor, tenant, list)?).map(Some).ok_or_else(wrong)
 }
 
 /// Whether a ledger has any event (else it is unknown: 404).
@@ -219,11 +225,10 @@ async fn list_accounts(
     let prefix: Option<AccountId> = params.prefix.as_deref().map(|p| id("prefix", p)).transpose()?;
     let limit = page_size(&query, params.limit)?;
     let list = format!("accounts/{ledger}/{}", params.prefix.as_deref().unwrap_or(""));
-    let after = match resume(params.cursor.as_deref(), &tenant, &list)? {
-        Some(After::Account(after)) => Some(after),
-        Some(_) => return Err(wrong_cursor()),
-        None => None,
-    };
+    let after = resume(params.cursor.as_deref(), &tenant, &list, |a| match a {
+        After::Account(after) => Some(after),
+        _ => None,
+    })?;
     let reader = tenant.clone();
     let page = query
         .read_live(move |s, v| {
@@ -252,11 +257,10 @@ async fn statement(
     let only = params.asset.as_deref().map(asset).transpose()?;
     let limit = page_size(&query, params.limit)?;
     let list = format!("statement/{ledger}/{account}/{}", params.asset.as_deref().unwrap_or("*"));
-    let before = match resume(params.cursor.as_deref(), &tenant, &list)? {
-        Some(After::Line(offset, line)) => Some((offset, line)),
-        Some(_) => return Err(wrong_cursor()),
-        None => None,
-    };
+    let before = resume(params.cursor.as_deref(), &tenant, &list, |a| match a {
+        After::Line(offset, line) => Some((offset, line)),
+        _ => None,
+    })?;
     let reader = tenant.clone();
     let page = query
         .read_live(move |s, v| {
@@ -416,36 +420,23 @@ async fn list_documents(
     let prefix: Option<DocKey> = params.prefix.as_deref().map(|p| id("prefix", p)).transpose()?;
     let limit = page_size(&query, params.limit)?;
     let list = format!("state/{doc_type}/{}/{filters:?}", params.prefix.as_deref().unwrap_or(""));
-    let mut after = match resume(params.cursor.as_deref(), &tenant, &list)? {
-        Some(After::Document(after)) => Some(after),
-        Some(_) => return Err(wrong_cursor()),
-        None => None,
-    };
-    let (reader, scan_max) = (tenant.clone(), query.config().scan_max);
-    let (items, next) = query.read_live(move |s, v| {
-        // Filters drop rows after reading them: read on until the page is full, the list
-        // ends, or `scan_max` rows have been read.
-        let (mut items, mut scanned) = (Vec::new(), 0);
-        loop {
-            let page = s.documents(v, &reader, &t, prefix.as_ref(), after.as_ref(), reads::PAGE_MAX)?;
-            for (key, doc) in page.items {
-                scanned += 1;
-                after = Some(key.clone());
-                let view = DocumentView::of(doc_type.as_str(), key.as_str(), doc);
-                items.extend(view.filter(|view| matches_filters(&view.value, &filters)));
-                if items.len() == limit || scanned == scan_max {
-                    return Ok((items, after));
-                }
-            }
-            if page.next.is_none() {
-                return Ok((items, None));
-            }
-        }
+    let after = resume(params.cursor.as_deref(), &tenant, &list, |a| match a {
+        After::Document(after) => Some(after),
+        _ => None,
     })?;
-    Ok(Json(Page {
-        items,
-        next_cursor: next.map(|last| cursor::encode(&tenant, &list, After::Document(last))),
-    }))
+    let scan_max = query.config().scan_max;
+    let found = query.read_live(|s, v| {
+        let read =
+            |after: Option<&DocKey>| s.documents(v, &tenant, &t, prefix.as_ref(), after, reads::PAGE_MAX);
+        let keep = |(key, doc): (DocKey, _)| {
+            let view = DocumentView::of(doc_type.as_str(), key.as_str(), doc);
+            Ok(view.filter(|view| matches_filters(&view.value, &filters)))
+        };
+        filtered(after, (limit, scan_max), read, |(key, _)| key.clone(), keep)
+    })?;
+    let next =
+        found.more.then(|| found.last.map(|last| cursor::encode(&tenant, &list, After::Document(last))));
+    Ok(Json(Page { items: found.items, next_cursor: next.flatten() }))
 }
 
 // ---- events ---------------------------------------------------------------------------------
@@ -478,43 +469,21 @@ impl EventFilter {
     }
 }
 
-/// Some of a stream's events, as far as one read went.
-pub(crate) struct StreamPage {
-    /// The events the filter admits.
-    pub rows: Vec<EventRow>,
-    /// The last stream version read: the next read starts after it.
-    pub after: u64,
-    /// Whether the stream may go on after `after` (else it ended there, for now).
-    pub more: bool,
-}
-
-/// Up to `limit` of a stream's events after stream version `after` that `filter` admits,
-/// reading at most `scan_max` events.
+/// A stream's events after stream version `after` that `filter` admits: up to `limit`, reading
+/// at most `scan_max`.
 pub(crate) fn stream_page(
     store: &dyn ProjectionStore,
     version: Version,
     (tenant, stream): (&TenantId, &StreamId),
     filter: &EventFilter,
-    mut after: u64,
-    (limit, scan_max): (usize, usize),
-) -> Result<StreamPage, tally_store::StoreError> {
-    let (mut rows, mut scanned) = (Vec::new(), 0);
-    loop {
-        let page = store.stream_events(version, tenant, stream, after, reads::PAGE_MAX)?;
-        for row in page.items {
-            scanned += 1;
-            after = row.event.stream_version;
-            if filter.admits(&row) {
-                rows.push(row);
-            }
-            if rows.len() == limit || scanned == scan_max {
-                return Ok(StreamPage { rows, after, more: true });
-            }
-        }
-        if page.next.is_none() {
-            return Ok(StreamPage { rows, after, more: false });
-        }
-    }
+    after: u64,
+    bounds: (usize, usize),
+) -> Result<Filtered<EventRow, u64>, tally_store::StoreError> {
+    let read = |after: Option<&u64>| {
+        store.stream_events(version, tenant, stream, after.copied().unwrap_or(0), reads::PAGE_MAX)
+    };
+    let keep = |row: EventRow| Ok(filter.admits(&row).then_some(row));
+    filtered(Some(after), bounds, read, |row| row.event.stream_version, keep)
 }
 
 /// Longest time range of a search across a tenant's streams (Scylla reads a partition per day).
@@ -536,10 +505,10 @@ async fn search_events(
         params.from.as_deref().unwrap_or(""),
         params.to.as_deref().unwrap_or("")
     );
-    let after = resume(params.cursor.as_deref(), &tenant, &list)?;
+    let cursor = params.cursor.as_deref();
     let (rows, next) = match params.stream.as_deref() {
-        Some(name) => in_stream(&query, &tenant, stream(name)?, &filter, after, limit)?,
-        None => across_streams(&query, &tenant, &filter, after, limit)?,
+        Some(name) => in_stream(&query, (&tenant, stream(name)?), &filter, (cursor, &list), limit)?,
+        None => across_streams(&query, &tenant, &filter, (cursor, &list), limit)?,
     };
     Ok(Json(Page {
         next_cursor: next.map(|next| cursor::encode(&tenant, &list, next)),
@@ -550,30 +519,29 @@ async fn search_events(
 /// A search within one stream, in stream order.
 fn in_stream(
     query: &Query,
-    tenant: &TenantId,
-    stream: StreamId,
+    (tenant, stream): (&TenantId, StreamId),
     filter: &EventFilter,
-    after: Option<After>,
+    (cursor, list): (Option<&str>, &str),
     limit: usize,
 ) -> Result<(Vec<EventRow>, Option<After>), Problem> {
-    let after = match after {
-        Some(After::StreamVersion(after)) => after,
-        Some(_) => return Err(wrong_cursor()),
-        None => 0,
-    };
-    let scan_max = query.config().scan_max;
-    let page =
-        query.read_live(|s, v| stream_page(s, v, (tenant, &stream), filter, after, (limit, scan_max)))?;
-    Ok((page.rows, page.more.then_some(After::StreamVersion(page.after))))
+    let after = resume(cursor, tenant, list, |a| match a {
+        After::StreamVersion(after) => Some(after),
+        _ => None,
+    })?;
+    let bounds = (limit, query.config().scan_max);
+    let found =
+        query.read_live(|s, v| stream_page(s, v, (tenant, &stream), filter, after.unwrap_or(0), bounds))?;
+    let next = found.last.filter(|_| found.more).map(After::StreamVersion);
+    Ok((found.items, next))
 }
 
 /// A search across all of a tenant's streams, in time order: `from` is required and the range
-/// spans at most 31 days.
+/// spans at most 31 days. Kinds are in the timeline itself: only the events wanted are read.
 fn across_streams(
     query: &Query,
     tenant: &TenantId,
     filter: &EventFilter,
-    after: Option<After>,
+    (cursor, list): (Option<&str>, &str),
     limit: usize,
 ) -> Result<(Vec<EventRow>, Option<After>), Problem> {
     let Some(from_ms) = filter.from_ms else {
@@ -585,32 +553,21 @@ fn across_streams(
     if to_ms.saturating_sub(from_ms) > TIMELINE_SPAN_MAX_MS {
         return Err(Problem::bad_request("from, to: a search across streams spans at most 31 days"));
     }
-    let mut after = match after {
-        Some(After::TimelinePlace(time, partition, offset)) => Some((time, partition, offset)),
-        Some(_) => return Err(wrong_cursor()),
-        None => None,
-    };
-    let scan_max = query.config().scan_max;
-    query.read_live(|s, v| {
-        // Kinds are in the timeline itself: only the events wanted are read.
-        let (mut rows, mut scanned) = (Vec::new(), 0);
-        loop {
-            let page = s.timeline(v, tenant, (from_ms, Some(to_ms)), after, reads::PAGE_MAX)?;
-            for (place, at) in page.items {
-                scanned += 1;
-                after = Some(place);
-                if filter.admits_kind(&at.kind)
-                    && let Some(row) = s.stream_event(v, tenant, &at.stream, at.stream_version)?
-                {
-                    rows.push(row);
-                }
-                if rows.len() == limit || scanned == scan_max {
-                    return Ok((rows, after.map(|(t, p, o)| After::TimelinePlace(t, p, o))));
-                }
-            }
-            if page.next.is_none() {
-                return Ok((rows, None));
-            }
-        }
-    })
+    let after = resume(cursor, tenant, list, |a| match a {
+        After::TimelinePlace(time, partition, offset) => Some((time, partition, offset)),
+        _ => None,
+    })?;
+    let bounds = (limit, query.config().scan_max);
+    let found = query.read_live(|s, v| {
+        let read = |after: Option<&TimelinePlace>| {
+            s.timeline(v, tenant, (from_ms, Some(to_ms)), after.copied(), reads::PAGE_MAX)
+        };
+        let keep = |(_, at): (TimelinePlace, EventRef)| match filter.admits_kind(&at.kind) {
+            true => s.stream_event(v, tenant, &at.stream, at.stream_version),
+            false => Ok(None),
+        };
+        filtered(after, bounds, read, |(place, _)| *place, keep)
+    })?;
+    let next = found.last.filter(|_| found.more).map(|(t, p, o)| After::TimelinePlace(t, p, o));
+    Ok((found.items, next))
 }

@@ -20,6 +20,7 @@
 
 mod api;
 pub mod cursor;
+mod filtered;
 mod live;
 pub mod position;
 pub mod views;

@@ -86,8 +86,8 @@ async fn next_event(mut follow: Follow) -> Option<(Result<Event, Infallible>, Fo
                 stream_page(s, v, (&tenant, &stream), &filter, after, (PAGE_MAX, scan_max))
             })
             .ok()?;
-        follow.after = page.after;
-        follow.buffered.extend(page.rows);
+        follow.after = page.last.unwrap_or(after);
+        follow.buffered.extend(page.items);
         if follow.buffered.is_empty() && !page.more {
             tokio::time::sleep(follow.query.config().follow_poll).await;
         }

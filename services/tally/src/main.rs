@@ -30,6 +30,9 @@ enum Command {
     /// The projector service: folds the events topic into the projections (owns partitions of
     /// events through a consumer group; one instance per embedded store).
     Project(project::ProjectOptions),
+    /// The query API alone, over a shared store (--store scylla); `tally project` serves it
+    /// over the embedded store.
+    Query(query::QueryServiceOptions),
     /// Projection administration through a running projector's admin routes: status, rebuild.
     Projections(projections::ProjectionsOptions),
     /// Produce one command (JSON, see README) to the commands topic, Avro-encoded.
@@ -58,6 +61,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Dev(opts) => dev::run(opts).await,
             Command::Ingest(opts) => ingest::run(opts).await,
             Command::Project(opts) => project::run(opts).await,
+            Command::Query(opts) => query::run(opts).await,
             Command::Projections(opts) => projections::run(opts).await,
             Command::Send(opts) => tools::send(opts).await,
             Command::Tail(opts) => tools::tail(opts).await,

@@ -1,7 +1,9 @@
-//! The query API's listener, run by `tally dev` and `tally project` beside the projector (the
-//! embedded store belongs to one process, so reads are served where the rows are written).
+//! The query API's listener: run by `tally dev` and `tally project` beside the projector (the
+//! embedded store belongs to one process, so reads are served where the rows are written), and
+//! alone by `tally query` over a shared store (Scylla).
 
-use anyhow::Context;
+use crate::store::{Backend, StoreOptions};
+use anyhow::{Context, bail};
 use std::sync::Arc;
 use std::time::Duration;
 use tally_query::{Query, QueryConfig};
@@ -39,4 +41,28 @@ pub async fn start_query(
             tracing::error!("query server: {e}");
         }
     }))
+}
+
+#[derive(clap::Args, Debug)]
+pub struct QueryServiceOptions {
+    #[command(flatten)]
+    store: StoreOptions,
+    #[command(flatten)]
+    query: QueryOptions,
+}
+
+/// `tally query`: the query API alone, over a store other processes write.
+pub async fn run(opts: QueryServiceOptions) -> anyhow::Result<()> {
+    if opts.store.store == Backend::Embedded {
+        bail!(
+            "tally query reads a shared store: give --store scylla. The embedded store belongs to \
+             the process that writes it: `tally project` (and `tally dev`) serve the query API over it"
+        );
+    }
+    let store = crate::store::open(&opts.store, None).await?;
+    let stop = CancellationToken::new();
+    let server = start_query(&opts.query, store, stop.clone()).await?;
+    crate::shutdown::signal().await;
+    stop.cancel();
+    server.await.context("the query server")
 }
