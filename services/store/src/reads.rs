@@ -68,28 +68,7 @@ fn scanned<S: ProjectionStore + ?Sized, T>(
 }
 
 /// Balances, limits, metadata and status of accounts.
-pub trait Accounts {
-    fn account(
-        &self,
-        version: Version,
-        tenant: &TenantId,
-        ledger: &LedgerId,
-        account: &AccountId,
-    ) -> Result<Option<Account>, StoreError>;
-
-    /// A ledger's accounts by id: those whose id starts with `prefix`, after `after`.
-    fn accounts(
-        &self,
-        version: Version,
-        tenant: &TenantId,
-        ledger: &LedgerId,
-        prefix: Option<&AccountId>,
-        after: Option<&AccountId>,
-        limit: usize,
-    ) -> Result<Page<(AccountId, Account), AccountId>, StoreError>;
-}
-
-impl<S: ProjectionStore + ?Sized> Accounts for S {
+pub trait Accounts: ProjectionStore {
     fn account(
         &self,
         version: Version,
@@ -105,6 +84,7 @@ impl<S: ProjectionStore + ?Sized> Accounts for S {
         })
     }
 
+    /// A ledger's accounts by id: those whose id starts with `prefix`, after `after`.
     fn accounts(
         &self,
         version: Version,
@@ -129,6 +109,8 @@ impl<S: ProjectionStore + ?Sized> Accounts for S {
     }
 }
 
+impl<S: ProjectionStore + ?Sized> Accounts for S {}
+
 /// Where a statement line is: its event's offset in the events partition and its line in the
 /// event. Lines of one account are ordered by it across assets (an account's events are all in
 /// one partition).
@@ -143,37 +125,10 @@ pub struct PostedLine {
 }
 
 /// Accounts' statements: postings newest first with the balance after each.
-pub trait Statements {
+pub trait Statements: ProjectionStore {
     /// An account's lines before `before`, newest first: in one asset, or (`None`) in all the
     /// assets its balances name, merged.
     #[allow(clippy::too_many_arguments)]
-    fn statement(
-        &self,
-        version: Version,
-        tenant: &TenantId,
-        ledger: &LedgerId,
-        account: &AccountId,
-        asset: Option<&Asset>,
-        before: Option<LinePosition>,
-        limit: usize,
-    ) -> Result<Page<PostedLine, LinePosition>, StoreError>;
-
-    /// The posted balance in `asset` after the newest line stamped at or before `at_ms`
-    /// (0 before the first). Event times come from the processor's clock, so they follow the
-    /// log's order as far as that clock does. Reads every line after `at_ms`: the cost grows
-    /// with how far back it is.
-    fn balance_at(
-        &self,
-        version: Version,
-        tenant: &TenantId,
-        ledger: &LedgerId,
-        account: &AccountId,
-        asset: &Asset,
-        at_ms: i64,
-    ) -> Result<Amount, StoreError>;
-}
-
-impl<S: ProjectionStore + ?Sized> Statements for S {
     fn statement(
         &self,
         version: Version,
@@ -212,6 +167,10 @@ impl<S: ProjectionStore + ?Sized> Statements for S {
         Ok(Page::of(lines, limit, |line| line.position))
     }
 
+    /// The posted balance in `asset` after the newest line stamped at or before `at_ms`
+    /// (0 before the first). Event times come from the processor's clock, so they follow the
+    /// log's order as far as that clock does. Reads every line after `at_ms`: the cost grows
+    /// with how far back it is.
     fn balance_at(
         &self,
         version: Version,
@@ -235,18 +194,10 @@ impl<S: ProjectionStore + ?Sized> Statements for S {
     }
 }
 
-/// Transactions by id, with their status, postings and why they failed.
-pub trait Transactions {
-    fn transaction(
-        &self,
-        version: Version,
-        tenant: &TenantId,
-        ledger: &LedgerId,
-        tx_id: &TxId,
-    ) -> Result<Option<TxRecord>, StoreError>;
-}
+impl<S: ProjectionStore + ?Sized> Statements for S {}
 
-impl<S: ProjectionStore + ?Sized> Transactions for S {
+/// Transactions by id, with their status, postings and why they failed.
+pub trait Transactions: ProjectionStore {
     fn transaction(
         &self,
         version: Version,
@@ -263,17 +214,10 @@ impl<S: ProjectionStore + ?Sized> Transactions for S {
     }
 }
 
-/// How each command was answered, for callers that sent it without waiting.
-pub trait Outcomes {
-    fn outcome(
-        &self,
-        version: Version,
-        tenant: &TenantId,
-        command: &CommandId,
-    ) -> Result<Option<Outcome>, StoreError>;
-}
+impl<S: ProjectionStore + ?Sized> Transactions for S {}
 
-impl<S: ProjectionStore + ?Sized> Outcomes for S {
+/// How each command was answered, for callers that sent it without waiting.
+pub trait Outcomes: ProjectionStore {
     fn outcome(
         &self,
         version: Version,
@@ -288,29 +232,10 @@ impl<S: ProjectionStore + ?Sized> Outcomes for S {
     }
 }
 
+impl<S: ProjectionStore + ?Sized> Outcomes for S {}
+
 /// State documents by (type, key), deleted ones included (their value is `None`).
-pub trait Documents {
-    fn document(
-        &self,
-        version: Version,
-        tenant: &TenantId,
-        doc_type: &DocType,
-        key: &DocKey,
-    ) -> Result<Option<Document>, StoreError>;
-
-    /// A type's documents by key: those whose key starts with `prefix`, after `after`.
-    fn documents(
-        &self,
-        version: Version,
-        tenant: &TenantId,
-        doc_type: &DocType,
-        prefix: Option<&DocKey>,
-        after: Option<&DocKey>,
-        limit: usize,
-    ) -> Result<Page<(DocKey, Document), DocKey>, StoreError>;
-}
-
-impl<S: ProjectionStore + ?Sized> Documents for S {
+pub trait Documents: ProjectionStore {
     fn document(
         &self,
         version: Version,
@@ -325,6 +250,7 @@ impl<S: ProjectionStore + ?Sized> Documents for S {
         })
     }
 
+    /// A type's documents by key: those whose key starts with `prefix`, after `after`.
     fn documents(
         &self,
         version: Version,
@@ -349,44 +275,15 @@ impl<S: ProjectionStore + ?Sized> Documents for S {
     }
 }
 
+impl<S: ProjectionStore + ?Sized> Documents for S {}
+
 /// An event's place in its tenant's timeline: (time, events partition, offset).
 pub type TimelinePlace = (i64, i32, i64);
 
 /// The events index: each stream's events in order, with their place in the log, and each
 /// tenant's events in time order.
-pub trait EventsIndex {
+pub trait EventsIndex: ProjectionStore {
     /// One event of a stream.
-    fn stream_event(
-        &self,
-        version: Version,
-        tenant: &TenantId,
-        stream: &StreamId,
-        stream_version: u64,
-    ) -> Result<Option<EventRow>, StoreError>;
-
-    /// A tenant's events stamped in `between` (from, and before; none: no end), in time order,
-    /// after `after`; each names its event ([`EventsIndex::stream_event`] reads it).
-    fn timeline(
-        &self,
-        version: Version,
-        tenant: &TenantId,
-        between: (i64, Option<i64>),
-        after: Option<TimelinePlace>,
-        limit: usize,
-    ) -> Result<Page<(TimelinePlace, EventRef), TimelinePlace>, StoreError>;
-
-    /// A stream's events from stream version `after + 1` on.
-    fn stream_events(
-        &self,
-        version: Version,
-        tenant: &TenantId,
-        stream: &StreamId,
-        after: u64,
-        limit: usize,
-    ) -> Result<Page<EventRow, u64>, StoreError>;
-}
-
-impl<S: ProjectionStore + ?Sized> EventsIndex for S {
     fn stream_event(
         &self,
         version: Version,
@@ -401,6 +298,8 @@ impl<S: ProjectionStore + ?Sized> EventsIndex for S {
         })
     }
 
+    /// A tenant's events stamped in `between` (from, and before; none: no end), in time order,
+    /// after `after`; each names its event ([`EventsIndex::stream_event`] reads it).
     fn timeline(
         &self,
         version: Version,
@@ -420,6 +319,7 @@ impl<S: ProjectionStore + ?Sized> EventsIndex for S {
         Ok(Page::of(items, limit, |(place, _)| *place))
     }
 
+    /// A stream's events from stream version `after + 1` on.
     fn stream_events(
         &self,
         version: Version,
@@ -437,3 +337,5 @@ impl<S: ProjectionStore + ?Sized> EventsIndex for S {
         Ok(Page::of(items, limit, |row| row.event.stream_version))
     }
 }
+
+impl<S: ProjectionStore + ?Sized> EventsIndex for S {}
