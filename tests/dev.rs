@@ -191,3 +191,55 @@ fn projections_rebuild_through_tally_dev_switches_to_a_new_version() {
     assert_eq!(status["versions"], serde_json::json!([2]), "{status}");
     assert_eq!(status["rebuild"]["state"], "switched", "{status}");
 }
+
+/// `GET http://{addr}{path}`: the status and the body.
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut response = agent.get(format!("http://{addr}{path}")).call().unwrap();
+    (response.status().as_u16(), response.body_mut().read_to_string().unwrap())
+}
+
+/// `GET /readyz`: the status and the checks.
+fn readiness(addr: &str) -> (u16, serde_json::Value) {
+    let (status, body) = get(addr, "/readyz");
+    (status, serde_json::from_str(&body).unwrap())
+}
+
+/// Polls readiness until it is `status`.
+fn wait_for_readiness(addr: &str, status: u16) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (now, body) = readiness(addr);
+        if now == status {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "readiness stayed {now}, not {status}: {body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn readiness_flips_when_the_broker_goes_away_and_comes_back() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let broker = Dev::start(&["--kafka-port", &port]);
+    let tally = Dev::start(&["--kafka", &broker.kafka]);
+    let ready = wait_for_readiness(&tally.http, 200);
+    assert_eq!(ready["checks"][0], serde_json::json!({"name": "broker", "ok": true}), "{ready}");
+    assert_eq!(ready["checks"][1], serde_json::json!({"name": "store", "ok": true}), "{ready}");
+    assert_eq!(get(&tally.http, "/healthz").0, 200);
+
+    broker.kill();
+    let not_ready = wait_for_readiness(&tally.http, 503);
+    assert_eq!(not_ready["checks"][0]["ok"], false, "{not_ready}");
+    assert!(not_ready["checks"][0]["error"].as_str().is_some_and(|e| !e.is_empty()), "{not_ready}");
+    assert_eq!(get(&tally.http, "/healthz").0, 200, "alive, though not ready");
+    // The query API reads only the store: still ready.
+    assert_eq!(readiness(&tally.query).0, 200);
+
+    let _broker = Dev::start(&["--kafka-port", &port]);
+    wait_for_readiness(&tally.http, 200);
+}

@@ -22,11 +22,14 @@ pub struct Dev {
 }
 
 impl Dev {
-    /// Starts `tally dev` on free ports with `args`; returns once it has printed its addresses.
+    /// Starts `tally dev` on free ports (the broker's too, unless `args` name one) with `args`;
+    /// returns once it has printed its addresses.
     pub fn start(args: &[&str]) -> Dev {
+        let broker_port = if args.contains(&"--kafka-port") { &[][..] } else { &["--kafka-port", "0"][..] };
         let mut child = Command::new(TALLY)
             .arg("dev")
-            .args(["--kafka-port", "0", "--http-listen", "127.0.0.1:0", "--query-listen", "127.0.0.1:0"])
+            .args(broker_port)
+            .args(["--http-listen", "127.0.0.1:0", "--query-listen", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -69,7 +69,6 @@ pub(crate) fn routes() -> Router<Query> {
         .route("/v1/events", get(search_events))
         .route("/v1/events/live", get(live::follow_events))
         .route("/openapi.json", get(|| async { Json(crate::openapi()) }))
-        .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { Problem::not_found("no such route") })
 }
 

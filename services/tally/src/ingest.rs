@@ -1,6 +1,7 @@
 //! `tally ingest`: the ingest service against a Kafka cluster: the processor and the HTTP front
 //! door.
 
+use crate::health::Health;
 use crate::project::{ProjectorOptions, start_projector};
 use crate::query::{QueryOptions, start_query};
 use anyhow::Context;
@@ -65,14 +66,15 @@ pub struct HttpOptions {
     pub outcomes_kept: u64,
 }
 
-/// Starts the outcome watcher and serves the front door until `stop`.
+/// Starts the outcome watcher and serves the front door, with `extra` routes (health, admin),
+/// until `stop`.
 pub async fn start_http(
     kafka: &KafkaOptions,
     topics: &Topics,
     partitions: i32,
     options: &HttpOptions,
     snapshots: Option<Arc<dyn SnapshotStore>>,
-    admin: Option<axum::Router>,
+    extra: axum::Router,
     stop: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let outcomes = Outcomes::new(options.outcomes_kept as usize);
@@ -80,10 +82,7 @@ pub async fn start_http(
     let watcher = watch(kafka.clone(), events, partitions, outcomes.clone(), snapshots, stop.clone());
     let producer = kafka.producer("http").create().context("creating the HTTP producer")?;
     let config = HttpConfig { wait: Duration::from_millis(options.http_wait_ms), ..HttpConfig::default() };
-    let mut app = Front::new(producer, topics.commands.clone(), outcomes, config).router();
-    if let Some(admin) = admin {
-        app = app.merge(admin);
-    }
+    let app = Front::new(producer, topics.commands.clone(), outcomes, config).router().merge(extra);
     let listener = tokio::net::TcpListener::bind(options.http_listen)
         .await
         .with_context(|| format!("listening on {}", options.http_listen))?;
@@ -175,18 +174,20 @@ pub async fn serve(
     let (topics, processor) =
         start_processor(kafka, &opts.topics, &opts.processor, Some(snapshots.clone())).await?;
     let stop = CancellationToken::new();
-    let (projector, admin, query) = match read_side {
+    let mut extra = Health::new().with_broker(kafka)?.with_store(store.clone()).router();
+    let (projector, query) = match read_side {
         Some((projector, query)) => {
             let (projector, admin) =
                 start_projector(kafka, &opts.topics, &topics.events, projector, store.clone())?;
+            extra = extra.merge(admin.router());
             let query = start_query(query, store, stop.clone()).await?;
-            (Some(projector), Some(admin.router()), Some(query))
+            (Some(projector), Some(query))
         }
-        None => (None, None, None),
+        None => (None, None),
     };
     let partitions = opts.topics.partitions;
     let http =
-        start_http(kafka, &topics, partitions, &opts.http, Some(snapshots), admin, stop.clone()).await?;
+        start_http(kafka, &topics, partitions, &opts.http, Some(snapshots), extra, stop.clone()).await?;
     ready(&topics);
     crate::shutdown::signal().await;
     stop.cancel();

@@ -2,6 +2,7 @@
 //! subcommands are tools around a running deployment.
 
 mod dev;
+mod health;
 mod ingest;
 mod project;
 mod projections;

@@ -70,6 +70,7 @@ pub async fn run(opts: ProjectOptions) -> anyhow::Result<()> {
     let store = crate::store::open(&opts.store, opts.data_dir.as_deref()).await?;
     let (projector, admin) =
         start_projector(&kafka, &opts.topics, &topics.events, &opts.projector, store.clone())?;
+    let health = crate::health::Health::new().with_broker(&kafka)?.with_store(store.clone()).router();
     let stop = tokio_util::sync::CancellationToken::new();
     let query = crate::query::start_query(&opts.query, store, stop.clone()).await?;
     let listener = tokio::net::TcpListener::bind(opts.admin_listen)
@@ -77,7 +78,7 @@ pub async fn run(opts: ProjectOptions) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", opts.admin_listen))?;
     println!("admin: {}", listener.local_addr()?);
     tracing::info!(events = %topics.events, "projector running");
-    axum::serve(listener, admin.router())
+    axum::serve(listener, admin.router().merge(health))
         .with_graceful_shutdown(crate::shutdown::signal())
         .await
         .context("serving the admin routes")?;

@@ -31,7 +31,8 @@ pub async fn start_query(
         position_wait: Duration::from_millis(options.query_position_wait_ms),
         ..QueryConfig::default()
     };
-    let app = Query::new(store, config).router();
+    let health = crate::health::Health::new().with_store(store.clone()).router();
+    let app = Query::new(store, config).router().merge(health);
     let listener = tokio::net::TcpListener::bind(options.query_listen)
         .await
         .with_context(|| format!("listening on {} (the query API)", options.query_listen))?;

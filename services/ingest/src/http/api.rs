@@ -52,7 +52,6 @@ pub(super) fn routes() -> Router<Front> {
         .route("/v1/state/{doc_type}/{key}", put(put_document).delete(delete_document))
         .route("/v1/commands/{command_id}", get(command_outcome))
         .route("/openapi.json", get(|| async { axum::Json(super::openapi()) }))
-        .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { Problem::not_found("no such route") })
 }
 
