@@ -81,6 +81,9 @@ fn bad_input_is_a_clear_error() {
     let out = Command::new(TALLY).args(["dev", "--kafka-port", "0", "--store", "scylla"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--store scylla needs --scylla-nodes"));
+    let out = Command::new(TALLY).args(["schema"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--store scylla needs --scylla-nodes"));
     let out = Command::new(TALLY).args(["query"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("tally query reads a shared store"));

@@ -45,6 +45,8 @@ pub struct ScyllaConfig {
     pub replication: String,
     /// Consistency of every read and write.
     pub consistency: Consistency,
+    /// Username and password, when the cluster requires them.
+    pub credentials: Option<(String, String)>,
 }
 
 impl ScyllaConfig {
@@ -54,6 +56,7 @@ impl ScyllaConfig {
             keyspace: keyspace.into(),
             replication: "{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}".into(),
             consistency: Consistency::LocalQuorum,
+            credentials: None,
         }
     }
 }
@@ -239,8 +242,11 @@ impl ScyllaStore {
             .build()
             .map_err(scylla_error)?;
         let (session, statements) = runtime.block_on(async {
-            let session =
-                SessionBuilder::new().known_nodes(&config.nodes).build().await.map_err(scylla_error)?;
+            let mut builder = SessionBuilder::new().known_nodes(&config.nodes);
+            if let Some((user, password)) = &config.credentials {
+                builder = builder.user(user, password);
+            }
+            let session = builder.build().await.map_err(scylla_error)?;
             if apply_schema {
                 for statement in schema_statements(&config.keyspace, &config.replication) {
                     session.query_unpaged(statement, ()).await.map_err(scylla_error)?;

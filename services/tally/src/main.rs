@@ -34,6 +34,8 @@ enum Command {
     /// The query API alone, over a shared store (--store scylla); `tally project` serves it
     /// over the embedded store.
     Query(query::QueryServiceOptions),
+    /// Create Tally's keyspace and tables on Scylla when missing, then exit.
+    Schema(store::SchemaOptions),
     /// Projection administration through a running projector's admin routes: status, rebuild.
     Projections(projections::ProjectionsOptions),
     /// Produce one command (JSON, see README) to the commands topic, Avro-encoded.
@@ -63,6 +65,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Ingest(opts) => ingest::run(opts).await,
             Command::Project(opts) => project::run(opts).await,
             Command::Query(opts) => query::run(opts).await,
+            Command::Schema(opts) => store::apply_schema(opts).await,
             Command::Projections(opts) => projections::run(opts).await,
             Command::Send(opts) => tools::send(opts).await,
             Command::Tail(opts) => tools::tail(opts).await,

@@ -49,6 +49,12 @@ pub struct StoreOptions {
     /// Create the keyspace and tables (schemas/cql/tally.cql) when missing, at start-up.
     #[arg(long, env = "TALLY_SCYLLA_APPLY_SCHEMA")]
     pub scylla_apply_schema: bool,
+    /// Username for a cluster that requires authentication (with --scylla-password).
+    #[arg(long, env = "TALLY_SCYLLA_USERNAME", default_value = "")]
+    pub scylla_username: String,
+    /// Password of --scylla-username (prefer the environment variable: flags show in `ps`).
+    #[arg(long, env = "TALLY_SCYLLA_PASSWORD", default_value = "", hide_env_values = true)]
+    pub scylla_password: String,
 }
 
 /// Opens the configured store (the embedded one under `data_dir`, or in memory).
@@ -89,6 +95,11 @@ fn scylla_config(options: &StoreOptions) -> anyhow::Result<ScyllaConfig> {
     }
     let mut config = ScyllaConfig::new(options.scylla_nodes.clone(), keyspace);
     config.replication = options.scylla_replication.clone();
+    config.credentials = match (options.scylla_username.as_str(), options.scylla_password.as_str()) {
+        ("", "") => None,
+        ("", _) => bail!("--scylla-password needs --scylla-username"),
+        (user, password) => Some((user.to_owned(), password.to_owned())),
+    };
     config.consistency = match options.scylla_consistency {
         Consistency::One => scylla::frame::types::Consistency::One,
         Consistency::LocalOne => scylla::frame::types::Consistency::LocalOne,
@@ -98,4 +109,21 @@ fn scylla_config(options: &StoreOptions) -> anyhow::Result<ScyllaConfig> {
         Consistency::All => scylla::frame::types::Consistency::All,
     };
     Ok(config)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SchemaOptions {
+    #[command(flatten)]
+    store: StoreOptions,
+}
+
+/// `tally schema`: creates Tally's keyspace and tables on Scylla when missing (the statements
+/// of `schemas/cql/tally.cql`), then exits. For deployments that apply the schema once, before
+/// the services start (the Helm chart's job), rather than with `--scylla-apply-schema`.
+pub async fn apply_schema(mut opts: SchemaOptions) -> anyhow::Result<()> {
+    opts.store.store = Backend::Scylla;
+    opts.store.scylla_apply_schema = true;
+    open(&opts.store, None).await?;
+    println!("schema applied: keyspace {}", opts.store.scylla_keyspace);
+    Ok(())
 }

@@ -1,0 +1,68 @@
+{{/* The release's base name: <release>-tally, or the release name when it already says tally. */}}
+{{- define "tally.fullname" -}}
+{{- if contains "tally" .Release.Name -}}
+{{- .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-tally" .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels of every object; `component` is ingest, projector or query (or empty). */}}
+{{- define "tally.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+{{ include "tally.selectorLabels" . }}
+{{- end -}}
+
+{{- define "tally.selectorLabels" -}}
+app.kubernetes.io/name: tally
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+{{- with .component }}
+app.kubernetes.io/component: {{ . }}
+{{- end }}
+{{- end -}}
+
+{{- define "tally.image" -}}
+{{ printf "%s:%s" .Values.image.repository .Values.image.tag | quote }}
+{{- end -}}
+
+{{- define "tally.secretName" -}}
+{{- .Values.scylla.existingSecret | default (printf "%s-scylla" (include "tally.fullname" .)) -}}
+{{- end -}}
+
+{{/* The services: their subcommand, their port (health, and what they serve) and own settings. */}}
+{{- define "tally.components" -}}
+ingest:
+  command: ingest
+  port: 8080
+  env:
+    TALLY_HTTP_WAIT_MS: {{ .Values.ingest.httpWaitMs | quote }}
+projector:
+  command: project
+  port: 8081
+  env:
+    TALLY_PROJECTOR_BATCH_MAX: {{ .Values.projector.batchMax | quote }}
+    # The query service answers queries; the projector's own copy stays inside the pod.
+    TALLY_QUERY_LISTEN: "127.0.0.1:8082"
+query:
+  command: query
+  port: 8082
+  env:
+    TALLY_QUERY_POSITION_WAIT_MS: {{ .Values.query.positionWaitMs | quote }}
+{{- end -}}
+
+{{/* Where every container gets its settings: the ConfigMap, and the credentials' Secret. */}}
+{{- define "tally.envFrom" -}}
+- configMapRef:
+    name: {{ include "tally.fullname" . }}
+- secretRef:
+    name: {{ include "tally.secretName" . }}
+{{- end -}}
+
+{{- define "tally.containerSecurity" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
+{{- end -}}
