@@ -408,3 +408,42 @@ fn a_live_stream_resumed_after_a_dropped_connection_misses_nothing_and_repeats_n
     assert_eq!(first[0].1, "AssetDefined");
     assert!(resumed.iter().chain(&live).all(|(_, kind)| kind == "TransactionPosted"));
 }
+
+/// The series operators watch, named after traffic: HTTP by route and status, commands by
+/// outcome and reason, processor batches, projection lag and checkpoints, store operations.
+#[test]
+fn metrics_name_the_traffic() {
+    let api = Api::start();
+    api.write("POST", "/v1/ledgers/main/assets", json!({"asset": "USD/2"}));
+    let p = api
+        .write("POST", "/v1/ledgers/main/transactions", transfer("t-1", "world", "alice", 5))
+        .position
+        .unwrap();
+    let url = format!("http://{}/v1/ledgers/main/transactions", api.dev.http);
+    let overdraft = transfer("t-2", "alice", "bob", 500);
+    let rejected = api.http.post(url).header("tally-tenant", "acme").send(overdraft.to_string()).unwrap();
+    assert_eq!(rejected.status(), 422);
+    api.read_after("/v1/ledgers/main/accounts/alice", &p);
+    for listener in [&api.dev.http, &api.dev.query] {
+        let mut response = api.http.get(format!("http://{listener}/metrics")).call().unwrap();
+        assert_eq!(response.status(), 200);
+        let text = response.body_mut().read_to_string().unwrap();
+        for series in [
+            r#"tally_http_requests_total{method="POST",route="/v1/ledgers/{ledger}/transactions",service="ingest",status="201"}"#,
+            r#"tally_http_requests_total{method="POST",route="/v1/ledgers/{ledger}/transactions",service="ingest",status="422"}"#,
+            r#"tally_http_requests_total{method="GET",route="/v1/ledgers/{ledger}/accounts/{account}",service="query",status="200"}"#,
+            r#"tally_http_request_duration_seconds_bucket{method="GET",route="/v1/ledgers/{ledger}/accounts/{account}",service="query""#,
+            r#"tally_commands_total{outcome="accepted",reason=""}"#,
+            r#"tally_commands_total{outcome="rejected",reason="INSUFFICIENT_FUNDS"} 1"#,
+            "tally_processor_batch_records_count",
+            "tally_processor_batch_seconds_bucket",
+            "tally_projection_lag_seconds_count",
+            r#"tally_projection_checkpoint_offset{partition="#,
+            "tally_projection_batch_rows_count",
+            r#"tally_store_operation_seconds_count{operation="commit"}"#,
+            r#"tally_store_operation_seconds_count{operation="row"}"#,
+        ] {
+            assert!(text.contains(series), "{listener}/metrics has no {series}:\n{text}");
+        }
+    }
+}

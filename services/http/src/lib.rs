@@ -9,6 +9,7 @@
     reason = "a Problem is the error of a request that is answered right away; its size costs nothing worth boxing"
 )]
 
+pub mod metrics;
 mod problem;
 
 pub use problem::{Problem, as_problem};

@@ -23,6 +23,7 @@
 //! live version, each partition task notices within [`LIVE_CHECK`] and starts over on the new
 //! version, from that version's checkpoint.
 
+mod metrics;
 pub mod rebuild;
 
 use rdkafka::Message;
@@ -318,6 +319,11 @@ impl PartitionProjector {
         self.checkpoint = Some(offset);
         self.assignment.done_before(offset + 1);
         let lag_ms = written_at.map_or(0, |at| (now_ms() - at).max(0));
+        metrics::LAG_SECONDS.observe(lag_ms as f64 / 1000.0);
+        metrics::BATCH_ROWS.observe(rows as f64);
+        if self.shared.config.target == Target::Live {
+            metrics::CHECKPOINT.with_label_values(&[&partition.to_string()]).set(offset);
+        }
         self.shared.progress.committed(partition, offset, lag_ms);
         Ok(())
     }

@@ -80,7 +80,12 @@ impl Query {
 
     /// The query API's routes, answering errors as problem details.
     pub fn router(self) -> Router {
-        api::routes().with_state(self).layer(axum::middleware::map_response(tally_http::as_problem))
+        api::routes()
+            .route_layer(axum::middleware::from_fn(|request, next| {
+                tally_http::metrics::observe("query", request, next)
+            }))
+            .with_state(self)
+            .layer(axum::middleware::map_response(tally_http::as_problem))
     }
 
     pub(crate) fn config(&self) -> &QueryConfig {

@@ -19,6 +19,7 @@
 
 pub mod embedded;
 mod keys;
+pub mod metered;
 pub mod projections;
 pub mod reads;
 pub mod scylla;

@@ -1,5 +1,6 @@
-//! Liveness and readiness, on every service's listener.
+//! Liveness, readiness and metrics, on every service's listener.
 //!
+//! - `GET /metrics`: every metric of the process, in Prometheus' text format.
 //! - `GET /healthz`: the process answers (liveness; a restart is the cure when it does not).
 //! - `GET /readyz`: 200 when every dependency of this service answers within its timeout, else
 //!   503; the body lists each check and why it failed. Checks: the broker (a metadata request)
@@ -61,7 +62,11 @@ impl Health {
     }
 
     pub fn router(self) -> Router {
-        Router::new().route("/healthz", get(|| async { "ok" })).route("/readyz", get(readyz)).with_state(self)
+        Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
+            .with_state(self)
     }
 }
 
@@ -92,4 +97,18 @@ async fn run<E: std::fmt::Display + Send + 'static>(
         Err(_) => Some(format!("no answer within {} s", CHECK_TIMEOUT.as_secs())),
     };
     CheckResult { name, ok: error.is_none(), error }
+}
+
+/// Every registered metric, in Prometheus' text format.
+async fn metrics() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use prometheus::Encoder;
+    let encoder = prometheus::TextEncoder::new();
+    let mut body = String::new();
+    match encoder.encode_utf8(&prometheus::gather(), &mut body) {
+        Ok(()) => {
+            ([(axum::http::header::CONTENT_TYPE, encoder.format_type().to_owned())], body).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the metrics: {e}")).into_response(),
+    }
 }

@@ -3,6 +3,7 @@
 use anyhow::{Context, bail};
 use std::path::Path;
 use std::sync::Arc;
+use tally_store::metered::Metered;
 use tally_store::scylla::{ScyllaConfig, ScyllaStore};
 use tally_store::{EmbeddedStore, Store};
 
@@ -57,8 +58,13 @@ pub struct StoreOptions {
     pub scylla_password: String,
 }
 
-/// Opens the configured store (the embedded one under `data_dir`, or in memory).
+/// Opens the configured store (the embedded one under `data_dir`, or in memory), timed and
+/// counted for the metrics.
 pub async fn open(options: &StoreOptions, data_dir: Option<&Path>) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(Arc::new(Metered::new(open_backend(options, data_dir).await?)))
+}
+
+async fn open_backend(options: &StoreOptions, data_dir: Option<&Path>) -> anyhow::Result<Arc<dyn Store>> {
     match options.store {
         Backend::Embedded => Ok(Arc::new(open_embedded(data_dir)?)),
         Backend::Scylla => {

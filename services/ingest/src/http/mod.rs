@@ -79,6 +79,9 @@ impl Front {
     pub fn router(self) -> Router {
         let limit = self.inner.config.body_limit;
         api::routes()
+            .route_layer(axum::middleware::from_fn(|request, next| {
+                tally_http::metrics::observe("ingest", request, next)
+            }))
             .with_state(self)
             .layer(DefaultBodyLimit::max(limit))
             .layer(axum::middleware::map_response(tally_http::as_problem))

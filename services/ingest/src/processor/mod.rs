@@ -12,6 +12,7 @@
 //! through a bounded queue.
 
 pub mod intake;
+mod metrics;
 mod partition;
 
 use rdkafka::message::OwnedMessage;

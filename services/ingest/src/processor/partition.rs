@@ -1,8 +1,8 @@
 //! The owner of one partition: restores it from the log, claims it, then answers its commands
 //! in batches, one log record per command record.
 
-use super::intake;
 use super::{ProcessorError, Restored, Shared, SnapshotWritten};
+use super::{intake, metrics};
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::FutureRecord;
@@ -193,6 +193,7 @@ impl Owner {
     /// durable before the markers that answer them; the records are durable before the command
     /// offsets are stored.
     async fn answer(&mut self, batch: &mut Vec<OwnedMessage>) -> Result<(), ProcessorError> {
+        let started = Instant::now();
         let now = now_ms();
         let epoch = self.replica.reader.epoch();
         let mut records = Vec::with_capacity(batch.len());
@@ -234,6 +235,17 @@ impl Owner {
             self.shared.dead_letter(message, why).await?;
         }
         let offsets = self.shared.append_all(self.partition, &records).await?;
+        // Counted once durable (a failed append is answered again by the next owner).
+        for record in &records {
+            if let LogRecord::Event { event, .. } = record {
+                metrics::answered(event);
+            }
+        }
+        for (_, why) in &dead_letters {
+            metrics::DEAD_LETTERS.with_label_values(&[why.code]).inc();
+        }
+        metrics::BATCH_RECORDS.observe(records.len() as f64);
+        metrics::BATCH_SECONDS.observe(started.elapsed().as_secs_f64());
         let next_offset = self.replica.reader.next_command_offset();
         self.assignment.done_before(next_offset);
         self.extend_log_end(&offsets);
@@ -279,6 +291,8 @@ impl Owner {
                     tracing::debug!(partition, covers, "snapshot written");
                     let at = std::time::SystemTime::now();
                     let newest = SnapshotWritten { partition, covers, at };
+                    let unix = at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+                    metrics::SNAPSHOT_WRITTEN.with_label_values(&[&partition.to_string()]).set(unix);
                     written.lock().expect("not poisoned").insert(partition, newest);
                 }
                 Err(e) => tracing::warn!(partition, covers, "writing a snapshot: {e}"),
