@@ -246,3 +246,23 @@ fn readiness_flips_when_the_broker_goes_away_and_comes_back() {
     let _broker = Dev::start(&["--kafka-port", &port]);
     wait_for_readiness(&tally.http, 200);
 }
+
+/// Off a terminal (a container, a collector, this test) logs are JSON lines by default.
+#[test]
+fn logs_are_json_lines_off_a_terminal() {
+    let mut child = Command::new(TALLY)
+        .args(["dev", "--kafka-port", "0", "--http-listen", "127.0.0.1:0", "--query-listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .env_remove("TALLY_LOG_FORMAT")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert!(log["level"].is_string() && log["message"].is_string() && log["timestamp"].is_string(), "{log}");
+}

@@ -41,6 +41,7 @@ fn ingest(h: &Harness, data_dir: &std::path::Path) -> Ingest {
         .args(["--processor-group", &format!("{}group", h.topics.commands)])
         .args(["--snapshot-every", "100", "--data-dir", data_dir.to_str().unwrap()])
         .env("RUST_LOG", "warn,tally_ingest::processor::partition=trace")
+        .env("TALLY_LOG_FORMAT", "text")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -57,6 +57,7 @@ fn project(h: &Harness, data_dir: &std::path::Path) -> Project {
         .args(["--data-dir", data_dir.to_str().unwrap()])
         .env("RUST_LOG", "warn,tally_projector=trace")
         .env("NO_COLOR", "1")
+        .env("TALLY_LOG_FORMAT", "text")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

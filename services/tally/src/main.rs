@@ -73,14 +73,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     })
 }
 
-/// Human-readable logs on stderr; `RUST_LOG` filters (default: info for Tally, warn for the rest).
+/// Logs on stderr, filtered by `RUST_LOG` (default: info for Tally, warn for the rest), in the
+/// format `TALLY_LOG_FORMAT` names: `text` (human-readable), `json` (one object a line, for
+/// collectors), or `auto` (the default): text on a terminal, JSON otherwise (containers).
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(
             "warn,tally=info,tally_kafka=info,tally_ingest=info,tally_projector=info",
         )
     });
-    // Colours only on a terminal: piped logs (files, collectors, tests) stay plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let json = match std::env::var("TALLY_LOG_FORMAT").as_deref() {
+        Ok("json") => true,
+        Ok("text") => false,
+        _ => !terminal,
+    };
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match json {
+        true => logs.json().flatten_event(true).with_current_span(false).init(),
+        // Colours only on a terminal.
+        false => logs.with_ansi(terminal).init(),
+    }
 }
