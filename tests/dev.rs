@@ -266,3 +266,44 @@ fn logs_are_json_lines_off_a_terminal() {
     let log: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
     assert!(log["level"].is_string() && log["message"].is_string() && log["timestamp"].is_string(), "{log}");
 }
+
+/// Settings come from a TOML file, the environment and flags, in rising precedence;
+/// `--dump-config` shows the result with sources and without secrets; bad files are errors.
+#[test]
+fn settings_layer_file_environment_and_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tally.toml");
+    let settings = "partitions = 8\nbatch-max = 50\nquery-listen = \"127.0.0.1:1\"\nscylla-nodes = [\"a:9042\", \"b:9042\"]\nscylla-password = \"hunter2\"\n";
+    std::fs::write(&file, settings).unwrap();
+    let out = Command::new(TALLY)
+        .args(["dev", "--config", file.to_str().unwrap(), "--batch-max", "7", "--dump-config"])
+        .env("TALLY_QUERY_LISTEN", "127.0.0.1:9999")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dump = String::from_utf8(out.stdout).unwrap();
+    for line in [
+        "partitions = \"8\"  # file",
+        "batch-max = \"7\"  # flag",
+        "query-listen = \"127.0.0.1:9999\"  # env TALLY_QUERY_LISTEN",
+        "scylla-nodes = [\"a:9042\", \"b:9042\"]  # file",
+        "scylla-password = \"<redacted>\"  # file",
+        "http-listen = \"127.0.0.1:8080\"  # default",
+    ] {
+        assert!(dump.contains(line), "no {line:?} in:\n{dump}");
+    }
+    assert!(!dump.contains("hunter2"), "a secret was printed:\n{dump}");
+
+    for (bad, says) in [
+        ("colour = \"red\"\n", "\"colour\" is not a setting of tally dev"),
+        ("partitions = \"many\"\n", "--partitions"),
+        ("partitions = {a = 1}\n", "partitions: use text"),
+        ("not toml", "is not TOML"),
+    ] {
+        std::fs::write(&file, bad).unwrap();
+        let out = Command::new(TALLY).args(["dev", "--config", file.to_str().unwrap()]).output().unwrap();
+        assert!(!out.status.success(), "{bad}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{bad}: {stderr}");
+    }
+}

@@ -1,6 +1,7 @@
 //! `tally`: one binary for every role. `tally dev` runs everything in one process; the other
 //! subcommands are tools around a running deployment.
 
+mod config;
 mod dev;
 mod health;
 mod ingest;
@@ -11,13 +12,20 @@ mod shutdown;
 mod store;
 mod tools;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "tally", version, about = "Kafka-native, event-sourced ledger and application state")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// A TOML file of settings (keys are the long flag names); flags and TALLY_* variables
+    /// override it. See docs/configuration.md.
+    #[arg(long, global = true, env = "TALLY_CONFIG")]
+    config: Option<std::path::PathBuf>,
+    /// Print the effective settings (and where each came from; secrets redacted), then exit.
+    #[arg(long, global = true)]
+    dump_config: bool,
 }
 
 #[derive(Subcommand)]
@@ -45,7 +53,21 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let command = Cli::command();
+    let args = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    let (args, from_file) = match config::with_file(&command, args) {
+        Ok(layered) => layered,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let matches = command.clone().get_matches_from(args);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if cli.dump_config {
+        print!("{}", config::dump(&command, &matches, &from_file));
+        return std::process::ExitCode::SUCCESS;
+    }
     init_logging();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -93,5 +115,25 @@ fn init_logging() {
         true => logs.json().flatten_event(true).with_current_span(false).init(),
         // Colours only on a terminal.
         false => logs.with_ansi(terminal).init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/configuration.md is generated from the flag definitions; it must match them.
+    #[test]
+    fn the_configuration_reference_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/configuration.md");
+        let generated = config::reference(&Cli::command());
+        if std::env::var_os("TALLY_UPDATE_DOCS").is_some() {
+            std::fs::write(path, &generated).unwrap();
+        }
+        let written = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            written == generated,
+            "docs/configuration.md is out of date: run TALLY_UPDATE_DOCS=1 cargo test -p tally --bin tally"
+        );
     }
 }
