@@ -57,6 +57,21 @@ impl Dev {
         Dev { kafka: address("kafka: "), http: address("http: "), query: address("query: "), child }
     }
 
+    /// Sends SIGTERM and waits for the exit, at most `deadline`; how it exited and how long it
+    /// took (`None`: still running at the deadline, then killed).
+    pub fn terminate(mut self, deadline: Duration) -> (Option<std::process::ExitStatus>, Duration) {
+        let started = std::time::Instant::now();
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        while started.elapsed() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (Some(status), started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (None, started.elapsed())
+    }
+
     pub fn kill(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
