@@ -44,6 +44,16 @@ impl Api {
         Api::start_with(&["--kafka-fetch-wait-ms", "5", "--query-position-wait-ms", "300"])
     }
 
+    /// A started API with USD/2 defined and 5 moved from `world` to `alice` (transaction
+    /// `t-1`), and the position of that write.
+    fn with_alice_funded() -> (Api, String) {
+        let api = Api::start();
+        api.write("POST", "/v1/ledgers/main/assets", json!({"asset": "USD/2"}));
+        let funded = api.write("POST", "/v1/ledgers/main/transactions", transfer("t-1", "world", "alice", 5));
+        let position = funded.position.unwrap();
+        (api, position)
+    }
+
     fn start_with(args: &[&str]) -> Api {
         Api { dev: Dev::start(args), http: client() }
     }
@@ -252,12 +262,7 @@ type Headers<'a> = Vec<(&'a str, &'a str)>;
 
 #[test]
 fn bad_input_is_a_clear_error_and_unknown_things_are_404() {
-    let api = Api::start();
-    api.write("POST", "/v1/ledgers/main/assets", json!({"asset": "USD/2"}));
-    let p = api
-        .write("POST", "/v1/ledgers/main/transactions", transfer("t-1", "world", "alice", 5))
-        .position
-        .unwrap();
+    let (api, p) = Api::with_alice_funded();
     api.read_after("/v1/ledgers/main/accounts/alice", &p);
     let cursor =
         api.read_after("/v1/ledgers/main/accounts?limit=1", &p)["next_cursor"].as_str().unwrap().to_owned();
@@ -413,12 +418,7 @@ fn a_live_stream_resumed_after_a_dropped_connection_misses_nothing_and_repeats_n
 /// outcome and reason, processor batches, projection lag and checkpoints, store operations.
 #[test]
 fn metrics_name_the_traffic() {
-    let api = Api::start();
-    api.write("POST", "/v1/ledgers/main/assets", json!({"asset": "USD/2"}));
-    let p = api
-        .write("POST", "/v1/ledgers/main/transactions", transfer("t-1", "world", "alice", 5))
-        .position
-        .unwrap();
+    let (api, p) = Api::with_alice_funded();
     let url = format!("http://{}/v1/ledgers/main/transactions", api.dev.http);
     let overdraft = transfer("t-2", "alice", "bob", 500);
     let rejected = api.http.post(url).header("tally-tenant", "acme").send(overdraft.to_string()).unwrap();
