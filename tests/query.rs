@@ -89,6 +89,17 @@ impl Api {
         (answer.status, answer.body)
     }
 
+    /// The text of `/metrics` at `listener`.
+    fn metrics(&self, listener: &str) -> String {
+        self.http
+            .get(format!("http://{listener}/metrics"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    }
+
     /// Every item of a list, page by page (`limit` per page), following `next_cursor`.
     fn all_pages(&self, path: &str, limit: usize, position: &str) -> Vec<Value> {
         let (mut items, mut cursor) = (Vec::new(), None::<String>);
@@ -424,6 +435,15 @@ fn metrics_name_the_traffic() {
     let rejected = api.http.post(url).header("tally-tenant", "acme").send(overdraft.to_string()).unwrap();
     assert_eq!(rejected.status(), 422);
     api.read_after("/v1/ledgers/main/accounts/alice", &p);
+    // Consumer lag comes from librdkafka's statistics, every 5 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !api
+        .metrics(&api.dev.http)
+        .contains(r#"tally_consumer_lag_records{group="tally-processor",partition="#)
+    {
+        assert!(Instant::now() < deadline, "no consumer lag after 30 s");
+        std::thread::sleep(Duration::from_millis(500));
+    }
     for listener in [&api.dev.http, &api.dev.query] {
         let mut response = api.http.get(format!("http://{listener}/metrics")).call().unwrap();
         assert_eq!(response.status(), 200);
@@ -442,6 +462,7 @@ fn metrics_name_the_traffic() {
             "tally_projection_batch_rows_count",
             r#"tally_store_operation_seconds_count{operation="commit"}"#,
             r#"tally_store_operation_seconds_count{operation="row"}"#,
+            r#"tally_consumer_lag_records{group="tally-projector",partition="#,
         ] {
             assert!(text.contains(series), "{listener}/metrics has no {series}:\n{text}");
         }

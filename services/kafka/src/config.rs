@@ -4,6 +4,9 @@
 
 use rdkafka::ClientConfig;
 
+/// How often group consumers report librdkafka's statistics (consumer lag for the metrics).
+pub const STATISTICS_INTERVAL_MS: u32 = 5000;
+
 /// librdkafka's default is 500 ms; see [`KafkaOptions::fetch_wait_ms`].
 pub const DEFAULT_FETCH_WAIT_MS: u32 = 50;
 
@@ -42,7 +45,7 @@ impl KafkaOptions {
             // effect: the embedded broker creates any unknown topic a metadata request names,
             // with 4 partitions, unless the request says otherwise.
             .set("allow.auto.create.topics", "false")
-            // Lets librdkafka report consumer lag and queue depths (wired to metrics later).
+            // Statistics only where they feed a metric (group consumers, below).
             .set("statistics.interval.ms", "0");
         // librdkafka's own tracing (e.g. `cgrp,fetch`), for diagnosing group or fetch trouble.
         if let Ok(contexts) = std::env::var("TALLY_KAFKA_DEBUG") {
@@ -102,7 +105,8 @@ impl KafkaOptions {
             .set("fetch.min.bytes", "1")
             .set("queued.max.messages.kbytes", "65536")
             .set("enable.partition.eof", "false")
-            .set("check.crcs", "true");
+            .set("check.crcs", "true")
+            .set("statistics.interval.ms", STATISTICS_INTERVAL_MS.to_string());
         c
     }
 

@@ -106,7 +106,11 @@ impl PartitionGroup {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| crate::KafkaError::Group("must start inside a tokio runtime".into()))?;
         let (membership_tx, membership) = std::sync::mpsc::channel();
-        let context = GroupContext { topic: config.topic.clone(), membership: membership_tx };
+        let context = GroupContext {
+            group: config.group_id.clone(),
+            topic: config.topic.clone(),
+            membership: membership_tx,
+        };
         let consumer: BaseConsumer<GroupContext> =
             config.kafka.consumer(config.role, &config.group_id).create_with_context(context)?;
         consumer.subscribe(&[&config.topic])?;
@@ -159,11 +163,51 @@ enum Membership {
 }
 
 struct GroupContext {
+    group: String,
     topic: String,
     membership: Sender<Membership>,
 }
 
-impl ClientContext for GroupContext {}
+/// Consumer lag per partition, from librdkafka's statistics (every
+/// [`crate::config::STATISTICS_INTERVAL_MS`]), for the partitions this member owns.
+static CONSUMER_LAG: std::sync::LazyLock<prometheus::IntGaugeVec> = std::sync::LazyLock::new(|| {
+    prometheus::register_int_gauge_vec!(
+        "tally_consumer_lag_records",
+        "Records between a partition's end and the group's committed offset (owned partitions)",
+        &["group", "topic", "partition"]
+    )
+    .expect("registered once")
+});
+
+impl ClientContext for GroupContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else { return };
+        for (partition, stats) in &topic.partitions {
+            if *partition < 0 {
+                continue; // librdkafka's "unassigned" pseudo-partition
+            }
+            let labels = [self.group.as_str(), self.topic.as_str(), &partition.to_string()];
+            match partition_lag(stats) {
+                Some(lag) => CONSUMER_LAG.with_label_values(&labels).set(lag),
+                // Not owned by this member: no figure rather than a stale one.
+                None => {
+                    let _ = CONSUMER_LAG.remove_label_values(&labels);
+                }
+            }
+        }
+    }
+}
+
+/// A partition's lag from its statistics: from the committed offset (else the partition's
+/// start) to its last stable offset (else its end), at least 0; `None` when this member does
+/// not own it or the offsets are not known yet. (librdkafka's own `consumer_lag` stays -1 on
+/// partitions with nothing committed, and with transaction markers after the last commit.)
+fn partition_lag(stats: &rdkafka::statistics::Partition) -> Option<i64> {
+    let end = if stats.ls_offset >= 0 { stats.ls_offset } else { stats.hi_offset };
+    let from = if stats.committed_offset >= 0 { stats.committed_offset } else { stats.lo_offset };
+    let owned = stats.fetch_state != "none";
+    (owned && end >= 0 && from >= 0).then(|| (end - from).max(0))
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
