@@ -392,3 +392,38 @@ fn sigterm_under_load_loses_nothing() {
         }
     }
 }
+
+/// A caller's W3C trace goes on through Tally: the HTTP request's trace is in the command
+/// record's headers, and the event that answers it carries the same trace on the events topic.
+#[test]
+fn the_trace_context_survives_the_hop_through_kafka() {
+    let dev = Dev::start(&["--kafka-fetch-wait-ms", "5"]);
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace}-00f067aa0ba902b7-01");
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let response = agent
+        .post(format!("http://{}/v1/ledgers/main/assets", dev.http))
+        .header("tally-tenant", "acme")
+        .header("traceparent", &traceparent)
+        .send(r#"{"asset":"USD/2"}"#)
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let traced = |topic: &str| -> Vec<String> {
+        let records = records(&dev.kafka, topic);
+        records.iter().filter_map(|r| r["headers"]["traceparent"].as_str().map(str::to_owned)).collect()
+    };
+    let commands = traced("tally.commands");
+    assert_eq!(commands.len(), 1, "{commands:?}");
+    let events = traced("tally.events");
+    assert_eq!(events.len(), 1, "{events:?}");
+    for (hop, parent) in [("command", &commands[0]), ("event", &events[0])] {
+        let parts: Vec<&str> = parent.split('-').collect();
+        assert_eq!(
+            (parts[0], parts[1], parts[3]),
+            ("00", trace, "01"),
+            "the {hop} left the caller's trace: {parent}"
+        );
+        assert_ne!(parts[2], "00f067aa0ba902b7", "the {hop} is not in a span of its own: {parent}");
+    }
+    assert_ne!(commands[0], events[0], "the processor's answer is a span of its own");
+}

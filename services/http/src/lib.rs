@@ -11,6 +11,7 @@
 
 pub mod metrics;
 mod problem;
+pub mod trace;
 
 pub use problem::{Problem, as_problem};
 

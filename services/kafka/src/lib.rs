@@ -11,6 +11,7 @@ mod embedded;
 pub mod group;
 mod log_tail;
 pub mod topics;
+pub mod trace_context;
 
 pub use embedded::{BrokerStorage, EmbeddedBroker};
 pub use group::{Assignment, GroupConfig, PartitionGroup, PartitionOwner};

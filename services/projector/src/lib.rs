@@ -35,10 +35,13 @@ use tally_codec::Codec;
 use tally_core::log::Replica;
 use tally_core::projection;
 use tally_kafka::config::KafkaOptions;
+use tally_kafka::trace_context;
 use tally_kafka::{Assignment, GroupConfig, LogTail, PartitionGroup, PartitionOwner, blocking, now_ms};
 use tally_store::projections::{ProjectionStore, Version};
 use tally_store::{SnapshotStore, StoreError, snapshot};
 use tokio::sync::mpsc;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// What a projector instance needs to know.
 #[derive(Debug, Clone)]
@@ -284,13 +287,16 @@ impl PartitionProjector {
         let partition = self.assignment.partition;
         let fold_started = std::time::Instant::now();
         let mut records = Vec::with_capacity(batch.len());
-        let mut last = None;
+        let (mut last, mut traces) = (None, Vec::new());
         for message in batch.drain(..) {
             let offset = message.offset();
             if self.checkpoint.is_some_and(|c| offset <= c) {
                 continue; // delivered again after a seek: already covered
             }
             last = Some((offset, message.timestamp().to_millis()));
+            if traces.len() < TRACES_PER_BATCH_MAX && trace_context::is_traced(message.headers()) {
+                traces.push(trace_context::context_of(message.headers()));
+            }
             match self.shared.codec.decode_log_record(message.payload().unwrap_or_default()) {
                 Ok(record) => records.push((offset, record)),
                 // Only Tally writes here; an unreadable record is skipped by every reader alike.
@@ -305,6 +311,7 @@ impl PartitionProjector {
         let fold_us = fold_started.elapsed().as_micros() as u64;
         let (rows, started) = (changes.len(), std::time::Instant::now());
         blocking(move || Ok::<_, ProjectorError>(store.commit(version, partition, &changes, offset)?))
+            .instrument(batch_span(partition, offset, &traces))
             .await?;
         let commit_us = started.elapsed().as_micros() as u64;
         tracing::trace!(
@@ -346,4 +353,21 @@ async fn restore(
         Ok::<_, ProjectorError>((replica, resume.snapshot, tail.records_read()))
     })
     .await
+}
+
+/// Most traced events a batch's span names (the first as its parent, the rest as links).
+const TRACES_PER_BATCH_MAX: usize = 32;
+
+/// The span of a batch's commit, in the trace of its first traced event and linked to the
+/// traces of the others, so each command's trace ends where its rows were written.
+fn batch_span(partition: i32, checkpoint: i64, traces: &[opentelemetry::Context]) -> tracing::Span {
+    use opentelemetry::trace::TraceContextExt;
+    let span = tracing::info_span!("project batch", partition, checkpoint);
+    if let Some((first, rest)) = traces.split_first() {
+        let _ = span.set_parent(first.clone());
+        for other in rest {
+            span.add_link(other.span().span_context().clone());
+        }
+    }
+    span
 }

@@ -85,6 +85,7 @@ impl Query {
                 tally_http::metrics::observe("query", request, next)
             }))
             .with_state(self)
+            .layer(axum::middleware::from_fn(tally_http::trace::traced))
             .layer(axum::middleware::map_response(tally_http::as_problem))
     }
 

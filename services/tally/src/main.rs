@@ -10,6 +10,7 @@ mod projections;
 mod query;
 mod shutdown;
 mod store;
+mod telemetry;
 mod tools;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -68,8 +69,10 @@ fn main() -> std::process::ExitCode {
         print!("{}", config::dump(&command, &matches, &from_file));
         return std::process::ExitCode::SUCCESS;
     }
-    init_logging();
-    match run(cli) {
+    let traces = init_logging();
+    let result = run(cli);
+    traces.shutdown();
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One line with the whole cause chain; details are in the logs.
@@ -98,7 +101,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// Logs on stderr, filtered by `RUST_LOG` (default: info for Tally, warn for the rest), in the
 /// format `TALLY_LOG_FORMAT` names: `text` (human-readable), `json` (one object a line, for
 /// collectors), or `auto` (the default): text on a terminal, JSON otherwise (containers).
-fn init_logging() {
+/// Traces: see [`telemetry`].
+fn init_logging() -> telemetry::Traces {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(
             "warn,tally=info,tally_kafka=info,tally_ingest=info,tally_projector=info",
@@ -110,12 +117,15 @@ fn init_logging() {
         Ok("text") => false,
         _ => !terminal,
     };
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match json {
-        true => logs.json().flatten_event(true).with_current_span(false).init(),
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match json {
+        true => logs.json().flatten_event(true).with_current_span(false).boxed(),
         // Colours only on a terminal.
-        false => logs.with_ansi(terminal).init(),
-    }
+        false => logs.with_ansi(terminal).boxed(),
+    };
+    let traces = telemetry::Traces::start();
+    tracing_subscriber::registry().with(logs.with_filter(filter)).with(traces.layer()).init();
+    traces
 }
 
 #[cfg(test)]

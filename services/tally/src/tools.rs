@@ -3,6 +3,7 @@
 use anyhow::{Context, bail};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
@@ -128,7 +129,21 @@ fn tail_blocking(opts: TailOptions) -> anyhow::Result<()> {
                 Err(_) => format!("{{\"undecodable\":{:?}}}", log_error.to_string()),
             },
         };
-        println!("{{\"partition\":{},\"offset\":{},\"record\":{json}}}", m.partition(), m.offset());
+        let headers: serde_json::Map<String, serde_json::Value> = m
+            .headers()
+            .map(|headers| {
+                let text = |h: rdkafka::message::Header<&[u8]>| {
+                    String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()
+                };
+                headers.iter().map(|h| (h.key.to_owned(), serde_json::Value::String(text(h)))).collect()
+            })
+            .unwrap_or_default();
+        println!(
+            "{{\"partition\":{},\"offset\":{},\"headers\":{},\"record\":{json}}}",
+            m.partition(),
+            m.offset(),
+            serde_json::Value::Object(headers)
+        );
         printed += 1;
         if remaining.get(&m.partition()).is_some_and(|high| m.offset() + 1 >= *high) {
             remaining.remove(&m.partition());

@@ -83,6 +83,7 @@ impl Front {
                 tally_http::metrics::observe("ingest", request, next)
             }))
             .with_state(self)
+            .layer(axum::middleware::from_fn(tally_http::trace::traced))
             .layer(DefaultBodyLimit::max(limit))
             .layer(axum::middleware::map_response(tally_http::as_problem))
     }
@@ -102,7 +103,11 @@ impl Front {
             Lookup::Pending(receiver) => receiver,
         };
         let (key, payload) = (command.kafka_key(), self.inner.codec.encode_command(&command));
-        let record = FutureRecord::to(&self.inner.commands_topic).key(&key).payload(&payload);
+        // The request's trace goes on in the command record's headers.
+        let record = FutureRecord::to(&self.inner.commands_topic)
+            .key(&key)
+            .payload(&payload)
+            .headers(tally_kafka::trace_context::current_headers());
         if let Err((e, _)) = self.inner.producer.send(record, self.inner.config.wait).await {
             tracing::error!(command_id = %command.command_id, "producing a command: {e}");
             return Err(Problem::unavailable());

@@ -15,6 +15,7 @@ pub mod intake;
 mod metrics;
 mod partition;
 
+use rdkafka::message::OwnedHeaders;
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
@@ -149,13 +150,21 @@ impl Shared {
     }
 
     /// Appends records in order, pipelined; returns their offsets once all are durable.
-    async fn append_all(&self, partition: i32, records: &[LogRecord]) -> Result<Vec<i64>, ProcessorError> {
+    async fn append_all(
+        &self,
+        partition: i32,
+        records: &[LogRecord],
+        traces: &[Option<OwnedHeaders>],
+    ) -> Result<Vec<i64>, ProcessorError> {
         let producer = self.producer();
         let mut offsets = Vec::with_capacity(records.len());
         let mut in_flight = std::collections::VecDeque::with_capacity(records.len());
-        for record in records {
+        for (record, trace) in records.iter().zip(traces) {
             let (key, payload) = (log_key(record), self.codec.encode_log_record(record));
             let mut out = self.to_log(partition, key.as_ref(), &payload);
+            if let Some(trace) = trace {
+                out = out.headers(trace.clone());
+            }
             loop {
                 match producer.send_result(out) {
                     Ok(delivery) => {

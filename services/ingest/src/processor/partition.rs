@@ -4,16 +4,17 @@
 use super::{ProcessorError, Restored, Shared, SnapshotWritten};
 use super::{intake, metrics};
 use rdkafka::Message;
-use rdkafka::message::OwnedMessage;
+use rdkafka::message::{OwnedHeaders, OwnedMessage};
 use rdkafka::producer::FutureRecord;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 use tally_core::log::{LogRecord, Replica, Verdict};
 use tally_core::{Actor, Command, CommandBody, CommandId, LedgerId, TenantId, TxId, decide};
-use tally_kafka::{Assignment, LogTail, blocking, now_ms};
+use tally_kafka::{Assignment, LogTail, blocking, now_ms, trace_context};
 use tally_store::snapshot::{self, ResumePoint, Snapshot};
 use tokio::sync::mpsc;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// How often a new owner claims again after losing a claim race before it gives up (and the
 /// group thread restarts it).
@@ -197,18 +198,19 @@ impl Owner {
         let now = now_ms();
         let epoch = self.replica.reader.epoch();
         let mut records = Vec::with_capacity(batch.len());
+        let mut traces = Vec::with_capacity(batch.len());
         let mut dead_letters = Vec::new();
         for message in batch.drain(..) {
             let command_offset = message.offset();
             if command_offset < self.replica.reader.next_command_offset() {
                 continue; // delivered again (a seek, a restart): already answered
             }
-            let record = match intake::classify(&self.shared.codec, &message) {
-                Ok(command) => LogRecord::Event {
-                    epoch,
-                    command_offset,
-                    event: decide(&self.replica.state, &command, now),
-                },
+            let (record, trace) = match intake::classify(&self.shared.codec, &message) {
+                Ok(command) => {
+                    let trace = answer_trace(&message, &command.command_id);
+                    let event = decide(&self.replica.state, &command, now);
+                    (LogRecord::Event { epoch, command_offset, event }, trace)
+                }
                 Err(why) => {
                     tracing::warn!(
                         partition = self.partition,
@@ -219,13 +221,14 @@ impl Owner {
                     );
                     let reason = why.marker_reason();
                     dead_letters.push((message, why));
-                    LogRecord::DeadLettered { epoch, command_offset, reason }
+                    (LogRecord::DeadLettered { epoch, command_offset, reason }, None)
                 }
             };
             // Folds the answer exactly as every reader of the log will.
             let verdict = self.replica.read(&record);
             debug_assert_eq!(verdict, Verdict::Apply);
             records.push(record);
+            traces.push(trace);
         }
         if records.is_empty() {
             return Ok(());
@@ -234,7 +237,7 @@ impl Owner {
         for (message, why) in &dead_letters {
             self.shared.dead_letter(message, why).await?;
         }
-        let offsets = self.shared.append_all(self.partition, &records).await?;
+        let offsets = self.shared.append_all(self.partition, &records, &traces).await?;
         // Counted once durable (a failed append is answered again by the next owner).
         for record in &records {
             if let LogRecord::Event { event, .. } = record {
@@ -337,4 +340,16 @@ fn expiry_command((tenant, ledger, tx_id): &TxKey) -> Command {
         actor: Actor::parse("tally-expiry").expect("a valid actor"),
         body: CommandBody::ExpirePending { ledger: ledger.clone(), tx_id: tx_id.clone() },
     }
+}
+
+/// The trace headers of the event that answers a traced command: the context of a span for
+/// the processor's answer, a child of the command's. Untraced commands cost nothing here.
+fn answer_trace(message: &OwnedMessage, command_id: &CommandId) -> Option<OwnedHeaders> {
+    let headers = message.headers();
+    if !trace_context::is_traced(headers) {
+        return None;
+    }
+    let span = tracing::info_span!("process command", command_id = %command_id);
+    let _ = span.set_parent(trace_context::context_of(headers));
+    Some(trace_context::headers_of(&span.context()))
 }
