@@ -427,3 +427,13 @@ fn the_trace_context_survives_the_hop_through_kafka() {
     }
     assert_ne!(commands[0], events[0], "the processor's answer is a span of its own");
 }
+
+/// Stopping is bounded: past `--shutdown-timeout-ms` the process exits anyway, with an error.
+#[test]
+fn stopping_is_bounded_by_the_shutdown_timeout() {
+    let dev = Dev::start(&["--shutdown-timeout-ms", "100"]);
+    let (status, took) = dev.terminate(Duration::from_secs(30));
+    let status = status.expect("exited");
+    assert!(!status.success(), "stopping in 100 ms cannot finish (it takes seconds): {status:?}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}

@@ -113,6 +113,8 @@ pub struct ServiceOptions {
     /// hop (5 is a good value for `tally dev`; each idle consumer then fetches ~200 times/s).
     #[arg(long, default_value_t = tally_kafka::config::DEFAULT_FETCH_WAIT_MS, value_parser = clap::value_parser!(u32).range(1..=10_000), env = "TALLY_KAFKA_FETCH_WAIT_MS")]
     pub kafka_fetch_wait_ms: u32,
+    #[command(flatten)]
+    pub shutdown: crate::shutdown::ShutdownOptions,
 }
 
 #[derive(clap::Args, Debug)]
@@ -190,16 +192,18 @@ pub async fn serve(
         start_http(kafka, &topics, partitions, &opts.http, Some(snapshots), extra, stop.clone()).await?;
     ready(&topics);
     crate::shutdown::signal().await;
-    stop.cancel();
-    let _ = http.await;
-    if let Some(query) = query {
-        let _ = query.await;
-    }
-    processor.stop().await;
-    if let Some(projector) = projector {
-        projector.stop().await;
-    }
-    Ok(())
+    let stopping = async {
+        stop.cancel();
+        let _ = http.await;
+        if let Some(query) = query {
+            let _ = query.await;
+        }
+        processor.stop().await;
+        if let Some(projector) = projector {
+            projector.stop().await;
+        }
+    };
+    opts.shutdown.within(stopping).await
 }
 
 pub async fn run(opts: IngestOptions) -> anyhow::Result<()> {

@@ -37,6 +37,8 @@ pub struct ProjectOptions {
     store: crate::store::StoreOptions,
     #[command(flatten)]
     query: crate::query::QueryOptions,
+    #[command(flatten)]
+    shutdown: crate::shutdown::ShutdownOptions,
     /// Address of the admin routes (`tally projections --url http://ADDR`). Not authenticated
     /// yet: keep it private.
     #[arg(long, default_value = "127.0.0.1:8081", env = "TALLY_ADMIN_LISTEN")]
@@ -82,8 +84,10 @@ pub async fn run(opts: ProjectOptions) -> anyhow::Result<()> {
         .with_graceful_shutdown(crate::shutdown::signal())
         .await
         .context("serving the admin routes")?;
-    stop.cancel();
-    let _ = query.await;
-    projector.stop().await;
-    Ok(())
+    let stopping = async {
+        stop.cancel();
+        let _ = query.await;
+        projector.stop().await;
+    };
+    opts.shutdown.within(stopping).await
 }

@@ -50,6 +50,8 @@ pub struct QueryServiceOptions {
     store: StoreOptions,
     #[command(flatten)]
     query: QueryOptions,
+    #[command(flatten)]
+    shutdown: crate::shutdown::ShutdownOptions,
 }
 
 /// `tally query`: the query API alone, over a store other processes write.
@@ -64,6 +66,9 @@ pub async fn run(opts: QueryServiceOptions) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let server = start_query(&opts.query, store, stop.clone()).await?;
     crate::shutdown::signal().await;
-    stop.cancel();
-    server.await.context("the query server")
+    let stopping = async {
+        stop.cancel();
+        let _ = server.await;
+    };
+    opts.shutdown.within(stopping).await
 }

@@ -212,9 +212,12 @@ impl Owner {
                     (LogRecord::Event { epoch, command_offset, event }, trace)
                 }
                 Err(why) => {
+                    // The record could not be read as a command: its place and key name it.
+                    let key = message.key().map(String::from_utf8_lossy);
                     tracing::warn!(
                         partition = self.partition,
                         command_offset,
+                        key = key.as_deref().unwrap_or(""),
                         code = why.code,
                         "dead-lettered: {}",
                         why.detail
