@@ -206,7 +206,7 @@ async fn get_account(
     Path((ledger, account)): Path<(String, String)>,
 ) -> Result<Json<AccountView>, Problem> {
     let (ledger_id, account_id): (LedgerId, AccountId) = (id("ledger", &ledger)?, id("account", &account)?);
-    let found = query.read_live(move |s, v| s.account(v, &tenant, &ledger_id, &account_id))?;
+    let found = query.read_live(|s, v| s.account(v, &tenant, &ledger_id, &account_id))?;
     let found =
         found.ok_or_else(|| Problem::not_found(format!("no account {account} in ledger {ledger}")))?;
     Ok(Json(AccountView::of(&ledger, &account, found)))
@@ -228,13 +228,12 @@ async fn list_accounts(
         After::Account(after) => Some(after),
         _ => None,
     })?;
-    let reader = tenant.clone();
     let page = query
-        .read_live(move |s, v| {
-            if !ledger_exists(s, v, &reader, &ledger_id)? {
+        .read_live(|s, v| {
+            if !ledger_exists(s, v, &tenant, &ledger_id)? {
                 return Ok(None);
             }
-            s.accounts(v, &reader, &ledger_id, prefix.as_ref(), after.as_ref(), limit).map(Some)
+            s.accounts(v, &tenant, &ledger_id, prefix.as_ref(), after.as_ref(), limit).map(Some)
         })?
         .ok_or_else(|| Problem::not_found(format!("no ledger {ledger}")))?;
     Ok(Json(Page {
@@ -260,13 +259,12 @@ async fn statement(
         After::Line(offset, line) => Some((offset, line)),
         _ => None,
     })?;
-    let reader = tenant.clone();
     let page = query
-        .read_live(move |s, v| {
-            if s.account(v, &reader, &ledger_id, &account_id)?.is_none() {
+        .read_live(|s, v| {
+            if s.account(v, &tenant, &ledger_id, &account_id)?.is_none() {
                 return Ok(None);
             }
-            s.statement(v, &reader, &ledger_id, &account_id, only.as_ref(), before, limit).map(Some)
+            s.statement(v, &tenant, &ledger_id, &account_id, only.as_ref(), before, limit).map(Some)
         })?
         .ok_or_else(|| Problem::not_found(format!("no account {account} in ledger {ledger}")))?;
     Ok(Json(Page {
@@ -290,7 +288,7 @@ async fn balance_at(
     let at_ms = instant("at", &params.at)?;
     let only = params.asset.as_deref().map(asset).transpose()?;
     let balances = query
-        .read_live(move |s, v| {
+        .read_live(|s, v| {
             let Some(found) = s.account(v, &tenant, &ledger_id, &account_id)? else { return Ok(None) };
             let assets = match only {
                 Some(asset) => vec![asset],
@@ -318,7 +316,7 @@ async fn get_transaction(
     Path((ledger, tx_id)): Path<(String, String)>,
 ) -> Result<Json<TransactionView>, Problem> {
     let (ledger_id, tx): (LedgerId, TxId) = (id("ledger", &ledger)?, id("tx_id", &tx_id)?);
-    let found = query.read_live(move |s, v| s.transaction(v, &tenant, &ledger_id, &tx))?;
+    let found = query.read_live(|s, v| s.transaction(v, &tenant, &ledger_id, &tx))?;
     let found =
         found.ok_or_else(|| Problem::not_found(format!("no transaction {tx_id} in ledger {ledger}")))?;
     Ok(Json(TransactionView::of(&ledger, &tx_id, found)))
@@ -332,7 +330,7 @@ async fn get_outcome(
     Path(command_id): Path<String>,
 ) -> Result<Json<OutcomeView>, Problem> {
     let command: CommandId = id("command_id", &command_id)?;
-    let found = query.read_live(move |s, v| s.outcome(v, &tenant, &command))?;
+    let found = query.read_live(|s, v| s.outcome(v, &tenant, &command))?;
     let found = found.ok_or_else(|| Problem::not_found(format!("no outcome of command {command_id} yet")))?;
     Ok(Json(OutcomeView::of(&command_id, found)))
 }
@@ -349,7 +347,7 @@ async fn get_document(
     Path((doc_type, key)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
     let (t, k): (DocType, DocKey) = (id("doc_type", &doc_type)?, id("key", &key)?);
-    let found = query.read_live(move |s, v| s.document(v, &tenant, &t, &k))?;
+    let found = query.read_live(|s, v| s.document(v, &tenant, &t, &k))?;
     let view = found
         .and_then(|doc| DocumentView::of(&doc_type, &key, doc))
         .ok_or_else(|| Problem::not_found(format!("no document {doc_type}/{key}")))?;

@@ -77,15 +77,10 @@ async fn next_event(mut follow: Follow) -> Option<(Result<Event, Infallible>, Fo
             let event = Event::default().id(id).event(kind).json_data(EventView::of(row)).ok()?;
             return Some((Ok(event), follow));
         }
-        let (tenant, stream, filter, after) =
-            (follow.tenant.clone(), follow.stream.clone(), follow.filter.clone(), follow.after);
-        let scan_max = follow.query.config().scan_max;
-        let page = follow
-            .query
-            .read_live(move |s, v| {
-                stream_page(s, v, (&tenant, &stream), &filter, after, (PAGE_MAX, scan_max))
-            })
-            .ok()?;
+        let (after, bounds) = (follow.after, (PAGE_MAX, follow.query.config().scan_max));
+        let scope = (&follow.tenant, &follow.stream);
+        let page =
+            follow.query.read_live(|s, v| stream_page(s, v, scope, &follow.filter, after, bounds)).ok()?;
         follow.after = page.last.unwrap_or(after);
         follow.buffered.extend(page.items);
         if follow.buffered.is_empty() && !page.more {
