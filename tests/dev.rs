@@ -204,11 +204,7 @@ fn projections_rebuild_through_tally_dev_switches_to_a_new_version() {
 
 /// `GET http://{addr}{path}` as tenant `acme`: the status and the body.
 fn get(addr: &str, path: &str) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
+    let agent = tally_dev::http_client(Duration::from_secs(10));
     let mut response =
         agent.get(format!("http://{addr}{path}")).header("tally-tenant", "acme").call().unwrap();
     (response.status().as_u16(), response.body_mut().read_to_string().unwrap())
@@ -318,11 +314,7 @@ fn settings_layer_file_environment_and_flags() {
 
 /// A write as `acme` to the front door at `http`: whether it was acknowledged (2xx).
 fn post(http: &str, path: &str, body: &serde_json::Value) -> bool {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
+    let agent = tally_dev::http_client(Duration::from_secs(10));
     let sent =
         agent.post(format!("http://{http}{path}")).header("tally-tenant", "acme").send(body.to_string());
     sent.is_ok_and(|response| response.status().is_success())
@@ -400,7 +392,7 @@ fn the_trace_context_survives_the_hop_through_kafka() {
     let dev = Dev::start(&["--kafka-fetch-wait-ms", "5"]);
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let traceparent = format!("00-{trace}-00f067aa0ba902b7-01");
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let agent = tally_dev::http_client(Duration::from_secs(30));
     let response = agent
         .post(format!("http://{}/v1/ledgers/main/assets", dev.http))
         .header("tally-tenant", "acme")

@@ -8,13 +8,9 @@ use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 use tally_dev::Dev;
 
-/// A plain HTTP client that hands back every status instead of failing on 4xx and 5xx.
+/// The tests' HTTP client (long enough a timeout for the live stream's reads).
 fn client() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into()
+    tally_dev::http_client(Duration::from_secs(60))
 }
 
 /// An answer: status, the headers the tests look at, and the JSON body (Null when empty).

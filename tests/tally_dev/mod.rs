@@ -91,3 +91,9 @@ pub fn tally(args: &[&str]) -> Output {
     assert!(out.status.success(), "tally {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     out
 }
+
+/// A plain HTTP client that hands back every status instead of failing on 4xx and 5xx, and
+/// gives up on a request after `timeout`.
+pub fn http_client(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(timeout)).build().into()
+}
