@@ -222,9 +222,9 @@ impl Drop for ScyllaStore {
     }
 }
 
-fn now_ms() -> i64 {
-    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-    since_epoch.map_or(0, |d| d.as_millis() as i64)
+/// The wall clock since the Unix epoch (`None` for a clock set before 1970).
+fn since_epoch() -> Option<std::time::Duration> {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()
 }
 
 fn scylla_error(e: impl std::fmt::Display) -> StoreError {
@@ -318,7 +318,8 @@ impl ScyllaStore {
         // Exclusive bounds: just below `from_ms` (or `after`, if later) and `to_ms` itself.
         let lower =
             after.filter(|a| a.0 >= from_ms).unwrap_or((from_ms.saturating_sub(1), i32::MAX, i64::MAX));
-        let to_ms = to_ms.unwrap_or_else(|| now_ms().saturating_add(DAY_MS));
+        let to_ms =
+            to_ms.unwrap_or_else(|| since_epoch().map_or(0, |d| d.as_millis() as i64).saturating_add(DAY_MS));
         let mut rows = Vec::new();
         for day in lower.0.div_euclid(DAY_MS)..=to_ms.div_euclid(DAY_MS) {
             let left = i32::try_from(limit - rows.len()).unwrap_or(i32::MAX);
@@ -617,9 +618,7 @@ impl ProjectionStore for ScyllaStore {
         // The version is retired (commits to it are refused), so nothing writes it any more.
         // Deletes are stamped with the current time in microseconds, far above any offset
         // stamp, so they shadow every row write of the version.
-        let now_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(i64::MAX / 2, |d| d.as_micros() as i64);
+        let now_us = since_epoch().map_or(i64::MAX / 2, |d| d.as_micros() as i64);
         for table in TABLES {
             let found: Vec<(Vec<u8>, Vec<u8>)> =
                 self.select(&self.statements.rows[&table].scan, (version as i32,))?;
