@@ -30,13 +30,14 @@ static DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
 /// Middleware that counts and times the requests of `service` (use with
 /// `axum::middleware::from_fn`, as a route layer so the route is known).
 pub async fn observe(service: &'static str, request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
-    let method = request.method().as_str().to_owned();
+    // Both are cheap handles (a shared string, a known method), not copies of the text.
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = request.method().clone();
     let started = std::time::Instant::now();
     let response = next.run(request).await;
-    let labels = [service, route.as_str(), method.as_str()];
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let labels = [service, route, method.as_str()];
     DURATION.with_label_values(&labels).observe(started.elapsed().as_secs_f64());
-    let status = response.status();
-    REQUESTS.with_label_values(&[service, route.as_str(), method.as_str(), status.as_str()]).inc();
+    REQUESTS.with_label_values(&[service, route, method.as_str(), response.status().as_str()]).inc();
     response
 }
