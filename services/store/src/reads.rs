@@ -67,6 +67,20 @@ fn scanned<S: ProjectionStore + ?Sized, T>(
     rows.into_iter().map(pick).collect()
 }
 
+/// A page of the rows `scan` selects, each taken apart by `pick`, with the cursor `cursor`
+/// makes from the last one.
+fn page_of<S: ProjectionStore + ?Sized, T, C>(
+    store: &S,
+    version: Version,
+    scan: &Scan,
+    limit: usize,
+    pick: fn(RowKey, Row) -> Option<T>,
+    cursor: impl Fn(&T) -> C,
+) -> Result<Page<T, C>, StoreError> {
+    let limit = page_size(limit);
+    Ok(Page::of(scanned(store, version, scan, limit, pick)?, limit, cursor))
+}
+
 /// Balances, limits, metadata and status of accounts.
 pub trait Accounts: ProjectionStore {
     fn account(
@@ -94,18 +108,17 @@ pub trait Accounts: ProjectionStore {
         after: Option<&AccountId>,
         limit: usize,
     ) -> Result<Page<(AccountId, Account), AccountId>, StoreError> {
-        let limit = page_size(limit);
         let scan = Scan::Accounts {
             tenant: tenant.clone(),
             ledger: ledger.clone(),
             prefix: prefix.cloned(),
             after: after.cloned(),
         };
-        let items = scanned(self, version, &scan, limit, |key, row| match (key, row) {
+        let pick = |key, row| match (key, row) {
             (RowKey::Account { account, .. }, Row::Account(row)) => Some((account, row)),
             _ => None,
-        })?;
-        Ok(Page::of(items, limit, |(id, _)| id.clone()))
+        };
+        page_of(self, version, &scan, limit, pick, |(id, _)| id.clone())
     }
 }
 
@@ -260,18 +273,17 @@ pub trait Documents: ProjectionStore {
         after: Option<&DocKey>,
         limit: usize,
     ) -> Result<Page<(DocKey, Document), DocKey>, StoreError> {
-        let limit = page_size(limit);
         let scan = Scan::Documents {
             tenant: tenant.clone(),
             doc_type: doc_type.clone(),
             prefix: prefix.cloned(),
             after: after.cloned(),
         };
-        let items = scanned(self, version, &scan, limit, |key, row| match (key, row) {
+        let pick = |key, row| match (key, row) {
             (RowKey::Document { key, .. }, Row::Document(row)) => Some((key, row)),
             _ => None,
-        })?;
-        Ok(Page::of(items, limit, |(key, _)| key.clone()))
+        };
+        page_of(self, version, &scan, limit, pick, |(key, _)| key.clone())
     }
 }
 
@@ -308,15 +320,14 @@ pub trait EventsIndex: ProjectionStore {
         after: Option<TimelinePlace>,
         limit: usize,
     ) -> Result<Page<(TimelinePlace, EventRef), TimelinePlace>, StoreError> {
-        let limit = page_size(limit);
         let scan = Scan::Timeline { tenant: tenant.clone(), from_ms, to_ms, after };
-        let items = scanned(self, version, &scan, limit, |key, row| match (key, row) {
+        let pick = |key, row| match (key, row) {
             (RowKey::EventAt { time_ms, partition, offset, .. }, Row::EventAt(event)) => {
                 Some(((time_ms, partition, offset), event))
             }
             _ => None,
-        })?;
-        Ok(Page::of(items, limit, |(place, _)| *place))
+        };
+        page_of(self, version, &scan, limit, pick, |(place, _)| *place)
     }
 
     /// A stream's events from stream version `after + 1` on.
@@ -328,13 +339,12 @@ pub trait EventsIndex: ProjectionStore {
         after: u64,
         limit: usize,
     ) -> Result<Page<EventRow, u64>, StoreError> {
-        let limit = page_size(limit);
         let scan = Scan::Stream { tenant: tenant.clone(), stream: stream.clone(), after };
-        let items = scanned(self, version, &scan, limit, |_, row| match row {
+        let pick = |_, row| match row {
             Row::Event(event) => Some(event),
             _ => None,
-        })?;
-        Ok(Page::of(items, limit, |row| row.event.stream_version))
+        };
+        page_of(self, version, &scan, limit, pick, |row: &EventRow| row.event.stream_version)
     }
 }
 
