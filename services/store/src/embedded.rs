@@ -7,6 +7,7 @@ use redb::{AccessGuard, Database, ReadableTable, TableDefinition};
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
 use tally_core::projection::{Change, Row, RowKey};
 
 /// (events topic, partition, covered offset) -> encoded snapshot.
@@ -20,6 +21,10 @@ const LIVE: TableDefinition<&str, u32> = TableDefinition::new("projection_live")
 
 pub struct EmbeddedStore {
     db: Database,
+    /// The live version, as committed: one process owns the file and only `switch_live` changes
+    /// it, so readers take it from here instead of opening a read transaction for it (every
+    /// query reads it). Commits still check the stored value, in their own transaction.
+    live: AtomicU32,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -50,7 +55,8 @@ impl EmbeddedStore {
         tx.open_table(CHECKPOINTS)?;
         tx.open_table(LIVE)?;
         tx.commit()?;
-        Ok(EmbeddedStore { db })
+        let live = live_of(&db.begin_read()?.open_table(LIVE)?)?;
+        Ok(EmbeddedStore { db, live: AtomicU32::new(live) })
     }
 }
 
@@ -194,7 +200,7 @@ impl ProjectionStore for EmbeddedStore {
     }
 
     fn live_version(&self) -> Result<Version, StoreError> {
-        live_of(&self.db.begin_read()?.open_table(LIVE)?)
+        Ok(self.live.load(Ordering::Acquire))
     }
 
     fn switch_live(&self, from: Version, to: Version) -> Result<(), StoreError> {
@@ -205,6 +211,8 @@ impl ProjectionStore for EmbeddedStore {
             live.insert("live", to)?;
         }
         tx.commit()?;
+        // Before returning: new reads go to the new version before anyone drops the old one.
+        self.live.store(to, Ordering::Release);
         Ok(())
     }
 
