@@ -1,0 +1,190 @@
+//! Who is calling, and what they may do. Pure rules over plain data, plus the files and URLs
+//! they are loaded from; the HTTP services apply them through `tally_http::gate`.
+//!
+//! - A caller presents a bearer token: an API key ([`keys`]) or a JWT checked against a JWKS
+//!   ([`jwt`]). Either names exactly one tenant, a subject (recorded as the actor of every
+//!   event the caller causes) and roles.
+//! - Roles: `read` (queries), `write` (commands), `admin` (projection rebuilds and other
+//!   operator routes). Each action needs its role.
+//! - An optional Rego policy ([`policy`]) is asked next, per request, with the subject, tenant,
+//!   roles, action and resource; when one is configured, whatever it does not allow is denied.
+//!   A policy can only take away what the roles give.
+//! - Keys, JWKS and policy reload without a restart ([`reload`]).
+
+pub mod jwt;
+pub mod keys;
+pub mod policy;
+pub mod reload;
+
+use std::sync::Arc;
+use tally_core::{Actor, TenantId};
+
+/// What a caller may be allowed to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Read,
+    Write,
+    Admin,
+}
+
+impl Role {
+    const ALL: [Role; 3] = [Role::Read, Role::Write, Role::Admin];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Write => "write",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Role, String> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.name() == name)
+            .ok_or_else(|| format!("unknown role {name:?}; roles are read, write and admin"))
+    }
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// A set of roles.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Roles(u8);
+
+impl Roles {
+    pub fn of(roles: &[Role]) -> Roles {
+        Roles(roles.iter().fold(0, |bits, r| bits | r.bit()))
+    }
+
+    pub fn parse<S: AsRef<str>>(names: &[S]) -> Result<Roles, String> {
+        let roles: Result<Vec<Role>, String> = names.iter().map(|n| Role::parse(n.as_ref())).collect();
+        Ok(Roles::of(&roles?))
+    }
+
+    pub fn has(self, role: Role) -> bool {
+        self.0 & role.bit() != 0
+    }
+
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        Role::ALL.into_iter().filter(move |r| self.has(*r)).map(Role::name)
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The only tenant whose data the caller sees or changes.
+    pub tenant: TenantId,
+    /// Who: `key:<id>` for an API key, the token's `sub` for a JWT. Recorded in events.
+    pub subject: Actor,
+    pub roles: Roles,
+    /// What the per-caller rate limit counts against.
+    pub limit_key: String,
+}
+
+/// What a request asks to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Read,
+    Write,
+    Admin,
+}
+
+impl Action {
+    /// The role the action needs.
+    pub fn role(self) -> Role {
+        match self {
+            Action::Read => Role::Read,
+            Action::Write => Role::Write,
+            Action::Admin => Role::Admin,
+        }
+    }
+}
+
+/// A request as the authorization sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Access<'a> {
+    pub action: Action,
+    pub method: &'a str,
+    /// The request's path (the resource).
+    pub path: &'a str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("credentials are required: send `Authorization: Bearer <API key or JWT>`")]
+    Missing,
+    #[error("the credentials were refused: {0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+impl AuthError {
+    fn invalid(why: impl Into<String>) -> AuthError {
+        AuthError::Invalid(why.into())
+    }
+}
+
+/// Every way a caller may be recognised and checked; cheap to clone.
+#[derive(Clone, Default)]
+pub struct Authenticator {
+    keys: Option<Arc<reload::Reloading<keys::KeyRing>>>,
+    jwt: Option<Arc<jwt::JwtVerifier>>,
+    policy: Option<Arc<reload::Reloading<policy::Policy>>>,
+}
+
+impl Authenticator {
+    pub fn new() -> Authenticator {
+        Authenticator::default()
+    }
+
+    pub fn with_keys(mut self, keys: Arc<reload::Reloading<keys::KeyRing>>) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    pub fn with_jwt(mut self, jwt: Arc<jwt::JwtVerifier>) -> Self {
+        self.jwt = Some(jwt);
+        self
+    }
+
+    pub fn with_policy(mut self, policy: Arc<reload::Reloading<policy::Policy>>) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// Whether any credential can be accepted at all.
+    pub fn accepts_anything(&self) -> bool {
+        self.keys.is_some() || self.jwt.is_some()
+    }
+
+    /// The caller a bearer token names.
+    pub fn authenticate(&self, token: Option<&str>) -> Result<Principal, AuthError> {
+        let token = token.ok_or(AuthError::Missing)?;
+        if token.starts_with(keys::SECRET_PREFIX) {
+            let keys =
+                self.keys.as_ref().ok_or_else(|| AuthError::invalid("API keys are not accepted here"))?;
+            return keys.current().verify(token);
+        }
+        let jwt = self.jwt.as_ref().ok_or_else(|| AuthError::invalid("JWTs are not accepted here"))?;
+        jwt.verify(token)
+    }
+
+    /// Whether `who` may do `access`: the role first, then the policy when there is one.
+    pub fn authorize(&self, who: &Principal, access: Access<'_>) -> Result<(), AuthError> {
+        let role = access.action.role();
+        if !who.roles.has(role) {
+            return Err(AuthError::Forbidden(format!("this needs the {} role", role.name())));
+        }
+        match &self.policy {
+            Some(policy) if !policy.current().allows(who, access) => {
+                Err(AuthError::Forbidden("the authorization policy does not allow this".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Configuration that changes while Tally runs (API keys, a JWKS, a policy): loaded from a file
+//! or a URL, swapped in whole when its bytes change, and kept as it was when the new bytes do
+//! not parse (logged), so a bad edit never locks everyone out.
+//!
+//! Files are re-read every poll interval and on SIGHUP. Comparing bytes rather than
+//! modification times catches two edits within one second, and follows the symlink swaps
+//! Kubernetes does when a mounted Secret changes.
+
+use arc_swap::ArcSwap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Largest file or response a source may be.
+const SOURCE_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Where a reloadable thing comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    File(PathBuf),
+    Url(String),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::File(path) => write!(f, "{}", path.display()),
+            Source::Url(url) => f.write_str(url),
+        }
+    }
+}
+
+type Parse<T> = fn(&[u8]) -> Result<T, String>;
+
+/// The current value of a source, replaced when the source changes.
+pub struct Reloading<T> {
+    what: &'static str,
+    source: Source,
+    parse: Parse<T>,
+    current: ArcSwap<T>,
+    /// The bytes `current` was parsed from (or last refused), to skip unchanged reads.
+    seen: Mutex<Vec<u8>>,
+    wake: Notify,
+}
+
+impl<T: Send + Sync + 'static> Reloading<T> {
+    /// Loads `source` once; an error here is a start-up error. `what` names it in messages.
+    pub async fn open(what: &'static str, source: Source, parse: Parse<T>) -> Result<Arc<Self>, String> {
+        let bytes = fetch(&source).await.map_err(|e| format!("{what} {source}: {e}"))?;
+        let value = parse(&bytes).map_err(|e| format!("{what} {source}: {e}"))?;
+        Ok(Arc::new(Reloading {
+            what,
+            source,
+            parse,
+            current: ArcSwap::from_pointee(value),
+            seen: Mutex::new(bytes),
+            wake: Notify::new(),
+        }))
+    }
+
+    /// A value that was never loaded from anywhere (tests, `tally dev`'s own key).
+    pub fn fixed(what: &'static str, value: T, parse: Parse<T>) -> Arc<Self> {
+        Arc::new(Reloading {
+            what,
+            source: Source::File(PathBuf::new()),
+            parse,
+            current: ArcSwap::from_pointee(value),
+            seen: Mutex::new(Vec::new()),
+            wake: Notify::new(),
+        })
+    }
+
+    pub fn current(&self) -> arc_swap::Guard<Arc<T>> {
+        self.current.load()
+    }
+
+    /// Asks the watcher for an early look (for example when a token names an unknown key).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Reads the source again; swaps the value in when the bytes changed and parse.
+    pub async fn refresh(&self) -> Result<bool, String> {
+        let bytes = fetch(&self.source).await?;
+        if *self.seen.lock().expect("not poisoned") == bytes {
+            return Ok(false);
+        }
+        let parsed = (self.parse)(&bytes);
+        *self.seen.lock().expect("not poisoned") = bytes;
+        self.current.store(Arc::new(parsed?));
+        Ok(true)
+    }
+
+    /// Keeps the value fresh until `stop`: every `every`, on SIGHUP and when woken.
+    pub fn watch(self: &Arc<Self>, every: Duration, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut hangup = hangup();
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                    _ = this.wake.notified() => {}
+                    Some(()) = recv(&mut hangup) => {}
+                }
+                match this.refresh().await {
+                    Ok(true) => tracing::info!(source = %this.source, "{} reloaded", this.what),
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(
+                        source = %this.source,
+                        "{} not reloaded, the previous one stays in force: {e}", this.what
+                    ),
+                }
+            }
+        })
+    }
+}
+
+fn hangup() -> Option<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+}
+
+async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match signal {
+        Some(signal) => signal.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn fetch(source: &Source) -> Result<Vec<u8>, String> {
+    let bytes = match source {
+        Source::File(path) => tokio::fs::read(path).await.map_err(|e| e.to_string())?,
+        Source::Url(url) => fetch_url(url).await?,
+    };
+    match bytes.len() <= SOURCE_BYTES_MAX {
+        true => Ok(bytes),
+        false => Err(format!("{} bytes; at most {SOURCE_BYTES_MAX}", bytes.len())),
+    }
+}
+
+async fn fetch_url(url: &str) -> Result<Vec<u8>, String> {
+    let client =
+        reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(|e| e.to_string())?;
+    let response = client.get(url).send().await.map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("answered {}", response.status()));
+    }
+    if response.content_length().is_some_and(|n| n > SOURCE_BYTES_MAX as u64) {
+        return Err(format!("larger than {SOURCE_BYTES_MAX} bytes"));
+    }
+    Ok(response.bytes().await.map_err(|e| e.to_string())?.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn number(bytes: &[u8]) -> Result<u64, String> {
+        std::str::from_utf8(bytes).map_err(|e| e.to_string())?.trim().parse().map_err(|e| format!("{e}"))
+    }
+
+    #[tokio::test]
+    async fn a_changed_file_is_swapped_in_and_a_broken_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n");
+        std::fs::write(&path, "1").unwrap();
+        let n = Reloading::open("number", Source::File(path.clone()), number).await.unwrap();
+        assert_eq!(**n.current(), 1);
+        assert!(!n.refresh().await.unwrap(), "unchanged bytes are not parsed again");
+        std::fs::write(&path, "2").unwrap();
+        assert!(n.refresh().await.unwrap());
+        assert_eq!(**n.current(), 2);
+        std::fs::write(&path, "two").unwrap();
+        assert!(n.refresh().await.is_err());
+        assert_eq!(**n.current(), 2, "a file that does not parse leaves the last good value");
+        std::fs::remove_file(&path).unwrap();
+        assert!(n.refresh().await.is_err());
+        assert_eq!(**n.current(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_source_that_does_not_load_is_a_start_up_error() {
+        let missing = Source::File("/nonexistent/keys.toml".into());
+        let e = Reloading::open("API keys", missing, number).await.err().unwrap();
+        assert!(e.starts_with("API keys /nonexistent/keys.toml: "), "{e}");
+    }
+}
