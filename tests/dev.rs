@@ -144,7 +144,12 @@ fn the_http_api_matches_its_openapi_document_under_fuzzing() {
         [(&dev.http, "examples,coverage,fuzzing,stateful"), (&dev.query, "examples,coverage,fuzzing")];
     for (api, phases) in phases {
         let out = Command::new("st")
-            .args(["run", &format!("http://{api}/openapi.json"), "-H", "tally-tenant: fuzz"])
+            .args([
+                "run",
+                &format!("http://{api}/openapi.json"),
+                "-H",
+                &format!("authorization: {}", tally_dev::FUZZ),
+            ])
             .args(["--max-examples", "30", "--seed", "20261122", "-w", "1", "--phases", phases])
             .args(["--checks", "all", "--exclude-checks", "positive_data_acceptance"])
             .env("NO_COLOR", "1")
@@ -206,7 +211,7 @@ fn projections_rebuild_through_tally_dev_switches_to_a_new_version() {
 fn get(addr: &str, path: &str) -> (u16, String) {
     let agent = tally_dev::http_client(Duration::from_secs(10));
     let mut response =
-        agent.get(format!("http://{addr}{path}")).header("tally-tenant", "acme").call().unwrap();
+        agent.get(format!("http://{addr}{path}")).header("authorization", tally_dev::ACME).call().unwrap();
     (response.status().as_u16(), response.body_mut().read_to_string().unwrap())
 }
 
@@ -315,8 +320,10 @@ fn settings_layer_file_environment_and_flags() {
 /// A write as `acme` to the front door at `http`: whether it was acknowledged (2xx).
 fn post(http: &str, path: &str, body: &serde_json::Value) -> bool {
     let agent = tally_dev::http_client(Duration::from_secs(10));
-    let sent =
-        agent.post(format!("http://{http}{path}")).header("tally-tenant", "acme").send(body.to_string());
+    let sent = agent
+        .post(format!("http://{http}{path}"))
+        .header("authorization", tally_dev::ACME)
+        .send(body.to_string());
     sent.is_ok_and(|response| response.status().is_success())
 }
 
@@ -395,7 +402,7 @@ fn the_trace_context_survives_the_hop_through_kafka() {
     let agent = tally_dev::http_client(Duration::from_secs(30));
     let response = agent
         .post(format!("http://{}/v1/ledgers/main/assets", dev.http))
-        .header("tally-tenant", "acme")
+        .header("authorization", tally_dev::ACME)
         .header("traceparent", &traceparent)
         .send(r#"{"asset":"USD/2"}"#)
         .unwrap();

@@ -57,7 +57,8 @@ impl Api {
     /// A write to the front door as tenant `acme`; expects it accepted (200 or 201).
     fn write(&self, method: &str, path: &str, body: Value) -> Answer {
         let url = format!("http://{}{path}", self.dev.http);
-        let request = ureq::http::Request::builder().method(method).uri(url).header("tally-tenant", "acme");
+        let request =
+            ureq::http::Request::builder().method(method).uri(url).header("authorization", tally_dev::ACME);
         let response = self.http.run(request.body(body.to_string()).unwrap()).unwrap();
         let answer = answer(response);
         assert!([200, 201].contains(&answer.status), "{method} {path}: {} {}", answer.status, answer.body);
@@ -75,7 +76,8 @@ impl Api {
 
     /// A read as `acme` after the write at `position` (read-your-writes); expects 200.
     fn read_after(&self, path: &str, position: &str) -> Value {
-        let answer = self.read_with(path, &[("tally-tenant", "acme"), ("tally-position", position)]);
+        let answer =
+            self.read_with(path, &[("authorization", tally_dev::ACME), ("tally-position", position)]);
         assert_eq!(answer.status, 200, "GET {path}: {}", answer.body);
         answer.body
     }
@@ -121,7 +123,7 @@ fn transfer(tx_id: &str, source: &str, destination: &str, amount: i64) -> Value 
     json!({"tx_id": tx_id, "postings": [{"source": source, "destination": destination, "asset": "USD/2", "amount": amount}], "metadata": {"note": tx_id}})
 }
 
-const ACME: (&str, &str) = ("tally-tenant", "acme");
+const ACME: (&str, &str) = ("authorization", tally_dev::ACME);
 
 #[test]
 fn every_query_endpoint_answers_from_the_real_pipeline() {
@@ -238,7 +240,7 @@ fn every_query_endpoint_answers_from_the_real_pipeline() {
     );
 
     // Another tenant sees none of it.
-    let globex = ("tally-tenant", "globex");
+    let globex = ("authorization", tally_dev::GLOBEX);
     assert_eq!(api.status_of("/v1/ledgers/main/accounts/alice", &[globex]).0, 404);
     assert_eq!(api.status_of("/v1/ledgers/main/transactions/t-1", &[globex]).0, 404);
     assert_eq!(api.status_of("/v1/state/orders/o-1", &[globex]).0, 404);
@@ -273,8 +275,10 @@ fn bad_input_is_a_clear_error_and_unknown_things_are_404() {
     api.read_after("/v1/ledgers/main/accounts/alice", &p);
     let cursor =
         api.read_after("/v1/ledgers/main/accounts?limit=1", &p)["next_cursor"].as_str().unwrap().to_owned();
+    // A position of acme's, far ahead (a token is `<partition>-<offset>.<tenant tag>`).
+    let far = format!("0-999999.{}", p.split_once('.').unwrap().1);
     let cases: Vec<(String, Headers, u16)> = vec![
-        ("/v1/ledgers/main/accounts/alice".into(), vec![], 400), // no tenant
+        ("/v1/ledgers/main/accounts/alice".into(), vec![], 401), // no credentials
         ("/v1/ledgers/main/accounts/al%20ice".into(), vec![ACME], 400),
         ("/v1/ledgers/main/accounts/nobody".into(), vec![ACME], 404),
         ("/v1/ledgers/nowhere/accounts".into(), vec![ACME], 404),
@@ -282,7 +286,11 @@ fn bad_input_is_a_clear_error_and_unknown_things_are_404() {
         ("/v1/ledgers/main/accounts?limit=-3".into(), vec![ACME], 400),
         ("/v1/ledgers/main/accounts?cursor=garbage".into(), vec![ACME], 400),
         (format!("/v1/ledgers/main/accounts?prefix=b&cursor={cursor}"), vec![ACME], 400), // another list's
-        (format!("/v1/ledgers/main/accounts?cursor={cursor}"), vec![("tally-tenant", "globex")], 400),
+        (
+            format!("/v1/ledgers/main/accounts?cursor={cursor}"),
+            vec![("authorization", tally_dev::GLOBEX)],
+            400,
+        ),
         ("/v1/ledgers/main/accounts?colour=red".into(), vec![ACME], 400),
         ("/v1/ledgers/main/accounts/alice/balance?at=yesterday".into(), vec![ACME], 400),
         ("/v1/ledgers/main/accounts/alice/balance".into(), vec![ACME], 400),
@@ -297,7 +305,13 @@ fn bad_input_is_a_clear_error_and_unknown_things_are_404() {
         ("/v1/events?from=2026-01-01T00:00:00Z&to=2026-03-01T00:00:00Z".into(), vec![ACME], 400), // over 31 days
         ("/v1/ledgers/main/accounts/alice".into(), vec![ACME, ("tally-position", "seven")], 400),
         // A position far ahead: the bounded wait runs out (300 ms here) and says how far it got.
-        ("/v1/ledgers/main/accounts/alice".into(), vec![ACME, ("tally-position", "0-999999")], 504),
+        ("/v1/ledgers/main/accounts/alice".into(), vec![ACME, ("tally-position", &far)], 504),
+        // Acme's position is no use to globex.
+        (
+            "/v1/ledgers/main/accounts/alice".into(),
+            vec![("authorization", tally_dev::GLOBEX), ("tally-position", &p)],
+            400,
+        ),
         ("/v1/nothing".into(), vec![ACME], 404),
     ];
     for (path, headers, expected) in cases {
@@ -337,8 +351,11 @@ fn paging_visits_every_row_once_while_writes_continue() {
                     [transfer(&tx, "world", &to, 1), transfer(&format!("{tx}-b"), "world", "acct-00", 1)]
                 {
                     let url = format!("http://{base}/v1/ledgers/main/transactions");
-                    let response =
-                        http.post(url).header("tally-tenant", "acme").send(body.to_string()).unwrap();
+                    let response = http
+                        .post(url)
+                        .header("authorization", tally_dev::ACME)
+                        .send(body.to_string())
+                        .unwrap();
                     assert!(response.status().is_success());
                 }
             }
@@ -394,7 +411,7 @@ fn a_live_stream_resumed_after_a_dropped_connection_misses_nothing_and_repeats_n
     }
     let url = format!("http://{}/v1/events/live?stream=main", api.dev.query);
     let open = |last: Option<u64>| {
-        let mut request = client().get(&url).header("tally-tenant", "acme");
+        let mut request = client().get(&url).header("authorization", tally_dev::ACME);
         if let Some(last) = last {
             request = request.header("last-event-id", last.to_string());
         }
@@ -428,7 +445,8 @@ fn metrics_name_the_traffic() {
     let (api, p) = Api::with_alice_funded();
     let url = format!("http://{}/v1/ledgers/main/transactions", api.dev.http);
     let overdraft = transfer("t-2", "alice", "bob", 500);
-    let rejected = api.http.post(url).header("tally-tenant", "acme").send(overdraft.to_string()).unwrap();
+    let rejected =
+        api.http.post(url).header("authorization", tally_dev::ACME).send(overdraft.to_string()).unwrap();
     assert_eq!(rejected.status(), 422);
     api.read_after("/v1/ledgers/main/accounts/alice", &p);
     // Consumer lag comes from librdkafka's statistics, every 5 s.

@@ -8,6 +8,14 @@ use std::time::Duration;
 
 pub const TALLY: &str = env!("CARGO_BIN_EXE_tally");
 
+/// The API keys every `tally dev` of the tests accepts (unless a test gives its own).
+pub const API_KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/api-keys.toml");
+/// `Authorization` values of those keys (test secrets: their digests are in the file above).
+pub const ACME: &str = "Bearer tly_acme-admin_v69TGnbccX9NOKYRSVqmkehBlZBXIwRNu5atK53F7zo";
+pub const ACME_READ_ONLY: &str = "Bearer tly_acme-ro_q07UDEOKYjGMDTnbkUbrGWaoe8kgt7ocurYM79lZjZw";
+pub const GLOBEX: &str = "Bearer tly_globex-rw_88u-Qd3mL9nrdb7U2xlcgbCDg2XOh-R6bjFtgLglosE";
+pub const FUZZ: &str = "Bearer tly_fuzz-rw_2LnJbwMvO0odU_3iKBFQHkTJvNFH97kzZjMv7QDfvKk";
+
 /// The lines `tally dev` prints with its addresses.
 const ADDRESSES: [&str; 3] = ["kafka: ", "http: ", "query: "];
 
@@ -22,13 +30,17 @@ pub struct Dev {
 }
 
 impl Dev {
-    /// Starts `tally dev` on free ports (the broker's too, unless `args` name one) with `args`;
-    /// returns once it has printed its addresses.
+    /// Starts `tally dev` on free ports (the broker's too, unless `args` name one) with `args`
+    /// and the test keys (unless `args` give credentials); returns once it has printed its
+    /// addresses.
     pub fn start(args: &[&str]) -> Dev {
         let broker_port = if args.contains(&"--kafka-port") { &[][..] } else { &["--kafka-port", "0"][..] };
+        let own_credentials = args.iter().any(|a| ["--api-keys", "--jwks-file", "--jwks-url"].contains(a));
+        let keys = if own_credentials { &[][..] } else { &["--api-keys", API_KEYS][..] };
         let mut child = Command::new(TALLY)
             .arg("dev")
             .args(broker_port)
+            .args(keys)
             .args(["--http-listen", "127.0.0.1:0", "--query-listen", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())

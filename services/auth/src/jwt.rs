@@ -164,7 +164,7 @@ mod tests {
             tenant_claim: "tenant".into(),
             roles_claim: "roles".into(),
         };
-        let keys = Reloading::fixed("JWKS", Keys::parse(JWKS.as_bytes()).unwrap(), Keys::parse);
+        let keys = Reloading::fixed("JWKS", Keys::parse(JWKS.as_bytes()).unwrap());
         JwtVerifier::new(config, keys)
     }
 

@@ -164,6 +164,20 @@ pub fn generate(id: &str, tenant: &TenantId, roles: &Roles) -> Result<NewKey, St
     Ok(NewKey { secret, entry })
 }
 
+/// A key ring with one fresh key per tenant (id = tenant), and each key's `Authorization`
+/// header value, for tests and benchmarks.
+#[cfg(any(test, feature = "testkit"))]
+pub fn ring_for(tenants: &[&str], roles: Roles) -> (KeyRing, HashMap<String, String>) {
+    let (mut entries, mut bearers) = (String::new(), HashMap::new());
+    for tenant in tenants {
+        let key =
+            generate(tenant, &TenantId::parse(*tenant).expect("a valid tenant"), &roles).expect("a valid id");
+        entries.push_str(&key.entry);
+        bearers.insert((*tenant).to_owned(), format!("Bearer {}", key.secret));
+    }
+    (KeyRing::parse(&entries).expect("generated entries parse"), bearers)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

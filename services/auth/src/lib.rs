@@ -14,6 +14,7 @@
 pub mod jwt;
 pub mod keys;
 pub mod policy;
+pub mod producers;
 pub mod reload;
 
 use std::sync::Arc;

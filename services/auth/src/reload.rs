@@ -34,6 +34,12 @@ impl std::fmt::Display for Source {
 
 type Parse<T> = fn(&[u8]) -> Result<T, String>;
 
+impl<T> std::fmt::Debug for Reloading<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} from {}", self.what, self.source)
+    }
+}
+
 /// The current value of a source, replaced when the source changes.
 pub struct Reloading<T> {
     what: &'static str,
@@ -60,12 +66,13 @@ impl<T: Send + Sync + 'static> Reloading<T> {
         }))
     }
 
-    /// A value that was never loaded from anywhere (tests, `tally dev`'s own key).
-    pub fn fixed(what: &'static str, value: T, parse: Parse<T>) -> Arc<Self> {
+    /// A value that was never loaded from anywhere and never changes (tests, `tally dev`'s own
+    /// key).
+    pub fn fixed(what: &'static str, value: T) -> Arc<Self> {
         Arc::new(Reloading {
             what,
             source: Source::File(PathBuf::new()),
-            parse,
+            parse: |_| Err("a fixed value is not reloaded".into()),
             current: ArcSwap::from_pointee(value),
             seen: Mutex::new(Vec::new()),
             wake: Notify::new(),
@@ -74,6 +81,11 @@ impl<T: Send + Sync + 'static> Reloading<T> {
 
     pub fn current(&self) -> arc_swap::Guard<Arc<T>> {
         self.current.load()
+    }
+
+    /// The current value, held for longer than a [`Reloading::current`] guard should be.
+    pub fn current_arc(&self) -> Arc<T> {
+        self.current.load_full()
     }
 
     /// Asks the watcher for an early look (for example when a token names an unknown key).

@@ -32,9 +32,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use support::*;
+use tally_auth::keys::{KeyRing, ring_for};
+use tally_auth::reload::Reloading;
+use tally_auth::{Authenticator, Role, Roles};
 use tally_codec::Codec;
 use tally_core::Command;
 use tally_core::log::LogRecord;
+use tally_http::gate::{Gate, GateConfig};
 use tally_ingest::http::{Front, HttpConfig};
 use tally_ingest::outcomes::{Outcomes, watch};
 use tally_ingest::processor::Processor;
@@ -44,6 +48,15 @@ use tally_kafka::{BrokerStorage, EmbeddedBroker};
 use tokio_util::sync::CancellationToken;
 
 const TENANTS: usize = 8;
+
+/// A write key for each of the `TENANTS` tenants (`tenant0`...): the front door runs behind the
+/// gate, as deployed.
+static KEYS: std::sync::LazyLock<(KeyRing, std::collections::HashMap<String, String>)> =
+    std::sync::LazyLock::new(|| {
+        let tenants: Vec<String> = (0..TENANTS).map(|t| format!("tenant{t}")).collect();
+        let tenants: Vec<&str> = tenants.iter().map(String::as_str).collect();
+        ring_for(&tenants, Roles::of(&[Role::Read, Role::Write]))
+    });
 
 fn knob(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -269,7 +282,9 @@ async fn http_latency(h: &Harness) {
         watch(h.kafka.clone(), h.topics.events.clone(), h.partitions, outcomes.clone(), None, stop.clone());
     let producer = h.kafka.producer("bench-http").create().unwrap();
     let config = HttpConfig { wait: Duration::from_secs(30), ..HttpConfig::default() };
-    let app = Front::new(producer, h.topics.commands.clone(), outcomes, config).router();
+    let keys = Reloading::fixed("API keys", KEYS.0.clone());
+    let gate = Gate::new(Authenticator::new().with_keys(keys), &GateConfig::default()).unwrap();
+    let app = gate.protect(Front::new(producer, h.topics.commands.clone(), outcomes, config).router());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
@@ -388,7 +403,7 @@ async fn pay(client: &HttpClient, base: &str, i: u64) -> (u16, Bytes) {
 async fn post(client: &HttpClient, base: &str, tenant: &str, path: &str, body: String) -> (u16, Bytes) {
     let request = hyper::Request::post(format!("{base}{path}"))
         .header("content-type", "application/json")
-        .header("tally-tenant", tenant)
+        .header("authorization", KEYS.1[tenant].as_str())
         .body(Full::new(Bytes::from(body)))
         .unwrap();
     let response = client.request(request).await.expect("http request");

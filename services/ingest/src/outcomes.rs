@@ -45,8 +45,8 @@ pub struct Outcome {
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
-    /// Where the event is in the log (`<partition>-<offset>`): pass it to queries to read your
-    /// own write.
+    /// Where the event is in the log, as a token only this tenant can use: pass it to queries
+    /// (`Tally-Position`) to read your own write.
     pub position: String,
     /// The event, as the events topic carries it.
     #[schema(value_type = Object)]
@@ -68,7 +68,7 @@ impl Outcome {
             status,
             reason,
             detail,
-            position: format!("{partition}-{offset}"),
+            position: tally_http::position::Position { partition, offset }.token(&event.tenant),
             event: serde_json::to_value(event).unwrap_or(serde_json::Value::Null),
         }
     }

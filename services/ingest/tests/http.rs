@@ -6,8 +6,13 @@ mod support;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
+use std::collections::HashMap;
 use std::time::Duration;
 use support::*;
+use tally_auth::keys::{KeyRing, ring_for};
+use tally_auth::reload::Reloading;
+use tally_auth::{Authenticator, Role, Roles};
+use tally_http::gate::{Gate, GateConfig};
 use tally_ingest::http::{Front, HttpConfig};
 use tally_ingest::outcomes::{Outcomes, watch};
 use tally_ingest::processor::Processor;
@@ -44,9 +49,19 @@ async fn call(
     tenant: Option<&str>,
     body: &str,
 ) -> (StatusCode, serde_json::Value) {
-    let headers: Vec<(&str, &str)> = tenant.map(|t| ("tally-tenant", t)).into_iter().collect();
+    let headers: Vec<(&str, &str)> = tenant.map(|t| ("authorization", bearer(t))).into_iter().collect();
     let reply = request(app, method, uri, &headers, body).await;
     (reply.status, reply.body)
+}
+
+/// An API key for each test tenant, every role.
+static KEYS: std::sync::LazyLock<(KeyRing, HashMap<String, String>)> = std::sync::LazyLock::new(|| {
+    ring_for(&["acme", "globex"], Roles::of(&[Role::Read, Role::Write, Role::Admin]))
+});
+
+/// The `Authorization` value of `tenant`'s key.
+fn bearer(tenant: &str) -> &'static str {
+    KEYS.1[tenant].as_str()
 }
 
 /// A processor, the outcome watcher and a front door with `config` on a fresh harness.
@@ -77,7 +92,10 @@ impl Service {
 
     fn front(&self, config: HttpConfig) -> axum::Router {
         let producer = self.h.kafka.producer("http").create().unwrap();
-        Front::new(producer, self.h.topics.commands.clone(), self.outcomes.clone(), config).router()
+        let front =
+            Front::new(producer, self.h.topics.commands.clone(), self.outcomes.clone(), config).router();
+        let keys = Reloading::fixed("API keys", KEYS.0.clone());
+        Gate::new(Authenticator::new().with_keys(keys), &GateConfig::default()).unwrap().protect(front)
     }
 
     async fn stop(self) {
@@ -116,9 +134,10 @@ async fn requests_are_answered_from_the_log() {
     let (status, _) = call(&app, "GET", "/v1/commands/t1", Some("globex"), "").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "another tenant's command is unknown");
 
-    // Bad input: clear 400s, nothing produced.
-    for (tenant, body) in
-        [(None, pay), (Some("acme"), "{not json"), (Some("acme"), r#"{"tx_id":"bad/id","postings":[]}"#)]
+    // Bad input: clear 4xx, nothing produced.
+    let (status, problem) = call(&app, "POST", "/v1/ledgers/main/transactions", None, pay).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
+    for (tenant, body) in [(Some("acme"), "{not json"), (Some("acme"), r#"{"tx_id":"bad/id","postings":[]}"#)]
     {
         let (status, problem) = call(&app, "POST", "/v1/ledgers/main/transactions", tenant, body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
@@ -133,7 +152,8 @@ async fn requests_are_answered_from_the_log() {
     service.stop().await;
 }
 
-const ACME: &[(&str, &str)] = &[("tally-tenant", "acme")];
+static ACME: std::sync::LazyLock<[(&str, &str); 1]> =
+    std::sync::LazyLock::new(|| [("authorization", bearer("acme"))]);
 
 fn with<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     ACME.iter().chain(extra).copied().collect()
@@ -143,7 +163,7 @@ fn with<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
 async fn every_write_endpoint_answers_with_its_outcome() {
     let service = Service::start().await;
     let app = service.front(LONG_WAIT);
-    let post = |uri: &'static str, body: &'static str| request(&app, "POST", uri, ACME, body);
+    let post = |uri: &'static str, body: &'static str| request(&app, "POST", uri, &*ACME, body);
 
     assert_eq!(post("/v1/ledgers/main/assets", r#"{"asset":"USD/2"}"#).await.status, StatusCode::CREATED);
     // Accounts: open (twice is a conflict), update, close (only when empty).
@@ -157,7 +177,7 @@ async fn every_write_endpoint_answers_with_its_outcome() {
     assert_eq!((again.status, &again.body["reason"]), (StatusCode::CONFLICT, &"ACCOUNT_EXISTS".into()));
     assert_eq!(again.content_type, "application/problem+json");
     let updated =
-        request(&app, "PUT", "/v1/ledgers/main/accounts/dave", ACME, r#"{"metadata":{"k":"w"}}"#).await;
+        request(&app, "PUT", "/v1/ledgers/main/accounts/dave", &*ACME, r#"{"metadata":{"k":"w"}}"#).await;
     assert_eq!(updated.status, StatusCode::OK, "{}", updated.body);
 
     // Transactions: a posted one, a pending one committed, another voided, a reversal.
@@ -200,7 +220,7 @@ async fn every_write_endpoint_answers_with_its_outcome() {
     assert_eq!(statuses, [201, 422, 201], "posted, insufficient funds, t1's first answer: {}", answered.body);
     assert_eq!(answered.body["results"][2]["outcome"]["position"].as_str(), pay.position.as_deref());
     let too_many = format!(r#"{{"transactions":[{}]}}"#, [r#"{"tx_id":"x","postings":[]}"#; 4].join(","));
-    let refused = request(&app, "POST", "/v1/ledgers/main/transactions/batch", ACME, &too_many).await;
+    let refused = request(&app, "POST", "/v1/ledgers/main/transactions/batch", &*ACME, &too_many).await;
     assert_eq!(refused.status, StatusCode::BAD_REQUEST);
     let empty = post("/v1/ledgers/main/transactions/batch", r#"{"transactions":[]}"#).await;
     assert_eq!(empty.status, StatusCode::BAD_REQUEST);
@@ -231,15 +251,15 @@ async fn every_write_endpoint_answers_with_its_outcome() {
 
     // Limits and shapes of errors: every error is a problem document.
     let huge = format!(r#"{{"asset":"{}"}}"#, "X".repeat(5000));
-    let too_large = request(&app, "POST", "/v1/ledgers/main/assets", ACME, &huge).await;
+    let too_large = request(&app, "POST", "/v1/ledgers/main/assets", &*ACME, &huge).await;
     assert_eq!(too_large.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(too_large.content_type, "application/problem+json", "{}", too_large.body);
-    let wrong_method = request(&app, "DELETE", "/v1/ledgers/main/assets", ACME, "").await;
+    let wrong_method = request(&app, "DELETE", "/v1/ledgers/main/assets", &*ACME, "").await;
     assert_eq!(
         (wrong_method.status, wrong_method.content_type.as_str()),
         (StatusCode::METHOD_NOT_ALLOWED, "application/problem+json")
     );
-    let nowhere = request(&app, "GET", "/nowhere", ACME, "").await;
+    let nowhere = request(&app, "GET", "/nowhere", &*ACME, "").await;
     assert_eq!(
         (nowhere.status, nowhere.content_type.as_str()),
         (StatusCode::NOT_FOUND, "application/problem+json")
@@ -274,7 +294,7 @@ async fn a_slow_answer_is_202_with_a_place_to_poll() {
     assert_eq!(asset.body["poll"], poll);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let answered = loop {
-        let reply = request(&app, "GET", &poll, ACME, "").await;
+        let reply = request(&app, "GET", &poll, &*ACME, "").await;
         if reply.status != StatusCode::ACCEPTED {
             break reply;
         }
@@ -282,7 +302,7 @@ async fn a_slow_answer_is_202_with_a_place_to_poll() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!((answered.status, &answered.body["status"]), (StatusCode::OK, &"ACCEPTED".into()));
-    let unknown = request(&app, "GET", "/v1/commands/never-sent", ACME, "").await;
+    let unknown = request(&app, "GET", "/v1/commands/never-sent", &*ACME, "").await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     service.stop().await;
 }

@@ -11,6 +11,9 @@
 //!    is not hidden by requests that were never sent. The bare endpoint at the same rate shows
 //!    what the load generator and the shared cores add by themselves.
 //!
+//! The query API runs behind the gate, as deployed: each request carries an API key, which is
+//! checked (SHA-256 and a lookup) before the read.
+//!
 //! The store: an embedded (redb) file holding a ledger of 10,000 accounts folded from 100,000
 //! transfers; each request reads a different account. One process on the machine's cores runs
 //! the servers and the load generator alike.
@@ -25,8 +28,12 @@ use hyper_util::rt::TokioExecutor;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tally_auth::keys::{KeyRing, ring_for};
+use tally_auth::reload::Reloading;
+use tally_auth::{Authenticator, Role, Roles};
 use tally_core::log::Replica;
 use tally_core::{projection, testkit};
+use tally_http::gate::{Gate, GateConfig};
 use tally_query::{Query, QueryConfig};
 use tally_store::EmbeddedStore;
 use tally_store::projections::ProjectionStore;
@@ -39,6 +46,10 @@ fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// A read key for tenant `acme`.
+static KEYS: std::sync::LazyLock<(KeyRing, std::collections::HashMap<String, String>)> =
+    std::sync::LazyLock::new(|| ring_for(&["acme"], Roles::of(&[Role::Read])));
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let seconds = Duration::from_secs(env("TALLY_BENCH_SECONDS", 5));
@@ -46,7 +57,11 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(EmbeddedStore::open(&dir.path().join("tally.redb")).unwrap());
     fill(store.as_ref());
-    let query = serve(Query::new(store, QueryConfig::default()).router()).await;
+    let gate = Gate::new(
+        Authenticator::new().with_keys(Reloading::fixed("API keys", KEYS.0.clone())),
+        &GateConfig::default(),
+    );
+    let query = serve(gate.unwrap().protect(Query::new(store, QueryConfig::default()).router())).await;
     let bare = serve(Router::new().route("/constant", get(|| async { "constant" }))).await;
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let account = |i: u64| format!("/v1/ledgers/main/accounts/acct-{}", i * 7919 % ACCOUNTS);
@@ -91,7 +106,7 @@ async fn serve(app: Router) -> String {
 /// One GET as tenant `acme`; panics on anything but 200 (a benchmark of errors is no benchmark).
 async fn get_ok(client: &HttpClient, addr: &str, path: &str) {
     let request = hyper::Request::get(format!("http://{addr}{path}"))
-        .header("tally-tenant", "acme")
+        .header("authorization", KEYS.1["acme"].as_str())
         .body(Empty::new())
         .unwrap();
     let response = client.request(request).await.unwrap();

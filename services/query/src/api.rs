@@ -14,6 +14,7 @@ use serde::Deserialize;
 use tally_core::projection::{EventRef, EventRow};
 use tally_core::{AccountId, Asset, CommandId, DocKey, DocType, LedgerId, StreamId, TenantId, TxId};
 use tally_http::Problem;
+use tally_http::gate::BearerAuth;
 use tally_store::projections::{ProjectionStore, Version};
 use tally_store::reads::{
     self, Accounts, Documents, EventsIndex, Outcomes, Statements, TimelinePlace, Transactions,
@@ -52,7 +53,9 @@ use utoipa::{IntoParams, OpenApi};
         OutcomeView,
         DocumentView,
         EventView
-    ))
+    )),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
 )]
 pub struct ApiDoc;
 
@@ -332,7 +335,7 @@ async fn get_outcome(
     let command: CommandId = id("command_id", &command_id)?;
     let found = query.read_live(|s, v| s.outcome(v, &tenant, &command))?;
     let found = found.ok_or_else(|| Problem::not_found(format!("no outcome of command {command_id} yet")))?;
-    Ok(Json(OutcomeView::of(&command_id, found)))
+    Ok(Json(OutcomeView::of(&tenant, &command_id, found)))
 }
 
 // ---- state documents ------------------------------------------------------------------------

@@ -4,7 +4,8 @@
 use serde::Serialize;
 use std::collections::BTreeMap;
 use tally_core::projection::{EventRow, Outcome};
-use tally_core::{Account, AccountStatus, Amount, Document, Failure, TxRecord, TxStatus};
+use tally_core::{Account, AccountStatus, Amount, Document, Failure, TenantId, TxRecord, TxStatus};
+use tally_http::position::Position;
 use tally_store::reads::PostedLine;
 use utoipa::ToSchema;
 
@@ -216,7 +217,7 @@ pub struct OutcomeView {
 }
 
 impl OutcomeView {
-    pub fn of(command_id: &str, outcome: Outcome) -> OutcomeView {
+    pub fn of(tenant: &TenantId, command_id: &str, outcome: Outcome) -> OutcomeView {
         let status = match (&outcome.rejection, outcome.kind.as_str()) {
             (Some(_), _) => "REJECTED",
             (None, "TransactionDeduplicated") => "DEDUPLICATED",
@@ -228,8 +229,7 @@ impl OutcomeView {
             reason: outcome.rejection.map(|r| r.code()),
             kind: outcome.kind,
             event_id: outcome.event_id,
-            position: crate::position::Position { partition: outcome.partition, offset: outcome.offset }
-                .to_string(),
+            position: Position { partition: outcome.partition, offset: outcome.offset }.token(tenant),
         }
     }
 }
@@ -273,7 +273,7 @@ impl EventView {
             stream_version: row.event.stream_version,
             kind: row.event.body.kind().to_owned(),
             time: time(row.event.time_ms),
-            position: crate::position::Position { partition: row.partition, offset: row.offset }.to_string(),
+            position: Position { partition: row.partition, offset: row.offset }.token(&row.event.tenant),
             event: serde_json::to_value(&row.event).unwrap_or(serde_json::Value::Null),
         }
     }

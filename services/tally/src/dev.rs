@@ -44,15 +44,21 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         }
     };
     let read_side = Some((&opts.projector, &opts.query));
-    serve(&bootstrap, &opts.service, read_side, opts.data_dir.as_deref(), |topics| {
-        print_banner(&opts, &bootstrap, topics, broker.is_some())
+    // Without configured credentials, tally dev makes its own key, printed in the banner.
+    let dev_key = match opts.service.auth.api_keys.is_none() && !opts.service.auth.jwks_configured() {
+        true => Some(crate::auth::dev_key(opts.data_dir.as_deref())?),
+        false => None,
+    };
+    let (token, keys) = dev_key.unzip();
+    serve(&bootstrap, &opts.service, read_side, opts.data_dir.as_deref(), keys, |topics| {
+        print_banner(&opts, &bootstrap, topics, broker.is_some(), token.as_deref())
     })
     .await?;
     drop(broker);
     Ok(())
 }
 
-fn print_banner(opts: &DevOptions, bootstrap: &str, topics: &Topics, embedded: bool) {
+fn print_banner(opts: &DevOptions, bootstrap: &str, topics: &Topics, embedded: bool, token: Option<&str>) {
     let storage = match (&opts.data_dir, embedded) {
         (_, false) => "external cluster".to_owned(),
         (Some(dir), true) => format!("in-process broker, data in {}", dir.display()),
@@ -64,8 +70,19 @@ fn print_banner(opts: &DevOptions, bootstrap: &str, topics: &Topics, embedded: b
         "topics: {}, {}, {} ({} partitions)",
         topics.commands, topics.events, topics.dead_letter, opts.service.topics.partitions
     );
+    match token {
+        Some(token) => {
+            println!("token: {token}");
+            println!(
+                "  (a development API key for tenant `demo`, roles read, write and admin; --api-keys replaces it)"
+            );
+        }
+        None => println!("credentials: as configured (--api-keys, JWKS)"),
+    }
     println!();
     println!("Try, in another terminal:");
+    let token = token.unwrap_or("<your API key>");
+    println!("  export TALLY_TOKEN={token}");
     println!(
         "  tally send --kafka {bootstrap} --topic {} --tenant demo '{{\"DefineAsset\":{{\"ledger\":\"main\",\"asset\":\"USD/2\"}}}}'",
         topics.commands
@@ -73,10 +90,13 @@ fn print_banner(opts: &DevOptions, bootstrap: &str, topics: &Topics, embedded: b
     println!("  tally tail --kafka {bootstrap} --topic {} --max 2", topics.events);
     println!();
     println!(
-        "  curl -X POST -H 'tally-tenant: demo' -d '{{\"asset\":\"USD/2\"}}' http://{}/v1/ledgers/main/assets",
+        "  curl -X POST -H \"authorization: Bearer $TALLY_TOKEN\" -d '{{\"asset\":\"USD/2\"}}' http://{}/v1/ledgers/main/assets",
         opts.service.http.http_listen
     );
-    println!("  curl -H 'tally-tenant: demo' http://{}/v1/events?stream=main", opts.query.query_listen);
+    println!(
+        "  curl -H \"authorization: Bearer $TALLY_TOKEN\" http://{}/v1/events?stream=main",
+        opts.query.query_listen
+    );
     println!("  tally projections status --url http://{}", opts.service.http.http_listen);
     println!();
     println!("Running: the command processor, the HTTP front door, the projector and the query API.");

@@ -1,6 +1,7 @@
 //! `tally ingest`: the ingest service against a Kafka cluster: the processor and the HTTP front
 //! door.
 
+use crate::auth::{AuthOptions, Security};
 use crate::health::Health;
 use crate::project::{ProjectorOptions, start_projector};
 use crate::query::{QueryOptions, start_query};
@@ -8,6 +9,7 @@ use anyhow::Context;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use tally_auth::keys::KeyRing;
 use tally_ingest::http::{Front, HttpConfig};
 use tally_ingest::outcomes::{Outcomes, watch};
 use tally_ingest::processor::{Processor, ProcessorConfig};
@@ -50,6 +52,8 @@ pub struct ProcessorOptions {
     /// ... or after this many milliseconds, whichever comes first.
     #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(100..=86_400_000), env = "TALLY_SNAPSHOT_INTERVAL_MS")]
     pub snapshot_interval_ms: u64,
+    #[command(flatten)]
+    pub producers: crate::auth::ProducerOptions,
 }
 
 /// The HTTP front door.
@@ -67,7 +71,8 @@ pub struct HttpOptions {
 }
 
 /// Starts the outcome watcher and serves the front door, with `extra` routes (health, admin),
-/// until `stop`.
+/// behind the gate until `stop`.
+#[allow(clippy::too_many_arguments, reason = "each is a separate part the front door is wired to")]
 pub async fn start_http(
     kafka: &KafkaOptions,
     topics: &Topics,
@@ -75,6 +80,7 @@ pub async fn start_http(
     options: &HttpOptions,
     snapshots: Option<Arc<dyn SnapshotStore>>,
     extra: axum::Router,
+    security: &Security,
     stop: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let outcomes = Outcomes::new(options.outcomes_kept as usize);
@@ -87,9 +93,9 @@ pub async fn start_http(
         .await
         .with_context(|| format!("listening on {}", options.http_listen))?;
     println!("http: {}", listener.local_addr()?);
+    let security = security.clone();
     Ok(tokio::spawn(async move {
-        let served = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned()).await;
-        if let Err(e) = served {
+        if let Err(e) = security.serve(listener, app, stop.clone().cancelled_owned()).await {
             tracing::error!("http server: {e}");
         }
         stop.cancel();
@@ -115,6 +121,8 @@ pub struct ServiceOptions {
     pub kafka_fetch_wait_ms: u32,
     #[command(flatten)]
     pub shutdown: crate::shutdown::ShutdownOptions,
+    #[command(flatten)]
+    pub auth: AuthOptions,
 }
 
 #[derive(clap::Args, Debug)]
@@ -145,12 +153,14 @@ pub async fn start_processor(
     topics: &TopicOptions,
     options: &ProcessorOptions,
     snapshots: Option<Arc<dyn SnapshotStore>>,
+    stop: &CancellationToken,
 ) -> anyhow::Result<(Topics, Processor)> {
     let names = ensure(kafka, topics).await?;
     let mut config = ProcessorConfig::new(kafka.clone(), names.clone());
     config.group_id = options.processor_group.clone();
     config.batch_max = options.batch_max as usize;
     config.expiry_interval = Duration::from_millis(options.expiry_interval_ms);
+    config.producers = options.producers.allow_list(stop).await?;
     if options.snapshot_every > 0 {
         config.snapshots = snapshots;
         config.snapshot_every = options.snapshot_every;
@@ -162,34 +172,37 @@ pub async fn start_processor(
 
 /// Runs the processor, the HTTP front door and, when `read_side` is given, the projector and
 /// the query API (all sharing one store) until Ctrl-C or SIGTERM; `ready` is told the topics
-/// once all are up.
+/// once all are up. `dev_key` is accepted when no credentials are configured.
 pub async fn serve(
     bootstrap: &str,
     opts: &ServiceOptions,
     read_side: Option<(&ProjectorOptions, &QueryOptions)>,
     data_dir: Option<&Path>,
+    dev_key: Option<KeyRing>,
     ready: impl FnOnce(&Topics),
 ) -> anyhow::Result<()> {
     let kafka = &KafkaOptions { fetch_wait_ms: opts.kafka_fetch_wait_ms, ..KafkaOptions::new(bootstrap) };
+    let stop = CancellationToken::new();
+    let security = opts.auth.security(dev_key, &stop).await?;
     let store = crate::store::open(&opts.store, data_dir).await?;
     let snapshots: Arc<dyn SnapshotStore> = store.clone();
     let (topics, processor) =
-        start_processor(kafka, &opts.topics, &opts.processor, Some(snapshots.clone())).await?;
-    let stop = CancellationToken::new();
+        start_processor(kafka, &opts.topics, &opts.processor, Some(snapshots.clone()), &stop).await?;
     let mut extra = Health::new().with_broker(kafka)?.with_store(store.clone()).router();
     let (projector, query) = match read_side {
         Some((projector, query)) => {
             let (projector, admin) =
                 start_projector(kafka, &opts.topics, &topics.events, projector, store.clone())?;
             extra = extra.merge(admin.router());
-            let query = start_query(query, store, stop.clone()).await?;
+            let query = start_query(query, store, &security, stop.clone()).await?;
             (Some(projector), Some(query))
         }
         None => (None, None),
     };
     let partitions = opts.topics.partitions;
     let http =
-        start_http(kafka, &topics, partitions, &opts.http, Some(snapshots), extra, stop.clone()).await?;
+        start_http(kafka, &topics, partitions, &opts.http, Some(snapshots), extra, &security, stop.clone())
+            .await?;
     ready(&topics);
     crate::shutdown::signal().await;
     let stopping = async {
@@ -207,7 +220,7 @@ pub async fn serve(
 }
 
 pub async fn run(opts: IngestOptions) -> anyhow::Result<()> {
-    serve(&opts.kafka, &opts.service, None, opts.data_dir.as_deref(), |topics| {
+    serve(&opts.kafka, &opts.service, None, opts.data_dir.as_deref(), None, |topics| {
         tracing::info!(commands = %topics.commands, events = %topics.events, "ingest running");
     })
     .await

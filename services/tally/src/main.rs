@@ -1,6 +1,7 @@
 //! `tally`: one binary for every role. `tally dev` runs everything in one process; the other
 //! subcommands are tools around a running deployment.
 
+mod auth;
 mod config;
 mod dev;
 mod health;
@@ -51,6 +52,8 @@ enum Command {
     Send(tools::SendOptions),
     /// Print the records of a topic (commands or events) as JSON lines.
     Tail(tools::TailOptions),
+    /// API keys: `tally keys new --tenant T --roles read,write`.
+    Keys(auth::KeysOptions),
 }
 
 fn main() -> std::process::ExitCode {
@@ -94,6 +97,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Projections(opts) => projections::run(opts).await,
             Command::Send(opts) => tools::send(opts).await,
             Command::Tail(opts) => tools::tail(opts).await,
+            Command::Keys(opts) => auth::keys(opts),
         }
     })
 }

@@ -39,8 +39,10 @@ pub struct ProjectOptions {
     query: crate::query::QueryOptions,
     #[command(flatten)]
     shutdown: crate::shutdown::ShutdownOptions,
-    /// Address of the admin routes (`tally projections --url http://ADDR`). Not authenticated
-    /// yet: keep it private.
+    #[command(flatten)]
+    auth: crate::auth::AuthOptions,
+    /// Address of the admin routes (`tally projections --url http://ADDR`; they need the admin
+    /// role).
     #[arg(long, default_value = "127.0.0.1:8081", env = "TALLY_ADMIN_LISTEN")]
     admin_listen: std::net::SocketAddr,
     /// Longest wait (milliseconds) of a consumer's fetch at the broker (see `tally ingest`).
@@ -74,14 +76,15 @@ pub async fn run(opts: ProjectOptions) -> anyhow::Result<()> {
         start_projector(&kafka, &opts.topics, &topics.events, &opts.projector, store.clone())?;
     let health = crate::health::Health::new().with_broker(&kafka)?.with_store(store.clone()).router();
     let stop = tokio_util::sync::CancellationToken::new();
-    let query = crate::query::start_query(&opts.query, store, stop.clone()).await?;
+    let security = opts.auth.security(None, &stop).await?;
+    let query = crate::query::start_query(&opts.query, store, &security, stop.clone()).await?;
     let listener = tokio::net::TcpListener::bind(opts.admin_listen)
         .await
         .with_context(|| format!("listening on {}", opts.admin_listen))?;
     println!("admin: {}", listener.local_addr()?);
     tracing::info!(events = %topics.events, "projector running");
-    axum::serve(listener, admin.router().merge(health))
-        .with_graceful_shutdown(crate::shutdown::signal())
+    security
+        .serve(listener, admin.router().merge(health), crate::shutdown::signal())
         .await
         .context("serving the admin routes")?;
     let stopping = async {

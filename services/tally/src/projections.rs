@@ -2,8 +2,7 @@
 //! (`tally dev`, `tally project`), and `tally projections`, the operator command that drives them.
 //!
 //! The embedded store belongs to one process, so a rebuild runs inside that process; the
-//! command asks for it over HTTP and follows its progress. The routes are not authenticated yet
-//! (the security issue adds an admin role): keep their listener on a private address.
+//! command asks for it over HTTP and follows its progress. The routes need the admin role.
 
 use anyhow::{Context, bail};
 use axum::extract::State;
@@ -11,8 +10,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -128,6 +125,12 @@ pub struct ProjectionsOptions {
     /// `tally project`: its --admin-listen).
     #[arg(long, global = true, default_value = "http://127.0.0.1:8080", env = "TALLY_ADMIN_URL")]
     url: String,
+    /// An API key or JWT with the admin role.
+    #[arg(long, global = true, env = "TALLY_TOKEN")]
+    token: Option<String>,
+    /// PEM certificate of a private CA to trust for an https:// --url (beside the usual roots).
+    #[arg(long, global = true, env = "TALLY_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -140,7 +143,7 @@ enum ProjectionsCommand {
 }
 
 pub async fn run(opts: ProjectionsOptions) -> anyhow::Result<()> {
-    let client = AdminClient::new(&opts.url);
+    let client = AdminClient::new(&opts)?;
     match opts.command {
         ProjectionsCommand::Status => {
             let status: serde_json::Value = client.get().await?;
@@ -197,18 +200,23 @@ async fn rebuild(client: &AdminClient) -> anyhow::Result<()> {
 /// A small HTTP client for the admin routes.
 struct AdminClient {
     base: String,
-    http: hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    token: Option<String>,
+    http: reqwest::Client,
 }
 
 impl AdminClient {
-    fn new(base: &str) -> AdminClient {
-        let http =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
-        AdminClient { base: base.trim_end_matches('/').to_owned(), http }
+    fn new(opts: &ProjectionsOptions) -> anyhow::Result<AdminClient> {
+        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        if let Some(path) = &opts.ca_cert {
+            let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem).context("--ca-cert")?);
+        }
+        let base = opts.url.trim_end_matches('/').to_owned();
+        Ok(AdminClient { base, token: opts.token.clone(), http: http.build()? })
     }
 
     async fn get<T: serde::de::DeserializeOwned>(&self) -> anyhow::Result<T> {
-        let (status, body) = self.send("GET", "/admin/projections").await?;
+        let (status, body) = self.send(reqwest::Method::GET, "/admin/projections").await?;
         if status != StatusCode::OK {
             bail!("GET /admin/projections: {status}: {}", String::from_utf8_lossy(&body));
         }
@@ -216,18 +224,21 @@ impl AdminClient {
     }
 
     async fn post_rebuild(&self) -> anyhow::Result<()> {
-        let (status, body) = self.send("POST", "/admin/projections/rebuild").await?;
+        let (status, body) = self.send(reqwest::Method::POST, "/admin/projections/rebuild").await?;
         if status != StatusCode::ACCEPTED {
             bail!("could not start a rebuild: {status}: {}", String::from_utf8_lossy(&body));
         }
         Ok(())
     }
 
-    async fn send(&self, method: &str, path: &str) -> anyhow::Result<(StatusCode, Bytes)> {
+    async fn send(&self, method: reqwest::Method, path: &str) -> anyhow::Result<(StatusCode, Vec<u8>)> {
         let url = format!("{}{path}", self.base);
-        let request = hyper::Request::builder().method(method).uri(&url).body(Full::new(Bytes::new()))?;
-        let response = self.http.request(request).await.with_context(|| format!("{method} {url}"))?;
-        let status = response.status();
-        Ok((status, response.into_body().collect().await?.to_bytes()))
+        let mut request = self.http.request(method.clone(), &url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.with_context(|| format!("{method} {url}"))?;
+        let status = StatusCode::from_u16(response.status().as_u16())?;
+        Ok((status, response.bytes().await?.to_vec()))
     }
 }

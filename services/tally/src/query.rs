@@ -2,6 +2,7 @@
 //! embedded store belongs to one process, so reads are served where the rows are written), and
 //! alone by `tally query` over a shared store (Scylla).
 
+use crate::auth::Security;
 use crate::store::{Backend, StoreOptions};
 use anyhow::{Context, bail};
 use std::sync::Arc;
@@ -21,10 +22,11 @@ pub struct QueryOptions {
     pub query_position_wait_ms: u64,
 }
 
-/// Serves the query API over `store` until `stop`.
+/// Serves the query API over `store`, behind the gate, until `stop`.
 pub async fn start_query(
     options: &QueryOptions,
     store: Arc<dyn ProjectionStore>,
+    security: &Security,
     stop: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let config = QueryConfig {
@@ -37,8 +39,9 @@ pub async fn start_query(
         .await
         .with_context(|| format!("listening on {} (the query API)", options.query_listen))?;
     println!("query: {}", listener.local_addr()?);
+    let security = security.clone();
     Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+        if let Err(e) = security.serve(listener, app, stop.cancelled_owned()).await {
             tracing::error!("query server: {e}");
         }
     }))
@@ -52,6 +55,8 @@ pub struct QueryServiceOptions {
     query: QueryOptions,
     #[command(flatten)]
     shutdown: crate::shutdown::ShutdownOptions,
+    #[command(flatten)]
+    auth: crate::auth::AuthOptions,
 }
 
 /// `tally query`: the query API alone, over a store other processes write.
@@ -62,9 +67,10 @@ pub async fn run(opts: QueryServiceOptions) -> anyhow::Result<()> {
              the process that writes it: `tally project` (and `tally dev`) serve the query API over it"
         );
     }
-    let store = crate::store::open(&opts.store, None).await?;
     let stop = CancellationToken::new();
-    let server = start_query(&opts.query, store, stop.clone()).await?;
+    let security = opts.auth.security(None, &stop).await?;
+    let store = crate::store::open(&opts.store, None).await?;
+    let server = start_query(&opts.query, store, &security, stop.clone()).await?;
     crate::shutdown::signal().await;
     let stopping = async {
         stop.cancel();

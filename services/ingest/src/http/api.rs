@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use tally_core::*;
+use tally_http::gate::BearerAuth;
 use utoipa::{OpenApi, ToSchema};
 
 #[derive(OpenApi)]
@@ -34,7 +35,9 @@ use utoipa::{OpenApi, ToSchema};
         delete_document,
         command_outcome
     ),
-    components(schemas(Outcome, Problem, PendingBody, BatchResult, BatchItem))
+    components(schemas(Outcome, Problem, PendingBody, BatchResult, BatchItem)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
 )]
 pub struct ApiDoc;
 
@@ -57,15 +60,11 @@ pub(super) fn routes() -> Router<Front> {
 
 // ---- bodies -------------------------------------------------------------------------------
 
-/// The headers every request may carry, for the OpenAPI document ([`Caller`] reads them).
+/// The headers every request may carry, for the OpenAPI document.
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Header, rename_all = "kebab-case")]
 #[allow(dead_code, reason = "only documents the headers")]
-struct CallerHeaders {
-    /// The caller's tenant (until authentication lands).
-    tally_tenant: String,
-    /// Who acts (default `anonymous`).
-    tally_actor: Option<String>,
+struct CommandHeaders {
     /// The command id; a repeated id gets the first outcome.
     idempotency_key: Option<String>,
 }
@@ -250,7 +249,7 @@ async fn run(
     built: Result<CommandBody, Problem>,
     created: bool,
 ) -> Response {
-    let submitted = async { front.submit(caller.command(headers, id, built?)?).await };
+    let submitted = async { front.submit(super::command(caller, headers, id, built?)?).await };
     match submitted.await {
         Ok(answer) => respond(answer, created),
         Err(problem) => problem.into_response(),
@@ -274,7 +273,7 @@ async fn run_identified(
 // ---- handlers -----------------------------------------------------------------------------
 
 /// Define an asset (code and decimals) in a ledger.
-#[utoipa::path(post, path = "/v1/ledgers/{ledger}/assets", params(("ledger" = String, Path, description = "ledger id"), CallerHeaders), request_body = DefineAssetBody,
+#[utoipa::path(post, path = "/v1/ledgers/{ledger}/assets", params(("ledger" = String, Path, description = "ledger id"), CommandHeaders), request_body = DefineAssetBody,
     responses((status = 201, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn define_asset(
     State(front): State<Front>,
@@ -294,7 +293,7 @@ async fn define_asset(
 }
 
 /// Open an account with limits and metadata.
-#[utoipa::path(post, path = "/v1/ledgers/{ledger}/accounts", params(("ledger" = String, Path, description = "ledger id"), CallerHeaders), request_body = OpenAccountBody,
+#[utoipa::path(post, path = "/v1/ledgers/{ledger}/accounts", params(("ledger" = String, Path, description = "ledger id"), CommandHeaders), request_body = OpenAccountBody,
     responses((status = 201, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn open_account(
     State(front): State<Front>,
@@ -316,7 +315,7 @@ async fn open_account(
 }
 
 /// Replace an account's limits and metadata.
-#[utoipa::path(put, path = "/v1/ledgers/{ledger}/accounts/{account}", params(("ledger" = String, Path, description = "ledger id"), ("account" = String, Path, description = "account id"), CallerHeaders), request_body = UpdateAccountBody,
+#[utoipa::path(put, path = "/v1/ledgers/{ledger}/accounts/{account}", params(("ledger" = String, Path, description = "ledger id"), ("account" = String, Path, description = "account id"), CommandHeaders), request_body = UpdateAccountBody,
     responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn update_account(
     State(front): State<Front>,
@@ -338,7 +337,7 @@ async fn update_account(
 }
 
 /// Close an account whose balances and holds are zero.
-#[utoipa::path(post, path = "/v1/ledgers/{ledger}/accounts/{account}/close", params(("ledger" = String, Path, description = "ledger id"), ("account" = String, Path, description = "account id"), CallerHeaders),
+#[utoipa::path(post, path = "/v1/ledgers/{ledger}/accounts/{account}/close", params(("ledger" = String, Path, description = "ledger id"), ("account" = String, Path, description = "account id"), CommandHeaders),
     responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn close_account(
     State(front): State<Front>,
@@ -356,7 +355,7 @@ async fn close_account(
 }
 
 /// Post a transaction (or hold it as pending with `pending_timeout_ms`).
-#[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions", params(("ledger" = String, Path, description = "ledger id"), CallerHeaders), request_body = TransactionBody,
+#[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions", params(("ledger" = String, Path, description = "ledger id"), CommandHeaders), request_body = TransactionBody,
     responses((status = 201, body = Outcome), (status = 200, description = "deduplicated: the first outcome stands", body = Outcome),
         (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn post_transaction(
@@ -371,7 +370,7 @@ async fn post_transaction(
 }
 
 /// Post many transactions; each is its own command, answered in `results` in request order.
-#[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions/batch", params(("ledger" = String, Path, description = "ledger id"), CallerHeaders), request_body = BatchBody,
+#[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions/batch", params(("ledger" = String, Path, description = "ledger id"), CommandHeaders), request_body = BatchBody,
     responses((status = 200, body = BatchResult), (status = 400, body = Problem, content_type = "application/problem+json")))]
 async fn post_batch(
     State(front): State<Front>,
@@ -392,7 +391,7 @@ async fn post_batch(
             .into_iter()
             .map(|t| {
                 let (tx_id, c) = transfer(&ledger, t)?;
-                Ok((tx_id.clone(), caller.command(&HeaderMap::new(), Some(&tx_id), c)?))
+                Ok((tx_id.clone(), super::command(&caller, &HeaderMap::new(), Some(&tx_id), c)?))
             })
             .collect::<Result<Vec<_>, Problem>>()
     })();
@@ -435,7 +434,7 @@ async fn post_batch(
 }
 
 /// Commit a pending transaction, fully or partially (`amounts` per posting).
-#[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions/{tx_id}/commit", params(("ledger" = String, Path, description = "ledger id"), ("tx_id" = String, Path, description = "transaction id"), CallerHeaders), request_body = CommitBody,
+#[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions/{tx_id}/commit", params(("ledger" = String, Path, description = "ledger id"), ("tx_id" = String, Path, description = "transaction id"), CommandHeaders), request_body = CommitBody,
     responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn commit_pending(
     State(front): State<Front>,
@@ -456,7 +455,7 @@ async fn commit_pending(
 }
 
 /// Void a pending transaction: release its holds.
-#[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions/{tx_id}/void", params(("ledger" = String, Path, description = "ledger id"), ("tx_id" = String, Path, description = "transaction id"), CallerHeaders),
+#[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions/{tx_id}/void", params(("ledger" = String, Path, description = "ledger id"), ("tx_id" = String, Path, description = "transaction id"), CommandHeaders),
     responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn void_pending(
     State(front): State<Front>,
@@ -474,7 +473,7 @@ async fn void_pending(
 }
 
 /// Post the compensating transaction of a posted one, under a new id.
-#[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions/{tx_id}/reverse", params(("ledger" = String, Path, description = "ledger id"), ("tx_id" = String, Path, description = "transaction id"), CallerHeaders), request_body = ReverseBody,
+#[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions/{tx_id}/reverse", params(("ledger" = String, Path, description = "ledger id"), ("tx_id" = String, Path, description = "transaction id"), CommandHeaders), request_body = ReverseBody,
     responses((status = 201, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn reverse(
     State(front): State<Front>,
@@ -495,7 +494,7 @@ async fn reverse(
 
 /// Put a state document (a JSON object). `If-Match: "<version>"` or `If-None-Match: *`
 /// make it conditional.
-#[utoipa::path(put, path = "/v1/state/{doc_type}/{key}", params(("doc_type" = String, Path, description = "document type"), ("key" = String, Path, description = "document key"), CallerHeaders), request_body(content = Object, description = "the document, a JSON object"),
+#[utoipa::path(put, path = "/v1/state/{doc_type}/{key}", params(("doc_type" = String, Path, description = "document type"), ("key" = String, Path, description = "document key"), CommandHeaders), request_body(content = Object, description = "the document, a JSON object"),
     responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn put_document(
     State(front): State<Front>,
@@ -519,7 +518,7 @@ async fn put_document(
 }
 
 /// Delete a state document (`If-Match` makes it conditional).
-#[utoipa::path(delete, path = "/v1/state/{doc_type}/{key}", params(("doc_type" = String, Path, description = "document type"), ("key" = String, Path, description = "document key"), CallerHeaders),
+#[utoipa::path(delete, path = "/v1/state/{doc_type}/{key}", params(("doc_type" = String, Path, description = "document type"), ("key" = String, Path, description = "document key"), CommandHeaders),
     responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn delete_document(
     State(front): State<Front>,
@@ -540,7 +539,7 @@ async fn delete_document(
 /// The outcome of a command: 200 with it, 202 while it is awaited, 404 if this instance does
 /// not know it (outcomes are kept in memory, bounded; older ones are the query service's), 503
 /// while the instance is still reading the answers already in the log after a start.
-#[utoipa::path(get, path = "/v1/commands/{command_id}", params(("command_id" = String, Path, description = "command id (the Idempotency-Key it was sent with)"), CallerHeaders),
+#[utoipa::path(get, path = "/v1/commands/{command_id}", params(("command_id" = String, Path, description = "command id (the Idempotency-Key it was sent with)"), CommandHeaders),
     responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 async fn command_outcome(
     State(front): State<Front>,

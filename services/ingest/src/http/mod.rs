@@ -2,7 +2,8 @@
 //! handler waits, bounded, for the command's answer in the log and replies with it, or with 202
 //! and a URL to poll when the wait runs out.
 //!
-//! Caller identity: see `tally_http` (the actor defaults to `anonymous`).
+//! Who calls: the [`Caller`] the gate (`tally_http::gate`) authenticated. Its tenant scopes
+//! every command and its subject is the actor recorded in the events.
 
 #![allow(
     clippy::result_large_err,
@@ -13,20 +14,21 @@ mod api;
 
 use crate::outcomes::{Lookup, Outcome, Outcomes, Peek, Status};
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequestParts};
-use axum::http::request::Parts;
+use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use rdkafka::message::Header;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::sync::Arc;
 use std::time::Duration;
+use tally_auth::producers::{FRONT_DOOR, PRODUCER_HEADER};
 use tally_codec::Codec;
-use tally_core::{Actor, Command, CommandBody, CommandId, TenantId};
+use tally_core::{Command, CommandBody, CommandId, TenantId};
 use utoipa::OpenApi;
 
 pub use api::ApiDoc;
 use tally_http::header_text;
-pub use tally_http::{ACTOR_HEADER, POSITION_HEADER, Problem, TENANT_HEADER};
+pub use tally_http::{Caller, POSITION_HEADER, Problem};
 
 /// Knobs of the front door.
 #[derive(Debug, Clone)]
@@ -103,11 +105,11 @@ impl Front {
             Lookup::Pending(receiver) => receiver,
         };
         let (key, payload) = (command.kafka_key(), self.inner.codec.encode_command(&command));
-        // The request's trace goes on in the command record's headers.
-        let record = FutureRecord::to(&self.inner.commands_topic)
-            .key(&key)
-            .payload(&payload)
-            .headers(tally_kafka::trace_context::current_headers());
+        // The request's trace goes on in the command record's headers, beside who produced it.
+        let headers = tally_kafka::trace_context::current_headers()
+            .insert(Header { key: PRODUCER_HEADER, value: Some(FRONT_DOOR) });
+        let record =
+            FutureRecord::to(&self.inner.commands_topic).key(&key).payload(&payload).headers(headers);
         if let Err((e, _)) = self.inner.producer.send(record, self.inner.config.wait).await {
             tracing::error!(command_id = %command.command_id, "producing a command: {e}");
             return Err(Problem::unavailable());
@@ -136,42 +138,23 @@ impl Front {
     }
 }
 
-/// Who is calling (see the module documentation).
-pub struct Caller {
-    pub tenant: TenantId,
-    pub actor: Actor,
-}
-
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
-    type Rejection = Problem;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Caller, Problem> {
-        let tenant = tally_http::tenant(&parts.headers)?;
-        let actor = header_text(&parts.headers, ACTOR_HEADER)?.unwrap_or("anonymous");
-        let actor = Actor::parse(actor).map_err(|e| Problem::bad_request(format!("{ACTOR_HEADER}: {e}")))?;
-        Ok(Caller { tenant, actor })
-    }
-}
-
-impl Caller {
-    /// The command for `body`, with the id from the Idempotency-Key header, else `default_id`
-    /// (the body's own id), else a fresh one.
-    pub fn command(
-        &self,
-        headers: &HeaderMap,
-        default_id: Option<&str>,
-        body: CommandBody,
-    ) -> Result<Command, Problem> {
-        let id = match header_text(headers, IDEMPOTENCY_HEADER)? {
-            Some(key) => key.to_owned(),
-            None => default_id.map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned),
-        };
-        let command_id =
-            CommandId::parse(id).map_err(|e| Problem::bad_request(format!("{IDEMPOTENCY_HEADER}: {e}")))?;
-        Ok(Command { tenant: self.tenant.clone(), command_id, actor: self.actor.clone(), body })
-    }
+/// The command `caller` asks for with `body`, with the id from the Idempotency-Key header,
+/// else `default_id` (the body's own id), else a fresh one.
+pub fn command(
+    caller: &Caller,
+    headers: &HeaderMap,
+    default_id: Option<&str>,
+    body: CommandBody,
+) -> Result<Command, Problem> {
+    let id = match header_text(headers, IDEMPOTENCY_HEADER)? {
+        Some(key) => key.to_owned(),
+        None => default_id.map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned),
+    };
+    let command_id =
+        CommandId::parse(id).map_err(|e| Problem::bad_request(format!("{IDEMPOTENCY_HEADER}: {e}")))?;
+    Ok(Command { tenant: caller.tenant.clone(), command_id, actor: caller.actor.clone(), body })
 }
 
 /// Reason codes that mean "conflicts with what exists" (409) rather than "not allowed" (422).

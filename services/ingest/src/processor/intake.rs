@@ -3,6 +3,7 @@
 
 use rdkafka::Message;
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use tally_auth::producers::{PRODUCER_HEADER, ProducerTenants};
 use tally_codec::{Codec, CodecError};
 use tally_core::Command;
 
@@ -27,8 +28,13 @@ impl Unprocessable {
 
 /// Decodes a command record and checks its key: the key is how the record found its
 /// partition, so a key that does not match the body would put the stream's commands in two
-/// partitions (two processors, no ordering).
-pub fn classify(codec: &Codec, record: &OwnedMessage) -> Result<Command, Unprocessable> {
+/// partitions (two processors, no ordering). With an allow-list of producers, checks that the
+/// record's producer may send for the command's tenant.
+pub fn classify(
+    codec: &Codec,
+    record: &OwnedMessage,
+    producers: Option<&ProducerTenants>,
+) -> Result<Command, Unprocessable> {
     let payload = record.payload().filter(|p| !p.is_empty());
     let payload = payload.ok_or_else(|| Unprocessable::new("EMPTY", "the record has no value"))?;
     let command = codec.decode_command(payload).map_err(|e| {
@@ -45,7 +51,13 @@ pub fn classify(codec: &Codec, record: &OwnedMessage) -> Result<Command, Unproce
         None => {
             Err(Unprocessable::new("KEY_MISSING", format!("the record has no key; expected {expected:?}")))
         }
-        Some(key) if key == expected.as_bytes() => Ok(command),
+        Some(key) if key == expected.as_bytes() => match producers {
+            Some(producers) => producers
+                .check(producer(record), &command.tenant)
+                .map(|()| command)
+                .map_err(|refused| Unprocessable::new(refused.code, refused.detail)),
+            None => Ok(command),
+        },
         Some(key) => Err(Unprocessable::new(
             "KEY_MISMATCH",
             format!(
@@ -54,6 +66,12 @@ pub fn classify(codec: &Codec, record: &OwnedMessage) -> Result<Command, Unproce
             ),
         )),
     }
+}
+
+/// The producer a record names in its `tally-producer` header (`None` when absent or not text).
+fn producer(record: &OwnedMessage) -> Option<&str> {
+    let header = record.headers()?.iter().find(|h| h.key == PRODUCER_HEADER)?;
+    std::str::from_utf8(header.value?).ok()
 }
 
 /// Header names on dead-letter records (beside the original record's own headers).

@@ -22,6 +22,8 @@ use rdkafka::util::Timeout;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tally_auth::producers::ProducerTenants;
+use tally_auth::reload::Reloading;
 use tally_codec::Codec;
 use tally_core::log::LogRecord;
 use tally_kafka::config::KafkaOptions;
@@ -48,6 +50,9 @@ pub struct ProcessorConfig {
     pub snapshot_every: u64,
     /// ... or after this long, whichever comes first (if it wrote anything since).
     pub snapshot_interval: Duration,
+    /// Which tenants each producer of the commands topic may send for; `None`: any producer,
+    /// any tenant.
+    pub producers: Option<Arc<Reloading<ProducerTenants>>>,
 }
 
 impl ProcessorConfig {
@@ -62,6 +67,7 @@ impl ProcessorConfig {
             snapshots: None,
             snapshot_every: 10_000,
             snapshot_interval: Duration::from_secs(60),
+            producers: None,
         }
     }
 }

@@ -200,12 +200,14 @@ impl Owner {
         let mut records = Vec::with_capacity(batch.len());
         let mut traces = Vec::with_capacity(batch.len());
         let mut dead_letters = Vec::new();
+        // One allow-list for the whole batch, even if it is reloaded meanwhile.
+        let producers = self.shared.config.producers.as_ref().map(|p| p.current_arc());
         for message in batch.drain(..) {
             let command_offset = message.offset();
             if command_offset < self.replica.reader.next_command_offset() {
                 continue; // delivered again (a seek, a restart): already answered
             }
-            let (record, trace) = match intake::classify(&self.shared.codec, &message) {
+            let (record, trace) = match intake::classify(&self.shared.codec, &message, producers.as_deref()) {
                 Ok(command) => {
                     let trace = answer_trace(&message, &command.command_id);
                     let event = decide(&self.replica.state, &command, now);

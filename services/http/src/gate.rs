@@ -1,0 +1,255 @@
+//! The gate in front of every Tally HTTP listener: header size limit, authentication, the rate
+//! limit per caller, and authorization, in that order; then CORS around all of it.
+//!
+//! - Health, metrics and the OpenAPI document are public ([`PUBLIC_PATHS`]).
+//! - The action is read for `GET`/`HEAD`, admin under `/admin/`, write otherwise.
+//! - The authenticated caller goes into the request's extensions; handlers take it as a
+//!   [`Caller`], so a handler cannot run without one.
+
+use crate::Problem;
+use axum::Router;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use prometheus::{IntCounterVec, register_int_counter_vec};
+use std::num::NonZeroU32;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+use tally_auth::{Access, Action, AuthError, Authenticator, Principal};
+use tally_core::{Actor, TenantId};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+/// Paths anyone may read: probes, scrapes and the API description.
+pub const PUBLIC_PATHS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/openapi.json"];
+
+/// Rate-limit entries kept before idle callers are forgotten.
+const LIMITER_KEYS_MAX: usize = 10_000;
+
+static REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "tally_http_refused_total",
+        "Requests the gate refused before any handler ran, by status (401, 403, 429, 431)",
+        &["status"]
+    )
+    .expect("registered once")
+});
+
+/// Knobs of the gate.
+#[derive(Debug, Clone)]
+pub struct GateConfig {
+    /// Requests per second each caller may make on average; 0 = no limit.
+    pub rate_per_second: u32,
+    /// Requests a caller may make at once above the average.
+    pub rate_burst: u32,
+    /// Largest total size of a request's headers (names and values), in bytes.
+    pub header_bytes_max: usize,
+    /// Browser origins allowed to call (`https://app.example`); empty = no CORS headers, so
+    /// browsers on other origins are refused; `*` = any origin.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for GateConfig {
+    fn default() -> Self {
+        GateConfig {
+            rate_per_second: 0,
+            rate_burst: 50,
+            header_bytes_max: 16 * 1024,
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Gate {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    auth: Authenticator,
+    limiter: Option<DefaultKeyedRateLimiter<String>>,
+    header_bytes_max: usize,
+    cors: Option<CorsLayer>,
+}
+
+impl Gate {
+    pub fn new(auth: Authenticator, config: &GateConfig) -> Result<Gate, String> {
+        let limiter = NonZeroU32::new(config.rate_per_second).map(|rate| {
+            let burst = NonZeroU32::new(config.rate_burst).unwrap_or(rate);
+            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+        });
+        let cors = cors(&config.cors_origins)?;
+        Ok(Gate { inner: Arc::new(Inner { auth, limiter, header_bytes_max: config.header_bytes_max, cors }) })
+    }
+
+    /// `router` behind the gate.
+    pub fn protect(&self, router: Router) -> Router {
+        let router = router.layer(axum::middleware::from_fn_with_state(self.clone(), check));
+        match &self.inner.cors {
+            Some(cors) => router.layer(cors.clone()),
+            None => router,
+        }
+    }
+}
+
+fn cors(origins: &[String]) -> Result<Option<CorsLayer>, String> {
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let allow = match origins.iter().any(|o| o == "*") {
+        true => AllowOrigin::any(),
+        false => {
+            let parsed: Result<Vec<HeaderValue>, String> = origins
+                .iter()
+                .map(|o| {
+                    HeaderValue::from_str(o).map_err(|_| format!("CORS origin {o:?} is not a header value"))
+                })
+                .collect();
+            AllowOrigin::list(parsed?)
+        }
+    };
+    let allowed_headers = [
+        header::AUTHORIZATION,
+        header::CONTENT_TYPE,
+        header::IF_NONE_MATCH,
+        "idempotency-key".parse().expect("a header name"),
+        "last-event-id".parse().expect("a header name"),
+        "traceparent".parse().expect("a header name"),
+        crate::POSITION_HEADER.parse().expect("a header name"),
+    ];
+    let exposed = [
+        header::ETAG,
+        header::LOCATION,
+        header::RETRY_AFTER,
+        crate::POSITION_HEADER.parse().expect("a header name"),
+    ];
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers(allowed_headers)
+            .expose_headers(exposed)
+            .max_age(Duration::from_secs(600)),
+    ))
+}
+
+async fn check(State(gate): State<Gate>, mut request: Request, next: Next) -> Response {
+    match admit(&gate.inner, &mut request) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => {
+            REFUSED.with_label_values(&[refusal.status().as_str()]).inc();
+            refusal
+        }
+    }
+}
+
+/// Lets the request through (with its caller in the extensions), or answers for it.
+fn admit(gate: &Inner, request: &mut Request) -> Result<(), Response> {
+    let header_bytes: usize = request.headers().iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+    if header_bytes > gate.header_bytes_max {
+        let detail =
+            format!("the headers are {header_bytes} bytes; at most {} are accepted", gate.header_bytes_max);
+        return Err(Problem::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers too large", detail)
+            .into_response());
+    }
+    if PUBLIC_PATHS.contains(&request.uri().path()) {
+        return Ok(());
+    }
+    let who = gate.auth.authenticate(bearer(request)?).map_err(refused)?;
+    if let Some(limiter) = &gate.limiter {
+        if limiter.len() > LIMITER_KEYS_MAX {
+            limiter.retain_recent();
+        }
+        limiter.check_key(&who.limit_key).map_err(|_| too_many())?;
+    }
+    let access =
+        Access { action: action(request), method: request.method().as_str(), path: request.uri().path() };
+    gate.auth.authorize(&who, access).map_err(refused)?;
+    request.extensions_mut().insert(who);
+    Ok(())
+}
+
+fn action(request: &Request) -> Action {
+    match request.method() {
+        _ if request.uri().path().starts_with("/admin/") => Action::Admin,
+        &Method::GET | &Method::HEAD => Action::Read,
+        _ => Action::Write,
+    }
+}
+
+/// The bearer token of the `Authorization` header, if any.
+fn bearer(request: &Request) -> Result<Option<&str>, Response> {
+    let Some(value) = request.headers().get(header::AUTHORIZATION) else { return Ok(None) };
+    let scheme_and_token = value.to_str().ok().and_then(|v| v.split_once(' '));
+    match scheme_and_token {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(Some(token.trim())),
+        _ => Err(refused(AuthError::Invalid("the Authorization header is not `Bearer <token>`".into()))),
+    }
+}
+
+fn refused(e: AuthError) -> Response {
+    let (status, title, challenge) = match &e {
+        AuthError::Missing => (StatusCode::UNAUTHORIZED, "unauthorized", r#"Bearer realm="tally""#),
+        AuthError::Invalid(_) => {
+            (StatusCode::UNAUTHORIZED, "unauthorized", r#"Bearer realm="tally", error="invalid_token""#)
+        }
+        AuthError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", ""),
+    };
+    let mut response = Problem::new(status, title, e.to_string()).into_response();
+    if !challenge.is_empty() {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    }
+    response
+}
+
+fn too_many() -> Response {
+    let problem = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many requests",
+        "this caller's rate limit is used up; retry shortly",
+    );
+    let mut response = problem.into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// Who is calling: the tenant every read and write of the request is scoped to, and the actor
+/// recorded in the events it causes. Only the gate can provide it.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub tenant: TenantId,
+    pub actor: Actor,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Caller, Problem> {
+        match parts.extensions.get::<Principal>() {
+            Some(who) => Ok(Caller { tenant: who.tenant.clone(), actor: who.subject.clone() }),
+            // Only a listener wired without the gate gets here.
+            None => {
+                Err(Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", AuthError::Missing.to_string()))
+            }
+        }
+    }
+}
+
+/// Declares the bearer scheme in an OpenAPI document (`modifiers(&BearerAuth)`).
+pub struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some("An API key (`tly_...`) or a JWT from the configured identity provider"))
+            .build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
