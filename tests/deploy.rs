@@ -65,8 +65,14 @@ fn the_compose_file_is_valid() {
 }
 
 /// Values every install must give.
-const REQUIRED: [&str; 4] =
-    ["--set", "kafka.bootstrapServers=kafka:9092", "--set", "scylla.nodes={scylla:9042}"];
+const REQUIRED: [&str; 6] = [
+    "--set",
+    "kafka.bootstrapServers=kafka:9092",
+    "--set",
+    "scylla.nodes={scylla:9042}",
+    "--set",
+    "auth.apiKeysSecret=tally-api-keys",
+];
 
 #[test]
 fn the_helm_chart_lints_renders_and_passes_the_manifest_checks() {
@@ -84,14 +90,29 @@ fn the_helm_chart_lints_renders_and_passes_the_manifest_checks() {
         None,
     );
     assert!(!latest.status.success(), "a latest tag was accepted: {}", text(&latest));
+    // ... and one without any credentials: the services would refuse to start.
+    let open = run(&helm, &[&["template", "t", "helm/tally"][..], &REQUIRED[..4]].concat(), None);
+    assert!(!open.status.success() && text(&open).contains("auth"), "{}", text(&open));
 
-    let rendered = run(&helm, &[&["template", "t", "helm/tally"][..], &REQUIRED].concat(), None);
+    // Every credential file mounted (the policy and the ingest's producer allow-list too).
+    let files = [
+        "--set",
+        "auth.policyConfigMap=tally-policy",
+        "--set",
+        "auth.producerAllowListConfigMap=tally-producers",
+    ];
+    let rendered = run(&helm, &[&["template", "t", "helm/tally"][..], &REQUIRED, &files].concat(), None);
     assert!(rendered.status.success(), "{}", text(&rendered));
     let manifests = String::from_utf8(rendered.stdout).unwrap();
     for kind in
         ["Deployment", "Service", "ConfigMap", "Secret", "PodDisruptionBudget", "HorizontalPodAutoscaler"]
     {
         assert!(manifests.contains(&format!("kind: {kind}\n")), "no {kind} rendered");
+    }
+    for mount in
+        ["/etc/tally/api-keys", "/etc/tally/policy", "/etc/tally/producers", "TALLY_PRODUCER_ALLOW_LIST"]
+    {
+        assert!(manifests.contains(mount), "{mount} is not in the rendered manifests");
     }
     let checked = run(Path::new("python3"), &[".ci/check_manifests.py"], Some(manifests.as_bytes()));
     assert!(checked.status.success(), "the rendered manifests fail the checks:\n{}", text(&checked));

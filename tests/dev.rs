@@ -148,7 +148,7 @@ fn the_http_api_matches_its_openapi_document_under_fuzzing() {
                 "run",
                 &format!("http://{api}/openapi.json"),
                 "-H",
-                &format!("authorization: {}", tally_dev::FUZZ),
+                &format!("Authorization: {}", tally_dev::FUZZ),
             ])
             .args(["--max-examples", "30", "--seed", "20261122", "-w", "1", "--phases", phases])
             .args(["--checks", "all", "--exclude-checks", "positive_data_acceptance"])
@@ -165,7 +165,8 @@ fn the_http_api_matches_its_openapi_document_under_fuzzing() {
 }
 
 fn projections(dev: &Dev, command: &str) -> Output {
-    tally(&["projections", command, "--url", &format!("http://{}", dev.http)])
+    let token = tally_dev::ACME.trim_start_matches("Bearer ");
+    tally(&["projections", command, "--url", &format!("http://{}", dev.http), "--token", token])
 }
 
 #[test]

@@ -66,3 +66,48 @@ readOnlyRootFilesystem: true
 capabilities:
   drop: ["ALL"]
 {{- end -}}
+
+{{/* The credential files a service reads (mounted whole, so Secret and ConfigMap updates reach
+the files and Tally reloads them): API keys, the policy and, for ingest, the producer
+allow-list. Each template renders a YAML list, possibly empty. */}}
+{{- define "tally.authFiles" -}}
+{{- $auth := .root.Values.auth -}}
+{{- if $auth.apiKeysSecret }}
+- { name: api-keys, path: /etc/tally/api-keys, secret: {{ $auth.apiKeysSecret | quote }} }
+{{- end }}
+{{- if $auth.policyConfigMap }}
+- { name: policy, path: /etc/tally/policy, configMap: {{ $auth.policyConfigMap | quote }} }
+{{- end }}
+{{- if and (eq .component "ingest") $auth.producerAllowListConfigMap }}
+- { name: producers, path: /etc/tally/producers, configMap: {{ $auth.producerAllowListConfigMap | quote }} }
+{{- end }}
+{{- end -}}
+
+{{- define "tally.authMounts" -}}
+{{- $files := include "tally.authFiles" . | fromYamlArray -}}
+{{- if $files }}
+{{- range $files }}
+- name: {{ .name }}
+  mountPath: {{ .path }}
+  readOnly: true
+{{- end }}
+{{- else }}
+[]
+{{- end }}
+{{- end -}}
+
+{{- define "tally.authVolumes" -}}
+{{- $files := include "tally.authFiles" . | fromYamlArray -}}
+{{- if $files }}
+{{- range $files }}
+- name: {{ .name }}
+  {{- if .secret }}
+  secret: { secretName: {{ .secret }} }
+  {{- else }}
+  configMap: { name: {{ .configMap }} }
+  {{- end }}
+{{- end }}
+{{- else }}
+[]
+{{- end }}
+{{- end -}}

@@ -81,7 +81,7 @@ impl JwtVerifier {
         JwtVerifier { config, keys }
     }
 
-    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+    pub fn verify(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::invalid("not a JWT"))?;
         let kid = header.kid.ok_or_else(|| AuthError::invalid("the JWT names no key (kid)"))?;
         let keys = self.keys.current();
@@ -93,7 +93,7 @@ impl JwtVerifier {
         let claims = jsonwebtoken::decode::<serde_json::Value>(token, key, &self.validation(algorithms))
             .map_err(|e| AuthError::Invalid(why(e.kind())))?
             .claims;
-        self.principal(&claims)
+        self.principal(&claims).map(Arc::new)
     }
 
     fn validation(&self, algorithms: &[Algorithm]) -> Validation {

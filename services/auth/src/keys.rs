@@ -9,6 +9,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use tally_core::{Actor, TenantId};
 
@@ -35,12 +36,12 @@ struct KeysFile {
     key: Vec<KeyEntry>,
 }
 
-/// A checked key: who it makes the caller.
+/// A checked key: its digest, and who it makes the caller (built once, shared by every
+/// request that presents the key).
 #[derive(Debug, Clone)]
 struct Key {
-    tenant: TenantId,
     digest: [u8; 32],
-    roles: Roles,
+    who: Arc<Principal>,
 }
 
 /// Every configured key, by id.
@@ -82,20 +83,14 @@ impl KeyRing {
     }
 
     /// The caller a secret names, or why not.
-    pub fn verify(&self, secret: &str) -> Result<Principal, AuthError> {
+    pub fn verify(&self, secret: &str) -> Result<Arc<Principal>, AuthError> {
         let id = key_id(secret).ok_or(AuthError::invalid("not an API key"))?;
         let key = self.keys.get(id).ok_or(AuthError::invalid("unknown or revoked API key"))?;
         let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
         if !bool::from(digest.ct_eq(&key.digest)) {
             return Err(AuthError::invalid("unknown or revoked API key"));
         }
-        let subject = Actor::parse(format!("key:{id}")).map_err(|_| AuthError::invalid("bad key id"))?;
-        Ok(Principal {
-            tenant: key.tenant.clone(),
-            subject,
-            roles: key.roles,
-            limit_key: format!("key:{id}"),
-        })
+        Ok(key.who.clone())
     }
 }
 
@@ -105,7 +100,14 @@ impl Key {
         let tenant = TenantId::parse(entry.tenant).map_err(|e| e.to_string())?;
         let digest = hex_digest(&entry.sha256)?;
         let roles = Roles::parse(&entry.roles)?;
-        Ok(Key { tenant, digest, roles })
+        let subject = format!("key:{}", entry.id);
+        let who = Principal {
+            tenant,
+            subject: Actor::parse(subject.clone()).map_err(|e| e.to_string())?,
+            roles,
+            limit_key: subject,
+        };
+        Ok(Key { digest, who: Arc::new(who) })
     }
 }
 

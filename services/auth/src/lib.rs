@@ -159,12 +159,12 @@ impl Authenticator {
     }
 
     /// Whether any credential can be accepted at all.
-    pub fn accepts_anything(&self) -> bool {
+    pub fn has_credentials(&self) -> bool {
         self.keys.is_some() || self.jwt.is_some()
     }
 
     /// The caller a bearer token names.
-    pub fn authenticate(&self, token: Option<&str>) -> Result<Principal, AuthError> {
+    pub fn authenticate(&self, token: Option<&str>) -> Result<Arc<Principal>, AuthError> {
         let token = token.ok_or(AuthError::Missing)?;
         if token.starts_with(keys::SECRET_PREFIX) {
             let keys =

@@ -36,14 +36,18 @@ type Parse<T> = fn(&[u8]) -> Result<T, String>;
 
 impl<T> std::fmt::Debug for Reloading<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} from {}", self.what, self.source)
+        match &self.source {
+            Some(source) => write!(f, "{} from {source}", self.what),
+            None => write!(f, "{} (fixed)", self.what),
+        }
     }
 }
 
 /// The current value of a source, replaced when the source changes.
 pub struct Reloading<T> {
     what: &'static str,
-    source: Source,
+    /// `None` for a fixed value.
+    source: Option<Source>,
     parse: Parse<T>,
     current: ArcSwap<T>,
     /// The bytes `current` was parsed from (or last refused), to skip unchanged reads.
@@ -58,7 +62,7 @@ impl<T: Send + Sync + 'static> Reloading<T> {
         let value = parse(&bytes).map_err(|e| format!("{what} {source}: {e}"))?;
         Ok(Arc::new(Reloading {
             what,
-            source,
+            source: Some(source),
             parse,
             current: ArcSwap::from_pointee(value),
             seen: Mutex::new(bytes),
@@ -71,7 +75,7 @@ impl<T: Send + Sync + 'static> Reloading<T> {
     pub fn fixed(what: &'static str, value: T) -> Arc<Self> {
         Arc::new(Reloading {
             what,
-            source: Source::File(PathBuf::new()),
+            source: None,
             parse: |_| Err("a fixed value is not reloaded".into()),
             current: ArcSwap::from_pointee(value),
             seen: Mutex::new(Vec::new()),
@@ -95,7 +99,8 @@ impl<T: Send + Sync + 'static> Reloading<T> {
 
     /// Reads the source again; swaps the value in when the bytes changed and parse.
     pub async fn refresh(&self) -> Result<bool, String> {
-        let bytes = fetch(&self.source).await?;
+        let Some(source) = &self.source else { return Ok(false) };
+        let bytes = fetch(source).await?;
         if *self.seen.lock().expect("not poisoned") == bytes {
             return Ok(false);
         }
@@ -121,12 +126,9 @@ impl<T: Send + Sync + 'static> Reloading<T> {
                     Some(()) = recv(&mut hangup) => {}
                 }
                 match this.refresh().await {
-                    Ok(true) => tracing::info!(source = %this.source, "{} reloaded", this.what),
+                    Ok(true) => tracing::info!("{this:?} reloaded"),
                     Ok(false) => {}
-                    Err(e) => tracing::error!(
-                        source = %this.source,
-                        "{} not reloaded, the previous one stays in force: {e}", this.what
-                    ),
+                    Err(e) => tracing::error!("{this:?} not reloaded, the previous one stays in force: {e}"),
                 }
             }
         })

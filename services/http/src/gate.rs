@@ -218,17 +218,24 @@ fn too_many() -> Response {
 /// Who is calling: the tenant every read and write of the request is scoped to, and the actor
 /// recorded in the events it causes. Only the gate can provide it.
 #[derive(Debug, Clone)]
-pub struct Caller {
-    pub tenant: TenantId,
-    pub actor: Actor,
+pub struct Caller(Arc<Principal>);
+
+impl Caller {
+    pub fn tenant(&self) -> &TenantId {
+        &self.0.tenant
+    }
+
+    pub fn actor(&self) -> &Actor {
+        &self.0.subject
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Caller, Problem> {
-        match parts.extensions.get::<Principal>() {
-            Some(who) => Ok(Caller { tenant: who.tenant.clone(), actor: who.subject.clone() }),
+        match parts.extensions.get::<Arc<Principal>>() {
+            Some(who) => Ok(Caller(who.clone())),
             // Only a listener wired without the gate gets here.
             None => {
                 Err(Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", AuthError::Missing.to_string()))
@@ -237,12 +244,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-/// Declares the bearer scheme in an OpenAPI document (`modifiers(&BearerAuth)`).
+/// Declares, in an OpenAPI document (`modifiers(&BearerAuth)`), the bearer scheme and the
+/// answers the gate may give to any operation (401, 403, 429, 431).
 pub struct BearerAuth;
 
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
         let scheme = HttpBuilder::new()
             .scheme(HttpAuthScheme::Bearer)
             .description(Some("An API key (`tly_...`) or a JWT from the configured identity provider"))
@@ -251,5 +260,24 @@ impl utoipa::Modify for BearerAuth {
             .components
             .get_or_insert_with(Default::default)
             .add_security_scheme("bearer", SecurityScheme::Http(scheme));
+        let problem = ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build();
+        let refusals = [
+            ("401", "no credentials, or credentials that were refused"),
+            ("403", "the caller's roles or the policy do not allow this"),
+            ("429", "the caller's rate limit is used up"),
+            ("431", "the request's headers are too large"),
+        ];
+        for item in openapi.paths.paths.values_mut() {
+            let operations =
+                [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                for (status, description) in refusals {
+                    let response = ResponseBuilder::new()
+                        .description(description)
+                        .content("application/problem+json", problem.clone());
+                    operation.responses.responses.insert(status.to_owned(), response.build().into());
+                }
+            }
+        }
     }
 }

@@ -67,11 +67,11 @@ mod tests {
         assert!(Position::from_token(&token, &globex).is_err());
         assert!(!token.contains("acme"));
         let tag = token.split_once('.').unwrap().1;
-        for bad in
-            ["", "3", "3-", "-1", "a-1", "3-x", "-1-5", "3--5", "1024-0", "3-1-2", "99999999999-1", "3-1234"]
-        {
+        for bad in ["", "3", "3-", "-1", "a-1", "3-x", "-1-5", "3--5", "1024-0", "3-1-2", "99999999999-1"] {
             assert!(Position::from_token(bad, &acme).is_err(), "{bad}");
             assert!(Position::from_token(&format!("{bad}.{tag}"), &acme).is_err(), "{bad}.tag");
         }
+        assert!(Position::from_token("3-1234", &acme).is_err(), "a token without its tag");
+        assert!(Position::from_token(&format!("3-1234.{tag}x"), &acme).is_err());
     }
 }

@@ -82,9 +82,7 @@ pub(crate) fn routes() -> Router<Query> {
 #[into_params(parameter_in = Header, rename_all = "kebab-case")]
 #[allow(dead_code, reason = "only documents the headers")]
 struct ReadHeaders {
-    /// The caller's tenant (until authentication lands).
-    tally_tenant: String,
-    /// A position a write returned (`<partition>-<offset>`): wait until the projection covers it.
+    /// A position token a write returned: wait until the projection covers it.
     tally_position: Option<String>,
 }
 

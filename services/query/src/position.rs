@@ -22,7 +22,7 @@ impl FromRequestParts<Query> for Reader {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, query: &Query) -> Result<Reader, Problem> {
-        let Caller { tenant, .. } = Caller::from_request_parts(parts, query).await?;
+        let tenant = Caller::from_request_parts(parts, query).await?.tenant().clone();
         if let Some(token) = tally_http::header_text(&parts.headers, POSITION_HEADER)? {
             let position = Position::from_token(token, &tenant).map_err(Problem::bad_request)?;
             wait_for(query, &tenant, position).await?;

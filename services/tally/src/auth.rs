@@ -84,10 +84,6 @@ pub struct Security {
 }
 
 impl Security {
-    pub fn protect(&self, app: axum::Router) -> axum::Router {
-        self.gate.protect(app)
-    }
-
     /// Serves `app` behind the gate on `listener` until `stop`.
     pub async fn serve(
         &self,
@@ -95,7 +91,7 @@ impl Security {
         app: axum::Router,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        tally_http::serve::serve(listener, self.protect(app), self.tls.clone(), stop).await
+        tally_http::serve::serve(listener, self.gate.protect(app), self.tls.clone(), stop).await
     }
 }
 
@@ -121,7 +117,7 @@ impl AuthOptions {
         if let Some(jwt) = self.jwt(stop).await? {
             auth = auth.with_jwt(jwt);
         }
-        if !auth.accepts_anything() {
+        if !auth.has_credentials() {
             match fallback {
                 Some(keys) => auth = auth.with_keys(Reloading::fixed("API keys", keys)),
                 None => bail!(

@@ -3,7 +3,7 @@
 use anyhow::{Context, bail};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Headers;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
@@ -27,6 +27,10 @@ pub struct SendOptions {
     command_id: Option<String>,
     #[arg(long, default_value = "cli")]
     actor: String,
+    /// The producer's name, in the `tally-producer` header (what a --producer-allow-list
+    /// checks).
+    #[arg(long)]
+    producer: Option<String>,
     /// The command body as JSON, e.g. {"DefineAsset":{"ledger":"main","asset":"USD/2"}}.
     body: String,
 }
@@ -50,8 +54,13 @@ pub async fn send(opts: SendOptions) -> anyhow::Result<()> {
     let producer: FutureProducer = KafkaOptions::new(&opts.kafka).producer("send").create()?;
     let key = command.kafka_key();
     let payload = Codec::new().encode_command(&command);
+    let mut record = FutureRecord::to(&opts.topic).key(&key).payload(&payload);
+    if let Some(name) = &opts.producer {
+        let header = Header { key: tally_auth::producers::PRODUCER_HEADER, value: Some(name.as_str()) };
+        record = record.headers(OwnedHeaders::new().insert(header));
+    }
     let delivery = producer
-        .send(FutureRecord::to(&opts.topic).key(&key).payload(&payload), Duration::from_secs(30))
+        .send(record, Duration::from_secs(30))
         .await
         .map_err(|(e, _)| e)
         .with_context(|| format!("producing to {} on {}", opts.topic, opts.kafka))?;

@@ -550,7 +550,7 @@ async fn command_outcome(
         Ok(id) => id,
         Err(e) => return Problem::bad_request(format!("command_id: {e}")).into_response(),
     };
-    match front.peek(&caller.tenant, &command_id) {
+    match front.peek(caller.tenant(), &command_id) {
         Peek::Done(outcome) => respond(Answer::Done(outcome), false),
         Peek::Pending => pending(&command_id),
         Peek::Unknown if !front.caught_up() => Problem::catching_up().into_response(),

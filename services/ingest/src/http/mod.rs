@@ -154,7 +154,7 @@ pub fn command(
     };
     let command_id =
         CommandId::parse(id).map_err(|e| Problem::bad_request(format!("{IDEMPOTENCY_HEADER}: {e}")))?;
-    Ok(Command { tenant: caller.tenant.clone(), command_id, actor: caller.actor.clone(), body })
+    Ok(Command { tenant: caller.tenant().clone(), command_id, actor: caller.actor().clone(), body })
 }
 
 /// Reason codes that mean "conflicts with what exists" (409) rather than "not allowed" (422).

@@ -1,0 +1,589 @@
+//! Multi-tenancy and security end to end, on the real binary: who may call which endpoint,
+//! that one tenant never sees another's data, producers held to their tenants, keys rotated
+//! without a restart, the actor in every event, and the limits around the gate.
+
+mod tally_dev;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use tally_dev::{ACME, ACME_READ_ONLY, Dev, GLOBEX, tally};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
+const ISSUER: &str = "https://id.tally.test";
+const AUDIENCE: &str = "tally";
+
+fn fixture(name: &str) -> String {
+    format!("{FIXTURES}/{name}")
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// A JWT signed with the fixture key, for tenant `acme` as `jwt-alice`, changed by `change`.
+fn jwt(change: impl FnOnce(&mut Value)) -> String {
+    let mut claims = json!({"sub": "jwt-alice", "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 600,
+        "tenant": "acme", "roles": ["read", "write"]});
+    change(&mut claims);
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some("test-1".into());
+    let key =
+        EncodingKey::from_ed_pem(std::fs::read(fixture("jwt-signing-key.pem")).unwrap().as_slice()).unwrap();
+    format!("Bearer {}", jsonwebtoken::encode(&header, &claims, &key).unwrap())
+}
+
+/// The same token with one character of its signature changed.
+fn tampered(bearer: &str) -> String {
+    let mut bytes = bearer.as_bytes().to_vec();
+    let i = bytes.len() - 5;
+    bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+    String::from_utf8(bytes).unwrap()
+}
+
+struct Reply {
+    status: u16,
+    body: String,
+}
+
+/// One request; `None` sends no credentials. The body of an event stream is not read.
+fn call(base: &str, method: &str, path: &str, auth: Option<&str>, body: Option<&Value>) -> Reply {
+    let mut request = ureq::http::Request::builder().method(method).uri(format!("http://{base}{path}"));
+    if let Some(auth) = auth {
+        request = request.header("authorization", auth);
+    }
+    let agent = tally_dev::http_client(Duration::from_secs(30));
+    let payload = body.map(Value::to_string).unwrap_or_default();
+    let mut response =
+        agent.run(request.header("content-type", "application/json").body(payload).unwrap()).unwrap();
+    let status = response.status().as_u16();
+    let streaming = path.starts_with("/v1/events/live");
+    let body = if streaming { String::new() } else { response.body_mut().read_to_string().unwrap() };
+    Reply { status, body }
+}
+
+fn write_ok(dev: &Dev, method: &str, path: &str, body: Value) -> Value {
+    let reply = call(&dev.http, method, path, Some(ACME), Some(&body));
+    assert!((200..300).contains(&reply.status), "{method} {path}: {} {}", reply.status, reply.body);
+    serde_json::from_str(&reply.body).unwrap()
+}
+
+fn transfer(tx_id: &str, to: &str, amount: i64, hold: bool) -> Value {
+    transfer_in("USD/2", tx_id, to, amount, hold)
+}
+
+fn transfer_in(asset: &str, tx_id: &str, to: &str, amount: i64, hold: bool) -> Value {
+    let mut tx = json!({"tx_id": tx_id, "postings": [{"source": "world", "destination": to, "asset": asset, "amount": amount}]});
+    if hold {
+        tx["pending_timeout_ms"] = json!(600_000);
+    }
+    tx
+}
+
+/// Strings that only tenant acme's data holds, and that no other caller ever sends (ids that
+/// globex names in its own requests come back in its own rejections, so they are not here).
+const ACME_ONLY: [&str; 3] = ["acme", "acme-private-note", "acme-doc-secret"];
+
+/// What acme has before the matrix runs; returns the position of the last write.
+fn seed_acme(dev: &Dev) -> String {
+    write_ok(dev, "POST", "/v1/ledgers/main/assets", json!({"asset": "USD/2"}));
+    write_ok(
+        dev,
+        "POST",
+        "/v1/ledgers/main/accounts",
+        json!({"account": "zz-one", "metadata": {"note": "acme-private-note"}}),
+    );
+    write_ok(dev, "POST", "/v1/ledgers/main/accounts", json!({"account": "empty-1"}));
+    write_ok(dev, "POST", "/v1/ledgers/main/transactions", transfer("t-1", "zz-one", 500, false));
+    write_ok(dev, "POST", "/v1/ledgers/main/transactions", transfer("hold-1", "zz-one", 10, true));
+    write_ok(dev, "POST", "/v1/ledgers/main/transactions", transfer("hold-2", "zz-one", 10, true));
+    write_ok(dev, "PUT", "/v1/state/profile/doc-keep", json!({"secret": "acme-doc-secret"}));
+    write_ok(dev, "PUT", "/v1/state/profile/doc-gone", json!({"n": 1}))["position"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Who {
+    AcmeKey,
+    GlobexKey,
+    NoKey,
+    ExpiredJwt,
+    WrongAudienceJwt,
+    TamperedJwt,
+    ReadOnlyKey,
+}
+
+impl Who {
+    const ALL: [Who; 7] = [
+        Who::AcmeKey,
+        Who::GlobexKey,
+        Who::NoKey,
+        Who::ExpiredJwt,
+        Who::WrongAudienceJwt,
+        Who::TamperedJwt,
+        Who::ReadOnlyKey,
+    ];
+
+    fn credentials(self) -> Option<String> {
+        match self {
+            Who::AcmeKey => Some(ACME.into()),
+            Who::GlobexKey => Some(GLOBEX.into()),
+            Who::NoKey => None,
+            Who::ExpiredJwt => Some(jwt(|c| c["exp"] = json!(now() - 3600))),
+            Who::WrongAudienceJwt => Some(jwt(|c| c["aud"] = json!("someone-else"))),
+            Who::TamperedJwt => Some(tampered(&jwt(|_| ()))),
+            Who::ReadOnlyKey => Some(ACME_READ_ONLY.into()),
+        }
+    }
+}
+
+/// An endpoint of the matrix, and the status each caller gets.
+struct Case {
+    service: Service,
+    method: &'static str,
+    path: &'static str,
+    body: Option<Value>,
+    /// For acme's own key (and the read-only key on reads).
+    acme: u16,
+    /// For globex's key: acme's ids do not exist in globex's tenant.
+    globex: u16,
+}
+
+#[derive(Clone, Copy)]
+enum Service {
+    Http,
+    Query,
+}
+
+impl Case {
+    fn write(method: &'static str, path: &'static str, body: Option<Value>, acme: u16, globex: u16) -> Case {
+        Case { service: Service::Http, method, path, body, acme, globex }
+    }
+
+    fn read(service: Service, path: &'static str, acme: u16, globex: u16) -> Case {
+        Case { service, method: "GET", path, body: None, acme, globex }
+    }
+
+    fn expected(&self, who: Who) -> u16 {
+        let is_read = self.method == "GET";
+        let admin = self.path.starts_with("/admin/");
+        match who {
+            Who::NoKey | Who::ExpiredJwt | Who::WrongAudienceJwt | Who::TamperedJwt => 401,
+            Who::AcmeKey => self.acme,
+            Who::ReadOnlyKey if is_read && !admin => self.acme,
+            Who::ReadOnlyKey => 403,
+            Who::GlobexKey if admin => 403,
+            Who::GlobexKey => self.globex,
+        }
+    }
+}
+
+/// Every write and read endpoint. Each caller's writes name its own new ids where they create
+/// something, and acme's existing ids where they act on something, so that globex's attempts
+/// on acme's things are refused as unknown (422) rather than as forbidden: to globex they do
+/// not exist.
+fn cases() -> Vec<Case> {
+    use Service::*;
+    vec![
+        Case::write("POST", "/v1/ledgers/main/assets", Some(json!({"asset": "EUR/2"})), 201, 201),
+        Case::write(
+            "PUT",
+            "/v1/ledgers/main/accounts/zz-one",
+            Some(json!({"metadata": {"k": "v"}})),
+            200,
+            422,
+        ),
+        Case::write("POST", "/v1/ledgers/main/accounts/empty-1/close", None, 200, 422),
+        Case::write("POST", "/v1/ledgers/main/transactions/hold-1/commit", None, 200, 422),
+        Case::write("POST", "/v1/ledgers/main/transactions/hold-2/void", None, 200, 422),
+        Case::write(
+            "POST",
+            "/v1/ledgers/main/transactions/t-1/reverse",
+            Some(json!({"tx_id": "rev-1"})),
+            201,
+            422,
+        ),
+        Case::write("DELETE", "/v1/state/profile/doc-gone", None, 200, 422),
+        Case::read(Http, "/v1/commands/t-1", 200, 404),
+        Case::read(Query, "/v1/ledgers/main/accounts/zz-one", 200, 404),
+        Case::read(Query, "/v1/ledgers/main/accounts?prefix=zz", 200, 200),
+        Case::read(Query, "/v1/ledgers/main/accounts/zz-one/statement", 200, 404),
+        Case::read(Query, "/v1/ledgers/main/accounts/zz-one/balance?at=2100-01-01T00:00:00Z", 200, 404),
+        Case::read(Query, "/v1/ledgers/main/transactions/t-1", 200, 404),
+        Case::read(Query, "/v1/commands/t-1", 200, 404),
+        Case::read(Query, "/v1/state/profile/doc-keep", 200, 404),
+        Case::read(Query, "/v1/state/profile?prefix=doc", 200, 200),
+        Case::read(Query, "/v1/events?stream=main", 200, 200),
+        Case::read(Query, "/v1/events/live?stream=main", 200, 200),
+        Case::read(Http, "/admin/projections", 200, 403),
+    ]
+}
+
+/// Writes that create, per caller (their ids are the caller's own): accepted for anyone who
+/// may write, in their own tenant. They run after the matrix, whose first write defined EUR/2
+/// in the caller's own ledger.
+fn creating_writes(who: Who) -> Vec<(&'static str, String, Value, u16)> {
+    let tag = format!("{who:?}").to_lowercase();
+    vec![
+        ("POST", "/v1/ledgers/main/accounts".into(), json!({"account": format!("acct-{tag}")}), 201),
+        (
+            "POST",
+            "/v1/ledgers/main/transactions".into(),
+            transfer_in("EUR/2", &format!("m-{tag}"), &format!("payee-{tag}"), 1, false),
+            201,
+        ),
+        (
+            "POST",
+            "/v1/ledgers/main/transactions/batch".into(),
+            json!({"transactions": [transfer_in("EUR/2", &format!("b-{tag}"), &format!("payee-{tag}"), 1, false)]}),
+            200,
+        ),
+        ("PUT", format!("/v1/state/profile/doc-{tag}"), json!({"who": tag}), 200),
+    ]
+}
+
+fn matrix_dev(extra: &[&str]) -> Dev {
+    let keys = fixture("api-keys.toml");
+    let jwks = fixture("jwks.json");
+    let mut args =
+        vec!["--api-keys", &keys, "--jwks-file", &jwks, "--jwt-issuer", ISSUER, "--jwt-audience", AUDIENCE];
+    args.extend_from_slice(extra);
+    Dev::start(&args)
+}
+
+#[test]
+fn every_endpoint_answers_each_kind_of_caller_as_it_should_and_tenants_never_see_each_other() {
+    let dev = matrix_dev(&["--kafka-fetch-wait-ms", "5"]);
+    let position = seed_acme(&dev);
+    // The projection has every seeded write before the reads run.
+    let reply = call_with_position(&dev.query, "/v1/ledgers/main/transactions/t-1", &position);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+
+    let mut failures = Vec::new();
+    // The refused callers first, so acme's own writes (which change things) come last.
+    let order = [5, 3, 4, 2, 6, 1, 0].map(|i| Who::ALL[i]);
+    for who in order {
+        let credentials = who.credentials();
+        for case in cases() {
+            let base = match case.service {
+                Service::Http => &dev.http,
+                Service::Query => &dev.query,
+            };
+            let reply = call(base, case.method, case.path, credentials.as_deref(), case.body.as_ref());
+            if reply.status != case.expected(who) {
+                failures.push(format!(
+                    "{who:?} {} {}: {} (expected {}) {}",
+                    case.method,
+                    case.path,
+                    reply.status,
+                    case.expected(who),
+                    reply.body
+                ));
+            }
+            if who == Who::GlobexKey {
+                for secret in ACME_ONLY {
+                    assert!(
+                        !reply.body.contains(secret),
+                        "globex saw {secret:?} in {} {}: {}",
+                        case.method,
+                        case.path,
+                        reply.body
+                    );
+                }
+            }
+        }
+        for (method, path, body, created) in creating_writes(who) {
+            let expected = match who {
+                Who::AcmeKey | Who::GlobexKey => created,
+                Who::ReadOnlyKey => 403,
+                _ => 401,
+            };
+            let reply = call(&dev.http, method, &path, credentials.as_deref(), Some(&body));
+            if reply.status != expected {
+                failures.push(format!(
+                    "{who:?} {method} {path}: {} (expected {expected}) {}",
+                    reply.status, reply.body
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} cells differ:\n{}", failures.len(), failures.join("\n"));
+
+    // Globex's list of acme's account prefix is empty: its own ledger has no such accounts.
+    let listed = call(&dev.query, "GET", "/v1/ledgers/main/accounts?prefix=zz", Some(GLOBEX), None);
+    assert_eq!(serde_json::from_str::<Value>(&listed.body).unwrap()["items"], json!([]), "{}", listed.body);
+    // And the other way round: once globex's document is projected, acme still cannot see it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while call(&dev.query, "GET", "/v1/state/profile/doc-globexkey", Some(GLOBEX), None).status != 200 {
+        assert!(Instant::now() < deadline, "globex's document was never projected");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(call(&dev.query, "GET", "/v1/state/profile/doc-globexkey", Some(ACME), None).status, 404);
+}
+
+fn call_with_position(base: &str, path: &str, position: &str) -> Reply {
+    let agent = tally_dev::http_client(Duration::from_secs(30));
+    let mut response = agent
+        .get(format!("http://{base}{path}"))
+        .header("authorization", ACME)
+        .header("tally-position", position)
+        .call()
+        .unwrap();
+    Reply { status: response.status().as_u16(), body: response.body_mut().read_to_string().unwrap() }
+}
+
+/// Every event of `stream` as acme, once the projection has `position`.
+fn events(dev: &Dev, stream: &str, position: &str) -> Vec<Value> {
+    let reply = call_with_position(&dev.query, &format!("/v1/events?stream={stream}&limit=1000"), position);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let page: Value = serde_json::from_str(&reply.body).unwrap();
+    page["items"].as_array().unwrap().clone()
+}
+
+#[test]
+fn the_authenticated_subject_is_the_actor_of_the_events_it_causes() {
+    let dev = matrix_dev(&["--kafka-fetch-wait-ms", "5"]);
+    write_ok(&dev, "POST", "/v1/ledgers/main/assets", json!({"asset": "USD/2"}));
+    let by_jwt = call(
+        &dev.http,
+        "POST",
+        "/v1/ledgers/main/transactions",
+        Some(&jwt(|_| ())),
+        Some(&transfer("j-1", "bob", 5, false)),
+    );
+    assert_eq!(by_jwt.status, 201, "{}", by_jwt.body);
+    // A header claiming another actor changes nothing: the actor is who authenticated.
+    let agent = tally_dev::http_client(Duration::from_secs(30));
+    let mut by_key = agent
+        .post(format!("http://{}/v1/ledgers/main/transactions", dev.http))
+        .header("authorization", ACME)
+        .header("tally-actor", "someone-else")
+        .header("content-type", "application/json")
+        .send(transfer("k-1", "bob", 5, false).to_string())
+        .unwrap();
+    assert_eq!(by_key.status().as_u16(), 201);
+    let position: Value = serde_json::from_str(&by_key.body_mut().read_to_string().unwrap()).unwrap();
+    let events = events(&dev, "main", position["position"].as_str().unwrap());
+    let actor_of = |tx: &str| {
+        let event = events
+            .iter()
+            .find(|e| e["event"].to_string().contains(tx))
+            .unwrap_or_else(|| panic!("{tx}: {events:?}"));
+        event["event"]["actor"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(actor_of("j-1"), "jwt-alice");
+    assert_eq!(actor_of("k-1"), "key:acme-admin");
+    assert!(events.iter().all(|e| e["event"]["actor"].as_str().is_some_and(|a| !a.is_empty())), "{events:?}");
+}
+
+#[test]
+fn kafka_commands_for_a_tenant_their_producer_may_not_use_are_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let allow_list = dir.path().join("producers.toml");
+    std::fs::write(&allow_list, "[producers]\npayments = [\"acme\"]\n").unwrap();
+    let dev = matrix_dev(&["--producer-allow-list", allow_list.to_str().unwrap()]);
+    let send = |producer: Option<&str>, tenant: &str, id: &str| {
+        let body = r#"{"DefineAsset":{"ledger":"main","asset":"USD/2"}}"#;
+        let mut args = vec!["send", "--kafka", &dev.kafka, "--tenant", tenant, "--command-id", id];
+        if let Some(producer) = producer {
+            args.extend(["--producer", producer]);
+        }
+        args.push(body);
+        tally(&args);
+    };
+    send(Some("payments"), "acme", "allowed-1");
+    send(Some("payments"), "globex", "other-tenant-1");
+    send(Some("stranger"), "acme", "unknown-producer-1");
+    send(None, "acme", "no-producer-1");
+    // The HTTP front door still writes for any tenant its callers authenticate as.
+    let front =
+        call(&dev.http, "POST", "/v1/ledgers/main/assets", Some(GLOBEX), Some(&json!({"asset": "EUR/2"})));
+    assert_eq!(front.status, 201, "{}", front.body);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let dead = loop {
+        let dead = tail(&dev, "tally.dead-letter");
+        if dead.len() >= 3 || Instant::now() > deadline {
+            break dead;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut reasons: Vec<(String, String)> = dead
+        .iter()
+        .map(|r| {
+            (
+                r["record"]["command_id"].as_str().unwrap().to_owned(),
+                r["headers"]["tally-dead-letter-reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        [
+            ("no-producer-1".to_owned(), "PRODUCER_UNKNOWN".to_owned()),
+            ("other-tenant-1".into(), "TENANT_NOT_ALLOWED".into()),
+            ("unknown-producer-1".into(), "PRODUCER_UNKNOWN".into()),
+        ]
+    );
+    // The allowed command and the front door's were answered with events; the others were not.
+    let answered: Vec<String> = tail(&dev, "tally.events")
+        .iter()
+        .filter_map(|r| r["record"]["event"]["command_id"].as_str().map(str::to_owned))
+        .collect();
+    assert!(answered.contains(&"allowed-1".to_owned()), "{answered:?}");
+    assert_eq!(answered.len(), 2, "the allowed command and the front door's: {answered:?}");
+}
+
+fn tail(dev: &Dev, topic: &str) -> Vec<Value> {
+    let out = tally(&["tail", "--kafka", &dev.kafka, "--topic", topic, "--to-end"]);
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// A new key for `tenant`: (its `Authorization` value, its keys-file entry), from `tally keys new`.
+fn new_key(id: &str, tenant: &str) -> (String, String) {
+    let out = tally(&["keys", "new", "--id", id, "--tenant", tenant, "--roles", "read"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (secret, entry) = text.split_once('\n').unwrap();
+    (format!("Bearer {secret}"), entry.to_owned())
+}
+
+fn status_until(dev: &Dev, auth: &str, expected: u16, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let status = call(&dev.query, "GET", "/v1/state/profile?prefix=x", Some(auth), None).status;
+        if status == expected {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < within, "still {status}, not {expected}, after {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn keys_rotate_without_a_restart_on_file_change_and_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.toml");
+    let (old, old_entry) = new_key("old", "acme");
+    let (new, new_entry) = new_key("new", "acme");
+    std::fs::write(&keys, &old_entry).unwrap();
+    let dev = Dev::start(&["--api-keys", keys.to_str().unwrap(), "--auth-reload-ms", "100"]);
+    status_until(&dev, &old, 200, Duration::from_secs(5));
+    assert_eq!(call(&dev.query, "GET", "/v1/state/profile", Some(&new), None).status, 401);
+    // Add the new key, then retire the old one: each takes effect within the reload interval.
+    std::fs::write(&keys, format!("{old_entry}{new_entry}")).unwrap();
+    status_until(&dev, &new, 200, Duration::from_secs(5));
+    std::fs::write(&keys, &new_entry).unwrap();
+    status_until(&dev, &old, 401, Duration::from_secs(5));
+    // A broken file keeps the last good keys.
+    std::fs::write(&keys, "[[key]]\nid = ").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(call(&dev.query, "GET", "/v1/state/profile", Some(&new), None).status, 200);
+    drop(dev);
+
+    // With a long interval, SIGHUP reloads at once.
+    std::fs::write(&keys, &old_entry).unwrap();
+    let dev = Dev::start(&["--api-keys", keys.to_str().unwrap(), "--auth-reload-ms", "3600000"]);
+    status_until(&dev, &old, 200, Duration::from_secs(5));
+    std::fs::write(&keys, &new_entry).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        call(&dev.query, "GET", "/v1/state/profile", Some(&old), None).status,
+        200,
+        "no reload before the signal"
+    );
+    assert!(
+        std::process::Command::new("kill").args(["-HUP", &dev.pid().to_string()]).status().unwrap().success()
+    );
+    status_until(&dev, &new, 200, Duration::from_secs(5));
+    status_until(&dev, &old, 401, Duration::from_secs(5));
+}
+
+#[test]
+fn limits_policy_and_cors_guard_the_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.rego");
+    std::fs::write(
+        &policy,
+        "package tally\n\ndefault allow := false\n\nallow if input.action == \"read\"\nallow if {\n    input.action == \"write\"\n    not startswith(input.path, \"/v1/ledgers/locked/\")\n}\n",
+    )
+    .unwrap();
+    let dev = Dev::start(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "--rate-limit",
+        "5",
+        "--rate-burst",
+        "5",
+        "--cors-origins",
+        "https://app.example",
+    ]);
+    // The policy: writes to the locked ledger are denied, others pass; admin is not allowed.
+    let asset = json!({"asset": "USD/2"});
+    assert_eq!(call(&dev.http, "POST", "/v1/ledgers/locked/assets", Some(GLOBEX), Some(&asset)).status, 403);
+    assert_eq!(call(&dev.http, "POST", "/v1/ledgers/open/assets", Some(GLOBEX), Some(&asset)).status, 201);
+
+    // The rate limit: acme's burst runs out; another caller's allowance is its own.
+    let statuses: Vec<u16> =
+        (0..20).map(|_| call(&dev.query, "GET", "/v1/state/profile", Some(ACME), None).status).collect();
+    assert!(statuses.contains(&429) && statuses[..5].iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(call(&dev.query, "GET", "/v1/state/profile", Some(tally_dev::FUZZ), None).status, 200);
+    // Probes are never limited or authenticated.
+    assert_eq!(call(&dev.query, "GET", "/healthz", None, None).status, 200);
+
+    // Headers larger than the limit (16 KiB by default) are refused before anything else.
+    let agent = tally_dev::http_client(Duration::from_secs(10));
+    let big = "x".repeat(20 * 1024);
+    let response = agent.get(format!("http://{}/healthz", dev.query)).header("x-big", &big).call().unwrap();
+    assert_eq!(response.status().as_u16(), 431);
+
+    // CORS: the allowed origin gets the headers, another does not.
+    let preflight = |origin: &str| {
+        let request = ureq::http::Request::builder()
+            .method("OPTIONS")
+            .uri(format!("http://{}/v1/ledgers/main/transactions", dev.http))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization,content-type")
+            .body(())
+            .unwrap();
+        let response = agent.run(request).unwrap();
+        response.headers().get("access-control-allow-origin").map(|v| v.to_str().unwrap().to_owned())
+    };
+    assert_eq!(preflight("https://app.example").as_deref(), Some("https://app.example"));
+    assert_eq!(preflight("https://evil.example"), None);
+}
+
+#[test]
+fn every_listener_serves_tls_when_given_a_certificate() {
+    let (cert, key) = (fixture("tls-cert.pem"), fixture("tls-key.pem"));
+    let dev = Dev::start(&["--tls-cert", &cert, "--tls-key", &key]);
+    // The operator command speaks TLS to the admin routes, trusting the test certificate.
+    let token = ACME.trim_start_matches("Bearer ");
+    let url = format!("https://{}", dev.http);
+    let ca = fixture("tls-ca.pem");
+    let out = tally(&["projections", "status", "--url", &url, "--token", token, "--ca-cert", &ca]);
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(status["live_version"].is_number(), "{status}");
+    // Without the CA it is refused, and plain HTTP gets no answer.
+    let untrusted = std::process::Command::new(tally_dev::TALLY)
+        .args(["projections", "status", "--url", &url, "--token", token])
+        .output()
+        .unwrap();
+    assert!(!untrusted.status.success());
+    let plain =
+        tally_dev::http_client(Duration::from_secs(5)).get(format!("http://{}/healthz", dev.query)).call();
+    assert!(plain.is_err() || plain.unwrap().status().as_u16() >= 400);
+}
+
+#[test]
+fn production_services_refuse_to_start_without_credentials() {
+    let out = std::process::Command::new(tally_dev::TALLY)
+        .args(["query", "--store", "scylla", "--scylla-nodes", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("no credentials are configured"), "{said}");
+}
