@@ -218,6 +218,8 @@ fn cases() -> Vec<Case> {
         Case::read(Query, "/v1/events?stream=main", 200, 200),
         Case::read(Query, "/v1/events/live?stream=main", 200, 200),
         Case::read(Http, "/admin/projections", 200, 403),
+        // Last: acme's key starts a rebuild (the live version keeps serving meanwhile).
+        Case::write("POST", "/admin/projections/rebuild", None, 202, 403),
     ]
 }
 
