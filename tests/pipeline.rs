@@ -5,6 +5,9 @@
 
 #[path = "../services/ingest/tests/support/mod.rs"]
 mod support;
+mod tally_dev;
+
+use tally_dev::TALLY;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -14,8 +17,6 @@ use std::time::{Duration, Instant};
 use support::*;
 use tally_core::EventBody;
 use tally_core::log::Verdict;
-
-const TALLY: &str = env!("CARGO_BIN_EXE_tally");
 
 /// A `tally ingest` process, killed (SIGKILL) when dropped, also when the test fails.
 struct Ingest {
@@ -35,7 +36,7 @@ impl Drop for Ingest {
 
 fn ingest(h: &Harness, data_dir: &std::path::Path) -> Ingest {
     let mut child = Command::new(TALLY)
-        .args(["ingest", "--kafka", &h.kafka.bootstrap_servers])
+        .args(["ingest", "--kafka", &h.kafka.bootstrap_servers, "--api-keys", tally_dev::API_KEYS])
         .args(["--topic-prefix", h.topics.commands.trim_end_matches("commands")])
         .args(["--partitions", &h.partitions.to_string(), "--batch-max", "50"])
         .args(["--processor-group", &format!("{}group", h.topics.commands)])

@@ -5,6 +5,9 @@
 
 #[path = "../services/ingest/tests/support/mod.rs"]
 mod support;
+mod tally_dev;
+
+use tally_dev::TALLY;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -16,7 +19,6 @@ use tally_ingest::processor::Processor;
 use tally_store::EmbeddedStore;
 use tally_store::projections::ProjectionStore;
 
-const TALLY: &str = env!("CARGO_BIN_EXE_tally");
 const TENANTS: [&str; 4] = ["acme", "globex", "initech", "umbrella"];
 
 /// What a `tally project` process said on stderr so far.
@@ -50,7 +52,7 @@ fn field(line: &str, name: &str) -> Option<i64> {
 
 fn project(h: &Harness, data_dir: &std::path::Path) -> Project {
     let mut child = Command::new(TALLY)
-        .args(["project", "--kafka", &h.kafka.bootstrap_servers])
+        .args(["project", "--kafka", &h.kafka.bootstrap_servers, "--api-keys", tally_dev::API_KEYS])
         .args(["--topic-prefix", h.topics.commands.trim_end_matches("commands")])
         .args(["--partitions", &h.partitions.to_string(), "--projector-batch-max", "20"])
         .args(["--projector-group", &format!("{}projector", h.topics.events)])

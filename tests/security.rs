@@ -589,3 +589,107 @@ fn production_services_refuse_to_start_without_credentials() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && said.contains("no credentials are configured"), "{said}");
 }
+
+/// A JWT signed with the second fixture key (`kid` test-2), as after the provider rotated keys.
+fn jwt_with_rotated_key() -> String {
+    let claims = json!({"sub": "jwt-bob", "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 600,
+        "tenant": "acme", "roles": "read"});
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some("test-2".into());
+    let pem = std::fs::read(fixture("jwt-signing-key-2.pem")).unwrap();
+    let key = EncodingKey::from_ed_pem(&pem).unwrap();
+    format!("Bearer {}", jsonwebtoken::encode(&header, &claims, &key).unwrap())
+}
+
+/// An identity provider's JWKS endpoint: answers every request with what `served` holds, and
+/// counts the requests.
+fn jwks_server(
+    served: std::sync::Arc<std::sync::Mutex<String>>,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/.well-known/jwks.json", listener.local_addr().unwrap());
+    let fetches = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = fetches.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().map_while(Result::ok) {
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let body = served.lock().unwrap().clone();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(format!("{head}{body}").as_bytes());
+        }
+    });
+    (url, fetches)
+}
+
+#[test]
+fn a_jwks_url_is_fetched_again_when_a_token_names_a_key_it_has_not_seen() {
+    let served =
+        std::sync::Arc::new(std::sync::Mutex::new(std::fs::read_to_string(fixture("jwks.json")).unwrap()));
+    let (url, fetches) = jwks_server(served.clone());
+    let dev = Dev::start(&["--jwks-url", &url, "--jwt-issuer", ISSUER, "--jwt-audience", AUDIENCE]);
+    let read = |auth: &str| call(&dev.query, "GET", "/v1/state/profile", Some(auth), None);
+    assert_eq!(read(&jwt(|_| ())).status, 200, "a token of the fetched key set");
+    let rotated = jwt_with_rotated_key();
+    let unknown = read(&rotated);
+    assert_eq!(unknown.status, 401);
+    assert!(unknown.body.contains("unknown key"), "{}", unknown.body);
+    // The provider rotates: the next token naming the new key makes Tally fetch again (at most
+    // every 5 s), and from then on it is accepted, with the old key still valid.
+    *served.lock().unwrap() = std::fs::read_to_string(fixture("jwks-rotated.json")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while read(&rotated).status != 200 {
+        assert!(Instant::now() < deadline, "the rotated key was never fetched");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(read(&jwt(|_| ())).status, 200);
+    // Many tokens with unknown keys do not make it fetch back to back.
+    let before = fetches.load(std::sync::atomic::Ordering::SeqCst);
+    let stranger = jwt_with_rotated_key().replace("Bearer ", "");
+    let (head, rest) = stranger.split_once('.').unwrap();
+    let mut header: Value = serde_json::from_slice(&base64_url(head)).unwrap();
+    header["kid"] = json!("nobody");
+    let forged = format!("Bearer {}.{rest}", base64_url_encode(&serde_json::to_vec(&header).unwrap()));
+    for _ in 0..50 {
+        assert_eq!(read(&forged).status, 401);
+    }
+    let fetched = fetches.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert!(fetched <= 1, "{fetched} fetches for 50 tokens with an unknown key");
+}
+
+fn base64_url(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).unwrap()
+}
+
+fn base64_url_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[test]
+fn tally_dev_without_credentials_prints_a_key_that_works_and_keeps_it_in_its_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let dev = Dev::start_with_its_own_key(&["--data-dir", data]);
+    let token = format!("Bearer {}", dev.token.clone().expect("tally dev printed a token"));
+    let asset = json!({"asset": "USD/2"});
+    let reply = call(&dev.http, "POST", "/v1/ledgers/main/assets", Some(&token), Some(&asset));
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    assert_eq!(call(&dev.http, "POST", "/v1/ledgers/main/assets", None, Some(&asset)).status, 401);
+    let key_file = dir.path().join("dev-api-key.toml");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key_file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the dev key file is the owner's only");
+    drop(dev);
+    let again = Dev::start_with_its_own_key(&["--data-dir", data]);
+    assert_eq!(
+        again.token.as_ref().map(|t| format!("Bearer {t}")),
+        Some(token),
+        "the same key after a restart"
+    );
+}

@@ -16,8 +16,9 @@ pub const ACME_READ_ONLY: &str = "Bearer tly_acme-ro_q07UDEOKYjGMDTnbkUbrGWaoe8k
 pub const GLOBEX: &str = "Bearer tly_globex-rw_88u-Qd3mL9nrdb7U2xlcgbCDg2XOh-R6bjFtgLglosE";
 pub const FUZZ: &str = "Bearer tly_fuzz-rw_2LnJbwMvO0odU_3iKBFQHkTJvNFH97kzZjMv7QDfvKk";
 
-/// The lines `tally dev` prints with its addresses.
+/// The lines `tally dev` prints with its addresses, and with its own key when it makes one.
 const ADDRESSES: [&str; 3] = ["kafka: ", "http: ", "query: "];
+const TOKEN: &str = "token: ";
 
 /// A running `tally dev`, killed (SIGKILL) when dropped.
 pub struct Dev {
@@ -27,6 +28,8 @@ pub struct Dev {
     pub http: String,
     /// The query API's address.
     pub query: String,
+    /// The development key `tally dev` printed (only from [`Dev::start_with_its_own_key`]).
+    pub token: Option<String>,
 }
 
 impl Dev {
@@ -34,13 +37,23 @@ impl Dev {
     /// and the test keys (unless `args` give credentials); returns once it has printed its
     /// addresses.
     pub fn start(args: &[&str]) -> Dev {
-        let broker_port = if args.contains(&"--kafka-port") { &[][..] } else { &["--kafka-port", "0"][..] };
         let own_credentials = args.iter().any(|a| ["--api-keys", "--jwks-file", "--jwks-url"].contains(a));
         let keys = if own_credentials { &[][..] } else { &["--api-keys", API_KEYS][..] };
+        Dev::launch(&[keys, args].concat(), &ADDRESSES)
+    }
+
+    /// Starts `tally dev` without credentials, so that it makes and prints its own key.
+    pub fn start_with_its_own_key(args: &[&str]) -> Dev {
+        Dev::launch(args, &[&ADDRESSES[..], &[TOKEN]].concat())
+    }
+
+    /// Starts `tally dev` with `args` and waits until it has printed a line starting with each
+    /// of `lines`.
+    fn launch(args: &[&str], lines: &[&'static str]) -> Dev {
+        let broker_port = if args.contains(&"--kafka-port") { &[][..] } else { &["--kafka-port", "0"][..] };
         let mut child = Command::new(TALLY)
             .arg("dev")
             .args(broker_port)
-            .args(keys)
             .args(["--http-listen", "127.0.0.1:0", "--query-listen", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())
@@ -50,9 +63,10 @@ impl Dev {
         let stdout = BufReader::new(child.stdout.take().unwrap());
         let (tx, rx) = std::sync::mpsc::channel();
         // Keep reading stdout on a thread so the child never blocks on a full pipe.
+        let wanted = lines.to_vec();
         std::thread::spawn(move || {
             for line in stdout.lines().map_while(Result::ok) {
-                for prefix in ADDRESSES {
+                for &prefix in &wanted {
                     if let Some(addr) = line.strip_prefix(prefix) {
                         let _ = tx.send((prefix, addr.to_owned()));
                     }
@@ -60,13 +74,14 @@ impl Dev {
             }
         });
         let mut found = std::collections::HashMap::new();
-        while found.len() < ADDRESSES.len() {
+        while found.len() < lines.len() {
             let (prefix, addr) =
                 rx.recv_timeout(Duration::from_secs(60)).expect("tally dev prints its addresses");
             found.insert(prefix, addr);
         }
+        let token = found.remove(TOKEN);
         let mut address = |prefix| found.remove(prefix).unwrap();
-        Dev { kafka: address("kafka: "), http: address("http: "), query: address("query: "), child }
+        Dev { kafka: address("kafka: "), http: address("http: "), query: address("query: "), token, child }
     }
 
     /// Sends SIGTERM and waits for the exit, at most `deadline`; how it exited and how long it

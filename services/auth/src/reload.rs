@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Largest file or response a source may be.
 const SOURCE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Least time between two early looks asked for by [`Reloading::wake`]: tokens naming unknown
+/// keys must not make Tally fetch a JWKS URL back to back.
+const WAKE_INTERVAL_MIN: Duration = Duration::from_secs(5);
 
 /// Where a reloadable thing comes from.
 #[derive(Debug, Clone)]
@@ -110,7 +113,8 @@ impl<T: Send + Sync + 'static> Reloading<T> {
         Ok(true)
     }
 
-    /// Keeps the value fresh until `stop`: every `every`, on SIGHUP and when woken.
+    /// Keeps the value fresh until `stop`: every `every`, on SIGHUP, and when woken (at most
+    /// once per [`WAKE_INTERVAL_MIN`]).
     pub fn watch(self: &Arc<Self>, every: Duration, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
@@ -118,13 +122,20 @@ impl<T: Send + Sync + 'static> Reloading<T> {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
+            let mut last = tokio::time::Instant::now();
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tick.tick() => {}
-                    _ = this.wake.notified() => {}
+                    _ = this.wake.notified() => {
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep_until(last + WAKE_INTERVAL_MIN) => {}
+                        }
+                    }
                     Some(()) = recv(&mut hangup) => {}
                 }
+                last = tokio::time::Instant::now();
                 match this.refresh().await {
                     Ok(true) => tracing::info!("{this:?} reloaded"),
                     Ok(false) => {}
