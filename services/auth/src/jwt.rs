@@ -13,7 +13,7 @@ use crate::{AuthError, Principal, Role, Roles};
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tally_core::{Actor, TenantId};
 
@@ -74,17 +74,22 @@ fn family(parameters: &AlgorithmParameters) -> Option<&'static [Algorithm]> {
 pub struct JwtVerifier {
     config: JwtConfig,
     keys: Arc<Reloading<Keys>>,
+    verified: Verified,
 }
 
 impl JwtVerifier {
     pub fn new(config: JwtConfig, keys: Arc<Reloading<Keys>>) -> JwtVerifier {
-        JwtVerifier { config, keys }
+        JwtVerifier { config, keys, verified: Verified::default() }
     }
 
     pub fn verify(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
+        let keys = self.keys.current_arc();
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(who) = self.verified.get(token, &keys, now) {
+            return Ok(who);
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::invalid("not a JWT"))?;
         let kid = header.kid.ok_or_else(|| AuthError::invalid("the JWT names no key (kid)"))?;
-        let keys = self.keys.current();
         let Some((key, algorithms)) = keys.by_kid.get(&kid) else {
             // Perhaps the provider rotated its keys: look again soon.
             self.keys.wake();
@@ -93,7 +98,12 @@ impl JwtVerifier {
         let claims = jsonwebtoken::decode::<serde_json::Value>(token, key, &self.validation(algorithms))
             .map_err(|e| AuthError::Invalid(why(e.kind())))?
             .claims;
-        self.principal(&claims).map(Arc::new)
+        let who = Arc::new(self.principal(&claims)?);
+        if let Some(exp) = claims.get("exp").and_then(serde_json::Value::as_u64) {
+            let valid_until = exp.saturating_add(self.config.leeway.as_secs());
+            self.verified.put(token, Cached { who: who.clone(), valid_until, keys });
+        }
+        Ok(who)
     }
 
     fn validation(&self, algorithms: &[Algorithm]) -> Validation {
@@ -119,6 +129,43 @@ impl JwtVerifier {
         let roles = roles(claims.get(&self.config.roles_claim));
         let limit_key = format!("jwt:{}/{}", tenant.as_str(), subject.as_str());
         Ok(Principal { tenant, subject, roles, limit_key })
+    }
+}
+
+/// Tokens verified recently, so that a client sending the same token again does not pay for
+/// the signature check on every request (an Ed25519 check costs ~36 µs, `benches/auth.rs`).
+/// An entry is used only while its token would still pass (`exp` plus the clock skew) and
+/// while the key set it was checked against is still the current one: a JWKS change drops the
+/// trust in every cached token.
+#[derive(Default)]
+struct Verified {
+    by_token: Mutex<HashMap<String, Cached>>,
+}
+
+struct Cached {
+    who: Arc<Principal>,
+    /// Unix seconds after which the token no longer passes.
+    valid_until: u64,
+    keys: Arc<Keys>,
+}
+
+/// Cached tokens kept at most; when full the cache starts again empty (only tokens with a valid
+/// signature get in, so filling it takes that many genuine tokens).
+const VERIFIED_MAX: usize = 10_000;
+
+impl Verified {
+    fn get(&self, token: &str, keys: &Arc<Keys>, now: u64) -> Option<Arc<Principal>> {
+        let cache = self.by_token.lock().expect("not poisoned");
+        let cached = cache.get(token)?;
+        (now <= cached.valid_until && Arc::ptr_eq(&cached.keys, keys)).then(|| cached.who.clone())
+    }
+
+    fn put(&self, token: &str, cached: Cached) {
+        let mut cache = self.by_token.lock().expect("not poisoned");
+        if cache.len() >= VERIFIED_MAX {
+            cache.clear();
+        }
+        cache.insert(token.to_owned(), cached);
     }
 }
 
@@ -151,6 +198,7 @@ fn why(kind: &jsonwebtoken::errors::ErrorKind) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reload::Source;
     use jsonwebtoken::{EncodingKey, Header};
 
     const JWKS: &str = include_str!("../../../tests/fixtures/jwks.json");
@@ -238,6 +286,33 @@ mod tests {
                 Err(e) => panic!("{e:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_cached_token_passes_only_while_it_would_and_only_under_the_same_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        std::fs::write(&path, JWKS).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let keys =
+            runtime.block_on(Reloading::open("JWKS", Source::File(path.clone()), Keys::parse)).unwrap();
+        let mut config = verifier().config;
+        config.leeway = Duration::ZERO;
+        let verifier = JwtVerifier::new(config, keys.clone());
+        let token = sign(&claims(), "test-1");
+        assert!(verifier.verify(&token).is_ok());
+        assert!(verifier.verify(&token).is_ok(), "again, from the cache");
+        // The provider drops the key: the cached token is checked again, and refused.
+        std::fs::write(&path, r#"{"keys": []}"#).unwrap();
+        assert!(runtime.block_on(keys.refresh()).unwrap());
+        assert!(verifier.verify(&token).is_err());
+        // A token cached a second before it expires is refused once it has.
+        std::fs::write(&path, JWKS).unwrap();
+        assert!(runtime.block_on(keys.refresh()).unwrap());
+        let short = with(|c| c["exp"] = (now() + 1).into());
+        assert!(verifier.verify(&short).is_ok());
+        std::thread::sleep(Duration::from_millis(2100));
+        assert!(verifier.verify(&short).is_err(), "expired while cached");
     }
 
     #[test]
