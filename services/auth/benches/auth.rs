@@ -81,7 +81,7 @@ fn ten_thousand_keys() -> (KeyRing, String) {
             secret = key.secret;
         }
     }
-    (KeyRing::parse(&entries).unwrap(), secret)
+    (KeyRing::parse(entries.as_bytes()).unwrap(), secret)
 }
 
 /// Mean nanoseconds per call of `step`, which must answer true.

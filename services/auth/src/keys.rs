@@ -8,7 +8,6 @@ use base64::Engine as _;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use tally_core::{Actor, TenantId};
@@ -53,7 +52,8 @@ pub struct KeyRing {
 impl KeyRing {
     /// Parses a keys file (TOML, `[[key]]` tables); any bad entry refuses the whole file, so a
     /// typo never silently drops a key.
-    pub fn parse(text: &str) -> Result<KeyRing, String> {
+    pub fn parse(bytes: &[u8]) -> Result<KeyRing, String> {
+        let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
         let file: KeysFile = toml::from_str(text).map_err(|e| e.to_string())?;
         if file.key.len() > KEYS_MAX {
             return Err(format!("{} keys; at most {KEYS_MAX}", file.key.len()));
@@ -67,19 +67,6 @@ impl KeyRing {
             }
         }
         Ok(KeyRing { keys })
-    }
-
-    pub fn load(path: &Path) -> Result<KeyRing, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-        KeyRing::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
-    }
-
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
     }
 
     /// The caller a secret names, or why not.
@@ -177,7 +164,7 @@ pub fn ring_for(tenants: &[&str], roles: Roles) -> (KeyRing, HashMap<String, Str
         entries.push_str(&key.entry);
         bearers.insert((*tenant).to_owned(), format!("Bearer {}", key.secret));
     }
-    (KeyRing::parse(&entries).expect("generated entries parse"), bearers)
+    (KeyRing::parse(entries.as_bytes()).expect("generated entries parse"), bearers)
 }
 
 #[cfg(test)]
@@ -188,7 +175,7 @@ mod tests {
     fn ring_with(tenant: &str, roles: &[Role]) -> (KeyRing, String) {
         let roles = Roles::of(roles);
         let key = generate("k1", &TenantId::parse(tenant).unwrap(), &roles).unwrap();
-        (KeyRing::parse(&key.entry).unwrap(), key.secret)
+        (KeyRing::parse(key.entry.as_bytes()).unwrap(), key.secret)
     }
 
     #[test]
@@ -217,7 +204,7 @@ mod tests {
     #[test]
     fn bad_files_are_refused_whole() {
         let good = "[[key]]\nid = \"a\"\ntenant = \"t\"\nsha256 = \"".to_owned() + &"0".repeat(64) + "\"\n";
-        assert!(KeyRing::parse(&(good.clone() + "roles = [\"read\"]\n")).is_ok());
+        assert!(KeyRing::parse((good.clone() + "roles = [\"read\"]\n").as_bytes()).is_ok());
         for bad in [
             good.clone() + "roles = [\"root\"]\n",
             good.clone() + "roles = [\"read\"]\nextra = 1\n",
@@ -228,7 +215,7 @@ mod tests {
             format!("{good}roles = []\n{good}roles = []\n"),
             "key = 3".into(),
         ] {
-            assert!(KeyRing::parse(&bad).is_err(), "{bad}");
+            assert!(KeyRing::parse(bad.as_bytes()).is_err(), "{bad}");
         }
     }
 }

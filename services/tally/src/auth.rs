@@ -110,7 +110,7 @@ impl AuthOptions {
         let reload = Duration::from_millis(self.auth_reload_ms);
         let mut auth = Authenticator::new();
         if let Some(path) = &self.api_keys {
-            let keys = open("API keys", Source::File(path.clone()), parse_keys).await?;
+            let keys = open("API keys", Source::File(path.clone()), KeyRing::parse).await?;
             keys.watch(reload, stop.clone());
             auth = auth.with_keys(keys);
         }
@@ -173,10 +173,6 @@ async fn open<T: Send + Sync + 'static>(
     parse: fn(&[u8]) -> Result<T, String>,
 ) -> anyhow::Result<Arc<Reloading<T>>> {
     Reloading::open(what, source, parse).await.map_err(anyhow::Error::msg)
-}
-
-fn parse_keys(bytes: &[u8]) -> Result<KeyRing, String> {
-    KeyRing::parse(std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?)
 }
 
 /// The processor's producer allow-list.
@@ -248,7 +244,8 @@ pub fn dev_key(data_dir: Option<&std::path::Path>) -> anyhow::Result<(String, Ke
     if let Some(path) = path.as_ref().filter(|p| p.exists()) {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let (secret, entry) = text.split_once('\n').context("the dev key file is damaged; delete it")?;
-        let keys = KeyRing::parse(entry).map_err(anyhow::Error::msg).context("the dev key file")?;
+        let keys =
+            KeyRing::parse(entry.as_bytes()).map_err(anyhow::Error::msg).context("the dev key file")?;
         return Ok((secret.to_owned(), keys));
     }
     let key = tally_auth::keys::generate("dev", &tenant, &roles).map_err(anyhow::Error::msg)?;
@@ -257,7 +254,7 @@ pub fn dev_key(data_dir: Option<&std::path::Path>) -> anyhow::Result<(String, Ke
         write_private(path, &format!("{}\n{}", key.secret, key.entry))
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok((key.secret, KeyRing::parse(&key.entry).map_err(anyhow::Error::msg)?))
+    Ok((key.secret, KeyRing::parse(key.entry.as_bytes()).map_err(anyhow::Error::msg)?))
 }
 
 /// Writes a file only its owner can read.
