@@ -84,14 +84,25 @@ pub struct Security {
 }
 
 impl Security {
-    /// Serves `app` behind the gate on `listener` until `stop`.
-    pub async fn serve(
+    /// Listens on `address` and serves `app` behind the gate until `stop`; prints
+    /// `<name>: <address>` once listening (`tally dev`'s tests read it).
+    pub async fn listen(
         &self,
-        listener: tokio::net::TcpListener,
+        name: &'static str,
+        address: std::net::SocketAddr,
         app: axum::Router,
-        stop: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        tally_http::serve::serve(listener, self.gate.protect(app), self.tls.clone(), stop).await
+        stop: CancellationToken,
+    ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("listening on {address} ({name})"))?;
+        println!("{name}: {}", listener.local_addr()?);
+        let (app, tls) = (self.gate.protect(app), self.tls.clone());
+        Ok(tokio::spawn(async move {
+            if let Err(e) = tally_http::serve::serve(listener, app, tls, stop.cancelled_owned()).await {
+                tracing::error!("{name} server: {e}");
+            }
+        }))
     }
 }
 

@@ -1,7 +1,7 @@
 //! `tally ingest`: the ingest service against a Kafka cluster: the processor and the HTTP front
 //! door.
 
-use crate::auth::{AuthOptions, Security};
+use crate::auth::AuthOptions;
 use crate::health::Health;
 use crate::project::{ProjectorOptions, start_projector};
 use crate::query::{QueryOptions, start_query};
@@ -70,37 +70,21 @@ pub struct HttpOptions {
     pub outcomes_kept: u64,
 }
 
-/// Starts the outcome watcher and serves the front door, with `extra` routes (health, admin),
-/// behind the gate until `stop`.
-#[allow(clippy::too_many_arguments, reason = "each is a separate part the front door is wired to")]
-pub async fn start_http(
+/// The front door's routes, and the outcome watcher they answer from (it runs until `stop`).
+pub fn front_door(
     kafka: &KafkaOptions,
     topics: &Topics,
     partitions: i32,
     options: &HttpOptions,
     snapshots: Option<Arc<dyn SnapshotStore>>,
-    extra: axum::Router,
-    security: &Security,
     stop: CancellationToken,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> anyhow::Result<(axum::Router, std::thread::JoinHandle<()>)> {
     let outcomes = Outcomes::new(options.outcomes_kept as usize);
     let events = topics.events.clone();
-    let watcher = watch(kafka.clone(), events, partitions, outcomes.clone(), snapshots, stop.clone());
+    let watcher = watch(kafka.clone(), events, partitions, outcomes.clone(), snapshots, stop);
     let producer = kafka.producer("http").create().context("creating the HTTP producer")?;
     let config = HttpConfig { wait: Duration::from_millis(options.http_wait_ms), ..HttpConfig::default() };
-    let app = Front::new(producer, topics.commands.clone(), outcomes, config).router().merge(extra);
-    let listener = tokio::net::TcpListener::bind(options.http_listen)
-        .await
-        .with_context(|| format!("listening on {}", options.http_listen))?;
-    println!("http: {}", listener.local_addr()?);
-    let security = security.clone();
-    Ok(tokio::spawn(async move {
-        if let Err(e) = security.serve(listener, app, stop.clone().cancelled_owned()).await {
-            tracing::error!("http server: {e}");
-        }
-        stop.cancel();
-        let _ = tokio::task::spawn_blocking(move || watcher.join()).await;
-    }))
+    Ok((Front::new(producer, topics.commands.clone(), outcomes, config).router(), watcher))
 }
 
 /// Everything the ingest service takes; shared by `tally dev` and `tally ingest`.
@@ -200,14 +184,14 @@ pub async fn serve(
         None => (None, None),
     };
     let partitions = opts.topics.partitions;
-    let http =
-        start_http(kafka, &topics, partitions, &opts.http, Some(snapshots), extra, &security, stop.clone())
-            .await?;
+    let (front, watcher) = front_door(kafka, &topics, partitions, &opts.http, Some(snapshots), stop.clone())?;
+    let http = security.listen("http", opts.http.http_listen, front.merge(extra), stop.clone()).await?;
     ready(&topics);
     crate::shutdown::signal().await;
     let stopping = async {
         stop.cancel();
         let _ = http.await;
+        let _ = tokio::task::spawn_blocking(move || watcher.join()).await;
         if let Some(query) = query {
             let _ = query.await;
         }

@@ -78,17 +78,13 @@ pub async fn run(opts: ProjectOptions) -> anyhow::Result<()> {
     let stop = tokio_util::sync::CancellationToken::new();
     let security = opts.auth.security(None, &stop).await?;
     let query = crate::query::start_query(&opts.query, store, &security, stop.clone()).await?;
-    let listener = tokio::net::TcpListener::bind(opts.admin_listen)
-        .await
-        .with_context(|| format!("listening on {}", opts.admin_listen))?;
-    println!("admin: {}", listener.local_addr()?);
+    let admin =
+        security.listen("admin", opts.admin_listen, admin.router().merge(health), stop.clone()).await?;
     tracing::info!(events = %topics.events, "projector running");
-    security
-        .serve(listener, admin.router().merge(health), crate::shutdown::signal())
-        .await
-        .context("serving the admin routes")?;
+    crate::shutdown::signal().await;
     let stopping = async {
         stop.cancel();
+        let _ = admin.await;
         let _ = query.await;
         projector.stop().await;
     };

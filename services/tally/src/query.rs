@@ -4,7 +4,7 @@
 
 use crate::auth::Security;
 use crate::store::{Backend, StoreOptions};
-use anyhow::{Context, bail};
+use anyhow::bail;
 use std::sync::Arc;
 use std::time::Duration;
 use tally_query::{Query, QueryConfig};
@@ -35,16 +35,7 @@ pub async fn start_query(
     };
     let health = crate::health::Health::new().with_store(store.clone()).router();
     let app = Query::new(store, config).router().merge(health);
-    let listener = tokio::net::TcpListener::bind(options.query_listen)
-        .await
-        .with_context(|| format!("listening on {} (the query API)", options.query_listen))?;
-    println!("query: {}", listener.local_addr()?);
-    let security = security.clone();
-    Ok(tokio::spawn(async move {
-        if let Err(e) = security.serve(listener, app, stop.cancelled_owned()).await {
-            tracing::error!("query server: {e}");
-        }
-    }))
+    security.listen("query", options.query_listen, app, stop).await
 }
 
 #[derive(clap::Args, Debug)]
