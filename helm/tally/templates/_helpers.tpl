@@ -68,8 +68,8 @@ capabilities:
 {{- end -}}
 
 {{/* The credential files a service reads (mounted whole, so Secret and ConfigMap updates reach
-the files and Tally reloads them): API keys, the policy and, for ingest, the producer
-allow-list. Each template renders a YAML list, possibly empty. */}}
+the files and Tally reloads them): API keys, the policy, for ingest the producer allow-list,
+and the TLS certificate. Each template renders a YAML list, possibly empty. */}}
 {{- define "tally.authFiles" -}}
 {{- $auth := .root.Values.auth -}}
 {{- if $auth.apiKeysSecret }}
@@ -81,6 +81,14 @@ allow-list. Each template renders a YAML list, possibly empty. */}}
 {{- if and (eq .component "ingest") $auth.producerAllowListConfigMap }}
 - { name: producers, path: /etc/tally/producers, configMap: {{ $auth.producerAllowListConfigMap | quote }} }
 {{- end }}
+{{- with .root.Values.tls.existingSecret }}
+- { name: tls, path: /etc/tally/tls, secret: {{ . | quote }} }
+{{- end }}
+{{- end -}}
+
+{{/* HTTP or HTTPS, for probes and scrapes. */}}
+{{- define "tally.scheme" -}}
+{{- if .Values.tls.existingSecret }}HTTPS{{ else }}HTTP{{ end -}}
 {{- end -}}
 
 {{- define "tally.authMounts" -}}
