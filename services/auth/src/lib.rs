@@ -158,11 +158,6 @@ impl Authenticator {
         self
     }
 
-    /// Whether any credential can be accepted at all.
-    pub fn has_credentials(&self) -> bool {
-        self.keys.is_some() || self.jwt.is_some()
-    }
-
     /// The caller a bearer token names.
     pub fn authenticate(&self, token: Option<&str>) -> Result<Arc<Principal>, AuthError> {
         let token = token.ok_or(AuthError::Missing)?;

@@ -107,8 +107,9 @@ impl Security {
 }
 
 impl AuthOptions {
-    pub fn jwks_configured(&self) -> bool {
-        self.jwks_file.is_some() || self.jwks_url.is_some()
+    /// Whether any credential is configured (API keys, or a JWKS to check JWTs against).
+    pub fn credentials_configured(&self) -> bool {
+        self.api_keys.is_some() || self.jwks_file.is_some() || self.jwks_url.is_some()
     }
 
     /// Loads the credentials, policy and certificate, and keeps the reloadable ones fresh
@@ -128,7 +129,7 @@ impl AuthOptions {
         if let Some(jwt) = self.jwt(stop).await? {
             auth = auth.with_jwt(jwt);
         }
-        if !auth.has_credentials() {
+        if !self.credentials_configured() {
             match fallback {
                 Some(keys) => auth = auth.with_keys(Reloading::fixed("API keys", keys)),
                 None => bail!(

@@ -45,9 +45,9 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     };
     let read_side = Some((&opts.projector, &opts.query));
     // Without configured credentials, tally dev makes its own key, printed in the banner.
-    let dev_key = match opts.service.auth.api_keys.is_none() && !opts.service.auth.jwks_configured() {
-        true => Some(crate::auth::dev_key(opts.data_dir.as_deref())?),
-        false => None,
+    let dev_key = match opts.service.auth.credentials_configured() {
+        false => Some(crate::auth::dev_key(opts.data_dir.as_deref())?),
+        true => None,
     };
     let (token, keys) = dev_key.unzip();
     serve(&bootstrap, &opts.service, read_side, opts.data_dir.as_deref(), keys, |topics| {

@@ -69,14 +69,15 @@ pub fn start_projector(
 }
 
 pub async fn run(opts: ProjectOptions) -> anyhow::Result<()> {
+    // Credentials first: a process that could serve no request stops before touching Kafka.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let security = opts.auth.security(None, &stop).await?;
     let kafka = KafkaOptions { fetch_wait_ms: opts.kafka_fetch_wait_ms, ..KafkaOptions::new(&opts.kafka) };
     let topics = ensure(&kafka, &opts.topics).await?;
     let store = crate::store::open(&opts.store, opts.data_dir.as_deref()).await?;
     let (projector, admin) =
         start_projector(&kafka, &opts.topics, &topics.events, &opts.projector, store.clone())?;
     let health = crate::health::Health::new().with_broker(&kafka)?.with_store(store.clone()).router();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let security = opts.auth.security(None, &stop).await?;
     let query = crate::query::start_query(&opts.query, store, &security, stop.clone()).await?;
     let admin =
         security.listen("admin", opts.admin_listen, admin.router().merge(health), stop.clone()).await?;
