@@ -26,21 +26,12 @@ pub enum Source {
     Url(String),
 }
 
-impl std::fmt::Display for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Source::File(path) => write!(f, "{}", path.display()),
-            Source::Url(url) => f.write_str(url),
-        }
-    }
-}
-
 type Parse<T> = fn(&[u8]) -> Result<T, String>;
 
 impl<T> std::fmt::Debug for Reloading<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.source {
-            Some(source) => write!(f, "{} from {source}", self.what),
+        match &self.origin {
+            Some(origin) => write!(f, "{} from {origin}", self.what),
             None => write!(f, "{} (fixed)", self.what),
         }
     }
@@ -50,7 +41,7 @@ impl<T> std::fmt::Debug for Reloading<T> {
 pub struct Reloading<T> {
     what: &'static str,
     /// `None` for a fixed value.
-    source: Option<Source>,
+    origin: Option<Origin>,
     parse: Parse<T>,
     current: ArcSwap<T>,
     /// The bytes `current` was parsed from (or last refused), to skip unchanged reads.
@@ -61,11 +52,12 @@ pub struct Reloading<T> {
 impl<T: Send + Sync + 'static> Reloading<T> {
     /// Loads `source` once; an error here is a start-up error. `what` names it in messages.
     pub async fn open(what: &'static str, source: Source, parse: Parse<T>) -> Result<Arc<Self>, String> {
-        let bytes = fetch(&source).await.map_err(|e| format!("{what} {source}: {e}"))?;
-        let value = parse(&bytes).map_err(|e| format!("{what} {source}: {e}"))?;
+        let origin = Origin::new(source).map_err(|e| format!("{what}: {e}"))?;
+        let bytes = origin.fetch().await.map_err(|e| format!("{what} {origin}: {e}"))?;
+        let value = parse(&bytes).map_err(|e| format!("{what} {origin}: {e}"))?;
         Ok(Arc::new(Reloading {
             what,
-            source: Some(source),
+            origin: Some(origin),
             parse,
             current: ArcSwap::from_pointee(value),
             seen: Mutex::new(bytes),
@@ -78,7 +70,7 @@ impl<T: Send + Sync + 'static> Reloading<T> {
     pub fn fixed(what: &'static str, value: T) -> Arc<Self> {
         Arc::new(Reloading {
             what,
-            source: None,
+            origin: None,
             parse: |_| Err("a fixed value is not reloaded".into()),
             current: ArcSwap::from_pointee(value),
             seen: Mutex::new(Vec::new()),
@@ -102,8 +94,8 @@ impl<T: Send + Sync + 'static> Reloading<T> {
 
     /// Reads the source again; swaps the value in when the bytes changed and parse.
     pub async fn refresh(&self) -> Result<bool, String> {
-        let Some(source) = &self.source else { return Ok(false) };
-        let bytes = fetch(source).await?;
+        let Some(origin) = &self.origin else { return Ok(false) };
+        let bytes = origin.fetch().await?;
         if *self.seen.lock().expect("not poisoned") == bytes {
             return Ok(false);
         }
@@ -157,20 +149,45 @@ async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
     }
 }
 
-async fn fetch(source: &Source) -> Result<Vec<u8>, String> {
-    let bytes = match source {
-        Source::File(path) => tokio::fs::read(path).await.map_err(|e| e.to_string())?,
-        Source::Url(url) => fetch_url(url).await?,
-    };
-    match bytes.len() <= SOURCE_BYTES_MAX {
-        true => Ok(bytes),
-        false => Err(format!("{} bytes; at most {SOURCE_BYTES_MAX}", bytes.len())),
+/// Where a value is read from; a URL with the HTTP client every fetch of it shares.
+enum Origin {
+    File(PathBuf),
+    Url { url: String, client: reqwest::Client },
+}
+
+impl Origin {
+    fn new(source: Source) -> Result<Origin, String> {
+        Ok(match source {
+            Source::File(path) => Origin::File(path),
+            Source::Url(url) => {
+                let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build();
+                Origin::Url { url, client: client.map_err(|e| e.to_string())? }
+            }
+        })
+    }
+
+    async fn fetch(&self) -> Result<Vec<u8>, String> {
+        let bytes = match self {
+            Origin::File(path) => tokio::fs::read(path).await.map_err(|e| e.to_string())?,
+            Origin::Url { url, client } => fetch_url(client, url).await?,
+        };
+        match bytes.len() <= SOURCE_BYTES_MAX {
+            true => Ok(bytes),
+            false => Err(format!("{} bytes; at most {SOURCE_BYTES_MAX}", bytes.len())),
+        }
     }
 }
 
-async fn fetch_url(url: &str) -> Result<Vec<u8>, String> {
-    let client =
-        reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(|e| e.to_string())?;
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::File(path) => write!(f, "{}", path.display()),
+            Origin::Url { url, .. } => f.write_str(url),
+        }
+    }
+}
+
+async fn fetch_url(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
     let response = client.get(url).send().await.map_err(|e| e.to_string())?;
     if !response.status().is_success() {
         return Err(format!("answered {}", response.status()));
