@@ -251,7 +251,6 @@ pub struct BearerAuth;
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
         let scheme = HttpBuilder::new()
             .scheme(HttpAuthScheme::Bearer)
             .description(Some("An API key (`tly_...`) or a JWT from the configured identity provider"))
@@ -260,24 +259,14 @@ impl utoipa::Modify for BearerAuth {
             .components
             .get_or_insert_with(Default::default)
             .add_security_scheme("bearer", SecurityScheme::Http(scheme));
-        let problem = ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build();
-        let refusals = [
-            ("401", "no credentials, or credentials that were refused"),
-            ("403", "the caller's roles or the policy do not allow this"),
-            ("429", "the caller's rate limit is used up"),
-            ("431", "the request's headers are too large"),
-        ];
-        for item in openapi.paths.paths.values_mut() {
-            let operations =
-                [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
-            for operation in operations.into_iter().flatten() {
-                for (status, description) in refusals {
-                    let response = ResponseBuilder::new()
-                        .description(description)
-                        .content("application/problem+json", problem.clone());
-                    operation.responses.responses.insert(status.to_owned(), response.build().into());
-                }
-            }
-        }
+        crate::problem::document_on_every_operation(
+            openapi,
+            &[
+                ("401", "no credentials, or credentials that were refused"),
+                ("403", "the caller's roles or the policy do not allow this"),
+                ("429", "the caller's rate limit is used up"),
+                ("431", "the request's headers are too large"),
+            ],
+        );
     }
 }

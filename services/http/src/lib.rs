@@ -15,7 +15,7 @@ pub mod serve;
 pub mod trace;
 
 pub use gate::Caller;
-pub use problem::{Problem, as_problem};
+pub use problem::{Problem, as_problem, document_on_every_operation};
 
 use axum::http::HeaderMap;
 

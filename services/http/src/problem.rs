@@ -108,3 +108,22 @@ impl IntoResponse for Problem {
         response
     }
 }
+
+/// Declares `answers` (status, description), each a problem document, on every operation of
+/// `openapi`: for answers that something in front of every handler may give (the gate, an
+/// extractor every handler takes).
+pub fn document_on_every_operation(openapi: &mut utoipa::openapi::OpenApi, answers: &[(&str, &str)]) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let problem = ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build();
+    for item in openapi.paths.paths.values_mut() {
+        let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+        for operation in operations.into_iter().flatten() {
+            for (status, description) in answers {
+                let response = ResponseBuilder::new()
+                    .description(*description)
+                    .content("application/problem+json", problem.clone());
+                operation.responses.responses.insert((*status).to_owned(), response.build().into());
+            }
+        }
+    }
+}

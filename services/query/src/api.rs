@@ -54,10 +54,26 @@ use utoipa::{IntoParams, OpenApi};
         DocumentView,
         EventView
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ReaderAnswers),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;
+
+/// Declares what every query may answer because every handler takes a [`Reader`]: 400 (a
+/// malformed parameter, cursor or position token) and 504 (the position's wait ran out).
+struct ReaderAnswers;
+
+impl utoipa::Modify for ReaderAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        tally_http::document_on_every_operation(
+            openapi,
+            &[
+                ("400", "a malformed parameter, cursor or Tally-Position"),
+                ("504", "the projection did not reach the request's Tally-Position in time; retry"),
+            ],
+        );
+    }
+}
 
 pub(crate) fn routes() -> Router<Query> {
     Router::new()
@@ -200,7 +216,7 @@ fn ledger_exists(
 
 #[utoipa::path(get, path = "/v1/ledgers/{ledger}/accounts/{account}",
     params(("ledger" = String, Path), ("account" = String, Path), ReadHeaders),
-    responses((status = 200, body = AccountView), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 504, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = AccountView), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn get_account(
     State(query): State<Query>,
     Reader { tenant }: Reader,
@@ -214,7 +230,7 @@ async fn get_account(
 }
 
 #[utoipa::path(get, path = "/v1/ledgers/{ledger}/accounts", params(("ledger" = String, Path), ListParams, ReadHeaders),
-    responses((status = 200, body = Page<AccountView>), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 504, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Page<AccountView>), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn list_accounts(
     State(query): State<Query>,
     Reader { tenant }: Reader,
@@ -245,7 +261,7 @@ async fn list_accounts(
 
 #[utoipa::path(get, path = "/v1/ledgers/{ledger}/accounts/{account}/statement",
     params(("ledger" = String, Path), ("account" = String, Path), StatementParams, ReadHeaders),
-    responses((status = 200, body = Page<LineView>), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 504, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Page<LineView>), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn statement(
     State(query): State<Query>,
     Reader { tenant }: Reader,
@@ -278,7 +294,7 @@ async fn statement(
 
 #[utoipa::path(get, path = "/v1/ledgers/{ledger}/accounts/{account}/balance",
     params(("ledger" = String, Path), ("account" = String, Path), BalanceParams, ReadHeaders),
-    responses((status = 200, body = BalancesAtView), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 504, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = BalancesAtView), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn balance_at(
     State(query): State<Query>,
     Reader { tenant }: Reader,
@@ -310,7 +326,7 @@ async fn balance_at(
 
 #[utoipa::path(get, path = "/v1/ledgers/{ledger}/transactions/{tx_id}",
     params(("ledger" = String, Path), ("tx_id" = String, Path), ReadHeaders),
-    responses((status = 200, body = TransactionView), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 504, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = TransactionView), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn get_transaction(
     State(query): State<Query>,
     Reader { tenant }: Reader,
@@ -324,7 +340,7 @@ async fn get_transaction(
 }
 
 #[utoipa::path(get, path = "/v1/commands/{command_id}", params(("command_id" = String, Path), ReadHeaders),
-    responses((status = 200, body = OutcomeView), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 504, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = OutcomeView), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn get_outcome(
     State(query): State<Query>,
     Reader { tenant }: Reader,
@@ -340,7 +356,7 @@ async fn get_outcome(
 
 #[utoipa::path(get, path = "/v1/state/{doc_type}/{key}", params(("doc_type" = String, Path), ("key" = String, Path), ReadHeaders),
     responses((status = 200, body = DocumentView, headers(("etag" = String, description = "the version, quoted"))),
-        (status = 304, description = "If-None-Match names the current version"), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 504, body = Problem, content_type = "application/problem+json")))]
+        (status = 304, description = "If-None-Match names the current version"), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn get_document(
     State(query): State<Query>,
     Reader { tenant }: Reader,
@@ -406,7 +422,7 @@ fn matches_filters(value: &serde_json::Value, filters: &[(String, String)]) -> b
     params(("doc_type" = String, Path), ListParams,
         ("field.NAME" = Option<String>, Query, description = "only documents whose top-level field NAME equals this (repeatable, up to 8)"),
         ReadHeaders),
-    responses((status = 200, body = Page<DocumentView>), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 504, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Page<DocumentView>)))]
 async fn list_documents(
     State(query): State<Query>,
     Reader { tenant }: Reader,
@@ -488,7 +504,7 @@ pub(crate) fn stream_page(
 const TIMELINE_SPAN_MAX_MS: i64 = 31 * 86_400_000;
 
 #[utoipa::path(get, path = "/v1/events", params(EventParams, ReadHeaders),
-    responses((status = 200, body = Page<EventView>), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 504, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Page<EventView>)))]
 async fn search_events(
     State(query): State<Query>,
     Reader { tenant }: Reader,

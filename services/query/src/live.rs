@@ -46,8 +46,7 @@ struct Follow {
 
 #[utoipa::path(get, path = "/v1/events/live",
     params(LiveParams, ("last-event-id" = Option<u64>, Header, description = "the id of the last event received, to resume after it")),
-    responses((status = 200, content_type = "text/event-stream", description = "one SSE event per stream event: id = stream version, event = kind, data = the event view as JSON"),
-        (status = 400, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, content_type = "text/event-stream", description = "one SSE event per stream event: id = stream version, event = kind, data = the event view as JSON")))]
 pub(crate) async fn follow_events(
     State(query): State<Query>,
     Reader { tenant }: Reader,
