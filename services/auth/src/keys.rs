@@ -155,7 +155,6 @@ pub fn generate(id: &str, tenant: &TenantId, roles: &Roles) -> Result<NewKey, St
 
 /// A key ring with one fresh key per tenant (id = tenant), and each key's `Authorization`
 /// header value, for tests and benchmarks.
-#[cfg(any(test, feature = "testkit"))]
 pub fn ring_for(tenants: &[&str], roles: Roles) -> (KeyRing, HashMap<String, String>) {
     let (mut entries, mut bearers) = (String::new(), HashMap::new());
     for tenant in tenants {
