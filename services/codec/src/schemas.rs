@@ -63,7 +63,7 @@ pub fn history(kind: Kind) -> &'static [SchemaVersion] {
     }
     match kind {
         Kind::Command => &[v!("command.v1.avsc")],
-        Kind::Event => &[v!("event.v1.avsc"), v!("event.v2.avsc")],
+        Kind::Event => &[v!("event.v1.avsc"), v!("event.v2.avsc"), v!("event.v3.avsc")],
         Kind::Claim => &[v!("claim.v1.avsc")],
         Kind::DeadLettered => &[v!("dead_lettered.v1.avsc")],
     }

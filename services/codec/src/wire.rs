@@ -299,6 +299,18 @@ fn amounts_from(field: &'static str, items: Vec<Value>) -> Result<Vec<Amount>, C
     items.into_iter().map(|v| as_amount(field, v)).collect()
 }
 
+/// A field added in event schema v3 as `["null", Reason]`: absent in earlier records.
+fn optional_reason(f: &mut Fields, field: &'static str) -> Result<Option<Reason>, CodecError> {
+    let Some(value) = f.optional_field(field)? else { return Ok(None) };
+    match as_optional(field, value)? {
+        None => Ok(None),
+        Some(Value::Enum(_, symbol)) => {
+            Reason::from_code(&symbol).map(Some).ok_or_else(|| invalid(field, format!("unknown reason {symbol}")))
+        }
+        Some(other) => Err(invalid(field, format!("expected an enum, got {other:?}"))),
+    }
+}
+
 fn reason_value(r: Reason) -> Value {
     let index = Reason::ALL.iter().position(|x| *x == r).expect("every reason is listed") as u32;
     Value::Enum(index, r.code().to_owned())
@@ -470,9 +482,15 @@ fn event_value(family: &Family, epoch: u64, command_offset: i64, e: &Event) -> V
                 ("detail", string(detail.clone())),
             ],
         ),
-        TransactionDeduplicated { ledger, tx_id }
-        | PendingVoided { ledger, tx_id }
-        | PendingExpired { ledger, tx_id } => ledger_tx(ledger, tx_id),
+        TransactionDeduplicated { ledger, tx_id, first_rejection } => with(
+            ledger_tx(ledger, tx_id),
+            vec![("first_rejection", optional(first_rejection.map(reason_value)))],
+        ),
+        PendingVoided { ledger, tx_id } | PendingExpired { ledger, tx_id } => ledger_tx(ledger, tx_id),
+        CommandDeduplicated { first_version, first_offset } => vec![
+            ("first_version", long(*first_version)),
+            ("first_offset", Value::Long(*first_offset)),
+        ],
         PendingCommitted { ledger, tx_id, amounts } => {
             with(ledger_tx(ledger, tx_id), vec![("amounts", amounts_value(amounts))])
         }
@@ -489,10 +507,11 @@ fn event_value(family: &Family, epoch: u64, command_offset: i64, e: &Event) -> V
                 ("version", long(*version)),
             ]
         }
-        CommandRejected { command, reason, detail } => vec![
+        CommandRejected { command, reason, detail, conflicts_with } => vec![
             ("command", string(command.clone())),
             ("reason", reason_value(*reason)),
             ("detail", string(detail.clone())),
+            ("conflicts_with", optional(conflicts_with.map(long))),
         ],
     };
     record(vec![
@@ -503,6 +522,7 @@ fn event_value(family: &Family, epoch: u64, command_offset: i64, e: &Event) -> V
         ("epoch", long(epoch)),
         ("command_offset", Value::Long(command_offset)),
         ("command_id", string(e.command_id.as_str())),
+        ("command_fingerprint", Value::Bytes(e.command_fingerprint.to_le_bytes().to_vec())),
         ("actor", string(e.actor.as_str())),
         ("time_ms", Value::TimestampMillis(e.time_ms)),
         ("body", body(family, e.body.kind(), fields)),
@@ -531,8 +551,17 @@ fn event_from(writer: &Writer, v: Value) -> Result<LogRecord, CodecError> {
         f.optional_field("command_offset")?.map(|v| as_long("command_offset", v)).transpose()?.unwrap_or(-1);
     let tenant = f.parse("tenant")?;
     let stream = stream_from(&f.string("stream")?)?;
-    let (stream_version, command_id, actor, time_ms) =
-        (f.unsigned("stream_version")?, f.parse("command_id")?, f.parse("actor")?, f.long("time_ms")?);
+    let (stream_version, command_id) = (f.unsigned("stream_version")?, f.parse("command_id")?);
+    // Added in event schema v3; earlier events have none (0: not kept for repeats).
+    let command_fingerprint = match f.optional_field("command_fingerprint")? {
+        None => 0,
+        Some(Value::Bytes(b)) if b.is_empty() => 0,
+        Some(Value::Bytes(b)) => u128::from_le_bytes(
+            b.as_slice().try_into().map_err(|_| invalid("command_fingerprint", "must be 16 bytes"))?,
+        ),
+        Some(other) => return Err(invalid("command_fingerprint", format!("expected bytes, got {other:?}"))),
+    };
+    let (actor, time_ms) = (f.parse("actor")?, f.long("time_ms")?);
     let (kind, mut b) = body_from(writer, f.take("body")?)?;
     let body = match kind {
         "AssetDefined" => EventBody::AssetDefined { ledger: ledger(&mut b)?, asset: b.asset("asset")? },
@@ -574,9 +603,15 @@ fn event_from(writer: &Writer, v: Value) -> Result<LogRecord, CodecError> {
             reason: b.reason("reason")?,
             detail: b.string("detail")?,
         },
-        "TransactionDeduplicated" => {
-            EventBody::TransactionDeduplicated { ledger: ledger(&mut b)?, tx_id: b.parse("tx_id")? }
-        }
+        "TransactionDeduplicated" => EventBody::TransactionDeduplicated {
+            ledger: ledger(&mut b)?,
+            tx_id: b.parse("tx_id")?,
+            first_rejection: optional_reason(&mut b, "first_rejection")?,
+        },
+        "CommandDeduplicated" => EventBody::CommandDeduplicated {
+            first_version: b.unsigned("first_version")?,
+            first_offset: b.long("first_offset")?,
+        },
         "PendingCommitted" => EventBody::PendingCommitted {
             ledger: ledger(&mut b)?,
             tx_id: b.parse("tx_id")?,
@@ -599,11 +634,19 @@ fn event_from(writer: &Writer, v: Value) -> Result<LogRecord, CodecError> {
             command: b.string("command")?,
             reason: b.reason("reason")?,
             detail: b.string("detail")?,
+            conflicts_with: match b.optional_field("conflicts_with")?.map(|v| as_optional("conflicts_with", v)) {
+                Some(Ok(Some(v))) => Some(
+                    u64::try_from(as_long("conflicts_with", v)?)
+                        .map_err(|_| invalid("conflicts_with", "must not be negative"))?,
+                ),
+                Some(Err(e)) => return Err(e),
+                _ => None,
+            },
         },
         other => {
             return Err(CodecError::Invalid { field: "body", why: format!("unknown event {other}") });
         }
     };
-    let event = Event { tenant, stream, stream_version, command_id, actor, time_ms, body };
+    let event = Event { tenant, stream, stream_version, command_id, command_fingerprint, actor, time_ms, body };
     Ok(LogRecord::Event { epoch, command_offset, event })
 }

@@ -47,6 +47,11 @@ pub struct Event {
     /// 1 for the first event of the stream, then +1 per event (rejections included).
     pub stream_version: u64,
     pub command_id: CommandId,
+    /// [`crate::command_fingerprint`] of the command this event answers (0 for events written
+    /// before commands had fingerprints): how a later command with the same id is told to be a
+    /// repeat or a conflict. Written as 32 hex digits in JSON.
+    #[serde(with = "hex_u128")]
+    pub command_fingerprint: u128,
     pub actor: Actor,
     /// Milliseconds since the Unix epoch, as decided by the processor.
     pub time_ms: i64,
@@ -114,10 +119,13 @@ pub enum EventBody {
         reason: Reason,
         detail: String,
     },
-    /// A repeated request (same id, same body): nothing changed; the first outcome stands.
+    /// A repeated transaction request under another command id (same transaction id, same
+    /// body): nothing changed; the transaction's first outcome stands. `first_rejection` is the
+    /// reason its first request was refused, if it was (the answer is then that refusal again).
     TransactionDeduplicated {
         ledger: LedgerId,
         tx_id: TxId,
+        first_rejection: Option<Reason>,
     },
     /// A pending transaction was posted with these (possibly partial) amounts; the rest was released.
     PendingCommitted {
@@ -144,11 +152,21 @@ pub enum EventBody {
         key: DocKey,
         version: u64,
     },
+    /// A command id seen before in this stream with the same command: nothing changed, and the
+    /// answer is the first one, the event at version `first_version` of the stream, which is at
+    /// offset `first_offset` of the same events partition.
+    CommandDeduplicated {
+        first_version: u64,
+        first_offset: i64,
+    },
     /// Any other command that could not be carried out. Changes nothing but the stream version.
+    /// `conflicts_with` is set when the command reused a command id answered before for
+    /// another command: the version of that first answer (which stays the id's answer).
     CommandRejected {
         command: String,
         reason: Reason,
         detail: String,
+        conflicts_with: Option<u64>,
     },
 }
 
@@ -165,6 +183,7 @@ impl EventBody {
             TransactionPending { .. } => "TransactionPending",
             TransactionFailed { .. } => "TransactionFailed",
             TransactionDeduplicated { .. } => "TransactionDeduplicated",
+            CommandDeduplicated { .. } => "CommandDeduplicated",
             PendingCommitted { .. } => "PendingCommitted",
             PendingVoided { .. } => "PendingVoided",
             PendingExpired { .. } => "PendingExpired",
@@ -182,6 +201,78 @@ impl EventBody {
             }
             _ => None,
         }
+    }
+}
+
+/// How the log answered the command an event answers: the one classification the HTTP answers,
+/// the outcome rows and the metrics share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// The change was made.
+    Accepted,
+    /// The transaction id was used before with the same request, which was accepted: nothing
+    /// changed, the first outcome stands.
+    Deduplicated,
+    /// Refused for this reason; nothing changed but the stream's version.
+    Rejected(Reason),
+    /// The command id was answered before with the same command: the answer is that first one,
+    /// at `first_offset` of the same events partition.
+    Repeated { first_version: u64, first_offset: i64 },
+}
+
+impl Answer {
+    /// A stable lowercase name (`accepted`, `deduplicated`, `rejected`, `repeated`), for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Answer::Accepted => "accepted",
+            Answer::Deduplicated => "deduplicated",
+            Answer::Rejected(_) => "rejected",
+            Answer::Repeated { .. } => "repeated",
+        }
+    }
+
+}
+
+impl EventBody {
+    /// Whether this event is the first answer to its command id, the one a repeat of the same
+    /// command gets: not a repeat (which points at the first), not a command id conflict (which
+    /// answers a command that is not the id's).
+    pub fn answers_first(&self) -> bool {
+        !matches!(
+            self,
+            EventBody::CommandDeduplicated { .. } | EventBody::CommandRejected { conflicts_with: Some(_), .. }
+        )
+    }
+
+    /// How the command this event answers was answered.
+    pub fn answer(&self) -> Answer {
+        match self {
+            EventBody::TransactionFailed { reason, .. } | EventBody::CommandRejected { reason, .. } => {
+                Answer::Rejected(*reason)
+            }
+            EventBody::TransactionDeduplicated { first_rejection: Some(reason), .. } => {
+                Answer::Rejected(*reason)
+            }
+            EventBody::TransactionDeduplicated { first_rejection: None, .. } => Answer::Deduplicated,
+            EventBody::CommandDeduplicated { first_version, first_offset } => {
+                Answer::Repeated { first_version: *first_version, first_offset: *first_offset }
+            }
+            _ => Answer::Accepted,
+        }
+    }
+}
+
+/// A u128 as 32 lowercase hex digits: JSON readers that hold numbers as doubles keep it exact.
+mod hex_u128 {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{v:032x}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        u128::from_str_radix(&text, 16).map_err(D::Error::custom)
     }
 }
 

@@ -12,19 +12,28 @@ pub const ID_LEN_MAX: usize = 128;
 pub enum IdError {
     #[error("{kind} is empty")]
     Empty { kind: &'static str },
-    #[error("{kind} is longer than {ID_LEN_MAX} bytes")]
-    TooLong { kind: &'static str },
+    #[error("{kind} is longer than {len_max} bytes")]
+    TooLong { kind: &'static str, len_max: usize },
     #[error("{kind} contains {found:?}; allowed are letters, digits and - _ . : @")]
     BadChar { kind: &'static str, found: char },
 }
 
+/// Longest command id: an identifier, plus room for the prefix of a default id
+/// ([`CommandId::default_for`]).
+pub const COMMAND_ID_LEN_MAX: usize = ID_LEN_MAX + DEFAULT_TX_COMMAND_PREFIX.len();
+
+/// The prefix of a transaction's default command id (`tx:` + its transaction id). An explicit
+/// command id (the HTTP `Idempotency-Key`) may not start with it, so a default id can never
+/// equal an id a client chose for another command.
+pub const DEFAULT_TX_COMMAND_PREFIX: &str = "tx:";
+
 /// Letters, digits and a few separators. No `/`: it separates the parts of a Kafka key.
-fn check_id(kind: &'static str, s: &str) -> Result<(), IdError> {
+fn check_id(kind: &'static str, s: &str, len_max: usize) -> Result<(), IdError> {
     if s.is_empty() {
         return Err(IdError::Empty { kind });
     }
-    if s.len() > ID_LEN_MAX {
-        return Err(IdError::TooLong { kind });
+    if s.len() > len_max {
+        return Err(IdError::TooLong { kind, len_max });
     }
     match s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@'))) {
         Some(found) => Err(IdError::BadChar { kind, found }),
@@ -34,6 +43,9 @@ fn check_id(kind: &'static str, s: &str) -> Result<(), IdError> {
 
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+        id_type!($(#[$doc])* $name, $kind, ID_LEN_MAX);
+    };
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $len_max:expr) => {
         $(#[$doc])*
         /// Shared, immutable text: cloning one (into events, records, keys) bumps a count
         /// instead of copying the string.
@@ -45,7 +57,7 @@ macro_rules! id_type {
             /// Parses and validates; the only way to build one.
             pub fn parse(s: impl Into<String>) -> Result<Self, IdError> {
                 let s = s.into();
-                check_id($kind, &s)?;
+                check_id($kind, &s, $len_max)?;
                 Ok(Self(s.into()))
             }
 
@@ -94,8 +106,14 @@ id_type!(
     /// A client-chosen transaction id, unique forever within its ledger.
     TxId, "transaction id");
 id_type!(
-    /// The id of one command; maps to the HTTP Idempotency-Key.
-    CommandId, "command id");
+    /// The id of one command; maps to the HTTP `Idempotency-Key`.
+    ///
+    /// Scope: a command id names one command within its tenant and stream (a ledger, or one
+    /// document), the unit that one partition owner decides alone. The same id with the same
+    /// command gets the first outcome; the same id with another command is a conflict
+    /// (`COMMAND_ID_CONFLICT`, or `ID_CONFLICT` for a transaction's default id) and changes
+    /// nothing. The same id on another stream is another command.
+    CommandId, "command id", COMMAND_ID_LEN_MAX);
 id_type!(
     /// The authenticated subject that sent a command.
     Actor, "actor");
@@ -122,6 +140,25 @@ impl AccountId {
     }
 }
 
+impl CommandId {
+    /// The command id a command gets when its sender names none: `tx:<tx_id>` for a
+    /// transaction (so that a retry of the same transaction is recognised whatever path it takes),
+    /// `None` for every other command (the sender then uses a fresh unique id).
+    pub fn default_for(body: &crate::CommandBody) -> Option<CommandId> {
+        match body {
+            crate::CommandBody::Transact { tx_id, .. } => {
+                Some(CommandId(format!("{DEFAULT_TX_COMMAND_PREFIX}{tx_id}").into()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether a client may choose this id itself: not in the shape of a default id.
+    pub fn is_reserved(&self) -> bool {
+        self.0.starts_with(DEFAULT_TX_COMMAND_PREFIX)
+    }
+}
+
 impl LedgerId {
     /// Parses a ledger id and refuses the reserved name used by document streams.
     pub fn parse_ledger(s: impl Into<String>) -> Result<Self, IdError> {
@@ -145,6 +182,8 @@ mod tests {
         assert!(matches!(AccountId::parse("a b"), Err(IdError::BadChar { found: ' ', .. })));
         assert!(AccountId::parse("x".repeat(ID_LEN_MAX)).is_ok());
         assert!(matches!(AccountId::parse("x".repeat(ID_LEN_MAX + 1)), Err(IdError::TooLong { .. })));
+        assert!(CommandId::parse("x".repeat(COMMAND_ID_LEN_MAX)).is_ok());
+        assert!(CommandId::parse("x".repeat(COMMAND_ID_LEN_MAX + 1)).is_err());
         assert!(LedgerId::parse_ledger("state").is_err());
         assert!(LedgerId::parse_ledger("main").is_ok());
     }

@@ -24,12 +24,14 @@ pub mod testkit;
 
 pub use asset::{ASSET_CODE_LEN_MAX, ASSET_SCALE_MAX, Amount, Asset, AssetError};
 pub use command::{AssetLimit, Command, CommandBody, Metadata, Posting, TxRequest};
-pub use event::{Event, EventBody, StreamId};
-pub use fingerprint::{fingerprint, reversal_fingerprint, transfer_fingerprint};
+pub use event::{Answer, Event, EventBody, StreamId};
+pub use fingerprint::{command_fingerprint, fingerprint, reversal_fingerprint, transfer_fingerprint};
 pub use ids::{
-    AccountId, Actor, CommandId, DocKey, DocType, ID_LEN_MAX, IdError, LedgerId, STATE_STREAM_PREFIX,
-    TenantId, TxId, WORLD,
+    AccountId, Actor, COMMAND_ID_LEN_MAX, CommandId, DEFAULT_TX_COMMAND_PREFIX, DocKey, DocType, ID_LEN_MAX,
+    IdError, LedgerId, STATE_STREAM_PREFIX, TenantId, TxId, WORLD,
 };
 pub use reason::{Reason, Rejection};
 pub use rules::{apply, decide, validate};
-pub use state::{Account, AccountStatus, Balance, Document, Failure, Ledger, State, TxRecord, TxStatus};
+pub use state::{
+    Account, AccountStatus, Balance, CommandRecord, Document, Failure, Ledger, State, TxRecord, TxStatus,
+};

@@ -128,12 +128,39 @@ impl Replica {
         Self::default()
     }
 
-    /// Reads the next record of the partition, folding it into the state if it counts.
-    pub fn read(&mut self, record: &LogRecord) -> Verdict {
+    /// Reads the next record of the partition, at `offset`, folding it into the state if it
+    /// counts.
+    pub fn read(&mut self, offset: i64, record: &LogRecord) -> Verdict {
+        let verdict = self.read_unplaced(record);
+        if verdict == Verdict::Apply {
+            self.place(record, offset);
+        }
+        verdict
+    }
+
+    /// [`Replica::read`] for a writer that folds its own record before appending it, when its
+    /// offset is not known yet: the answer's place stays [`crate::CommandRecord::UNPLACED`]
+    /// until [`Replica::place`] is called with it. Until then a repeat of that command cannot
+    /// be answered (it would not know where the first answer is).
+    pub fn read_unplaced(&mut self, record: &LogRecord) -> Verdict {
         let verdict = self.reader.read(record);
         if let (Verdict::Apply, LogRecord::Event { event, .. }) = (verdict, record) {
             crate::apply(&mut self.state, event);
         }
         verdict
+    }
+
+    /// Records that `record`, read before, is at `offset`: where a repeat of its command finds
+    /// the first answer. Does nothing for records that are not a command id's first answer.
+    pub fn place(&mut self, record: &LogRecord, offset: i64) {
+        if let LogRecord::Event { event, .. } = record {
+            self.state.place_command(
+                &event.tenant,
+                &event.stream,
+                &event.command_id,
+                event.stream_version,
+                offset,
+            );
+        }
     }
 }

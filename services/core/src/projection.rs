@@ -158,13 +158,16 @@ pub fn fold_batch<'a>(
             LogRecord::Event { event, .. } => touched(&replica.state, event),
             _ => Vec::new(),
         };
-        if replica.read(record) != Verdict::Apply {
+        if replica.read(offset, record) != Verdict::Apply {
             continue;
         }
         // A dead-letter marker only advances the position.
         if let LogRecord::Event { event, .. } = record {
             keys.extend(touched);
-            added.push(outcome(event, partition, offset));
+            // A command id keeps its first answer: a repeat or a conflict does not replace it.
+            if event.body.answers_first() {
+                added.push(outcome(event, partition, offset));
+            }
             added.extend(statement_lines(&replica.state, event, offset));
             added.extend(event_rows(event, partition, offset));
         }
@@ -302,7 +305,10 @@ pub fn touched(before: &State, event: &Event) -> Vec<RowKey> {
                 .map_or(&[][..], |tx| &tx.postings[..]);
             with_accounts(tx_id, held)
         }
-        AssetDefined { .. } | TransactionDeduplicated { .. } | CommandRejected { .. } => Vec::new(),
+        AssetDefined { .. }
+        | TransactionDeduplicated { .. }
+        | CommandDeduplicated { .. }
+        | CommandRejected { .. } => Vec::new(),
         DocumentPut { .. } | DocumentDeleted { .. } => Vec::new(), // only on document streams
     };
     keys.sort();
@@ -337,7 +343,10 @@ pub fn outcome(event: &Event, partition: i32, offset: i64) -> (RowKey, Row) {
         offset,
         event_id: event.event_id(),
         kind: event.body.kind().to_owned(),
-        rejection: event.body.rejection(),
+        rejection: match event.body.answer() {
+            crate::Answer::Rejected(reason) => Some(reason),
+            _ => None,
+        },
     };
     (key, Row::Outcome(outcome))
 }

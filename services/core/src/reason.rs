@@ -94,6 +94,23 @@ reasons! {
     InvalidJson = "INVALID_JSON",
     /// The document value is too large.
     DocumentTooLarge = "DOCUMENT_TOO_LARGE",
+    /// The command id was used before in this stream for a different command; nothing changed.
+    CommandIdConflict = "COMMAND_ID_CONFLICT",
+}
+
+impl Reason {
+    /// Whether the command conflicts with what exists (HTTP 409) rather than being refused by a
+    /// rule (HTTP 422): an id or a version already taken, something that already exists otherwise.
+    pub fn is_conflict(self) -> bool {
+        matches!(
+            self,
+            Reason::IdConflict
+                | Reason::CommandIdConflict
+                | Reason::AccountExists
+                | Reason::AssetConflict
+                | Reason::VersionMismatch
+        )
+    }
 }
 
 #[cfg(test)]

@@ -3,10 +3,11 @@
 
 use crate::limits::*;
 use crate::state::{Account, AccountStatus, Balance, Document, Failure, Ledger, TxRecord, TxStatus};
+use crate::state::CommandRecord;
 use crate::{
-    AccountId, Amount, Asset, AssetLimit, Command, CommandBody, DocKey, DocType, Event, EventBody, LedgerId,
-    Metadata, Posting, Reason, Rejection, State, TxId, TxRequest, fingerprint, reversal_fingerprint,
-    transfer_fingerprint,
+    AccountId, Amount, Asset, AssetLimit, Command, CommandBody, CommandId, DocKey, DocType, Event, EventBody,
+    LedgerId, Metadata, Posting, Reason, Rejection, State, TxId, TxRequest, command_fingerprint, fingerprint,
+    reversal_fingerprint, transfer_fingerprint,
 };
 use std::collections::{BTreeMap, HashMap};
 
@@ -52,19 +53,48 @@ pub fn validate(state: &State, command: &Command, now_ms: i64) -> Verdict {
     }
 }
 
-/// The one event a command produces at `now_ms`: the accepted change, or its rejection recorded
-/// as an event (a new transaction id is recorded FAILED with the reason).
+/// The one event a command produces at `now_ms`.
+///
+/// First the command id (scoped to the tenant and the command's stream, see [`CommandId`]):
+/// an id answered before with the same command is answered by [`EventBody::CommandDeduplicated`]
+/// pointing at the first answer; with another command, by a conflict that changes nothing
+/// (`ID_CONFLICT` when the id is the transaction's default id, else `COMMAND_ID_CONFLICT`).
+/// A new id is [`validate`]d: the accepted change, or its rejection recorded as an event (a new
+/// transaction id is recorded FAILED with the reason).
 pub fn decide(state: &State, command: &Command, now_ms: i64) -> Event {
-    let body = validate(state, command, now_ms).unwrap_or_else(|r| rejection_event(&command.body, r));
     let stream = command.body.stream();
+    let command_fingerprint = command_fingerprint(&command.body);
+    let body = match state.command(&command.tenant, &stream, &command.command_id) {
+        Some(first) if first.fingerprint == command_fingerprint => {
+            EventBody::CommandDeduplicated { first_version: first.version, first_offset: first.offset }
+        }
+        Some(first) => EventBody::CommandRejected {
+            command: command.body.kind().to_owned(),
+            reason: command_id_conflict(command),
+            detail: format!("command id {} was used before for a different command", command.command_id),
+            conflicts_with: Some(first.version),
+        },
+        None => validate(state, command, now_ms).unwrap_or_else(|r| rejection_event(&command.body, r)),
+    };
     Event {
         tenant: command.tenant.clone(),
         stream_version: state.stream_version(&command.tenant, &stream) + 1,
         stream,
         command_id: command.command_id.clone(),
+        command_fingerprint,
         actor: command.actor.clone(),
         time_ms: now_ms,
         body,
+    }
+}
+
+/// A transaction sent again without an explicit id, with another body, reused its transaction
+/// id: that is the conflict to report. Any other reuse is the command id's.
+fn command_id_conflict(command: &Command) -> Reason {
+    if CommandId::default_for(&command.body).as_ref() == Some(&command.command_id) {
+        Reason::IdConflict
+    } else {
+        Reason::CommandIdConflict
     }
 }
 
@@ -84,6 +114,7 @@ fn rejection_event(command: &CommandBody, r: Rejection) -> EventBody {
             command: command.kind().to_owned(),
             reason: r.reason,
             detail: r.detail,
+            conflicts_with: None,
         },
     }
 }
@@ -225,7 +256,15 @@ fn transact(l: &Ledger, ledger: &LedgerId, tx_id: &TxId, request: &TxRequest, no
     if let Some(first) = l.transactions.get(tx_id) {
         // Only a reused id pays for a fingerprint here; `apply` records it for new ids.
         if first.fingerprint == fingerprint(request) {
-            return Ok(EventBody::TransactionDeduplicated { ledger: ledger.clone(), tx_id: tx_id.clone() });
+            let first_rejection = match first.status {
+                TxStatus::Failed(Failure::Rejected(reason)) => Some(reason),
+                _ => None,
+            };
+            return Ok(EventBody::TransactionDeduplicated {
+                ledger: ledger.clone(),
+                tx_id: tx_id.clone(),
+                first_rejection,
+            });
         }
         return reject(Reason::IdConflict, format!("transaction {tx_id} exists with a different request"));
     }
@@ -511,6 +550,16 @@ fn delete_document(
 /// so they are valid by construction; what must hold is asserted in debug builds.
 pub fn apply(state: &mut State, event: &Event) {
     let tenant = get_or_insert_default(&mut state.tenants, &event.tenant);
+    // The first answer to a command id is the one remembered; repeats and conflicts find it
+    // there. Events from before fingerprints (0) cannot be told apart, so they are not kept.
+    if event.command_fingerprint != 0 && event.body.answers_first() {
+        let key = (event.stream.clone(), event.command_id.clone());
+        tenant.commands.entry(key).or_insert(CommandRecord {
+            fingerprint: event.command_fingerprint,
+            version: event.stream_version,
+            offset: CommandRecord::UNPLACED,
+        });
+    }
     match &event.stream {
         crate::StreamId::Ledger(ledger_id) => {
             let ledger = get_or_insert_default(&mut tenant.ledgers, ledger_id);
@@ -551,7 +600,7 @@ fn apply_document(doc: &mut Document, body: &EventBody) {
             doc.version = *version;
             doc.value = None;
         }
-        EventBody::CommandRejected { .. } => {}
+        EventBody::CommandRejected { .. } | EventBody::CommandDeduplicated { .. } => {}
         other => debug_assert!(false, "{} on a document stream", other.kind()),
     }
 }
@@ -625,7 +674,7 @@ fn apply_ledger(l: &mut Ledger, body: &EventBody, time_ms: i64) {
         PendingExpired { tx_id, .. } => {
             release(l, tx_id, TxStatus::Failed(Failure::Expired), time_ms);
         }
-        TransactionDeduplicated { .. } | CommandRejected { .. } => {}
+        TransactionDeduplicated { .. } | CommandDeduplicated { .. } | CommandRejected { .. } => {}
         DocumentPut { .. } | DocumentDeleted { .. } => {
             debug_assert!(false, "document event on a ledger stream")
         }

@@ -1,6 +1,8 @@
 //! The in-memory state a processor validates against: the fold of a partition's events.
 
-use crate::{AccountId, Amount, Asset, DocKey, DocType, LedgerId, Posting, Reason, StreamId, TenantId, TxId};
+use crate::{
+    AccountId, Amount, Asset, CommandId, DocKey, DocType, LedgerId, Posting, Reason, StreamId, TenantId, TxId,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
@@ -18,6 +20,27 @@ pub struct State {
 pub(crate) struct TenantState {
     pub(crate) ledgers: Map<LedgerId, Ledger>,
     pub(crate) documents: Map<(DocType, DocKey), Document>,
+    /// Every command id answered in the tenant's streams, kept forever: a repeat is answered
+    /// with the first answer at any later time (see [`CommandId`] for the scope).
+    pub(crate) commands: Map<(StreamId, CommandId), CommandRecord>,
+}
+
+/// What the log remembers of a command id in a stream: which command used it first, and where
+/// its answer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandRecord {
+    /// [`crate::command_fingerprint`] of the command that first used the id.
+    pub fingerprint: u128,
+    /// The stream version of the event that answered it.
+    pub version: u64,
+    /// That event's offset in its events partition; [`CommandRecord::UNPLACED`] until the
+    /// reader that folded it knows the offset (see [`crate::log::Replica::place`]).
+    pub offset: i64,
+}
+
+impl CommandRecord {
+    /// The offset of an answer whose place in the log is not known yet.
+    pub const UNPLACED: i64 = -1;
 }
 
 /// One ledger: its assets, accounts and every transaction id it has seen.
@@ -173,6 +196,34 @@ impl State {
     /// Every ledger of every tenant (for invariant checks and snapshots).
     pub fn ledgers(&self) -> impl Iterator<Item = (&TenantId, &LedgerId, &Ledger)> {
         self.tenants.iter().flat_map(|(t, ts)| ts.ledgers.iter().map(move |(l, ledger)| (t, l, ledger)))
+    }
+
+    /// What is known of `command_id` in `stream` of `tenant`: the first command that used it.
+    pub fn command(&self, tenant: &TenantId, stream: &StreamId, command_id: &CommandId) -> Option<&CommandRecord> {
+        self.tenants.get(tenant)?.commands.get(&(stream.clone(), command_id.clone()))
+    }
+
+    /// Records where the answer to `command_id` is in the log, if it is that id's first answer
+    /// (`version`) and its place was not known yet.
+    pub(crate) fn place_command(
+        &mut self,
+        tenant: &TenantId,
+        stream: &StreamId,
+        command_id: &CommandId,
+        version: u64,
+        offset: i64,
+    ) {
+        let Some(ts) = self.tenants.get_mut(tenant) else { return };
+        if let Some(record) = ts.commands.get_mut(&(stream.clone(), command_id.clone()))
+            && record.version == version
+        {
+            record.offset = offset;
+        }
+    }
+
+    /// Number of command ids remembered (for memory figures).
+    pub fn commands_len(&self) -> usize {
+        self.tenants.values().map(|t| t.commands.len()).sum()
     }
 
     /// Every state document of every tenant, tombstones included.

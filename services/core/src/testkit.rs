@@ -171,7 +171,8 @@ pub fn command(tenant: TenantId, body: CommandBody) -> Command {
 }
 
 /// Runs a history from an empty state; calls `check` after every event. Returns the state, the
-/// events and the final time.
+/// events and the final time. Event `i` is placed at offset `i + 1` of its partition, as in a
+/// log that starts with its owner's claim.
 pub fn run(history: &[(Command, i64)], mut check: impl FnMut(&State, &Event)) -> (State, Vec<Event>, i64) {
     let mut state = State::new();
     let mut events = Vec::with_capacity(history.len());
@@ -182,6 +183,7 @@ pub fn run(history: &[(Command, i64)], mut check: impl FnMut(&State, &Event)) ->
         command.command_id = CommandId::parse(format!("c{i}")).unwrap();
         let event = decide(&state, &command, now);
         apply(&mut state, &event);
+        state.place_command(&event.tenant, &event.stream, &event.command_id, event.stream_version, i as i64 + 1);
         check(&state, &event);
         events.push(event);
     }
@@ -277,7 +279,7 @@ pub fn transfers_log(tenant: &str, n: usize) -> Vec<crate::log::LogRecord> {
     let mut replica = Replica::new();
     let mut log = Vec::with_capacity(n + 1);
     let mut append = |replica: &mut Replica, record: LogRecord| {
-        replica.read(&record);
+        replica.read(log.len() as i64, &record);
         log.push(record);
     };
     append(&mut replica, LogRecord::Claim { epoch: 1, owner: "bench".into() });

@@ -46,7 +46,7 @@ struct Owner {
 /// Folds `log[..end]` as every reader does.
 fn restore(log: &[LogRecord], end: usize) -> (LogReader, State, Vec<Verdict>) {
     let mut replica = Replica::new();
-    let verdicts = log[..end].iter().map(|record| replica.read(record)).collect();
+    let verdicts = log[..end].iter().enumerate().map(|(at, record)| replica.read(at as i64, record)).collect();
     (replica.reader, replica.state, verdicts)
 }
 
@@ -74,7 +74,12 @@ proptest! {
         garbage in proptest::collection::btree_set(0usize..60, 0..8),
     ) {
         // The commands partition: `None` is a record no processor can decode.
-        let mut commands: Vec<Option<Command>> = history.into_iter().map(|(c, _)| Some(c)).collect();
+        // Command ids shared by neighbours: repeats and conflicts of ids are part of the log too.
+        let mut commands: Vec<Option<Command>> = history
+            .into_iter()
+            .enumerate()
+            .map(|(i, (c, _))| Some(Command { command_id: CommandId::parse(format!("c{}", i / 2)).unwrap(), ..c }))
+            .collect();
         for at in garbage.into_iter().rev() {
             commands.insert(at.min(commands.len()), None);
         }
@@ -95,8 +100,15 @@ proptest! {
                     log.push(match input {
                         Some(command) => {
                             let event = decide(&o.state, command, clock(o.name, o.next));
-                            apply(&mut o.state, &event);
-                            LogRecord::Event { epoch, command_offset, event }
+                            let record = LogRecord::Event { epoch, command_offset, event };
+                            // The owner folds its own answer at the offset it lands on.
+                            let mut own = Replica {
+                                reader: LogReader::resume(epoch, command_offset),
+                                state: std::mem::take(&mut o.state),
+                            };
+                            prop_assert_eq!(own.read(log.len() as i64, &record), Verdict::Apply);
+                            o.state = own.state;
+                            record
                         }
                         None => LogRecord::DeadLettered { epoch, command_offset, reason: "garbage".into() },
                     });
@@ -113,20 +125,22 @@ proptest! {
         // What a reader accepts, against one correct processor over the same commands.
         let mut reader = LogReader::new();
         let mut accepted = Vec::new();
-        for record in &log {
+        for (at, record) in log.iter().enumerate() {
             if reader.read(record) == Verdict::Apply {
-                accepted.push(record);
+                accepted.push((at as i64, record));
             }
         }
-        let mut single = State::new();
-        for (i, record) in accepted.iter().enumerate() {
+        // One correct processor over the accepted records, each at its place in the log.
+        let mut single = Replica::new();
+        for (i, (at, record)) in accepted.iter().enumerate() {
             match (record, &commands[i]) {
                 (LogRecord::Event { command_offset, event, .. }, Some(command)) => {
                     prop_assert_eq!(*command_offset, i as i64, "command offsets answered once each, in order");
                     // The event a correct processor decides on exactly the accepted prefix, at its time.
-                    let expected = decide(&single, command, event.time_ms);
+                    let expected = decide(&single.state, command, event.time_ms);
                     prop_assert_eq!(event, &expected, "an event decided on a state readers never saw");
-                    apply(&mut single, &expected);
+                    single.read_unplaced(&LogRecord::Event { epoch: 0, command_offset: i as i64, event: expected });
+                    single.place(record, *at);
                 }
                 (LogRecord::DeadLettered { command_offset, .. }, None) => {
                     prop_assert_eq!(*command_offset, i as i64, "command offsets answered once each, in order");
@@ -151,12 +165,14 @@ fn zombie_writes_and_repeated_epochs_are_ignored() {
             stream: StreamId::Ledger(LedgerId::parse_ledger("main").unwrap()),
             stream_version: command_offset as u64 + 1,
             command_id: CommandId::parse("c").unwrap(),
+            command_fingerprint: 1,
             actor: Actor::parse("a").unwrap(),
             time_ms: 0,
             body: EventBody::CommandRejected {
                 command: "x".into(),
                 reason: Reason::NoPostings,
                 detail: String::new(),
+                conflicts_with: None,
             },
         },
     };

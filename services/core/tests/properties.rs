@@ -29,11 +29,45 @@ proptest! {
     #[test]
     fn replay_rebuilds_identical_state(history in history()) {
         let (state, events, _) = run(&history, |_, _| {});
-        let mut replayed = State::new();
-        for e in &events {
-            apply(&mut replayed, e);
+        let mut replayed = log::Replica::new();
+        for (i, event) in events.into_iter().enumerate() {
+            // As `run` places them: event i at offset i + 1, after the owner's claim.
+            let record = log::LogRecord::Event { epoch: 0, command_offset: i as i64, event };
+            prop_assert_eq!(replayed.read(i as i64 + 1, &record), log::Verdict::Apply);
         }
-        prop_assert_eq!(replayed, state);
+        prop_assert_eq!(replayed.state, state);
+    }
+
+    /// A command id names one command in its stream: the same command sent again under it has
+    /// no effect and is answered by a pointer to the first answer; another command under it is
+    /// a conflict with no effect (only the stream's version counts the rejection).
+    #[test]
+    fn a_command_id_has_one_effect_and_one_first_answer(history in history(), pick in any::<prop::sample::Index>(), later in 0i64..100_000) {
+        let (state, events, now) = run(&history, |_, _| {});
+        let i = pick.index(events.len());
+        let first = &events[i];
+        let mut repeat = history[i].0.clone();
+        repeat.command_id = first.command_id.clone();
+        let again = decide(&state, &repeat, now + later);
+        prop_assert_eq!(&again.body, &EventBody::CommandDeduplicated { first_version: first.stream_version, first_offset: i as i64 + 1 });
+        // Another command of the same stream (another stream would be another command).
+        let other = match repeat.body.stream() {
+            StreamId::Ledger(ledger) => CommandBody::CloseAccount { ledger, account: AccountId::parse("nobody").unwrap() },
+            StreamId::Document(doc_type, key) => CommandBody::DeleteDocument { doc_type, key, expected_version: Some(999) },
+        };
+        let conflicting = Command { body: other, ..repeat.clone() };
+        let refused = decide(&state, &conflicting, now + later);
+        prop_assert!(matches!(refused.body, EventBody::CommandRejected { reason: Reason::CommandIdConflict, conflicts_with: Some(v), .. } if v == first.stream_version), "{:?}", refused.body);
+        for event in [again, refused] {
+            let mut after = state.clone();
+            apply(&mut after, &event);
+            prop_assert_eq!(after.stream_version(&event.tenant, &event.stream), state.stream_version(&event.tenant, &event.stream) + 1);
+            // Nothing but the stream's version moved: as a plain rejection (remembering no id).
+            let mut before = state.clone();
+            let body = EventBody::CommandRejected { command: "x".into(), reason: Reason::NoPostings, detail: String::new(), conflicts_with: None };
+            apply(&mut before, &Event { body, command_fingerprint: 0, ..event.clone() });
+            prop_assert_eq!(after, before);
+        }
     }
 
     /// The same transaction id twice has one effect: the same body returns the first outcome and
@@ -116,7 +150,7 @@ proptest! {
         for (tenant, ledger, tx_id) in state.expired_pending(later) {
             let command = Command {
                 tenant,
-                command_id: CommandId::parse("sweep").unwrap(),
+                command_id: CommandId::parse(format!("sweep-{tx_id}")).unwrap(),
                 actor: Actor::parse("timer").unwrap(),
                 body: CommandBody::ExpirePending { ledger, tx_id },
             };

@@ -2,6 +2,14 @@
 //! door) and for polling. A watcher folds every events partition through a [`LogReader`], so it
 //! reports only answers that count: never a zombie's, never a second answer.
 //!
+//! A command's identity is its tenant, stream and command id ([`CommandId`]). The first answer
+//! to an id is the one every repeat of the same command gets, byte for byte: a repeat is
+//! answered in the log by a [`EventBody::CommandDeduplicated`] that names where the first
+//! answer is, and the watcher serves that first answer (from memory, or read back from the log
+//! when it is no longer kept). A conflicting command (same id, another fingerprint) gets its own
+//! answer, which never replaces the id's first one. Waiting callers are matched by fingerprint,
+//! so a caller is only ever given the answer to the command it sent.
+//!
 //! The watcher starts each partition after its newest snapshot when there is one (a snapshot
 //! holds the reader's position: the current epoch and the next command offset), else at its
 //! start: a reader cannot know which epoch is current at an arbitrary offset. Recent outcomes
@@ -12,12 +20,13 @@ use crate::processor::ProcessorError;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tally_codec::Codec;
 use tally_core::log::{LogReader, LogRecord, Verdict};
-use tally_core::{CommandId, Event, EventBody, TenantId};
+use tally_core::{Answer, CommandId, Event, EventBody, Reason, StreamId, TenantId};
 use tally_kafka::config::KafkaOptions;
 use tally_store::snapshot::{self, SnapshotStore};
 use tokio::sync::oneshot;
@@ -29,7 +38,8 @@ use tokio_util::sync::CancellationToken;
 pub enum Status {
     /// The change was made.
     Accepted,
-    /// A transaction id seen before with the same request: the first outcome stands.
+    /// A transaction id seen before with the same request, which was accepted: the first
+    /// outcome stands.
     Deduplicated,
     /// Refused, with a reason; recorded in the log, nothing changed.
     Rejected,
@@ -41,45 +51,73 @@ pub struct Outcome {
     pub command_id: String,
     pub status: Status,
     /// Stable reason code when rejected (`INSUFFICIENT_FUNDS`, ...).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "reason_code")]
+    #[schema(value_type = Option<String>)]
+    pub reason: Option<Reason>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
     /// Where the event is in the log, as a token only this tenant can use: pass it to queries
     /// (`Tally-Position`) to read your own write.
     pub position: String,
-    /// The event, as the events topic carries it.
+    /// The event, as the events topic carries it. Amounts are JSON integers of up to 39 digits
+    /// (i128 minor units), written exactly: read them with a parser that keeps big integers.
     #[schema(value_type = Object)]
-    pub event: serde_json::Value,
+    pub event: Box<RawValue>,
+    /// The fingerprint of the command this answers: who waits for it.
+    #[serde(skip)]
+    fingerprint: u128,
+}
+
+fn reason_code<S: serde::Serializer>(reason: &Option<Reason>, s: S) -> Result<S::Ok, S::Error> {
+    match reason {
+        Some(reason) => s.serialize_str(reason.code()),
+        None => s.serialize_none(),
+    }
 }
 
 impl Outcome {
-    fn of(event: &Event, partition: i32, offset: i64) -> Outcome {
-        let (status, reason, detail) = match &event.body {
-            EventBody::TransactionFailed { reason, detail, .. }
-            | EventBody::CommandRejected { reason, detail, .. } => {
-                (Status::Rejected, Some(reason.code().to_owned()), Some(detail.clone()))
+    /// The outcome an event at `offset` of events partition `partition` gives its command. For
+    /// a repeat that is the repeat's own event; callers serve the first answer instead.
+    pub fn of(event: &Event, partition: i32, offset: i64) -> Result<Outcome, serde_json::Error> {
+        let (status, reason, detail) = match (event.body.answer(), &event.body) {
+            (
+                Answer::Rejected(reason),
+                EventBody::TransactionFailed { detail, .. } | EventBody::CommandRejected { detail, .. },
+            ) => (Status::Rejected, Some(reason), Some(detail.clone())),
+            (Answer::Rejected(reason), EventBody::TransactionDeduplicated { tx_id, .. }) => {
+                let detail = format!("transaction {tx_id} was refused before with the same request");
+                (Status::Rejected, Some(reason), Some(detail))
             }
-            EventBody::TransactionDeduplicated { .. } => (Status::Deduplicated, None, None),
-            _ => (Status::Accepted, None, None),
+            (Answer::Rejected(reason), _) => (Status::Rejected, Some(reason), None),
+            (Answer::Deduplicated, _) => (Status::Deduplicated, None, None),
+            (Answer::Accepted | Answer::Repeated { .. }, _) => (Status::Accepted, None, None),
         };
-        Outcome {
+        Ok(Outcome {
             command_id: event.command_id.to_string(),
             status,
             reason,
             detail,
             position: tally_http::position::Position { partition, offset }.token(&event.tenant),
-            event: serde_json::to_value(event).unwrap_or(serde_json::Value::Null),
-        }
+            event: serde_json::value::to_raw_value(event)?,
+            fingerprint: event.command_fingerprint,
+        })
+    }
+
+    /// Whether this answers a command with `fingerprint`.
+    pub fn answers(&self, fingerprint: u128) -> bool {
+        self.fingerprint == fingerprint
     }
 }
 
 type Key = (TenantId, CommandId);
 
-enum Entry {
-    /// Callers waiting for the answer (the command was produced, or is about to be).
-    Waiting(Vec<oneshot::Sender<Arc<Outcome>>>),
-    Done(Arc<Outcome>),
+/// One command id in one stream: its first answer once known here, and callers waiting.
+struct Slot {
+    stream: StreamId,
+    first: Option<Arc<Outcome>>,
+    /// Callers waiting for the answer to the command with this fingerprint (the command was
+    /// produced, or is about to be).
+    waiting: Vec<(u128, oneshot::Sender<Arc<Outcome>>)>,
 }
 
 /// Outcomes seen recently, and callers waiting for theirs.
@@ -89,17 +127,53 @@ pub struct Outcomes {
 }
 
 struct Inner {
-    entries: HashMap<Key, Entry>,
-    /// Answered keys, oldest first: evicted beyond `capacity`.
-    order: VecDeque<Key>,
+    /// By tenant and command id; one slot per stream that used the id (almost always one).
+    entries: HashMap<Key, Vec<Slot>>,
+    /// Answered slots, oldest first: their answers are forgotten beyond `capacity`.
+    order: VecDeque<(Key, StreamId)>,
     /// Whether the watcher has read every partition to where it was at start.
     caught_up: bool,
+}
+
+impl Inner {
+    fn slot(&mut self, key: &Key, stream: &StreamId) -> &mut Slot {
+        let slots = self.entries.entry(key.clone()).or_default();
+        match slots.iter().position(|s| &s.stream == stream) {
+            Some(i) => &mut slots[i],
+            None => {
+                slots.push(Slot { stream: stream.clone(), first: None, waiting: Vec::new() });
+                slots.last_mut().expect("pushed")
+            }
+        }
+    }
+
+    fn forget_oldest(&mut self) {
+        let Some((key, stream)) = self.order.pop_front() else { return };
+        let Some(slots) = self.entries.get_mut(&key) else { return };
+        if let Some(slot) = slots.iter_mut().find(|s| s.stream == stream) {
+            slot.first = None;
+        }
+        slots.retain(|s| s.first.is_some() || !s.waiting.is_empty());
+        if slots.is_empty() {
+            self.entries.remove(&key);
+        }
+    }
 }
 
 /// What a caller learns when it asks for an outcome.
 pub enum Lookup {
     Done(Arc<Outcome>),
     Pending(oneshot::Receiver<Arc<Outcome>>),
+}
+
+/// The state of a command id on this instance.
+pub enum Peek {
+    Done(Arc<Outcome>),
+    /// Awaited in this stream.
+    Pending(StreamId),
+    Unknown,
+    /// The id was used in several streams of the tenant (each is its own command): which one?
+    Ambiguous(Vec<StreamId>),
 }
 
 impl Outcomes {
@@ -110,29 +184,38 @@ impl Outcomes {
         })
     }
 
-    /// The outcome if known; otherwise a receiver for it (registered before the command is
-    /// produced, so the answer cannot slip by).
-    pub fn wait(&self, tenant: &TenantId, command_id: &CommandId) -> Lookup {
+    /// The first answer to `command_id` in `stream`, if it is known here and answers the command
+    /// with `fingerprint`; otherwise a receiver for the answer to that command (registered
+    /// before the command is produced, so the answer cannot slip by). A known answer to another
+    /// command under the same id is never returned: that command gets its own (conflict) answer.
+    pub fn wait(&self, tenant: &TenantId, stream: &StreamId, command_id: &CommandId, fingerprint: u128) -> Lookup {
         let mut inner = self.inner.lock().expect("not poisoned");
-        let key = (tenant.clone(), command_id.clone());
-        match inner.entries.entry(key).or_insert_with(|| Entry::Waiting(Vec::new())) {
-            Entry::Done(outcome) => Lookup::Done(outcome.clone()),
-            Entry::Waiting(waiters) => {
+        let slot = inner.slot(&(tenant.clone(), command_id.clone()), stream);
+        match &slot.first {
+            Some(first) if first.answers(fingerprint) => Lookup::Done(first.clone()),
+            _ => {
                 let (tx, rx) = oneshot::channel();
-                waiters.retain(|w| !w.is_closed());
-                waiters.push(tx);
+                slot.waiting.retain(|(_, w)| !w.is_closed());
+                slot.waiting.push((fingerprint, tx));
                 Lookup::Pending(rx)
             }
         }
     }
 
-    /// The state of a command id on this instance: answered, being waited for, or unknown.
-    pub fn peek(&self, tenant: &TenantId, command_id: &CommandId) -> Peek {
+    /// The state of a command id on this instance: answered, being waited for, or unknown;
+    /// `stream` picks one when the id was used in several.
+    pub fn peek(&self, tenant: &TenantId, command_id: &CommandId, stream: Option<&StreamId>) -> Peek {
         let inner = self.inner.lock().expect("not poisoned");
-        match inner.entries.get(&(tenant.clone(), command_id.clone())) {
-            Some(Entry::Done(outcome)) => Peek::Done(outcome.clone()),
-            Some(Entry::Waiting(_)) => Peek::Pending,
-            None => Peek::Unknown,
+        let Some(slots) = inner.entries.get(&(tenant.clone(), command_id.clone())) else { return Peek::Unknown };
+        let chosen: Vec<&Slot> = slots.iter().filter(|s| stream.is_none_or(|wanted| &s.stream == wanted)).collect();
+        match chosen.as_slice() {
+            [] => Peek::Unknown,
+            [slot] => match &slot.first {
+                Some(first) => Peek::Done(first.clone()),
+                None if slot.waiting.is_empty() => Peek::Unknown,
+                None => Peek::Pending(slot.stream.clone()),
+            },
+            many => Peek::Ambiguous(many.iter().map(|s| s.stream.clone()).collect()),
         }
     }
 
@@ -141,22 +224,34 @@ impl Outcomes {
         self.inner.lock().expect("not poisoned").caught_up
     }
 
-    fn publish(&self, event: &Event, partition: i32, offset: i64) {
-        let outcome = Arc::new(Outcome::of(event, partition, offset));
-        let key = (event.tenant.clone(), event.command_id.clone());
+    /// The first answer to the command of `event`, if kept here.
+    fn first(&self, event: &Event) -> Option<Arc<Outcome>> {
+        let inner = self.inner.lock().expect("not poisoned");
+        let slots = inner.entries.get(&(event.tenant.clone(), event.command_id.clone()))?;
+        slots.iter().find(|s| s.stream == event.stream)?.first.clone()
+    }
+
+    /// Hands `outcome` to the callers waiting for the answer to its command; keeps it as the
+    /// id's answer if `first` and none is kept yet.
+    fn publish(&self, tenant: &TenantId, stream: &StreamId, outcome: Arc<Outcome>, first: bool) {
+        let key = (tenant.clone(), CommandId::parse(outcome.command_id.clone()).expect("from a valid event"));
         let mut inner = self.inner.lock().expect("not poisoned");
-        if let Some(Entry::Waiting(waiters)) = inner.entries.insert(key.clone(), Entry::Done(outcome.clone()))
-        {
-            for waiter in waiters {
-                let _ = waiter.send(outcome.clone());
-            }
+        let slot = inner.slot(&key, stream);
+        let mut kept = false;
+        if first && slot.first.is_none() {
+            slot.first = Some(outcome.clone());
+            kept = true;
         }
-        inner.order.push_back(key);
-        while inner.order.len() > self.capacity {
-            if let Some(old) = inner.order.pop_front()
-                && matches!(inner.entries.get(&old), Some(Entry::Done(_)))
-            {
-                inner.entries.remove(&old);
+        let (answered, still): (Vec<_>, Vec<_>) =
+            slot.waiting.drain(..).partition(|(fingerprint, _)| outcome.answers(*fingerprint));
+        slot.waiting = still;
+        for (_, waiter) in answered {
+            let _ = waiter.send(outcome.clone());
+        }
+        if kept {
+            inner.order.push_back((key, stream.clone()));
+            while inner.order.len() > self.capacity {
+                inner.forget_oldest();
             }
         }
     }
@@ -164,13 +259,6 @@ impl Outcomes {
     fn set_caught_up(&self) {
         self.inner.lock().expect("not poisoned").caught_up = true;
     }
-}
-
-/// The state of a command id on this instance.
-pub enum Peek {
-    Done(Arc<Outcome>),
-    Pending,
-    Unknown,
 }
 
 /// Follows every partition of the events topic and publishes each answer that counts. Runs on
@@ -223,6 +311,7 @@ fn follow(
         start_ends.push(consumer.fetch_watermarks(topic, p as i32, Duration::from_secs(15))?.1);
     }
     consumer.assign(&assignment)?;
+    let mut fetcher = Fetcher { kafka, topic, codec: &codec, consumer: None };
     let (mut positions, mut readers): (Vec<i64>, Vec<LogReader>) = starts.into_iter().unzip();
     let mut caught_up = false;
     while !stop.is_cancelled() {
@@ -237,8 +326,79 @@ fn follow(
         positions[partition as usize] = offset + 1;
         let Ok(record) = codec.decode_log_record(message.payload().unwrap_or_default()) else { continue };
         if let (Verdict::Apply, LogRecord::Event { event, .. }) = (reader.read(&record), &record) {
-            outcomes.publish(event, partition, offset);
+            answer(outcomes, &mut fetcher, event, partition, offset);
         }
     }
     Ok(())
+}
+
+/// Publishes the answer `event` (at `offset` of `partition`) gives its command: for a repeat,
+/// the first answer (kept as the id's answer if it was forgotten); for a conflict, its own
+/// answer, handed to its callers only.
+fn answer(outcomes: &Outcomes, fetcher: &mut Fetcher, event: &Event, partition: i32, offset: i64) {
+    let outcome = match event.body.answer() {
+        Answer::Repeated { first_offset, .. } => match outcomes.first(event) {
+            Some(first) => Ok(first),
+            None => fetcher.first_answer(event, partition, first_offset).map(Arc::new),
+        },
+        _ => Outcome::of(event, partition, offset).map(Arc::new).map_err(|e| e.to_string()),
+    };
+    let conflict = matches!(event.body, EventBody::CommandRejected { conflicts_with: Some(_), .. });
+    match outcome {
+        Ok(outcome) => outcomes.publish(&event.tenant, &event.stream, outcome, !conflict),
+        // Waiting callers get 202 and poll; nothing untrue is ever handed out.
+        Err(e) => tracing::error!(event_id = %event.event_id(), partition, offset, "answering a command: {e}"),
+    }
+}
+
+/// Reads single records back from the events topic: the first answer to a repeated command
+/// that is no longer kept in memory (after a restart, or beyond `--outcomes-kept`).
+struct Fetcher<'a> {
+    kafka: &'a KafkaOptions,
+    topic: &'a str,
+    codec: &'a Codec,
+    consumer: Option<BaseConsumer>,
+}
+
+/// How long reading back one first answer may take before the caller is answered 202.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Fetcher<'_> {
+    /// The first answer to the command `repeat` repeats, read at `offset` of `partition`, checked
+    /// to be that command's.
+    fn first_answer(&mut self, repeat: &Event, partition: i32, offset: i64) -> Result<Outcome, String> {
+        let first = self.event_at(partition, offset)?;
+        let same_command = first.tenant == repeat.tenant
+            && first.stream == repeat.stream
+            && first.command_id == repeat.command_id
+            && first.command_fingerprint == repeat.command_fingerprint;
+        if !same_command {
+            return Err(format!("the record at {partition}/{offset} is not the first answer to {}", repeat.command_id));
+        }
+        Outcome::of(&first, partition, offset).map_err(|e| e.to_string())
+    }
+
+    fn event_at(&mut self, partition: i32, offset: i64) -> Result<Event, String> {
+        if self.consumer.is_none() {
+            self.consumer = Some(self.kafka.reader("outcomes-fetch").create().map_err(|e| e.to_string())?);
+        }
+        let consumer = self.consumer.as_ref().expect("created above");
+        let mut at = TopicPartitionList::new();
+        at.add_partition_offset(self.topic, partition, Offset::Offset(offset)).map_err(|e| e.to_string())?;
+        consumer.assign(&at).map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        while started.elapsed() < FETCH_TIMEOUT {
+            let Some(message) = consumer.poll(Duration::from_millis(100)) else { continue };
+            let message = message.map_err(|e| e.to_string())?;
+            if message.partition() != partition || message.offset() != offset {
+                continue;
+            }
+            return match self.codec.decode_log_record(message.payload().unwrap_or_default()) {
+                Ok(LogRecord::Event { event, .. }) => Ok(event),
+                Ok(_) => Err(format!("the record at {partition}/{offset} is not an event")),
+                Err(e) => Err(format!("the record at {partition}/{offset}: {e}")),
+            };
+        }
+        Err(format!("the record at {partition}/{offset} was not read within {FETCH_TIMEOUT:?}"))
+    }
 }

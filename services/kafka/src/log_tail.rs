@@ -68,7 +68,7 @@ impl LogTail {
     ) -> Result<Option<(i64, Verdict)>, KafkaError> {
         let mut last = None;
         self.for_each_until(codec, end, |offset, record| {
-            let verdict = replica.read(&record);
+            let verdict = replica.read(offset, &record);
             last = Some((offset, verdict));
             verdict
         })?;

@@ -1,6 +1,7 @@
 //! Routes, request bodies and the OpenAPI document (generated from these definitions).
 
 use super::{Answer, Caller, Front, Problem, pending, respond, status_of};
+use axum::extract::Query;
 use crate::outcomes::{Outcome, Peek};
 use axum::Router;
 use axum::body::Bytes;
@@ -245,27 +246,12 @@ async fn run(
     front: &Front,
     caller: &Caller,
     headers: &HeaderMap,
-    id: Option<&str>,
     built: Result<CommandBody, Problem>,
     created: bool,
 ) -> Response {
-    let submitted = async { front.submit(super::command(caller, headers, id, built?)?).await };
+    let submitted = async { front.submit(super::command(caller, headers, built?)?).await };
     match submitted.await {
         Ok(answer) => respond(answer, created),
-        Err(problem) => problem.into_response(),
-    }
-}
-
-/// [`run`] for a command whose body carries its own id (the default command id).
-async fn run_identified(
-    front: &Front,
-    caller: &Caller,
-    headers: &HeaderMap,
-    built: Result<(String, CommandBody), Problem>,
-    created: bool,
-) -> Response {
-    match built {
-        Ok((id, body)) => run(front, caller, headers, Some(&id), Ok(body), created).await,
         Err(problem) => problem.into_response(),
     }
 }
@@ -289,7 +275,7 @@ async fn define_asset(
             asset: field("asset", Asset::parse(&b.asset))?,
         })
     })();
-    run(&front, &caller, &headers, None, command, true).await
+    run(&front, &caller, &headers, command, true).await
 }
 
 /// Open an account with limits and metadata.
@@ -311,7 +297,7 @@ async fn open_account(
             metadata: b.metadata,
         })
     })();
-    run(&front, &caller, &headers, None, command, true).await
+    run(&front, &caller, &headers, command, true).await
 }
 
 /// Replace an account's limits and metadata.
@@ -333,7 +319,7 @@ async fn update_account(
             metadata: b.metadata,
         })
     })();
-    run(&front, &caller, &headers, None, command, false).await
+    run(&front, &caller, &headers, command, false).await
 }
 
 /// Close an account whose balances and holds are zero.
@@ -351,7 +337,7 @@ async fn close_account(
             account: field("account", AccountId::parse(account))?,
         })
     })();
-    run(&front, &caller, &headers, None, command, false).await
+    run(&front, &caller, &headers, command, false).await
 }
 
 /// Post a transaction (or hold it as pending with `pending_timeout_ms`).
@@ -365,8 +351,8 @@ async fn post_transaction(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let command = (|| transfer(&ledger_id(&ledger)?, json(&body)?))();
-    run_identified(&front, &caller, &headers, command, true).await
+    let command = (|| Ok::<_, Problem>(transfer(&ledger_id(&ledger)?, json(&body)?)?.1))();
+    run(&front, &caller, &headers, command, true).await
 }
 
 /// Post many transactions; each is its own command, answered in `results` in request order.
@@ -391,7 +377,7 @@ async fn post_batch(
             .into_iter()
             .map(|t| {
                 let (tx_id, c) = transfer(&ledger, t)?;
-                Ok((tx_id.clone(), super::command(&caller, &HeaderMap::new(), Some(&tx_id), c)?))
+                Ok((tx_id, super::command(&caller, &HeaderMap::new(), c)?))
             })
             .collect::<Result<Vec<_>, Problem>>()
     })();
@@ -424,8 +410,8 @@ async fn post_batch(
                 outcome: Some(outcome.as_ref().clone()),
                 poll: None,
             },
-            Ok(Answer::Pending(id)) => {
-                BatchItem { tx_id, status: 202, outcome: None, poll: Some(format!("/v1/commands/{id}")) }
+            Ok(Answer::Pending(id, stream)) => {
+                BatchItem { tx_id, status: 202, outcome: None, poll: Some(super::poll_url(&id, &stream)) }
             }
             Err(problem) => BatchItem { tx_id, status: problem.status, outcome: None, poll: None },
         });
@@ -451,7 +437,7 @@ async fn commit_pending(
             amounts: b.amounts,
         })
     })();
-    run(&front, &caller, &headers, None, command, false).await
+    run(&front, &caller, &headers, command, false).await
 }
 
 /// Void a pending transaction: release its holds.
@@ -469,7 +455,7 @@ async fn void_pending(
             tx_id: field("tx_id", TxId::parse(tx_id))?,
         })
     })();
-    run(&front, &caller, &headers, None, command, false).await
+    run(&front, &caller, &headers, command, false).await
 }
 
 /// Post the compensating transaction of a posted one, under a new id.
@@ -486,10 +472,10 @@ async fn reverse(
         let b: ReverseBody = json(&body)?;
         let request =
             TxRequest::Reversal { original: field("original", TxId::parse(original))?, metadata: b.metadata };
-        let tx_id = field("tx_id", TxId::parse(b.tx_id.clone()))?;
-        Ok::<_, Problem>((b.tx_id, CommandBody::Transact { ledger: ledger_id(&ledger)?, tx_id, request }))
+        let tx_id = field("tx_id", TxId::parse(b.tx_id))?;
+        Ok::<_, Problem>(CommandBody::Transact { ledger: ledger_id(&ledger)?, tx_id, request })
     })();
-    run_identified(&front, &caller, &headers, command, true).await
+    run(&front, &caller, &headers, command, true).await
 }
 
 /// Put a state document (a JSON object). `If-Match: "<version>"` or `If-None-Match: *`
@@ -514,7 +500,7 @@ async fn put_document(
             expected_version: expected_version(&headers)?,
         })
     })();
-    run(&front, &caller, &headers, None, command, false).await
+    run(&front, &caller, &headers, command, false).await
 }
 
 /// Delete a state document (`If-Match` makes it conditional).
@@ -533,26 +519,53 @@ async fn delete_document(
             expected_version: expected_version(&headers)?,
         })
     })();
-    run(&front, &caller, &headers, None, command, false).await
+    run(&front, &caller, &headers, command, false).await
+}
+
+/// Which of the streams that used a command id is meant (`GET /v1/commands/{id}`).
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct OutcomeQuery {
+    /// The command's stream: its ledger, or `state/TYPE/KEY` for a document. A command id names
+    /// one command per stream; needed only when the id was used in several (else 409).
+    stream: Option<String>,
 }
 
 /// The outcome of a command: 200 with it, 202 while it is awaited, 404 if this instance does
-/// not know it (outcomes are kept in memory, bounded; older ones are the query service's), 503
-/// while the instance is still reading the answers already in the log after a start.
-#[utoipa::path(get, path = "/v1/commands/{command_id}", params(("command_id" = String, Path, description = "command id (the Idempotency-Key it was sent with)"), CommandHeaders),
+/// not know it (outcomes are kept in memory, bounded; older ones are the query service's), 409
+/// when the id was used in several streams and `stream` does not say which, 503 while the
+/// instance is still reading the answers already in the log after a start.
+#[utoipa::path(get, path = "/v1/commands/{command_id}", params(("command_id" = String, Path, description = "command id (the Idempotency-Key it was sent with, or the default id the write answered with)"), OutcomeQuery, CommandHeaders),
     responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 async fn command_outcome(
     State(front): State<Front>,
     caller: Caller,
     Path(command_id): Path<String>,
+    query: Result<Query<OutcomeQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let command_id = match CommandId::parse(command_id) {
-        Ok(id) => id,
-        Err(e) => return Problem::bad_request(format!("command_id: {e}")).into_response(),
+    let parsed = (|| {
+        let Query(query) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
+        let command_id = field("command_id", CommandId::parse(command_id))?;
+        let stream = query.stream.map(|s| field("stream", StreamId::parse(&s))).transpose()?;
+        Ok::<_, Problem>((command_id, stream))
+    })();
+    let (command_id, stream) = match parsed {
+        Ok(parsed) => parsed,
+        Err(problem) => return problem.into_response(),
     };
-    match front.peek(caller.tenant(), &command_id) {
+    match front.peek(caller.tenant(), &command_id, stream.as_ref()) {
         Peek::Done(outcome) => respond(Answer::Done(outcome), false),
-        Peek::Pending => pending(&command_id),
+        Peek::Pending(stream) => pending(&command_id, &stream),
+        Peek::Ambiguous(streams) => {
+            let streams: Vec<String> = streams.iter().map(ToString::to_string).collect();
+            Problem::new(
+                StatusCode::CONFLICT,
+                "ambiguous command id",
+                format!("{command_id} names a command in each of these streams; pass stream=: {}", streams.join(", ")),
+            )
+            .into_response()
+        }
         Peek::Unknown if !front.caught_up() => Problem::catching_up().into_response(),
         Peek::Unknown => Problem::new(
             StatusCode::NOT_FOUND,

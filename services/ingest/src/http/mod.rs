@@ -23,7 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tally_auth::producers::{FRONT_DOOR, PRODUCER_HEADER};
 use tally_codec::Codec;
-use tally_core::{Command, CommandBody, CommandId, TenantId};
+use tally_core::{
+    Command, CommandBody, CommandId, DEFAULT_TX_COMMAND_PREFIX, StreamId, TenantId, command_fingerprint,
+};
 use utoipa::OpenApi;
 
 pub use api::ApiDoc;
@@ -64,8 +66,8 @@ struct Inner {
 /// How a submitted command ended, as far as this request knows.
 pub enum Answer {
     Done(Arc<Outcome>),
-    /// Not answered within the wait: poll `/v1/commands/{id}`.
-    Pending(CommandId),
+    /// Not answered within the wait: poll `/v1/commands/{id}?stream=...`.
+    Pending(CommandId, StreamId),
 }
 
 impl Front {
@@ -95,12 +97,17 @@ impl Front {
         self.submit_until(command, tokio::time::Instant::now() + self.inner.config.wait).await
     }
 
+    /// [`Front::submit`], waiting until `deadline`. An answer known here is given only if it
+    /// answers this very command (same fingerprint); a command that reuses an id for something
+    /// else is produced, and the processor's conflict answer is what it gets.
     async fn submit_until(
         &self,
         command: Command,
         deadline: tokio::time::Instant,
     ) -> Result<Answer, Problem> {
-        let receiver = match self.inner.outcomes.wait(&command.tenant, &command.command_id) {
+        let stream = command.body.stream();
+        let fingerprint = command_fingerprint(&command.body);
+        let receiver = match self.inner.outcomes.wait(&command.tenant, &stream, &command.command_id, fingerprint) {
             Lookup::Done(outcome) => return Ok(Answer::Done(outcome)),
             Lookup::Pending(receiver) => receiver,
         };
@@ -116,12 +123,12 @@ impl Front {
         }
         match tokio::time::timeout_at(deadline, receiver).await {
             Ok(Ok(outcome)) => Ok(Answer::Done(outcome)),
-            _ => Ok(Answer::Pending(command.command_id)),
+            _ => Ok(Answer::Pending(command.command_id, stream)),
         }
     }
 
-    fn peek(&self, tenant: &TenantId, command_id: &CommandId) -> Peek {
-        self.inner.outcomes.peek(tenant, command_id)
+    fn peek(&self, tenant: &TenantId, command_id: &CommandId, stream: Option<&StreamId>) -> Peek {
+        self.inner.outcomes.peek(tenant, command_id, stream)
     }
 
     /// Whether every answer already in the log when this instance started is known here.
@@ -140,35 +147,36 @@ impl Front {
 
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
-/// The command `caller` asks for with `body`, with the id from the Idempotency-Key header,
-/// else `default_id` (the body's own id), else a fresh one.
-pub fn command(
-    caller: &Caller,
-    headers: &HeaderMap,
-    default_id: Option<&str>,
-    body: CommandBody,
-) -> Result<Command, Problem> {
-    let id = match header_text(headers, IDEMPOTENCY_HEADER)? {
-        Some(key) => key.to_owned(),
-        None => default_id.map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned),
+/// The command `caller` asks for with `body`. Its id is the `Idempotency-Key` header, else the
+/// body's default id ([`CommandId::default_for`]: `tx:<tx_id>` for a transaction), else a
+/// fresh unique one. A key in the shape of a default id is refused, so that a key a client chose
+/// for one command can never be taken for another command's default id.
+pub fn command(caller: &Caller, headers: &HeaderMap, body: CommandBody) -> Result<Command, Problem> {
+    let command_id = match header_text(headers, IDEMPOTENCY_HEADER)? {
+        Some(key) => {
+            let id = CommandId::parse(key).map_err(|e| Problem::bad_request(format!("{IDEMPOTENCY_HEADER}: {e}")))?;
+            if id.is_reserved() {
+                return Err(Problem::bad_request(format!(
+                    "{IDEMPOTENCY_HEADER}: keys starting with {DEFAULT_TX_COMMAND_PREFIX:?} are reserved for default ids"
+                )));
+            }
+            id
+        }
+        None => match CommandId::default_for(&body) {
+            Some(id) => id,
+            None => CommandId::parse(uuid::Uuid::now_v7().to_string()).expect("a uuid is a valid id"),
+        },
     };
-    let command_id =
-        CommandId::parse(id).map_err(|e| Problem::bad_request(format!("{IDEMPOTENCY_HEADER}: {e}")))?;
     Ok(Command { tenant: caller.tenant().clone(), command_id, actor: caller.actor().clone(), body })
 }
 
-/// Reason codes that mean "conflicts with what exists" (409) rather than "not allowed" (422).
-const CONFLICTS: [&str; 4] = ["ID_CONFLICT", "ACCOUNT_EXISTS", "ASSET_CONFLICT", "VERSION_MISMATCH"];
-
 /// The HTTP status an outcome is answered with (`created` for requests that make something).
 pub fn status_of(outcome: &Outcome, created: bool) -> StatusCode {
-    match outcome.status {
-        Status::Accepted if created => StatusCode::CREATED,
-        Status::Accepted | Status::Deduplicated => StatusCode::OK,
-        Status::Rejected if outcome.reason.as_deref().is_some_and(|r| CONFLICTS.contains(&r)) => {
-            StatusCode::CONFLICT
-        }
-        Status::Rejected => StatusCode::UNPROCESSABLE_ENTITY,
+    match (outcome.status, outcome.reason) {
+        (Status::Accepted, _) if created => StatusCode::CREATED,
+        (Status::Accepted | Status::Deduplicated, _) => StatusCode::OK,
+        (Status::Rejected, Some(reason)) if reason.is_conflict() => StatusCode::CONFLICT,
+        (Status::Rejected, _) => StatusCode::UNPROCESSABLE_ENTITY,
     }
 }
 
@@ -182,7 +190,7 @@ pub fn respond(answer: Answer, created: bool) -> Response {
             let mut response = if outcome.status == Status::Rejected {
                 let mut problem =
                     Problem::new(status, "command rejected", outcome.detail.clone().unwrap_or_default());
-                problem.reason = outcome.reason.clone();
+                problem.reason = outcome.reason.map(|r| r.code().to_owned());
                 problem.command_id = Some(outcome.command_id.clone());
                 problem.position = Some(outcome.position.clone());
                 problem.into_response()
@@ -194,12 +202,17 @@ pub fn respond(answer: Answer, created: bool) -> Response {
             }
             response
         }
-        Answer::Pending(command_id) => pending(&command_id),
+        Answer::Pending(command_id, stream) => pending(&command_id, &stream),
     }
 }
 
-fn pending(command_id: &CommandId) -> Response {
-    let poll = format!("/v1/commands/{command_id}");
+/// Where to poll for the answer to `command_id` in `stream`.
+fn poll_url(command_id: &CommandId, stream: &StreamId) -> String {
+    format!("/v1/commands/{command_id}?stream={stream}")
+}
+
+fn pending(command_id: &CommandId, stream: &StreamId) -> Response {
+    let poll = poll_url(command_id, stream);
     let body =
         api::PendingBody { command_id: command_id.to_string(), status: "PENDING".into(), poll: poll.clone() };
     let mut response = (StatusCode::ACCEPTED, axum::Json(body)).into_response();

@@ -6,12 +6,12 @@ use prometheus::{
     register_int_gauge_vec,
 };
 use std::sync::LazyLock;
-use tally_core::{Event, EventBody};
+use tally_core::{Answer, Event};
 
 pub(crate) static COMMANDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "tally_commands_total",
-        "Commands answered, by outcome (accepted, deduplicated, rejected) and reason code",
+        "Commands answered, by outcome (accepted, deduplicated, rejected, repeated) and reason code",
         &["outcome", "reason"]
     )
     .expect("registered once")
@@ -55,12 +55,10 @@ pub(crate) static SNAPSHOT_WRITTEN: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 
 /// Counts the answer to one command.
 pub(crate) fn answered(event: &Event) {
-    let (outcome, reason) = match &event.body {
-        EventBody::TransactionDeduplicated { .. } => ("deduplicated", ""),
-        body => match body.rejection() {
-            Some(reason) => ("rejected", reason.code()),
-            None => ("accepted", ""),
-        },
+    let answer = event.body.answer();
+    let reason = match answer {
+        Answer::Rejected(reason) => reason.code(),
+        _ => "",
     };
-    COMMANDS.with_label_values(&[outcome, reason]).inc();
+    COMMANDS.with_label_values(&[answer.label(), reason]).inc();
 }

@@ -6,11 +6,11 @@ use super::{intake, metrics};
 use rdkafka::Message;
 use rdkafka::message::{OwnedHeaders, OwnedMessage};
 use rdkafka::producer::FutureRecord;
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 use tally_core::log::{LogRecord, Replica, Verdict};
-use tally_core::{Actor, Command, CommandBody, CommandId, LedgerId, TenantId, TxId, decide};
+use tally_core::{Actor, Command, CommandBody, CommandId, CommandRecord, LedgerId, TenantId, TxId, decide};
 use tally_kafka::{Assignment, LogTail, blocking, now_ms, trace_context};
 use tally_store::snapshot::{self, ResumePoint, Snapshot};
 use tokio::sync::mpsc;
@@ -190,24 +190,40 @@ struct Owner {
 }
 
 impl Owner {
-    /// Answers a batch: one log record per command record not answered yet. Dead letters are
-    /// durable before the markers that answer them; the records are durable before the command
-    /// offsets are stored.
+    /// Answers a batch of command records, in order, a round at a time (see [`Owner::answer_round`]).
     async fn answer(&mut self, batch: &mut Vec<OwnedMessage>) -> Result<(), ProcessorError> {
+        let mut waiting: VecDeque<OwnedMessage> = batch.drain(..).collect();
+        while !waiting.is_empty() {
+            self.answer_round(&mut waiting).await?;
+        }
+        Ok(())
+    }
+
+    /// Answers records from the front of `waiting`: one log record per command record not
+    /// answered yet. Dead letters are durable before the markers that answer them; the records
+    /// are durable before the command offsets are stored. A repeat of a command answered in the
+    /// same round ends the round before it: the repeat's event names the first answer's offset,
+    /// known only once that answer is appended.
+    async fn answer_round(&mut self, waiting: &mut VecDeque<OwnedMessage>) -> Result<(), ProcessorError> {
         let started = Instant::now();
         let now = now_ms();
         let epoch = self.replica.reader.epoch();
-        let mut records = Vec::with_capacity(batch.len());
-        let mut traces = Vec::with_capacity(batch.len());
+        let mut records = Vec::with_capacity(waiting.len());
+        let mut traces = Vec::with_capacity(waiting.len());
         let mut dead_letters = Vec::new();
         // One allow-list for the whole batch, even if it is reloaded meanwhile.
         let producers = self.shared.config.producers.as_ref().map(|p| p.current_arc());
-        for message in batch.drain(..) {
+        while let Some(message) = waiting.pop_front() {
             let command_offset = message.offset();
             if command_offset < self.replica.reader.next_command_offset() {
                 continue; // delivered again (a seek, a restart): already answered
             }
             let (record, trace) = match intake::classify(&self.shared.codec, &message, producers.as_deref()) {
+                Ok(command) if self.answered_this_round(&command) => {
+                    debug_assert!(!records.is_empty(), "an unplaced answer outside a round");
+                    waiting.push_front(message);
+                    break;
+                }
                 Ok(command) => {
                     let trace = answer_trace(&message, &command.command_id);
                     let event = decide(&self.replica.state, &command, now);
@@ -229,8 +245,8 @@ impl Owner {
                     (LogRecord::DeadLettered { epoch, command_offset, reason }, None)
                 }
             };
-            // Folds the answer exactly as every reader of the log will.
-            let verdict = self.replica.read(&record);
+            // Folds the answer exactly as every reader of the log will (its offset comes below).
+            let verdict = self.replica.read_unplaced(&record);
             debug_assert_eq!(verdict, Verdict::Apply);
             records.push(record);
             traces.push(trace);
@@ -243,6 +259,9 @@ impl Owner {
             self.shared.dead_letter(message, why).await?;
         }
         let offsets = self.shared.append_all(self.partition, &records, &traces).await?;
+        for (record, offset) in records.iter().zip(&offsets) {
+            self.replica.place(record, *offset);
+        }
         // Counted once durable (a failed append is answered again by the next owner).
         for record in &records {
             if let LogRecord::Event { event, .. } = record {
@@ -259,6 +278,13 @@ impl Owner {
         self.extend_log_end(&offsets);
         self.snapshot_if_due();
         Ok(())
+    }
+
+    /// Whether `command` repeats a command id whose first answer is in the round being decided
+    /// (folded, not yet appended, so its offset is not known).
+    fn answered_this_round(&self, command: &Command) -> bool {
+        let known = self.replica.state.command(&command.tenant, &command.body.stream(), &command.command_id);
+        known.is_some_and(|first| first.offset == CommandRecord::UNPLACED)
     }
 
     /// Follows the log's end through this owner's own appends, for as long as they are
