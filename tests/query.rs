@@ -193,8 +193,8 @@ fn every_query_endpoint_answers_from_the_real_pipeline() {
         .collect();
     assert_eq!(b, vec![json!("bob")]);
 
-    // Command outcomes by command id (a transaction's command id is its tx id by default).
-    let outcome = api.read_after("/v1/commands/t-2", &p4);
+    // Command outcomes by command id (a transaction's command id is tx:<tx_id> by default).
+    let outcome = api.read_after("/v1/commands/tx:t-2", &p4);
     assert_eq!(
         (outcome["status"].as_str(), outcome["kind"].as_str()),
         (Some("ACCEPTED"), Some("TransactionPosted")),

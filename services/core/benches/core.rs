@@ -24,8 +24,11 @@ fn usd() -> Asset {
     Asset::parse("USD/2").unwrap()
 }
 
+/// A command under its default id (`tx:<tx_id>` for a transaction): every transaction is a new
+/// command id, as when clients send no `Idempotency-Key`.
 fn command(body: CommandBody) -> Command {
-    Command { tenant: id("bench".into()), command_id: id("c".into()), actor: id("bench".into()), body }
+    let command_id = CommandId::default_for(&body).unwrap_or_else(|| id("c".into()));
+    Command { tenant: id("bench".into()), command_id, actor: id("bench".into()), body }
 }
 
 /// A ledger with USD defined and every account funded from `world`.
@@ -135,5 +138,54 @@ fn ten_posting_transactions(c: &mut Criterion) {
     bench_transfers(c, "10-posting transaction", 10);
 }
 
-criterion_group!(benches, simple_transfers, ten_posting_transactions);
+/// Resident memory of this process, in bytes (Linux: /proc/self/statm).
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// What remembering command ids costs: the same 500,000 transfers folded twice, once as they
+/// are and once with their fingerprints cleared (so no id is remembered); the difference in
+/// resident memory per id. Printed, not timed.
+fn command_id_memory(_: &mut Criterion) {
+    const N: usize = 500_000;
+    let mut start = 0;
+    let events: Vec<Event> = {
+        let mut state = funded_state();
+        (0..N / BATCH)
+            .flat_map(|_| transfers(&mut start, 1))
+            .map(|c| {
+                let e = decide(&state, &c, 0);
+                apply(&mut state, &e);
+                e
+            })
+            .collect()
+    };
+    let measure = |remember: bool| {
+        let before = resident_bytes()?;
+        let mut state = funded_state();
+        for e in &events {
+            let e = if remember { e.clone() } else { Event { command_fingerprint: 0, ..e.clone() } };
+            apply(&mut state, &e);
+        }
+        let grown = resident_bytes()?.saturating_sub(before);
+        // Kept alive until both are measured, so neither reuses the other's freed memory.
+        Some((grown, state))
+    };
+    let (Some((without, _kept)), Some((with, state))) = (measure(false), measure(true)) else {
+        println!("command id memory: no /proc/self/statm here");
+        return;
+    };
+    let ids = state.commands_len();
+    println!(
+        "command id memory: {N} transfers folded: {:.1} MiB without remembering ids, {:.1} MiB with {ids} ids remembered: {:.0} bytes per id",
+        without as f64 / 1048576.0,
+        with as f64 / 1048576.0,
+        with.saturating_sub(without) as f64 / ids.max(1) as f64
+    );
+}
+}
+
+criterion_group!(benches, command_id_memory, simple_transfers, ten_posting_transactions);
 criterion_main!(benches);

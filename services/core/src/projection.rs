@@ -36,10 +36,12 @@ pub enum RowKey {
         doc_type: DocType,
         key: DocKey,
     },
-    /// The answer to a command, for callers that poll by command id.
+    /// The first answer to a command, for callers that poll by command id. A command id names
+    /// one command per stream, so the stream is part of the key.
     Outcome {
         tenant: TenantId,
         command_id: CommandId,
+        stream: StreamId,
     },
     /// One side of a posting on an account's statement in one asset, in log order: `offset` of
     /// the event in its events partition (an account's events are all in one partition), `line`
@@ -337,7 +339,11 @@ pub fn row(state: &State, key: &RowKey) -> Option<Row> {
 
 /// The outcome row for an event at `offset` of events partition `partition`.
 pub fn outcome(event: &Event, partition: i32, offset: i64) -> (RowKey, Row) {
-    let key = RowKey::Outcome { tenant: event.tenant.clone(), command_id: event.command_id.clone() };
+    let key = RowKey::Outcome {
+        tenant: event.tenant.clone(),
+        command_id: event.command_id.clone(),
+        stream: event.stream.clone(),
+    };
     let outcome = Outcome {
         partition,
         offset,

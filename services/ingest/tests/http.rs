@@ -129,9 +129,9 @@ async fn requests_are_answered_from_the_log() {
     let (status, problem) = call(&app, "POST", "/v1/ledgers/main/transactions", Some("acme"), overdraw).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
     assert_eq!(problem["reason"], "INSUFFICIENT_FUNDS");
-    let (status, _) = call(&app, "GET", "/v1/commands/t1", Some("acme"), "").await;
+    let (status, _) = call(&app, "GET", "/v1/commands/tx:t1", Some("acme"), "").await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = call(&app, "GET", "/v1/commands/t1", Some("globex"), "").await;
+    let (status, _) = call(&app, "GET", "/v1/commands/tx:t1", Some("globex"), "").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "another tenant's command is unknown");
 
     // Bad input: clear 4xx, nothing produced.
@@ -290,7 +290,7 @@ async fn a_slow_answer_is_202_with_a_place_to_poll() {
     .await;
     assert_eq!(asset.status, StatusCode::ACCEPTED, "{}", asset.body);
     let poll = asset.location.expect("Location");
-    assert_eq!(poll, "/v1/commands/slow-1");
+    assert_eq!(poll, "/v1/commands/slow-1?stream=main");
     assert_eq!(asset.body["poll"], poll);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let answered = loop {

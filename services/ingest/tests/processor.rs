@@ -282,12 +282,13 @@ async fn a_new_owner_restores_from_the_newest_good_snapshot() {
     );
     let (acme, first) = (TenantId::parse("acme").unwrap(), CommandId::parse("t0").unwrap());
     let later = transfers(700, 701);
-    let answer = outcomes.wait(&acme, &later[0].command_id);
+    let (stream, fingerprint) = (later[0].body.stream(), tally_core::command_fingerprint(&later[0].body));
+    let answer = outcomes.wait(&acme, &stream, &later[0].command_id, fingerprint);
     h.send(&later).await;
     let tally_ingest::outcomes::Lookup::Pending(answer) = answer else { panic!("t700 is not answered yet") };
     let answer = tokio::time::timeout(SETTLE, answer).await.expect("the watcher sees t700").unwrap();
     assert_eq!(answer.command_id, "t700");
-    assert!(matches!(outcomes.peek(&acme, &first), Peek::Unknown), "t0 is before the snapshot");
+    assert!(matches!(outcomes.peek(&acme, &first, None), Peek::Unknown), "t0 is before the snapshot");
     stop.cancel();
     let _ = tokio::task::spawn_blocking(move || watcher.join()).await;
 

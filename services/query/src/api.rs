@@ -339,17 +339,41 @@ async fn get_transaction(
     Ok(Json(TransactionView::of(&ledger, &tx_id, found)))
 }
 
-#[utoipa::path(get, path = "/v1/commands/{command_id}", params(("command_id" = String, Path), ReadHeaders),
-    responses((status = 200, body = OutcomeView), (status = 404, body = Problem, content_type = "application/problem+json")))]
+/// Which command a command id names (`GET /v1/commands/{id}`).
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OutcomeParams {
+    /// The command's stream: its ledger, or `state/TYPE/KEY` for a document. A command id names
+    /// one command per stream; needed only when the id was used in several (else 409).
+    stream: Option<String>,
+}
+
+/// The first answer to a command (a repeat or a conflict under the same id never replaces it).
+#[utoipa::path(get, path = "/v1/commands/{command_id}", params(("command_id" = String, Path), OutcomeParams, ReadHeaders),
+    responses((status = 200, body = OutcomeView), (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "the id names a command in several streams: pass stream", body = Problem, content_type = "application/problem+json")))]
 async fn get_outcome(
     State(query): State<Query>,
     Reader { tenant }: Reader,
     Path(command_id): Path<String>,
+    params: axum::extract::Query<OutcomeParams>,
 ) -> Result<Json<OutcomeView>, Problem> {
     let command: CommandId = id("command_id", &command_id)?;
-    let found = query.read_live(|s, v| s.outcome(v, &tenant, &command))?;
-    let found = found.ok_or_else(|| Problem::not_found(format!("no outcome of command {command_id} yet")))?;
-    Ok(Json(OutcomeView::of(&tenant, &command_id, found)))
+    let wanted = params.stream.as_deref().map(stream).transpose()?;
+    let mut found = query.read_live(|s, v| s.outcomes(v, &tenant, &command))?;
+    found.retain(|(s, _)| wanted.as_ref().is_none_or(|wanted| wanted == s));
+    match found.len() {
+        0 => Err(Problem::not_found(format!("no outcome of command {command_id} yet"))),
+        1 => Ok(Json(OutcomeView::of(&tenant, &command_id, found.remove(0).1))),
+        _ => {
+            let streams: Vec<String> = found.iter().map(|(s, _)| s.to_string()).collect();
+            Err(Problem::new(
+                StatusCode::CONFLICT,
+                "ambiguous command id",
+                format!("{command_id} names a command in each of these streams; pass stream=: {}", streams.join(", ")),
+            ))
+        }
+    }
 }
 
 // ---- state documents ------------------------------------------------------------------------
@@ -365,9 +389,11 @@ async fn get_document(
 ) -> Result<Response, Problem> {
     let (t, k): (DocType, DocKey) = (id("doc_type", &doc_type)?, id("key", &key)?);
     let found = query.read_live(|s, v| s.document(v, &tenant, &t, &k))?;
-    let view = found
-        .and_then(|doc| DocumentView::of(&doc_type, &key, doc))
-        .ok_or_else(|| Problem::not_found(format!("no document {doc_type}/{key}")))?;
+    let view = match found {
+        Some(doc) => DocumentView::of(&doc_type, &key, doc)?,
+        None => None,
+    }
+    .ok_or_else(|| Problem::not_found(format!("no document {doc_type}/{key}")))?;
     let etag = format!("\"{}\"", view.version);
     let matches = headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == etag.as_bytes());
     let mut response = match matches {
@@ -410,6 +436,11 @@ fn serde_urlencoded_params(query: &str) -> Result<ListParams, Problem> {
         .map_err(|e| Problem::bad_request(e.body_text()))
 }
 
+/// A served document's value, parsed for its fields (it is JSON: the view was built from it).
+fn parsed(value: &serde_json::value::RawValue) -> serde_json::Value {
+    serde_json::from_str(value.get()).expect("a document view holds JSON")
+}
+
 fn matches_filters(value: &serde_json::Value, filters: &[(String, String)]) -> bool {
     filters.iter().all(|(field, wanted)| match value.get(field) {
         Some(serde_json::Value::String(s)) => s == wanted,
@@ -443,8 +474,9 @@ async fn list_documents(
         let read =
             |after: Option<&DocKey>| s.documents(v, &tenant, &t, prefix.as_ref(), after, reads::PAGE_MAX);
         let keep = |(key, doc): (DocKey, _)| {
-            let view = DocumentView::of(doc_type.as_str(), key.as_str(), doc);
-            Ok(view.filter(|view| matches_filters(&view.value, &filters)))
+            let view = DocumentView::of(doc_type.as_str(), key.as_str(), doc)
+                .map_err(|problem| tally_store::StoreError::Corrupt(problem.detail))?;
+            Ok(view.filter(|view| filters.is_empty() || matches_filters(&parsed(&view.value), &filters)))
         };
         filtered(after, (limit, scan_max), read, |(key, _)| key.clone(), keep)
     })?;
@@ -526,7 +558,7 @@ async fn search_events(
     };
     Ok(Json(Page {
         next_cursor: next.map(|next| cursor::encode(&tenant, &list, next)),
-        items: rows.into_iter().map(EventView::of).collect(),
+        items: rows.into_iter().map(EventView::of).collect::<Result<_, _>>()?,
     }))
 }
 

@@ -72,7 +72,7 @@ async fn next_event(mut follow: Follow) -> Option<(Result<Event, Infallible>, Fo
         if let Some(row) = follow.buffered.pop_front() {
             let id = row.event.stream_version.to_string();
             let kind = row.event.body.kind();
-            let event = Event::default().id(id).event(kind).json_data(EventView::of(row)).ok()?;
+            let event = Event::default().id(id).event(kind).json_data(EventView::of(row).ok()?).ok()?;
             return Some((Ok(event), follow));
         }
         let (after, bounds) = (follow.after, (PAGE_MAX, follow.query.config().scan_max));

@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 use std::collections::BTreeMap;
+use serde_json::value::RawValue;
+use tally_http::Problem;
 use tally_core::projection::{EventRow, Outcome};
 use tally_core::{Account, AccountStatus, Amount, Document, Failure, TenantId, TxRecord, TxStatus};
 use tally_http::position::Position;
@@ -240,16 +242,25 @@ pub struct DocumentView {
     pub key: String,
     /// Counts puts and deletes; also the ETag.
     pub version: u64,
+    /// The document exactly as it was written: numbers keep every digit they were sent with.
     #[schema(value_type = Object)]
-    pub value: serde_json::Value,
+    pub value: Box<RawValue>,
 }
 
 impl DocumentView {
-    /// The view of a live document (`None` for a deleted one).
-    pub fn of(doc_type: &str, key: &str, doc: Document) -> Option<DocumentView> {
-        let value = serde_json::from_str(doc.value.as_deref()?).unwrap_or(serde_json::Value::Null);
-        Some(DocumentView { doc_type: doc_type.to_owned(), key: key.to_owned(), version: doc.version, value })
+    /// The view of a live document (`None` for a deleted one). A stored value that is not JSON
+    /// (it never is: the processor refuses those) is an error, never a null.
+    pub fn of(doc_type: &str, key: &str, doc: Document) -> Result<Option<DocumentView>, Problem> {
+        let Some(value) = doc.value else { return Ok(None) };
+        let value = RawValue::from_string(value).map_err(|e| unservable(&format!("document {doc_type}/{key}"), e))?;
+        Ok(Some(DocumentView { doc_type: doc_type.to_owned(), key: key.to_owned(), version: doc.version, value }))
     }
+}
+
+/// A stored row that cannot be written as JSON: logged, and answered as a server error.
+fn unservable(what: &str, e: serde_json::Error) -> Problem {
+    tracing::error!("serving {what}: {e}");
+    Problem::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal error", format!("{what} could not be served"))
 }
 
 /// An event with its place in the log.
@@ -261,20 +272,24 @@ pub struct EventView {
     pub kind: String,
     pub time: String,
     pub position: String,
-    /// The whole event, as the events topic carries it.
+    /// The whole event, as the events topic carries it. Amounts are JSON integers of up to 39
+    /// digits (i128 minor units), written exactly: read them with a parser that keeps big
+    /// integers (or read the events topic, where they are Avro decimals).
     #[schema(value_type = Object)]
-    pub event: serde_json::Value,
+    pub event: Box<RawValue>,
 }
 
 impl EventView {
-    pub fn of(row: EventRow) -> EventView {
-        EventView {
+    pub fn of(row: EventRow) -> Result<EventView, Problem> {
+        let event = serde_json::value::to_raw_value(&row.event)
+            .map_err(|e| unservable(&format!("event {}", row.event.event_id()), e))?;
+        Ok(EventView {
             event_id: row.event.event_id(),
             stream_version: row.event.stream_version,
             kind: row.event.body.kind().to_owned(),
             time: time(row.event.time_ms),
             position: Position { partition: row.partition, offset: row.offset }.token(&row.event.tenant),
-            event: serde_json::to_value(&row.event).unwrap_or(serde_json::Value::Null),
-        }
+            event,
+        })
     }
 }

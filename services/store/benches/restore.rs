@@ -23,8 +23,8 @@ fn main() {
 
     let started = Instant::now();
     let mut replayed = Replica::new();
-    for bytes in &log {
-        replayed.read(&codec.decode_log_record(bytes).expect("decodes"));
+    for (offset, bytes) in log.iter().enumerate() {
+        replayed.read(offset as i64, &codec.decode_log_record(bytes).expect("decodes"));
     }
     let replay = started.elapsed();
     assert_eq!(replayed, replica, "the replay is the writer's fold");
@@ -63,8 +63,8 @@ fn main() {
 fn partition_log(codec: &Codec, n: usize) -> (Vec<Vec<u8>>, Replica) {
     let records = testkit::transfers_log("bench", n);
     let mut replica = Replica::new();
-    for record in &records {
-        replica.read(record);
+    for (offset, record) in records.iter().enumerate() {
+        replica.read(offset as i64, record);
     }
     (records.iter().map(|record| codec.encode_log_record(record)).collect(), replica)
 }

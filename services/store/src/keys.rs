@@ -13,7 +13,7 @@ use crate::StoreError;
 use crate::projections::Scan;
 use std::ops::Bound::{self, Excluded, Included};
 use tally_core::projection::RowKey;
-use tally_core::{AccountId, Asset, DocKey, DocType, LedgerId, StreamId, TenantId};
+use tally_core::{AccountId, Asset, CommandId, DocKey, DocType, LedgerId, StreamId, TenantId};
 
 /// The first byte of each kind of key.
 mod tag {
@@ -111,6 +111,11 @@ impl KeyBytes {
         KeyBytes::tag(tag::ACCOUNT).id(tenant.as_str()).id(ledger.as_str())
     }
 
+    /// The first answers to a command id, one per stream that used it.
+    pub(crate) fn outcomes(tenant: &TenantId, command_id: &CommandId) -> Self {
+        KeyBytes::tag(tag::OUTCOME).id(tenant.as_str()).id(command_id.as_str())
+    }
+
     /// A type's documents.
     pub(crate) fn documents(tenant: &TenantId, doc_type: &DocType) -> Self {
         KeyBytes::tag(tag::DOCUMENT).id(tenant.as_str()).id(doc_type.as_str())
@@ -158,9 +163,7 @@ pub(crate) fn encode(key: &RowKey) -> Vec<u8> {
             KeyBytes::tag(tag::TRANSACTION).id(tenant.as_str()).id(ledger.as_str()).id(tx_id.as_str())
         }
         RowKey::Document { tenant, doc_type, key } => KeyBytes::documents(tenant, doc_type).id(key.as_str()),
-        RowKey::Outcome { tenant, command_id } => {
-            KeyBytes::tag(tag::OUTCOME).id(tenant.as_str()).id(command_id.as_str())
-        }
+        RowKey::Outcome { tenant, command_id, stream } => KeyBytes::outcomes(tenant, command_id).stream(stream),
         RowKey::Posting { tenant, ledger, account, asset, offset, line } => {
             KeyBytes::postings(tenant, ledger, account, asset).line(*offset, *line)
         }
@@ -215,6 +218,10 @@ pub(crate) fn range(scan: &Scan) -> ByteRange {
             };
             ByteRange { start, end, backwards: false }
         }
+        Scan::Outcomes { tenant, command_id } => {
+            let outcomes = || KeyBytes::outcomes(tenant, command_id);
+            ByteRange { start: Included(outcomes().into_bytes()), end: Excluded(outcomes().prefix_end()), backwards: false }
+        }
         Scan::Stream { tenant, stream, after } => {
             let events = || KeyBytes::stream_events(tenant, stream);
             ByteRange {
@@ -244,7 +251,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<RowKey, StoreError> {
         tag::ACCOUNT => RowKey::Account { tenant: r.id()?, ledger: r.id()?, account: r.id()? },
         tag::TRANSACTION => RowKey::Transaction { tenant: r.id()?, ledger: r.id()?, tx_id: r.id()? },
         tag::DOCUMENT => RowKey::Document { tenant: r.id()?, doc_type: r.id()?, key: r.id()? },
-        tag::OUTCOME => RowKey::Outcome { tenant: r.id()?, command_id: r.id()? },
+        tag::OUTCOME => RowKey::Outcome { tenant: r.id()?, command_id: r.id()?, stream: r.stream()? },
         tag::POSTING => RowKey::Posting {
             tenant: r.id()?,
             ledger: r.id()?,
@@ -360,7 +367,11 @@ mod tests {
                 tx_id
             }),
             (id(), id(), id()).prop_map(|(tenant, doc_type, key)| RowKey::Document { tenant, doc_type, key }),
-            (id(), id()).prop_map(|(tenant, command_id)| RowKey::Outcome { tenant, command_id }),
+            (id(), id(), stream()).prop_map(|(tenant, command_id, stream)| RowKey::Outcome {
+                tenant,
+                command_id,
+                stream
+            }),
             (id(), id(), id(), asset(), offset(), 0u32..300).prop_map(
                 |(tenant, ledger, account, asset, offset, line)| RowKey::Posting {
                     tenant,
@@ -419,7 +430,8 @@ mod tests {
     fn damaged_keys_are_errors_not_panics() {
         let key = RowKey::Outcome {
             tenant: TenantId::parse("t").unwrap(),
-            command_id: tally_core::CommandId::parse("c").unwrap(),
+            command_id: CommandId::parse("c").unwrap(),
+            stream: StreamId::Ledger(LedgerId::parse("l").unwrap()),
         };
         let bytes = encode(&key);
         for cut in 0..bytes.len() {

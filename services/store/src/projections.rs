@@ -13,7 +13,7 @@
 use crate::StoreError;
 use std::collections::BTreeMap;
 use tally_core::projection::{Change, Row, RowKey};
-use tally_core::{AccountId, Asset, DocKey, DocType, LedgerId, StreamId, TenantId};
+use tally_core::{AccountId, Asset, CommandId, DocKey, DocType, LedgerId, StreamId, TenantId};
 
 /// A version of the projections: rows and checkpoints are kept apart per version.
 pub type Version = u32;
@@ -88,6 +88,8 @@ pub enum Scan {
         asset: Asset,
         before: Option<(i64, u32)>,
     },
+    /// The first answers to a command id in each stream that used it, by stream.
+    Outcomes { tenant: TenantId, command_id: CommandId },
     /// A stream's events, oldest first, from stream version `after + 1`.
     Stream { tenant: TenantId, stream: StreamId, after: u64 },
     /// A tenant's timeline from `from_ms` to before `to_ms` (none: to the end), after the event

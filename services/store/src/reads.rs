@@ -229,19 +229,29 @@ pub trait Transactions: ProjectionStore {
 
 impl<S: ProjectionStore + ?Sized> Transactions for S {}
 
+/// Most streams one command id is looked up in (a client reusing one id in more streams than
+/// this is told the first ones).
+pub const OUTCOME_STREAMS_MAX: usize = 100;
+
 /// How each command was answered, for callers that sent it without waiting.
 pub trait Outcomes: ProjectionStore {
-    fn outcome(
+    /// The first answer to `command` in each stream of `tenant` that used the id (a command id
+    /// names one command per stream), in stream order; at most [`OUTCOME_STREAMS_MAX`].
+    fn outcomes(
         &self,
         version: Version,
         tenant: &TenantId,
         command: &CommandId,
-    ) -> Result<Option<Outcome>, StoreError> {
-        let key = RowKey::Outcome { tenant: tenant.clone(), command_id: command.clone() };
-        typed(self, version, key, |row| match row {
-            Row::Outcome(outcome) => Some(outcome),
-            _ => None,
-        })
+    ) -> Result<Vec<(StreamId, Outcome)>, StoreError> {
+        let scan = Scan::Outcomes { tenant: tenant.clone(), command_id: command.clone() };
+        let rows = self.scan(version, &scan, OUTCOME_STREAMS_MAX)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| match row {
+                (RowKey::Outcome { stream, .. }, Row::Outcome(outcome)) => Some((stream, outcome)),
+                _ => None,
+            })
+            .collect())
     }
 }
 

@@ -92,7 +92,8 @@ impl Table {
             Table::Accounts => "accounts",
             Table::Transactions => "transactions",
             Table::Documents => "documents",
-            Table::Outcomes => "outcomes",
+            // Keyed by stream too since command ids are per stream (the table `outcomes` before).
+            Table::Outcomes => "command_outcomes",
             Table::Postings => "postings",
             Table::Events => "events",
             Table::EventsByTime => "events_by_time",
@@ -105,7 +106,7 @@ impl Table {
             Table::Accounts => &["tenant", "ledger", "account"],
             Table::Transactions => &["tenant", "ledger", "tx_id"],
             Table::Documents => &["tenant", "doc_type", "doc_key"],
-            Table::Outcomes => &["tenant", "command_id"],
+            Table::Outcomes => &["tenant", "command_id", "stream"],
             Table::Postings => &["tenant", "ledger", "account", "asset", "offset", "line"],
             Table::Events => &["tenant", "stream", "stream_version"],
             Table::EventsByTime => &["tenant", "day", "time_ms", "partition", "offset"],
@@ -126,9 +127,10 @@ impl Table {
             RowKey::Document { tenant, doc_type, key } => {
                 (Table::Documents, vec![text(tenant.as_str()), text(doc_type.as_str()), text(key.as_str())])
             }
-            RowKey::Outcome { tenant, command_id } => {
-                (Table::Outcomes, vec![text(tenant.as_str()), text(command_id.as_str())])
-            }
+            RowKey::Outcome { tenant, command_id, stream } => (
+                Table::Outcomes,
+                vec![text(tenant.as_str()), text(command_id.as_str()), CqlValue::Text(stream.to_string())],
+            ),
             RowKey::Posting { tenant, ledger, account, asset, offset, line } => (
                 Table::Postings,
                 vec![
@@ -178,6 +180,7 @@ struct ScanStatements {
     accounts: PreparedStatement,
     documents: PreparedStatement,
     statement: PreparedStatement,
+    outcomes: PreparedStatement,
     stream: PreparedStatement,
     /// One day of a timeline.
     timeline_day: PreparedStatement,
@@ -411,6 +414,10 @@ impl Statements {
                  AND asset = ? AND (offset, line) < (?, ?) LIMIT ?"
             ))
             .await?,
+            outcomes: prepare(format!(
+                "{select} command_outcomes WHERE version = ? AND tenant = ? AND command_id = ? LIMIT ?"
+            ))
+            .await?,
             stream: prepare(format!(
                 "{select} events WHERE version = ? AND tenant = ? AND stream = ? AND stream_version > ? LIMIT ?"
             ))
@@ -573,6 +580,9 @@ impl ProjectionStore for ScyllaStore {
             Scan::Timeline { tenant, from_ms, to_ms, after } => {
                 return self.timeline(version, tenant, (*from_ms, *to_ms), *after, limit);
             }
+            Scan::Outcomes { tenant, command_id } => {
+                (&scans.outcomes, vec![text(tenant.as_str()), text(command_id.as_str())])
+            }
             Scan::Stream { tenant, stream, after } => (
                 &scans.stream,
                 vec![
@@ -716,7 +726,11 @@ mod tests {
                 doc_type: DocType::parse("d").unwrap(),
                 key: DocKey::parse("k").unwrap(),
             },
-            RowKey::Outcome { tenant: tenant.clone(), command_id: CommandId::parse("c").unwrap() },
+            RowKey::Outcome {
+                tenant: tenant.clone(),
+                command_id: CommandId::parse("c").unwrap(),
+                stream: tally_core::StreamId::Ledger(LedgerId::parse("l").unwrap()),
+            },
             RowKey::Posting {
                 tenant: tenant.clone(),
                 ledger: LedgerId::parse("l").unwrap(),

@@ -15,7 +15,7 @@ use tally_core::log::Replica;
 
 const MAGIC: &[u8; 8] = b"TALLYSNP";
 /// Bumped whenever the payload's shape changes; older formats are skipped, never misread.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 const HEADER_LEN: usize = 8 + 2 + 8 + 8 + 16;
 
 /// The state of one partition after folding its events log up to and including `covers`.

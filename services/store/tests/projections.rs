@@ -15,6 +15,7 @@ fn outcome_key(tenant: &str, command: &str) -> RowKey {
     RowKey::Outcome {
         tenant: TenantId::parse(tenant).unwrap(),
         command_id: tally_core::CommandId::parse(command).unwrap(),
+        stream: tally_core::StreamId::Ledger(tally_core::LedgerId::parse("main").unwrap()),
     }
 }
 

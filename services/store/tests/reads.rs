@@ -83,8 +83,13 @@ fn reads_conform(store: &dyn ProjectionStore, version: u32, rows: &BTreeMap<RowK
                 let found = store.transaction(version, tenant, ledger, tx_id).unwrap();
                 assert_eq!(found.as_ref(), Some(expected));
             }
-            (RowKey::Outcome { tenant, command_id }, Row::Outcome(expected)) => {
-                assert_eq!(store.outcome(version, tenant, command_id).unwrap().as_ref(), Some(expected));
+            (RowKey::Outcome { tenant, command_id, stream }, Row::Outcome(expected)) => {
+                let found = store.outcomes(version, tenant, command_id).unwrap();
+                // Every stream that used the id has its own first answer.
+                let in_stream: Vec<_> = found.iter().filter(|(s, _)| s == stream).map(|(_, o)| o).collect();
+                assert_eq!(in_stream, vec![expected]);
+                let streams = rows.keys().filter(|k| matches!(k, RowKey::Outcome { tenant: t, command_id: c, .. } if t == tenant && c == command_id)).count();
+                assert_eq!(found.len(), streams);
             }
             (RowKey::Document { tenant, doc_type, key }, Row::Document(expected)) => {
                 assert_eq!(store.document(version, tenant, doc_type, key).unwrap().as_ref(), Some(expected));

@@ -21,9 +21,10 @@ fn log_of(history: &[(tally_core::Command, i64)]) -> Vec<LogRecord> {
     std::iter::once(claim).chain(answers).collect()
 }
 
-fn fold(replica: &mut Replica, records: &[LogRecord]) {
-    for r in records {
-        replica.read(r);
+/// Folds `records`, the first of which is at offset `first`.
+fn fold(replica: &mut Replica, records: &[LogRecord], first: usize) {
+    for (i, r) in records.iter().enumerate() {
+        replica.read((first + i) as i64, r);
     }
 }
 
@@ -34,14 +35,14 @@ proptest! {
     fn snapshot_and_tail_equal_the_whole_log(history in testkit::history(), cut in any::<prop::sample::Index>()) {
         let log = log_of(&history);
         let mut whole = Replica::new();
-        fold(&mut whole, &log);
+        fold(&mut whole, &log, 0);
 
         let at = cut.index(log.len() + 1);
         let mut prefix = Replica::new();
-        fold(&mut prefix, &log[..at]);
+        fold(&mut prefix, &log[..at], 0);
         let stored = Snapshot { covers: at as i64 - 1, replica: prefix }.encode();
         let mut restored = Snapshot::decode(&stored).unwrap().replica;
-        fold(&mut restored, &log[at..]);
+        fold(&mut restored, &log[at..], at);
         prop_assert_eq!(restored, whole);
     }
 }
@@ -57,7 +58,7 @@ fn some_snapshot(covers: i64) -> Snapshot {
         })
         .collect();
     let mut replica = Replica::new();
-    fold(&mut replica, &log_of(&history));
+    fold(&mut replica, &log_of(&history), 0);
     Snapshot { covers, replica }
 }
 

@@ -22,7 +22,8 @@ pub struct SendOptions {
     topic: String,
     #[arg(long)]
     tenant: String,
-    /// Command id (idempotency key); a fresh one if not given.
+    /// Command id (idempotency key); if not given, the body's default id (`tx:<tx_id>` for a
+    /// transaction, as over HTTP), else a fresh one.
     #[arg(long)]
     command_id: Option<String>,
     #[arg(long, default_value = "cli")]
@@ -44,10 +45,14 @@ pub async fn send(opts: SendOptions) -> anyhow::Result<()> {
     }
     let body: CommandBody =
         serde_json::from_str(&opts.body).context("the command body is not a valid command")?;
-    let command_id = opts.command_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let command_id = match opts.command_id {
+        Some(id) => CommandId::parse(id).context("--command-id")?,
+        None => CommandId::default_for(&body)
+            .unwrap_or_else(|| CommandId::parse(uuid::Uuid::now_v7().to_string()).expect("a uuid is a valid id")),
+    };
     let command = Command {
         tenant: TenantId::parse(opts.tenant).context("--tenant")?,
-        command_id: CommandId::parse(command_id).context("--command-id")?,
+        command_id,
         actor: Actor::parse(opts.actor).context("--actor")?,
         body,
     };

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use tally_core::*;
 use tally_http::gate::BearerAuth;
 use utoipa::{OpenApi, ToSchema};
@@ -66,7 +66,17 @@ pub(super) fn routes() -> Router<Front> {
 #[into_params(parameter_in = Header, rename_all = "kebab-case")]
 #[allow(dead_code, reason = "only documents the headers")]
 struct CommandHeaders {
-    /// The command id; a repeated id gets the first outcome.
+    /// The command id. It names one command within the caller's tenant and the command's stream
+    /// (a ledger, or one document); the same id on another stream is another command. The same
+    /// id with the same command gets the first answer, exactly (status, body, position), on any
+    /// instance and after any restart, over HTTP or Kafka, and has one effect however often it
+    /// is sent; the same id with another command is a 409 `COMMAND_ID_CONFLICT` and changes
+    /// nothing. Without it, a transaction's id is `tx:<tx_id>` (so a resend of the same
+    /// transaction is recognised, and another body under that transaction id is a 409
+    /// `ID_CONFLICT`), and any other command gets a fresh unique id. Keys starting with `tx:`
+    /// are refused (400). A transaction sent again under a new key with the same body gets the
+    /// transaction's first outcome: 200 `DEDUPLICATED` if it was accepted, the same 422 or 409
+    /// with the same reason if it was refused.
     idempotency_key: Option<String>,
 }
 
@@ -118,7 +128,11 @@ pub struct PostingBody {
     source: String,
     destination: String,
     asset: String,
-    /// Minor units (cents for `USD/2`), positive.
+    /// Minor units (cents for `USD/2`), positive: a JSON integer of up to 39 digits (i128),
+    /// kept exactly. Answers write amounts the same way; a client whose JSON parser turns
+    /// numbers into doubles must read them with one that keeps big integers (for example
+    /// `JSON.parse` with a reviver that reads the source text, or a big-number JSON library),
+    /// or read the `events` topic, where amounts are Avro decimals.
     amount: i128,
 }
 
@@ -223,6 +237,17 @@ fn transfer(ledger: &LedgerId, body: TransactionBody) -> Result<(String, Command
         pending_timeout_ms: body.pending_timeout_ms,
     };
     Ok((body.tx_id, CommandBody::Transact { ledger: ledger.clone(), tx_id, request }))
+}
+
+/// A document body: a JSON object (queries filter documents on their top-level fields), kept
+/// as sent, so that every number keeps every digit it was sent with (a big integer or a long
+/// fraction would be rounded by a round trip through doubles). Only the surrounding whitespace
+/// is dropped.
+fn document(body: &Bytes) -> Result<String, Problem> {
+    let text = std::str::from_utf8(body).map_err(|e| Problem::bad_request(format!("a document is UTF-8 JSON: {e}")))?;
+    serde_json::from_str::<HashMap<String, &serde_json::value::RawValue>>(text)
+        .map_err(|e| Problem::bad_request(format!("a document is a JSON object: {e}")))?;
+    Ok(text.trim().to_owned())
 }
 
 /// `If-Match: "3"` (or `3`) expects version 3; `If-None-Match: *` expects no document.
@@ -490,13 +515,10 @@ async fn put_document(
     body: Bytes,
 ) -> Response {
     let command = (|| {
-        // Objects only: queries filter documents on their top-level fields.
-        let value: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&body)
-            .map_err(|e| Problem::bad_request(format!("a document is a JSON object: {e}")))?;
         Ok::<_, Problem>(CommandBody::PutDocument {
             doc_type: field("doc_type", DocType::parse(doc_type))?,
             key: field("key", DocKey::parse(key))?,
-            value: serde_json::Value::Object(value).to_string(),
+            value: document(&body)?,
             expected_version: expected_version(&headers)?,
         })
     })();

@@ -119,7 +119,7 @@ impl Harness {
                     let mut tail = LogTail::open(&kafka, &topic, p).unwrap();
                     let mut part = PartitionLog::default();
                     tail.for_each_available(&codec, Duration::from_millis(300), |offset, record| {
-                        let verdict = part.replica.read(&record);
+                        let verdict = part.replica.read(offset, &record);
                         part.records.push((offset, record, verdict));
                         verdict
                     })
