@@ -204,8 +204,9 @@ impl Model {
     }
 }
 
-/// Sends `request` over HTTP; returns the answer (after polling, if it was 202).
-fn over_http(dev: &Dev, request: &Request) -> Reply {
+/// Sends `request` over HTTP; returns the answer (after polling, if it was 202) and whether it
+/// came from polling.
+fn over_http(dev: &Dev, request: &Request) -> (Reply, bool) {
     let agent = http_client(Duration::from_secs(30));
     let (method, path, body) = match &request.body {
         CommandBody::Transact { ledger, tx_id, request: TxRequest::Transfer { postings, .. } } => {
@@ -235,14 +236,19 @@ fn over_http(dev: &Dev, request: &Request) -> Reply {
     let mut response = call.send(body.as_bytes()).expect("the front door answers");
     let reply = Reply { status: response.status().as_u16(), body: response.body_mut().read_to_string().unwrap() };
     if reply.status != 202 {
-        return reply;
+        return (reply, false);
     }
     let poll: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
-    poll_until_answered(dev, poll["poll"].as_str().unwrap())
+    (poll_until_answered(dev, poll["poll"].as_str().unwrap()), true)
 }
 
 /// Polls the front door for a command's answer until it has one.
 fn poll_until_answered(dev: &Dev, path: &str) -> Reply {
+    poll(dev, path, Duration::from_secs(60)).unwrap_or_else(|| panic!("no answer at {path}"))
+}
+
+/// Polls the front door for a command's answer for at most `wait`.
+fn poll(dev: &Dev, path: &str, wait: Duration) -> Option<Reply> {
     let agent = http_client(Duration::from_secs(30));
     let started = Instant::now();
     loop {
@@ -250,16 +256,19 @@ fn poll_until_answered(dev: &Dev, path: &str) -> Reply {
             agent.get(format!("http://{}{path}", dev.http)).header("authorization", ACME).call().unwrap();
         let status = response.status().as_u16();
         if ![202, 404, 503].contains(&status) {
-            return Reply { status, body: response.body_mut().read_to_string().unwrap() };
+            return Some(Reply { status, body: response.body_mut().read_to_string().unwrap() });
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "no answer at {path}");
+        if started.elapsed() > wait {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 /// Produces the command to Kafka as another team's producer would, then asks the front door
-/// for the id's answer.
-fn over_kafka(dev: &Dev, command: &Command) -> Reply {
+/// for the id's answer: `None` if it does not know it within `wait` (the front door keeps the
+/// newest `--outcomes-kept` answers; a conflicting command's answer is never the id's).
+fn over_kafka(dev: &Dev, command: &Command, wait: Duration) -> Option<Reply> {
     let body = serde_json::to_string(&command.body).unwrap();
     tally_dev::tally(&[
         "send",
@@ -272,13 +281,14 @@ fn over_kafka(dev: &Dev, command: &Command) -> Reply {
         &body,
     ]);
     let stream = command.body.stream().to_string();
-    poll_until_answered(dev, &format!("/v1/commands/{}?stream={stream}", command.command_id))
+    poll(dev, &format!("/v1/commands/{}?stream={stream}", command.command_id), wait)
 }
 
-/// Checks a reply to a new command against the event the core decided.
-fn check_new(reply: &Reply, expected: &Event, over_kafka: bool, what: &str) {
+/// Checks a reply to a new command against the event the core decided; `polled`: the reply came
+/// from `GET /v1/commands/{id}` (after a 202, or for a command sent over Kafka).
+fn check_new(reply: &Reply, expected: &Event, polled: bool, what: &str) {
     let answer = expected.body.answer();
-    let created = matches!(expected.body, EventBody::TransactionPosted { .. }) && !over_kafka;
+    let created = matches!(expected.body, EventBody::TransactionPosted { .. }) && !polled;
     let status = match answer {
         Answer::Accepted if created => 201,
         Answer::Accepted | Answer::Deduplicated => 200,
@@ -295,9 +305,19 @@ fn check_new(reply: &Reply, expected: &Event, over_kafka: bool, what: &str) {
     let outcome: OutcomeJson = serde_json::from_str(&reply.body).unwrap_or_else(|e| panic!("{what}: {e}: {reply:?}"));
     let status_text = if answer == Answer::Deduplicated { "DEDUPLICATED" } else { "ACCEPTED" };
     assert_eq!(outcome.status, status_text, "{what}");
-    // Every field but the processor's clock and the actor (the HTTP caller or `tally send`).
-    let got = Event { time_ms: expected.time_ms, actor: expected.actor.clone(), ..outcome.event };
+    // Every field but the processor's clock and the actor (the HTTP caller or `tally send`),
+    // and a fresh id the front door chose (the model cannot know it; it is new by construction).
+    let mut got = Event { time_ms: expected.time_ms, actor: expected.actor.clone(), ..outcome.event };
+    if expected.command_id.as_str().starts_with("fresh-") && got.command_id != expected.command_id {
+        assert!(uuid_like(got.command_id.as_str()), "{what}: {} is not a fresh id", got.command_id);
+        got.command_id = expected.command_id.clone();
+    }
     assert_eq!(&got, expected, "{what}: the event differs from the model's");
+}
+
+/// A UUID's text: 36 characters of hex digits and dashes.
+fn uuid_like(id: &str) -> bool {
+    id.len() == 36 && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
 }
 
 fn run_sequence(seed: u64, steps: usize, seen: &mut Seen) {
@@ -337,31 +357,69 @@ fn run_sequence(seed: u64, steps: usize, seen: &mut Seen) {
         }
     }
     let restart_at = steps / 2;
+    let mut sent: Vec<Request> = Vec::new();
     for step in 0..steps {
         if step == restart_at {
             // A restart empties every cache; a tiny --outcomes-kept keeps it empty.
             let (status, _) = dev.terminate(Duration::from_secs(30));
             assert!(status.is_some_and(|s| s.success()), "tally dev stops cleanly");
-            dev = Dev::start(&["--data-dir", &dir, "--http-wait-ms", "5000", "--outcomes-kept", "2"]);
+            // And answers that take longer than the wait: 202, then polled.
+            dev = Dev::start(&["--data-dir", &dir, "--http-wait-ms", "1", "--outcomes-kept", "2"]);
             seen.saw("restart");
         }
-        let request = generate(&mut rng);
+        let request = match rng.below(10) {
+            // A client retry: the same request again, perhaps by another path.
+            0..=2 if !sent.is_empty() => Request {
+                over_kafka: rng.below(6) == 0,
+                concurrent: rng.below(4) == 0,
+                ..rng.pick(&sent).clone()
+            },
+            // The same transaction again under a new key (a retry after a rejection or a 202).
+            3 | 4 if sent.iter().any(|r| transaction_of_body(&r.body)) => {
+                let transactions: Vec<&Request> = sent.iter().filter(|r| transaction_of_body(&r.body)).collect();
+                let previous: &Request = *rng.pick(&transactions);
+                let key = Some(format!("again-{step}"));
+                Request { key, over_kafka: false, concurrent: false, ..previous.clone() }
+            }
+            _ => generate(&mut rng),
+        };
+        // Concurrent duplicates share an id; without one they are two commands by design.
+        let identified = request.key.is_some() || CommandId::default_for(&request.body).is_some();
+        let request = Request { concurrent: request.concurrent && identified, ..request };
+        sent.push(request.clone());
         let command = command_of(&request, &mut model);
         let what = format!("seed {seed} step {step}: {request:?}");
         classify(&model, &command, &request, seen);
         let expected = model.expect(&command);
-        let replies: Vec<Reply> = match (request.over_kafka, request.concurrent) {
-            (true, _) => vec![over_kafka(&dev, &command)],
+        if request.concurrent && !request.over_kafka {
+            // Every request is a command record: the second of two concurrent ones meets the id.
+            assert!(!matches!(model.expect(&command), Expect::New(_)));
+        }
+        // Over Kafka, only a conflict's answer may be unknown to the front door (then the id's
+        // first answer was forgotten there: a tiny --outcomes-kept).
+        let wait = if matches!(expected, Expect::Conflict(_)) { Duration::from_secs(2) } else { Duration::from_secs(60) };
+        let replies: Vec<(Reply, bool)> = match (request.over_kafka, request.concurrent) {
+            (true, _) => match over_kafka(&dev, &command, wait) {
+                Some(reply) => vec![(reply, true)],
+                None => {
+                    assert!(matches!(expected, Expect::Conflict(_)), "{what}: no answer over Kafka");
+                    seen.saw("conflict over kafka, first answer forgotten");
+                    continue;
+                }
+            },
             (false, false) => vec![over_http(&dev, &request)],
             (false, true) => std::thread::scope(|s| {
                 let twice: Vec<_> = (0..2).map(|_| s.spawn(|| over_http(&dev, &request))).collect();
                 twice.into_iter().map(|t| t.join().unwrap()).collect()
             }),
         };
-        if replies.len() == 2 {
-            assert_eq!(replies[0], replies[1], "{what}: two concurrent duplicates answered differently");
+        if replies.iter().any(|(_, polled)| *polled) {
+            seen.saw("answer polled after 202");
         }
-        let reply = &replies[0];
+        if let [(a, _), (b, _)] = replies.as_slice() {
+            assert_eq!(a.body, b.body, "{what}: two concurrent duplicates answered differently");
+        }
+        let (reply, polled) = &replies[0];
         match expected {
             Expect::Repeat(first) => {
                 let first = first.expect("every first answer was seen");
@@ -379,7 +437,7 @@ fn run_sequence(seed: u64, steps: usize, seen: &mut Seen) {
                 assert_eq!(reply.body, first.expect("every first answer was seen").body, "{what}");
             }
             Expect::New(event) => {
-                check_new(reply, &event, request.over_kafka, &what);
+                check_new(reply, &event, *polled, &what);
                 if let Some(tx) = transaction_of(&command) {
                     model.transactions.entry(tx).or_insert((command_fingerprint(&command.body), event.body.answer()));
                 }
@@ -388,6 +446,10 @@ fn run_sequence(seed: u64, steps: usize, seen: &mut Seen) {
         model.remember(&command, reply);
     }
     check_reads(&dev, &model, seed);
+}
+
+fn transaction_of_body(body: &CommandBody) -> bool {
+    matches!(body, CommandBody::Transact { .. })
 }
 
 fn transaction_of(command: &Command) -> Option<(String, String)> {
@@ -537,6 +599,8 @@ fn every_answer_to_colliding_commands_matches_the_model() {
             ("same id in another stream", 10),
             ("same tx id in another ledger", 10),
             ("concurrent duplicates", 10),
+            ("rejected transaction again under a new key", 5),
+            ("answer polled after 202", 10),
             ("over kafka", 10),
             ("amount beyond 64 bits", 10),
             ("restart", 3),
@@ -613,8 +677,9 @@ fn the_reported_cases_answer_correctly() {
     let retry = send(&dev, "POST", "/v1/ledgers/main/transactions", Some("pay-2"), &poor);
     assert_eq!((retry.status, reason_of(&retry).as_deref()), (422, Some("INSUFFICIENT_FUNDS")), "{retry:?}");
 
-    // 4. An amount beyond 64 bits, and the largest one, are answered and kept exactly.
-    for (tx_id, amount) in [("t-3", "100000000000000000000"), ("t-4", "170141183460469231731687303715884105727")] {
+    // 4. An amount beyond 64 bits, and one that takes eve to the largest balance, are answered
+    // and kept exactly.
+    for (tx_id, amount) in [("t-3", "100000000000000000000"), ("t-4", "170141183460469231631687303715884105727")] {
         let big = send(&dev, "POST", "/v1/ledgers/main/transactions", None, &tx(tx_id, "world", "eve", "ETH/18", amount));
         assert_eq!(big.status, 201, "{big:?}");
         assert!(big.body.contains(&format!(r#""amount":{amount}"#)), "{}", big.body);

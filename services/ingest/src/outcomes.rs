@@ -111,10 +111,18 @@ impl Outcome {
 
 type Key = (TenantId, CommandId);
 
-/// One command id in one stream: its first answer once known here, and callers waiting.
+/// Most answers to conflicting commands kept per command id (they are polled right after a 202).
+const CONFLICTS_KEPT: usize = 8;
+
+/// One command id in one stream: its first answer once known here, the answers to commands that
+/// conflicted with it, and callers waiting.
 struct Slot {
     stream: StreamId,
     first: Option<Arc<Outcome>>,
+    /// Answers to other commands sent under the id (conflicts), newest last.
+    conflicts: Vec<Arc<Outcome>>,
+    /// Counts what was kept here: only the newest entry of `Inner::order` forgets the slot.
+    kept: u64,
     /// Callers waiting for the answer to the command with this fingerprint (the command was
     /// produced, or is about to be).
     waiting: Vec<(u128, oneshot::Sender<Arc<Outcome>>)>,
@@ -129,8 +137,9 @@ pub struct Outcomes {
 struct Inner {
     /// By tenant and command id; one slot per stream that used the id (almost always one).
     entries: HashMap<Key, Vec<Slot>>,
-    /// Answered slots, oldest first: their answers are forgotten beyond `capacity`.
-    order: VecDeque<(Key, StreamId)>,
+    /// Answers kept, oldest first (with the slot's count then): a slot's answers are forgotten
+    /// when its newest entry is beyond `capacity`.
+    order: VecDeque<(Key, StreamId, u64)>,
     /// Whether the watcher has read every partition to where it was at start.
     caught_up: bool,
 }
@@ -141,19 +150,26 @@ impl Inner {
         match slots.iter().position(|s| &s.stream == stream) {
             Some(i) => &mut slots[i],
             None => {
-                slots.push(Slot { stream: stream.clone(), first: None, waiting: Vec::new() });
+                slots.push(Slot {
+                    stream: stream.clone(),
+                    first: None,
+                    conflicts: Vec::new(),
+                    kept: 0,
+                    waiting: Vec::new(),
+                });
                 slots.last_mut().expect("pushed")
             }
         }
     }
 
     fn forget_oldest(&mut self) {
-        let Some((key, stream)) = self.order.pop_front() else { return };
+        let Some((key, stream, kept)) = self.order.pop_front() else { return };
         let Some(slots) = self.entries.get_mut(&key) else { return };
-        if let Some(slot) = slots.iter_mut().find(|s| s.stream == stream) {
+        if let Some(slot) = slots.iter_mut().find(|s| s.stream == stream && s.kept == kept) {
             slot.first = None;
+            slot.conflicts.clear();
         }
-        slots.retain(|s| s.first.is_some() || !s.waiting.is_empty());
+        slots.retain(|s| s.first.is_some() || !s.conflicts.is_empty() || !s.waiting.is_empty());
         if slots.is_empty() {
             self.entries.remove(&key);
         }
@@ -163,6 +179,7 @@ impl Inner {
 /// What a caller learns when it asks for an outcome.
 pub enum Lookup {
     Done(Arc<Outcome>),
+    /// Not known yet: the receiver gets the answer.
     Pending(oneshot::Receiver<Arc<Outcome>>),
 }
 
@@ -203,18 +220,32 @@ impl Outcomes {
     }
 
     /// The state of a command id on this instance: answered, being waited for, or unknown;
-    /// `stream` picks one when the id was used in several.
-    pub fn peek(&self, tenant: &TenantId, command_id: &CommandId, stream: Option<&StreamId>) -> Peek {
+    /// `stream` picks one when the id was used in several. With `fingerprint`, the answer to
+    /// that very command (a conflicting command's own answer, not the id's first one).
+    pub fn peek(
+        &self,
+        tenant: &TenantId,
+        command_id: &CommandId,
+        stream: Option<&StreamId>,
+        fingerprint: Option<u128>,
+    ) -> Peek {
         let inner = self.inner.lock().expect("not poisoned");
         let Some(slots) = inner.entries.get(&(tenant.clone(), command_id.clone())) else { return Peek::Unknown };
         let chosen: Vec<&Slot> = slots.iter().filter(|s| stream.is_none_or(|wanted| &s.stream == wanted)).collect();
         match chosen.as_slice() {
             [] => Peek::Unknown,
-            [slot] => match &slot.first {
-                Some(first) => Peek::Done(first.clone()),
-                None if slot.waiting.is_empty() => Peek::Unknown,
-                None => Peek::Pending(slot.stream.clone()),
-            },
+            [slot] => {
+                let answer = match fingerprint {
+                    None => slot.first.as_ref(),
+                    Some(f) => slot.first.iter().chain(&slot.conflicts).find(|o| o.answers(f)),
+                };
+                let waited = slot.waiting.iter().any(|(f, w)| fingerprint.is_none_or(|wanted| *f == wanted) && !w.is_closed());
+                match answer {
+                    Some(answer) => Peek::Done(answer.clone()),
+                    None if waited => Peek::Pending(slot.stream.clone()),
+                    None => Peek::Unknown,
+                }
+            }
             many => Peek::Ambiguous(many.iter().map(|s| s.stream.clone()).collect()),
         }
     }
@@ -237,10 +268,18 @@ impl Outcomes {
         let key = (tenant.clone(), CommandId::parse(outcome.command_id.clone()).expect("from a valid event"));
         let mut inner = self.inner.lock().expect("not poisoned");
         let slot = inner.slot(&key, stream);
-        let mut kept = false;
+        let mut kept = None;
         if first && slot.first.is_none() {
             slot.first = Some(outcome.clone());
-            kept = true;
+            slot.kept += 1;
+            kept = Some(slot.kept);
+        } else if !first {
+            if slot.conflicts.len() == CONFLICTS_KEPT {
+                slot.conflicts.remove(0);
+            }
+            slot.conflicts.push(outcome.clone());
+            slot.kept += 1;
+            kept = Some(slot.kept);
         }
         let (answered, still): (Vec<_>, Vec<_>) =
             slot.waiting.drain(..).partition(|(fingerprint, _)| outcome.answers(*fingerprint));
@@ -248,8 +287,8 @@ impl Outcomes {
         for (_, waiter) in answered {
             let _ = waiter.send(outcome.clone());
         }
-        if kept {
-            inner.order.push_back((key, stream.clone()));
+        if let Some(kept) = kept {
+            inner.order.push_back((key, stream.clone(), kept));
             while inner.order.len() > self.capacity {
                 inner.forget_oldest();
             }

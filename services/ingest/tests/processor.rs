@@ -288,7 +288,7 @@ async fn a_new_owner_restores_from_the_newest_good_snapshot() {
     let tally_ingest::outcomes::Lookup::Pending(answer) = answer else { panic!("t700 is not answered yet") };
     let answer = tokio::time::timeout(SETTLE, answer).await.expect("the watcher sees t700").unwrap();
     assert_eq!(answer.command_id, "t700");
-    assert!(matches!(outcomes.peek(&acme, &first, None), Peek::Unknown), "t0 is before the snapshot");
+    assert!(matches!(outcomes.peek(&acme, &first, None, None), Peek::Unknown), "t0 is before the snapshot");
     stop.cancel();
     let _ = tokio::task::spawn_blocking(move || watcher.join()).await;
 

@@ -435,9 +435,12 @@ async fn post_batch(
                 outcome: Some(outcome.as_ref().clone()),
                 poll: None,
             },
-            Ok(Answer::Pending(id, stream)) => {
-                BatchItem { tx_id, status: 202, outcome: None, poll: Some(super::poll_url(&id, &stream)) }
-            }
+            Ok(Answer::Pending(id, stream, fingerprint)) => BatchItem {
+                tx_id,
+                status: 202,
+                outcome: None,
+                poll: Some(super::poll_url(&id, &stream, Some(fingerprint))),
+            },
             Err(problem) => BatchItem { tx_id, status: problem.status, outcome: None, poll: None },
         });
     }
@@ -552,6 +555,10 @@ pub struct OutcomeQuery {
     /// The command's stream: its ledger, or `state/TYPE/KEY` for a document. A command id names
     /// one command per stream; needed only when the id was used in several (else 409).
     stream: Option<String>,
+    /// The fingerprint of one command sent under the id (32 hex digits, as a 202's poll URL
+    /// gives it): that command's own answer, also when it conflicted with the id's first
+    /// command. Without it: the id's first answer.
+    fingerprint: Option<String>,
 }
 
 /// The outcome of a command: 200 with it, 202 while it is awaited, 404 if this instance does
@@ -570,15 +577,19 @@ async fn command_outcome(
         let Query(query) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
         let command_id = field("command_id", CommandId::parse(command_id))?;
         let stream = query.stream.map(|s| field("stream", StreamId::parse(&s))).transpose()?;
-        Ok::<_, Problem>((command_id, stream))
+        let fingerprint = query
+            .fingerprint
+            .map(|f| field("fingerprint", u128::from_str_radix(&f, 16).map_err(|_| "expected 32 hex digits")))
+            .transpose()?;
+        Ok::<_, Problem>((command_id, stream, fingerprint))
     })();
-    let (command_id, stream) = match parsed {
+    let (command_id, stream, fingerprint) = match parsed {
         Ok(parsed) => parsed,
         Err(problem) => return problem.into_response(),
     };
-    match front.peek(caller.tenant(), &command_id, stream.as_ref()) {
+    match front.peek(caller.tenant(), &command_id, stream.as_ref(), fingerprint) {
         Peek::Done(outcome) => respond(Answer::Done(outcome), false),
-        Peek::Pending(stream) => pending(&command_id, &stream),
+        Peek::Pending(stream) => pending(&command_id, &stream, fingerprint),
         Peek::Ambiguous(streams) => {
             let streams: Vec<String> = streams.iter().map(ToString::to_string).collect();
             Problem::new(

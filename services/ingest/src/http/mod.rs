@@ -66,8 +66,9 @@ struct Inner {
 /// How a submitted command ended, as far as this request knows.
 pub enum Answer {
     Done(Arc<Outcome>),
-    /// Not answered within the wait: poll `/v1/commands/{id}?stream=...`.
-    Pending(CommandId, StreamId),
+    /// Not answered within the wait: poll `/v1/commands/{id}?stream=...&fingerprint=...` (the
+    /// command's id, stream and fingerprint).
+    Pending(CommandId, StreamId, u128),
 }
 
 impl Front {
@@ -97,9 +98,13 @@ impl Front {
         self.submit_until(command, tokio::time::Instant::now() + self.inner.config.wait).await
     }
 
-    /// [`Front::submit`], waiting until `deadline`. An answer known here is given only if it
-    /// answers this very command (same fingerprint); a command that reuses an id for something
-    /// else is produced, and the processor's conflict answer is what it gets.
+    /// [`Front::submit`], waiting until `deadline`.
+    ///
+    /// Every request is produced, a repeat too: the log then holds one command record per
+    /// request whatever this instance remembers, so what the log holds (and every stream's
+    /// versions) never depends on a cache. An answer known here is given at once, but only if
+    /// it answers this very command (same fingerprint); a command that reuses an id for
+    /// something else waits for its own (conflict) answer.
     async fn submit_until(
         &self,
         command: Command,
@@ -107,10 +112,22 @@ impl Front {
     ) -> Result<Answer, Problem> {
         let stream = command.body.stream();
         let fingerprint = command_fingerprint(&command.body);
-        let receiver = match self.inner.outcomes.wait(&command.tenant, &stream, &command.command_id, fingerprint) {
+        let lookup = self.inner.outcomes.wait(&command.tenant, &stream, &command.command_id, fingerprint);
+        let produced = self.produce(&command).await;
+        let receiver = match lookup {
+            // The answer stands whether or not the repeat reached the log.
             Lookup::Done(outcome) => return Ok(Answer::Done(outcome)),
             Lookup::Pending(receiver) => receiver,
         };
+        produced?;
+        match tokio::time::timeout_at(deadline, receiver).await {
+            Ok(Ok(outcome)) => Ok(Answer::Done(outcome)),
+            _ => Ok(Answer::Pending(command.command_id, stream, fingerprint)),
+        }
+    }
+
+    /// Produces `command` to the commands topic, waiting until the broker has it.
+    async fn produce(&self, command: &Command) -> Result<(), Problem> {
         let (key, payload) = (command.kafka_key(), self.inner.codec.encode_command(&command));
         // The request's trace goes on in the command record's headers, beside who produced it.
         let headers = tally_kafka::trace_context::current_headers()
@@ -121,14 +138,17 @@ impl Front {
             tracing::error!(command_id = %command.command_id, "producing a command: {e}");
             return Err(Problem::unavailable());
         }
-        match tokio::time::timeout_at(deadline, receiver).await {
-            Ok(Ok(outcome)) => Ok(Answer::Done(outcome)),
-            _ => Ok(Answer::Pending(command.command_id, stream)),
-        }
+        Ok(())
     }
 
-    fn peek(&self, tenant: &TenantId, command_id: &CommandId, stream: Option<&StreamId>) -> Peek {
-        self.inner.outcomes.peek(tenant, command_id, stream)
+    fn peek(
+        &self,
+        tenant: &TenantId,
+        command_id: &CommandId,
+        stream: Option<&StreamId>,
+        fingerprint: Option<u128>,
+    ) -> Peek {
+        self.inner.outcomes.peek(tenant, command_id, stream, fingerprint)
     }
 
     /// Whether every answer already in the log when this instance started is known here.
@@ -202,17 +222,22 @@ pub fn respond(answer: Answer, created: bool) -> Response {
             }
             response
         }
-        Answer::Pending(command_id, stream) => pending(&command_id, &stream),
+        Answer::Pending(command_id, stream, fingerprint) => pending(&command_id, &stream, Some(fingerprint)),
     }
 }
 
-/// Where to poll for the answer to `command_id` in `stream`.
-fn poll_url(command_id: &CommandId, stream: &StreamId) -> String {
-    format!("/v1/commands/{command_id}?stream={stream}")
+/// Where to poll for the answer to the command with `fingerprint` sent as `command_id` in
+/// `stream`: that command's own answer, even when it conflicted with the id's first command
+/// (without `fingerprint`: the id's first answer).
+fn poll_url(command_id: &CommandId, stream: &StreamId, fingerprint: Option<u128>) -> String {
+    match fingerprint {
+        Some(f) => format!("/v1/commands/{command_id}?stream={stream}&fingerprint={f:032x}"),
+        None => format!("/v1/commands/{command_id}?stream={stream}"),
+    }
 }
 
-fn pending(command_id: &CommandId, stream: &StreamId) -> Response {
-    let poll = poll_url(command_id, stream);
+fn pending(command_id: &CommandId, stream: &StreamId, fingerprint: Option<u128>) -> Response {
+    let poll = poll_url(command_id, stream, fingerprint);
     let body =
         api::PendingBody { command_id: command_id.to_string(), status: "PENDING".into(), poll: poll.clone() };
     let mut response = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
