@@ -50,7 +50,7 @@ pub struct Event {
     /// [`crate::command_fingerprint`] of the command this event answers (0 for events written
     /// before commands had fingerprints): how a later command with the same id is told to be a
     /// repeat or a conflict. Written as 32 hex digits in JSON.
-    #[serde(with = "hex_u128")]
+    #[serde(with = "hex_u128", default)]
     pub command_fingerprint: u128,
     pub actor: Actor,
     /// Milliseconds since the Unix epoch, as decided by the processor.

@@ -239,7 +239,9 @@ impl Outcomes {
                     None => slot.first.as_ref(),
                     Some(f) => slot.first.iter().chain(&slot.conflicts).find(|o| o.answers(f)),
                 };
-                let waited = slot.waiting.iter().any(|(f, w)| fingerprint.is_none_or(|wanted| *f == wanted) && !w.is_closed());
+                // A caller that was answered 202 has let go of its receiver; the command is still
+                // on its way, so it is still awaited.
+                let waited = slot.waiting.iter().any(|(f, _)| fingerprint.is_none_or(|wanted| *f == wanted));
                 match answer {
                     Some(answer) => Peek::Done(answer.clone()),
                     None if waited => Peek::Pending(slot.stream.clone()),

@@ -267,8 +267,8 @@ async fn every_write_endpoint_answers_with_its_outcome() {
 
     let log = service.h.log().await;
     let outcomes = log.outcomes();
-    assert!(outcomes.contains_key("acme/r1") && outcomes.contains_key("acme/b2"));
-    assert!(!outcomes.contains_key("acme/x"), "a refused batch produced nothing");
+    assert!(outcomes.contains_key("acme/tx:r1") && outcomes.contains_key("acme/tx:b2"));
+    assert!(!outcomes.contains_key("acme/tx:x"), "a refused batch produced nothing");
     service.stop().await;
 }
 

@@ -182,10 +182,11 @@ impl Log {
         })
     }
 
-    /// The accepted answer for each `tenant/command id` (panics if one has two).
+    /// The first answer to each `tenant/command id` (panics if one has two); repeats and
+    /// command id conflicts answer commands that are not the id's first.
     pub fn outcomes(&self) -> std::collections::HashMap<String, Event> {
         let mut out = std::collections::HashMap::new();
-        for e in self.events() {
+        for e in self.events().filter(|e| e.body.answers_first()) {
             let id = format!("{}/{}", e.tenant, e.command_id);
             let previous = out.insert(id.clone(), e.clone());
             assert!(previous.is_none(), "command {id} answered twice");
