@@ -19,8 +19,9 @@ use serde_json::value::RawValue;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 use tally_core::{
-    Actor, Amount, Answer, Asset, Command, CommandBody, CommandId, DocKey, DocType, Event, EventBody, LedgerId,
-    Posting, Reason, State, StreamId, TenantId, TxId, TxRequest, apply, command_fingerprint, decide,
+    Actor, Amount, Answer, Asset, Command, CommandBody, CommandId, DocKey, DocType, Event, EventBody,
+    LedgerId, Posting, Reason, State, StreamId, TenantId, TxId, TxRequest, apply, command_fingerprint,
+    decide,
 };
 use tally_dev::{ACME, Dev, http_client};
 
@@ -40,8 +41,8 @@ impl Rng {
         (self.next() % n as u64) as usize
     }
 
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len())]
     }
 }
 
@@ -80,10 +81,13 @@ struct Request {
 
 impl Request {
     fn command_id(&self, fresh: &mut u64) -> String {
-        self.key.clone().or_else(|| CommandId::default_for(&self.body).map(|id| id.to_string())).unwrap_or_else(|| {
-            *fresh += 1;
-            format!("fresh-{fresh}")
-        })
+        self.key
+            .clone()
+            .or_else(|| CommandId::default_for(&self.body).map(|id| id.to_string()))
+            .unwrap_or_else(|| {
+                *fresh += 1;
+                format!("fresh-{fresh}")
+            })
     }
 }
 
@@ -95,13 +99,13 @@ fn generate(rng: &mut Rng) -> Request {
     let body = if rng.below(4) == 0 {
         CommandBody::PutDocument {
             doc_type: DocType::parse("carts").unwrap(),
-            key: DocKey::parse(*rng.pick(&DOCS)).unwrap(),
+            key: DocKey::parse(rng.pick(&DOCS)).unwrap(),
             value: rng.pick(&DOC_BODIES).to_string(),
             expected_version: None,
         }
     } else {
-        let asset = Asset::parse(*rng.pick(&["USD/2", "ETH/18"])).unwrap();
-        let (source, destination) = *rng.pick(&[("world", "a"), ("a", "b"), ("b", "world")]);
+        let asset = Asset::parse(rng.pick(&["USD/2", "ETH/18"])).unwrap();
+        let (source, destination) = rng.pick(&[("world", "a"), ("a", "b"), ("b", "world")]);
         let posting = Posting {
             source: tally_core::AccountId::parse(source).unwrap(),
             destination: tally_core::AccountId::parse(destination).unwrap(),
@@ -109,9 +113,13 @@ fn generate(rng: &mut Rng) -> Request {
             amount: amount(rng),
         };
         CommandBody::Transact {
-            ledger: ledger(*rng.pick(&LEDGERS)),
-            tx_id: TxId::parse(*rng.pick(&TX_IDS)).unwrap(),
-            request: TxRequest::Transfer { postings: vec![posting], metadata: BTreeMap::new(), pending_timeout_ms: None },
+            ledger: ledger(rng.pick(&LEDGERS)),
+            tx_id: TxId::parse(rng.pick(&TX_IDS)).unwrap(),
+            request: TxRequest::Transfer {
+                postings: vec![posting],
+                metadata: BTreeMap::new(),
+                pending_timeout_ms: None,
+            },
         }
     };
     Request {
@@ -171,7 +179,7 @@ enum Expect {
     /// A conflict: 409 with this reason, and nothing changes.
     Conflict(Reason),
     /// A new command id: what the core decides.
-    New(Event),
+    New(Box<Event>),
 }
 
 impl Model {
@@ -191,7 +199,7 @@ impl Model {
                 if let EventBody::DocumentPut { key, value, .. } = &decided.body {
                     self.documents.insert(key.to_string(), Some(value.clone()));
                 }
-                Expect::New(decided)
+                Expect::New(Box::new(decided))
             }
         }
     }
@@ -234,7 +242,8 @@ fn over_http(dev: &Dev, request: &Request) -> (Reply, bool) {
         call = call.header("idempotency-key", key);
     }
     let mut response = call.send(body.as_bytes()).expect("the front door answers");
-    let reply = Reply { status: response.status().as_u16(), body: response.body_mut().read_to_string().unwrap() };
+    let reply =
+        Reply { status: response.status().as_u16(), body: response.body_mut().read_to_string().unwrap() };
     if reply.status != 202 {
         return (reply, false);
     }
@@ -302,7 +311,8 @@ fn check_new(reply: &Reply, expected: &Event, polled: bool, what: &str) {
         assert_eq!(problem.reason.as_deref(), Some(reason.code()), "{what}: {reply:?}");
         return;
     }
-    let outcome: OutcomeJson = serde_json::from_str(&reply.body).unwrap_or_else(|e| panic!("{what}: {e}: {reply:?}"));
+    let outcome: OutcomeJson =
+        serde_json::from_str(&reply.body).unwrap_or_else(|e| panic!("{what}: {e}: {reply:?}"));
     let status_text = if answer == Answer::Deduplicated { "DEDUPLICATED" } else { "ACCEPTED" };
     assert_eq!(outcome.status, status_text, "{what}");
     // Every field but the processor's clock and the actor (the HTTP caller or `tally send`),
@@ -372,12 +382,13 @@ fn run_sequence(seed: u64, steps: usize, seen: &mut Seen) {
             0..=2 if !sent.is_empty() => Request {
                 over_kafka: rng.below(6) == 0,
                 concurrent: rng.below(4) == 0,
-                ..rng.pick(&sent).clone()
+                ..sent[rng.below(sent.len())].clone()
             },
             // The same transaction again under a new key (a retry after a rejection or a 202).
             3 | 4 if sent.iter().any(|r| transaction_of_body(&r.body)) => {
-                let transactions: Vec<&Request> = sent.iter().filter(|r| transaction_of_body(&r.body)).collect();
-                let previous: &Request = *rng.pick(&transactions);
+                let transactions: Vec<&Request> =
+                    sent.iter().filter(|r| transaction_of_body(&r.body)).collect();
+                let previous: &Request = rng.pick(&transactions);
                 let key = Some(format!("again-{step}"));
                 Request { key, over_kafka: false, concurrent: false, ..previous.clone() }
             }
@@ -397,7 +408,11 @@ fn run_sequence(seed: u64, steps: usize, seen: &mut Seen) {
         }
         // Over Kafka, only a conflict's answer may be unknown to the front door (then the id's
         // first answer was forgotten there: a tiny --outcomes-kept).
-        let wait = if matches!(expected, Expect::Conflict(_)) { Duration::from_secs(2) } else { Duration::from_secs(60) };
+        let wait = if matches!(expected, Expect::Conflict(_)) {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_secs(60)
+        };
         let replies: Vec<(Reply, bool)> = match (request.over_kafka, request.concurrent) {
             (true, _) => match over_kafka(&dev, &command, wait) {
                 Some(reply) => vec![(reply, true)],
@@ -433,13 +448,17 @@ fn run_sequence(seed: u64, steps: usize, seen: &mut Seen) {
             Expect::Conflict(_) => {
                 // Over Kafka the conflict has no caller; asked by id, the id's answer is still
                 // the first one.
-                let first = model.ids[&(command.body.stream().to_string(), command.command_id.to_string())].1.clone();
+                let first =
+                    model.ids[&(command.body.stream().to_string(), command.command_id.to_string())].1.clone();
                 assert_eq!(reply.body, first.expect("every first answer was seen").body, "{what}");
             }
             Expect::New(event) => {
                 check_new(reply, &event, *polled, &what);
                 if let Some(tx) = transaction_of(&command) {
-                    model.transactions.entry(tx).or_insert((command_fingerprint(&command.body), event.body.answer()));
+                    model
+                        .transactions
+                        .entry(tx)
+                        .or_insert((command_fingerprint(&command.body), event.body.answer()));
                 }
             }
         }
@@ -468,14 +487,20 @@ fn classify(model: &Model, command: &Command, request: &Request, seen: &mut Seen
         Some(_) => seen.saw("same id, another command"),
         None => {}
     }
-    if model.ids.keys().any(|(s, id)| id == command.command_id.as_str() && *s != command.body.stream().to_string()) {
+    if model
+        .ids
+        .keys()
+        .any(|(s, id)| id == command.command_id.as_str() && *s != command.body.stream().to_string())
+    {
         seen.saw("same id in another stream");
     }
     if let Some(tx) = transaction_of(command) {
-        if let Some((first, answer)) = model.transactions.get(&tx) {
-            if request.key.is_some() && *first == fingerprint && matches!(answer, Answer::Rejected(_)) {
-                seen.saw("rejected transaction again under a new key");
-            }
+        if let Some((first, answer)) = model.transactions.get(&tx)
+            && request.key.is_some()
+            && *first == fingerprint
+            && matches!(answer, Answer::Rejected(_))
+        {
+            seen.saw("rejected transaction again under a new key");
         }
         if model.transactions.keys().any(|(l, t)| *t == tx.1 && *l != tx.0) {
             seen.saw("same tx id in another ledger");
@@ -528,8 +553,11 @@ fn check_reads(dev: &Dev, model: &Model, seed: u64) {
     let get = |path: &str| -> (u16, String) {
         let started = Instant::now();
         loop {
-            let mut response =
-                agent.get(format!("http://{}{path}", dev.query)).header("authorization", ACME).call().unwrap();
+            let mut response = agent
+                .get(format!("http://{}{path}", dev.query))
+                .header("authorization", ACME)
+                .call()
+                .unwrap();
             let status = response.status().as_u16();
             let body = response.body_mut().read_to_string().unwrap();
             if status != 503 || started.elapsed() > Duration::from_secs(30) {
@@ -555,8 +583,12 @@ fn check_reads(dev: &Dev, model: &Model, seed: u64) {
                         .collect(),
                     _ => BTreeMap::new(),
                 };
-                let modelled: BTreeMap<String, Amount> =
-                    state.balances.iter().filter(|(_, b)| b.posted != 0).map(|(a, b)| (a.to_string(), b.posted)).collect();
+                let modelled: BTreeMap<String, Amount> = state
+                    .balances
+                    .iter()
+                    .filter(|(_, b)| b.posted != 0)
+                    .map(|(a, b)| (a.to_string(), b.posted))
+                    .collect();
                 let served: BTreeMap<String, Amount> = served.into_iter().filter(|(_, p)| *p != 0).collect();
                 if served != modelled {
                     mismatch = Some(format!("{ledger_id}/{account}: served {served:?}, model {modelled:?}"));
@@ -565,7 +597,8 @@ fn check_reads(dev: &Dev, model: &Model, seed: u64) {
         }
         for (key, value) in &model.documents {
             let (status, body) = get(&format!("/v1/state/carts/{key}"));
-            let served = (status == 200).then(|| serde_json::from_str::<DocumentJson>(&body).unwrap().value.get().to_owned());
+            let served = (status == 200)
+                .then(|| serde_json::from_str::<DocumentJson>(&body).unwrap().value.get().to_owned());
             if &served != value {
                 mismatch = Some(format!("carts/{key}: served {served:?}, model {value:?}"));
             }
@@ -582,7 +615,9 @@ fn check_reads(dev: &Dev, model: &Model, seed: u64) {
 fn every_answer_to_colliding_commands_matches_the_model() {
     let seed: u64 = match std::env::var("TALLY_MODEL_SEED") {
         Ok(seed) => seed.parse().expect("TALLY_MODEL_SEED is a number"),
-        Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64,
+        Err(_) => {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+        }
     };
     let sequences: u64 = std::env::var("TALLY_MODEL_SEQUENCES").map_or(3, |n| n.parse().unwrap());
     let mut seen = Seen::default();
@@ -606,7 +641,10 @@ fn every_answer_to_colliding_commands_matches_the_model() {
             ("restart", 3),
         ] {
             let met = seen.0.get(kind).copied().unwrap_or(0);
-            assert!(met >= at_least, "{kind} met {met} times, fewer than {at_least}: the generator must make it");
+            assert!(
+                met >= at_least,
+                "{kind} met {met} times, fewer than {at_least}: the generator must make it"
+            );
         }
     }
 }
@@ -639,7 +677,13 @@ fn the_reported_cases_answer_correctly() {
     let dir = data.path().to_str().unwrap().to_owned();
     let dev = Dev::start(&["--data-dir", &dir]);
     for (l, asset) in [("main", "USD/2"), ("other", "USD/2"), ("main", "ETH/18")] {
-        let reply = send(&dev, "POST", &format!("/v1/ledgers/{l}/assets"), None, &format!(r#"{{"asset":"{asset}"}}"#));
+        let reply = send(
+            &dev,
+            "POST",
+            &format!("/v1/ledgers/{l}/assets"),
+            None,
+            &format!(r#"{{"asset":"{asset}"}}"#),
+        );
         assert_eq!(reply.status, 201, "{reply:?}");
     }
     let tx = |tx_id: &str, source: &str, destination: &str, asset: &str, amount: &str| {
@@ -649,9 +693,11 @@ fn the_reported_cases_answer_correctly() {
     };
 
     // 1. The same transaction id in two ledgers: two transactions.
-    let main = send(&dev, "POST", "/v1/ledgers/main/transactions", None, &tx("t-1", "world", "amy", "USD/2", "7"));
+    let main =
+        send(&dev, "POST", "/v1/ledgers/main/transactions", None, &tx("t-1", "world", "amy", "USD/2", "7"));
     assert_eq!(main.status, 201, "{main:?}");
-    let other = send(&dev, "POST", "/v1/ledgers/other/transactions", None, &tx("t-1", "world", "zed", "USD/2", "5"));
+    let other =
+        send(&dev, "POST", "/v1/ledgers/other/transactions", None, &tx("t-1", "world", "zed", "USD/2", "5"));
     assert_eq!(other.status, 201, "{other:?}");
     let event: OutcomeJson = serde_json::from_str(&other.body).unwrap();
     assert_eq!(event.event.stream, StreamId::Ledger(ledger("other")), "answered with another ledger's event");
@@ -668,7 +714,11 @@ fn the_reported_cases_answer_correctly() {
     assert!(matches!(put.event.body, EventBody::DocumentPut { version: 1, .. }), "{:?}", put.event.body);
     let again = send(&dev, "PUT", "/v1/state/carts/c-1", Some("put-2"), r#"{"items":2}"#);
     let again: OutcomeJson = serde_json::from_str(&again.body).unwrap();
-    assert!(matches!(again.event.body, EventBody::DocumentPut { version: 2, .. }), "the duplicate was applied: {:?}", again.event.body);
+    assert!(
+        matches!(again.event.body, EventBody::DocumentPut { version: 2, .. }),
+        "the duplicate was applied: {:?}",
+        again.event.body
+    );
 
     // 3. A rejected transfer sent again under a new key is still rejected, for the same reason.
     let poor = tx("t-2", "amy", "bob", "USD/2", "1000");
@@ -679,30 +729,43 @@ fn the_reported_cases_answer_correctly() {
 
     // 4. An amount beyond 64 bits, and one that takes eve to the largest balance, are answered
     // and kept exactly.
-    for (tx_id, amount) in [("t-3", "100000000000000000000"), ("t-4", "170141183460469231631687303715884105727")] {
-        let big = send(&dev, "POST", "/v1/ledgers/main/transactions", None, &tx(tx_id, "world", "eve", "ETH/18", amount));
+    for (tx_id, amount) in
+        [("t-3", "100000000000000000000"), ("t-4", "170141183460469231631687303715884105727")]
+    {
+        let big = send(
+            &dev,
+            "POST",
+            "/v1/ledgers/main/transactions",
+            None,
+            &tx(tx_id, "world", "eve", "ETH/18", amount),
+        );
         assert_eq!(big.status, 201, "{big:?}");
         assert!(big.body.contains(&format!(r#""amount":{amount}"#)), "{}", big.body);
         let outcome: OutcomeJson = serde_json::from_str(&big.body).unwrap();
-        let EventBody::TransactionPosted { postings, .. } = outcome.event.body else { panic!("{:?}", outcome.event.body) };
+        let EventBody::TransactionPosted { postings, .. } = outcome.event.body else {
+            panic!("{:?}", outcome.event.body)
+        };
         assert_eq!(postings[0].amount.to_string(), amount);
     }
     // Their sum does not fit: refused, nothing changed.
-    let over = send(&dev, "POST", "/v1/ledgers/main/transactions", None, &tx("t-5", "world", "eve", "ETH/18", "1"));
+    let over =
+        send(&dev, "POST", "/v1/ledgers/main/transactions", None, &tx("t-5", "world", "eve", "ETH/18", "1"));
     assert_eq!((over.status, reason_of(&over).as_deref()), (422, Some("OVERFLOW")), "{over:?}");
 
     // 5. A transaction id reused with another body: a conflict, from memory and after a restart.
     let conflict = tx("t-1", "world", "amy", "USD/2", "8");
     let hit = send(&dev, "POST", "/v1/ledgers/main/transactions", None, &conflict);
     assert_eq!((hit.status, reason_of(&hit).as_deref()), (409, Some("ID_CONFLICT")), "{hit:?}");
-    let repeat = send(&dev, "POST", "/v1/ledgers/main/transactions", None, &tx("t-1", "world", "amy", "USD/2", "7"));
+    let repeat =
+        send(&dev, "POST", "/v1/ledgers/main/transactions", None, &tx("t-1", "world", "amy", "USD/2", "7"));
     assert_eq!(repeat, main, "a repeat gets the first answer exactly");
     let (status, _) = dev.terminate(Duration::from_secs(30));
     assert!(status.is_some_and(|s| s.success()));
     let dev = Dev::start(&["--data-dir", &dir, "--outcomes-kept", "1"]);
     let miss = send(&dev, "POST", "/v1/ledgers/main/transactions", None, &conflict);
     assert_eq!((miss.status, reason_of(&miss).as_deref()), (409, Some("ID_CONFLICT")), "{miss:?}");
-    let repeat = send(&dev, "POST", "/v1/ledgers/main/transactions", None, &tx("t-1", "world", "amy", "USD/2", "7"));
+    let repeat =
+        send(&dev, "POST", "/v1/ledgers/main/transactions", None, &tx("t-1", "world", "amy", "USD/2", "7"));
     assert_eq!(repeat, main, "after a restart a repeat still gets the first answer exactly");
     // A key in the shape of a default id is refused, and changes nothing.
     let reserved = send(&dev, "POST", "/v1/ledgers/main/assets", Some("tx:t-9"), r#"{"asset":"EUR/2"}"#);

@@ -304,9 +304,9 @@ fn optional_reason(f: &mut Fields, field: &'static str) -> Result<Option<Reason>
     let Some(value) = f.optional_field(field)? else { return Ok(None) };
     match as_optional(field, value)? {
         None => Ok(None),
-        Some(Value::Enum(_, symbol)) => {
-            Reason::from_code(&symbol).map(Some).ok_or_else(|| invalid(field, format!("unknown reason {symbol}")))
-        }
+        Some(Value::Enum(_, symbol)) => Reason::from_code(&symbol)
+            .map(Some)
+            .ok_or_else(|| invalid(field, format!("unknown reason {symbol}"))),
         Some(other) => Err(invalid(field, format!("expected an enum, got {other:?}"))),
     }
 }
@@ -487,10 +487,9 @@ fn event_value(family: &Family, epoch: u64, command_offset: i64, e: &Event) -> V
             vec![("first_rejection", optional(first_rejection.map(reason_value)))],
         ),
         PendingVoided { ledger, tx_id } | PendingExpired { ledger, tx_id } => ledger_tx(ledger, tx_id),
-        CommandDeduplicated { first_version, first_offset } => vec![
-            ("first_version", long(*first_version)),
-            ("first_offset", Value::Long(*first_offset)),
-        ],
+        CommandDeduplicated { first_version, first_offset } => {
+            vec![("first_version", long(*first_version)), ("first_offset", Value::Long(*first_offset))]
+        }
         PendingCommitted { ledger, tx_id, amounts } => {
             with(ledger_tx(ledger, tx_id), vec![("amounts", amounts_value(amounts))])
         }
@@ -634,7 +633,10 @@ fn event_from(writer: &Writer, v: Value) -> Result<LogRecord, CodecError> {
             command: b.string("command")?,
             reason: b.reason("reason")?,
             detail: b.string("detail")?,
-            conflicts_with: match b.optional_field("conflicts_with")?.map(|v| as_optional("conflicts_with", v)) {
+            conflicts_with: match b
+                .optional_field("conflicts_with")?
+                .map(|v| as_optional("conflicts_with", v))
+            {
                 Some(Ok(Some(v))) => Some(
                     u64::try_from(as_long("conflicts_with", v)?)
                         .map_err(|_| invalid("conflicts_with", "must not be negative"))?,
@@ -647,6 +649,7 @@ fn event_from(writer: &Writer, v: Value) -> Result<LogRecord, CodecError> {
             return Err(CodecError::Invalid { field: "body", why: format!("unknown event {other}") });
         }
     };
-    let event = Event { tenant, stream, stream_version, command_id, command_fingerprint, actor, time_ms, body };
+    let event =
+        Event { tenant, stream, stream_version, command_id, command_fingerprint, actor, time_ms, body };
     Ok(LogRecord::Event { epoch, command_offset, event })
 }

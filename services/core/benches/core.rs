@@ -185,7 +185,6 @@ fn command_id_memory(_: &mut Criterion) {
         with.saturating_sub(without) as f64 / ids.max(1) as f64
     );
 }
-}
 
 criterion_group!(benches, command_id_memory, simple_transfers, ten_posting_transactions);
 criterion_main!(benches);

@@ -230,7 +230,6 @@ impl Answer {
             Answer::Repeated { .. } => "repeated",
         }
     }
-
 }
 
 impl EventBody {
@@ -240,7 +239,8 @@ impl EventBody {
     pub fn answers_first(&self) -> bool {
         !matches!(
             self,
-            EventBody::CommandDeduplicated { .. } | EventBody::CommandRejected { conflicts_with: Some(_), .. }
+            EventBody::CommandDeduplicated { .. }
+                | EventBody::CommandRejected { conflicts_with: Some(_), .. }
         )
     }
 

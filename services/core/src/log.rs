@@ -24,6 +24,10 @@ use crate::Event;
 
 /// One record of an events partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "nearly every record is an event; boxing it would add an allocation per command for the rare claims and markers"
+)]
 pub enum LogRecord {
     /// An owner takes the partition over from `epoch - 1` and earlier.
     Claim { epoch: u64, owner: String },

@@ -2,8 +2,8 @@
 //! Both are pure. `decide` wraps `validate` into the one event every command produces.
 
 use crate::limits::*;
-use crate::state::{Account, AccountStatus, Balance, Document, Failure, Ledger, TxRecord, TxStatus};
 use crate::state::CommandRecord;
+use crate::state::{Account, AccountStatus, Balance, Document, Failure, Ledger, TxRecord, TxStatus};
 use crate::{
     AccountId, Amount, Asset, AssetLimit, Command, CommandBody, CommandId, DocKey, DocType, Event, EventBody,
     LedgerId, Metadata, Posting, Reason, Rejection, State, TxId, TxRequest, command_fingerprint, fingerprint,

@@ -199,7 +199,12 @@ impl State {
     }
 
     /// What is known of `command_id` in `stream` of `tenant`: the first command that used it.
-    pub fn command(&self, tenant: &TenantId, stream: &StreamId, command_id: &CommandId) -> Option<&CommandRecord> {
+    pub fn command(
+        &self,
+        tenant: &TenantId,
+        stream: &StreamId,
+        command_id: &CommandId,
+    ) -> Option<&CommandRecord> {
         self.tenants.get(tenant)?.commands.get(&(stream.clone(), command_id.clone()))
     }
 

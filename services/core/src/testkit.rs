@@ -183,7 +183,13 @@ pub fn run(history: &[(Command, i64)], mut check: impl FnMut(&State, &Event)) ->
         command.command_id = CommandId::parse(format!("c{i}")).unwrap();
         let event = decide(&state, &command, now);
         apply(&mut state, &event);
-        state.place_command(&event.tenant, &event.stream, &event.command_id, event.stream_version, i as i64 + 1);
+        state.place_command(
+            &event.tenant,
+            &event.stream,
+            &event.command_id,
+            event.stream_version,
+            i as i64 + 1,
+        );
         check(&state, &event);
         events.push(event);
     }

@@ -46,7 +46,8 @@ struct Owner {
 /// Folds `log[..end]` as every reader does.
 fn restore(log: &[LogRecord], end: usize) -> (LogReader, State, Vec<Verdict>) {
     let mut replica = Replica::new();
-    let verdicts = log[..end].iter().enumerate().map(|(at, record)| replica.read(at as i64, record)).collect();
+    let verdicts =
+        log[..end].iter().enumerate().map(|(at, record)| replica.read(at as i64, record)).collect();
     (replica.reader, replica.state, verdicts)
 }
 

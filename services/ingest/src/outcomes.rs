@@ -205,7 +205,13 @@ impl Outcomes {
     /// with `fingerprint`; otherwise a receiver for the answer to that command (registered
     /// before the command is produced, so the answer cannot slip by). A known answer to another
     /// command under the same id is never returned: that command gets its own (conflict) answer.
-    pub fn wait(&self, tenant: &TenantId, stream: &StreamId, command_id: &CommandId, fingerprint: u128) -> Lookup {
+    pub fn wait(
+        &self,
+        tenant: &TenantId,
+        stream: &StreamId,
+        command_id: &CommandId,
+        fingerprint: u128,
+    ) -> Lookup {
         let mut inner = self.inner.lock().expect("not poisoned");
         let slot = inner.slot(&(tenant.clone(), command_id.clone()), stream);
         match &slot.first {
@@ -230,8 +236,11 @@ impl Outcomes {
         fingerprint: Option<u128>,
     ) -> Peek {
         let inner = self.inner.lock().expect("not poisoned");
-        let Some(slots) = inner.entries.get(&(tenant.clone(), command_id.clone())) else { return Peek::Unknown };
-        let chosen: Vec<&Slot> = slots.iter().filter(|s| stream.is_none_or(|wanted| &s.stream == wanted)).collect();
+        let Some(slots) = inner.entries.get(&(tenant.clone(), command_id.clone())) else {
+            return Peek::Unknown;
+        };
+        let chosen: Vec<&Slot> =
+            slots.iter().filter(|s| stream.is_none_or(|wanted| &s.stream == wanted)).collect();
         match chosen.as_slice() {
             [] => Peek::Unknown,
             [slot] => {
@@ -388,7 +397,9 @@ fn answer(outcomes: &Outcomes, fetcher: &mut Fetcher, event: &Event, partition: 
     match outcome {
         Ok(outcome) => outcomes.publish(&event.tenant, &event.stream, outcome, !conflict),
         // Waiting callers get 202 and poll; nothing untrue is ever handed out.
-        Err(e) => tracing::error!(event_id = %event.event_id(), partition, offset, "answering a command: {e}"),
+        Err(e) => {
+            tracing::error!(event_id = %event.event_id(), partition, offset, "answering a command: {e}")
+        }
     }
 }
 
@@ -414,7 +425,10 @@ impl Fetcher<'_> {
             && first.command_id == repeat.command_id
             && first.command_fingerprint == repeat.command_fingerprint;
         if !same_command {
-            return Err(format!("the record at {partition}/{offset} is not the first answer to {}", repeat.command_id));
+            return Err(format!(
+                "the record at {partition}/{offset} is not the first answer to {}",
+                repeat.command_id
+            ));
         }
         Outcome::of(&first, partition, offset).map_err(|e| e.to_string())
     }

@@ -370,7 +370,10 @@ async fn get_outcome(
             Err(Problem::new(
                 StatusCode::CONFLICT,
                 "ambiguous command id",
-                format!("{command_id} names a command in each of these streams; pass stream=: {}", streams.join(", ")),
+                format!(
+                    "{command_id} names a command in each of these streams; pass stream=: {}",
+                    streams.join(", ")
+                ),
             ))
         }
     }

@@ -2,11 +2,11 @@
 //! in minor units, times RFC 3339 in UTC with milliseconds.
 
 use serde::Serialize;
-use std::collections::BTreeMap;
 use serde_json::value::RawValue;
-use tally_http::Problem;
+use std::collections::BTreeMap;
 use tally_core::projection::{EventRow, Outcome};
 use tally_core::{Account, AccountStatus, Amount, Document, Failure, TenantId, TxRecord, TxStatus};
+use tally_http::Problem;
 use tally_http::position::Position;
 use tally_store::reads::PostedLine;
 use utoipa::ToSchema;
@@ -252,15 +252,25 @@ impl DocumentView {
     /// (it never is: the processor refuses those) is an error, never a null.
     pub fn of(doc_type: &str, key: &str, doc: Document) -> Result<Option<DocumentView>, Problem> {
         let Some(value) = doc.value else { return Ok(None) };
-        let value = RawValue::from_string(value).map_err(|e| unservable(&format!("document {doc_type}/{key}"), e))?;
-        Ok(Some(DocumentView { doc_type: doc_type.to_owned(), key: key.to_owned(), version: doc.version, value }))
+        let value =
+            RawValue::from_string(value).map_err(|e| unservable(&format!("document {doc_type}/{key}"), e))?;
+        Ok(Some(DocumentView {
+            doc_type: doc_type.to_owned(),
+            key: key.to_owned(),
+            version: doc.version,
+            value,
+        }))
     }
 }
 
 /// A stored row that cannot be written as JSON: logged, and answered as a server error.
 fn unservable(what: &str, e: serde_json::Error) -> Problem {
     tracing::error!("serving {what}: {e}");
-    Problem::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal error", format!("{what} could not be served"))
+    Problem::new(
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error",
+        format!("{what} could not be served"),
+    )
 }
 
 /// An event with its place in the log.

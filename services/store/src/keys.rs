@@ -163,7 +163,9 @@ pub(crate) fn encode(key: &RowKey) -> Vec<u8> {
             KeyBytes::tag(tag::TRANSACTION).id(tenant.as_str()).id(ledger.as_str()).id(tx_id.as_str())
         }
         RowKey::Document { tenant, doc_type, key } => KeyBytes::documents(tenant, doc_type).id(key.as_str()),
-        RowKey::Outcome { tenant, command_id, stream } => KeyBytes::outcomes(tenant, command_id).stream(stream),
+        RowKey::Outcome { tenant, command_id, stream } => {
+            KeyBytes::outcomes(tenant, command_id).stream(stream)
+        }
         RowKey::Posting { tenant, ledger, account, asset, offset, line } => {
             KeyBytes::postings(tenant, ledger, account, asset).line(*offset, *line)
         }
@@ -220,7 +222,11 @@ pub(crate) fn range(scan: &Scan) -> ByteRange {
         }
         Scan::Outcomes { tenant, command_id } => {
             let outcomes = || KeyBytes::outcomes(tenant, command_id);
-            ByteRange { start: Included(outcomes().into_bytes()), end: Excluded(outcomes().prefix_end()), backwards: false }
+            ByteRange {
+                start: Included(outcomes().into_bytes()),
+                end: Excluded(outcomes().prefix_end()),
+                backwards: false,
+            }
         }
         Scan::Stream { tenant, stream, after } => {
             let events = || KeyBytes::stream_events(tenant, stream);

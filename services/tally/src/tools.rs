@@ -47,8 +47,9 @@ pub async fn send(opts: SendOptions) -> anyhow::Result<()> {
         serde_json::from_str(&opts.body).context("the command body is not a valid command")?;
     let command_id = match opts.command_id {
         Some(id) => CommandId::parse(id).context("--command-id")?,
-        None => CommandId::default_for(&body)
-            .unwrap_or_else(|| CommandId::parse(uuid::Uuid::now_v7().to_string()).expect("a uuid is a valid id")),
+        None => CommandId::default_for(&body).unwrap_or_else(|| {
+            CommandId::parse(uuid::Uuid::now_v7().to_string()).expect("a uuid is a valid id")
+        }),
     };
     let command = Command {
         tenant: TenantId::parse(opts.tenant).context("--tenant")?,

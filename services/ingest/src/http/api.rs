@@ -1,10 +1,10 @@
 //! Routes, request bodies and the OpenAPI document (generated from these definitions).
 
 use super::{Answer, Caller, Front, Problem, pending, respond, status_of};
-use axum::extract::Query;
 use crate::outcomes::{Outcome, Peek};
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::Query;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -244,7 +244,8 @@ fn transfer(ledger: &LedgerId, body: TransactionBody) -> Result<(String, Command
 /// fraction would be rounded by a round trip through doubles). Only the surrounding whitespace
 /// is dropped.
 fn document(body: &Bytes) -> Result<String, Problem> {
-    let text = std::str::from_utf8(body).map_err(|e| Problem::bad_request(format!("a document is UTF-8 JSON: {e}")))?;
+    let text = std::str::from_utf8(body)
+        .map_err(|e| Problem::bad_request(format!("a document is UTF-8 JSON: {e}")))?;
     serde_json::from_str::<HashMap<String, &serde_json::value::RawValue>>(text)
         .map_err(|e| Problem::bad_request(format!("a document is a JSON object: {e}")))?;
     Ok(text.trim().to_owned())
@@ -595,7 +596,10 @@ async fn command_outcome(
             Problem::new(
                 StatusCode::CONFLICT,
                 "ambiguous command id",
-                format!("{command_id} names a command in each of these streams; pass stream=: {}", streams.join(", ")),
+                format!(
+                    "{command_id} names a command in each of these streams; pass stream=: {}",
+                    streams.join(", ")
+                ),
             )
             .into_response()
         }

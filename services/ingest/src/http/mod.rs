@@ -128,7 +128,7 @@ impl Front {
 
     /// Produces `command` to the commands topic, waiting until the broker has it.
     async fn produce(&self, command: &Command) -> Result<(), Problem> {
-        let (key, payload) = (command.kafka_key(), self.inner.codec.encode_command(&command));
+        let (key, payload) = (command.kafka_key(), self.inner.codec.encode_command(command));
         // The request's trace goes on in the command record's headers, beside who produced it.
         let headers = tally_kafka::trace_context::current_headers()
             .insert(Header { key: PRODUCER_HEADER, value: Some(FRONT_DOOR) });
@@ -174,7 +174,8 @@ pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 pub fn command(caller: &Caller, headers: &HeaderMap, body: CommandBody) -> Result<Command, Problem> {
     let command_id = match header_text(headers, IDEMPOTENCY_HEADER)? {
         Some(key) => {
-            let id = CommandId::parse(key).map_err(|e| Problem::bad_request(format!("{IDEMPOTENCY_HEADER}: {e}")))?;
+            let id = CommandId::parse(key)
+                .map_err(|e| Problem::bad_request(format!("{IDEMPOTENCY_HEADER}: {e}")))?;
             if id.is_reserved() {
                 return Err(Problem::bad_request(format!(
                     "{IDEMPOTENCY_HEADER}: keys starting with {DEFAULT_TX_COMMAND_PREFIX:?} are reserved for default ids"
