@@ -215,7 +215,6 @@ impl Model {
 /// Sends `request` over HTTP; returns the answer (after polling, if it was 202) and whether it
 /// came from polling.
 fn over_http(dev: &Dev, request: &Request) -> (Reply, bool) {
-    let agent = http_client(Duration::from_secs(30));
     let (method, path, body) = match &request.body {
         CommandBody::Transact { ledger, tx_id, request: TxRequest::Transfer { postings, .. } } => {
             let p = &postings[0];
@@ -231,19 +230,7 @@ fn over_http(dev: &Dev, request: &Request) -> (Reply, bool) {
         }
         other => panic!("not generated: {other:?}"),
     };
-    let url = format!("http://{}{path}", dev.http);
-    let mut call = match method {
-        "POST" => agent.post(&url),
-        _ => agent.put(&url),
-    }
-    .header("authorization", ACME)
-    .header("content-type", "application/json");
-    if let Some(key) = &request.key {
-        call = call.header("idempotency-key", key);
-    }
-    let mut response = call.send(body.as_bytes()).expect("the front door answers");
-    let reply =
-        Reply { status: response.status().as_u16(), body: response.body_mut().read_to_string().unwrap() };
+    let reply = send(dev, method, &path, request.key.as_deref(), &body);
     if reply.status != 202 {
         return (reply, false);
     }

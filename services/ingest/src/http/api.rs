@@ -588,7 +588,7 @@ async fn command_outcome(
         Ok(parsed) => parsed,
         Err(problem) => return problem.into_response(),
     };
-    match front.peek(caller.tenant(), &command_id, stream.as_ref(), fingerprint) {
+    match front.outcomes().peek(caller.tenant(), &command_id, stream.as_ref(), fingerprint) {
         Peek::Done(outcome) => respond(Answer::Done(outcome), false),
         Peek::Pending(stream) => pending(&command_id, &stream, fingerprint),
         Peek::Ambiguous(streams) => {

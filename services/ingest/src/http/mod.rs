@@ -12,7 +12,7 @@
 
 mod api;
 
-use crate::outcomes::{Lookup, Outcome, Outcomes, Peek, Status};
+use crate::outcomes::{Lookup, Outcome, Outcomes, Status};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -23,9 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tally_auth::producers::{FRONT_DOOR, PRODUCER_HEADER};
 use tally_codec::Codec;
-use tally_core::{
-    Command, CommandBody, CommandId, DEFAULT_TX_COMMAND_PREFIX, StreamId, TenantId, command_fingerprint,
-};
+use tally_core::{Command, CommandBody, CommandId, DEFAULT_TX_COMMAND_PREFIX, StreamId, command_fingerprint};
 use utoipa::OpenApi;
 
 pub use api::ApiDoc;
@@ -141,14 +139,9 @@ impl Front {
         Ok(())
     }
 
-    fn peek(
-        &self,
-        tenant: &TenantId,
-        command_id: &CommandId,
-        stream: Option<&StreamId>,
-        fingerprint: Option<u128>,
-    ) -> Peek {
-        self.inner.outcomes.peek(tenant, command_id, stream, fingerprint)
+    /// The answers this instance knows and awaits.
+    fn outcomes(&self) -> &Outcomes {
+        &self.inner.outcomes
     }
 
     /// Whether every answer already in the log when this instance started is known here.
