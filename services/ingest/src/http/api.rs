@@ -328,7 +328,7 @@ async fn open_account(
 
 /// Replace an account's limits and metadata.
 #[utoipa::path(put, path = "/v1/ledgers/{ledger}/accounts/{account}", params(("ledger" = String, Path, description = "ledger id"), ("account" = String, Path, description = "account id"), CommandHeaders), request_body = UpdateAccountBody,
-    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 409, description = "the command id was used for another command (COMMAND_ID_CONFLICT)", body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn update_account(
     State(front): State<Front>,
     caller: Caller,
@@ -350,7 +350,7 @@ async fn update_account(
 
 /// Close an account whose balances and holds are zero.
 #[utoipa::path(post, path = "/v1/ledgers/{ledger}/accounts/{account}/close", params(("ledger" = String, Path, description = "ledger id"), ("account" = String, Path, description = "account id"), CommandHeaders),
-    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 409, description = "the command id was used for another command (COMMAND_ID_CONFLICT)", body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn close_account(
     State(front): State<Front>,
     caller: Caller,
@@ -450,7 +450,7 @@ async fn post_batch(
 
 /// Commit a pending transaction, fully or partially (`amounts` per posting).
 #[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions/{tx_id}/commit", params(("ledger" = String, Path, description = "ledger id"), ("tx_id" = String, Path, description = "transaction id"), CommandHeaders), request_body = CommitBody,
-    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 409, description = "the command id was used for another command (COMMAND_ID_CONFLICT)", body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn commit_pending(
     State(front): State<Front>,
     caller: Caller,
@@ -471,7 +471,7 @@ async fn commit_pending(
 
 /// Void a pending transaction: release its holds.
 #[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions/{tx_id}/void", params(("ledger" = String, Path, description = "ledger id"), ("tx_id" = String, Path, description = "transaction id"), CommandHeaders),
-    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 409, description = "the command id was used for another command (COMMAND_ID_CONFLICT)", body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn void_pending(
     State(front): State<Front>,
     caller: Caller,
