@@ -138,7 +138,7 @@ fn every_query_endpoint_answers_from_the_real_pipeline() {
         api.read_after("/v1/ledgers/main/transactions/t-1", &p1)["created_at"].as_str().unwrap().to_owned();
 
     std::thread::sleep(Duration::from_millis(20)); // so that t-2 is stamped later than t-1
-    api.write("POST", "/v1/ledgers/main/transactions", transfer("t-2", "alice", "bob", 250));
+    let t2_written = api.write("POST", "/v1/ledgers/main/transactions", transfer("t-2", "alice", "bob", 250));
     let mut pending = transfer("t-3", "alice", "bob", 100);
     pending["pending_timeout_ms"] = json!(600_000);
     let p3 = api.write("POST", "/v1/ledgers/main/transactions", pending).position.unwrap();
@@ -193,13 +193,31 @@ fn every_query_endpoint_answers_from_the_real_pipeline() {
         .collect();
     assert_eq!(b, vec![json!("bob")]);
 
-    // Command outcomes by command id (a transaction's command id is tx:<tx_id> by default).
+    // Command outcomes by command id (a transaction's command id is tx:<tx_id> by default): the
+    // query API answers with the very outcome the write was answered with.
     let outcome = api.read_after("/v1/commands/tx:t-2", &p4);
+    assert_eq!(outcome, t2_written.body);
+    assert_eq!(outcome["status"], "ACCEPTED", "{outcome}");
+    // A refused command: both /v1/commands endpoints answer with the write's problem and status.
+    let url = format!("http://{}/v1/ledgers/main/transactions", api.dev.http);
+    let request =
+        ureq::http::Request::builder().method("POST").uri(url).header("authorization", tally_dev::ACME);
+    let overdraft = transfer("t-overdraft", "bob", "alice", 1_000_000).to_string();
+    let refused = answer(api.http.run(request.body(overdraft).unwrap()).unwrap());
     assert_eq!(
-        (outcome["status"].as_str(), outcome["kind"].as_str()),
-        (Some("ACCEPTED"), Some("TransactionPosted")),
-        "{outcome}"
+        (refused.status, &refused.body["reason"]),
+        (422, &json!("INSUFFICIENT_FUNDS")),
+        "{}",
+        refused.body
     );
+    let p_refused = refused.position.clone().unwrap();
+    let auth = [("authorization", tally_dev::ACME), ("tally-position", p_refused.as_str())];
+    let from_query = api.read_with("/v1/commands/tx:t-overdraft", &auth);
+    let front = format!("http://{}/v1/commands/tx:t-overdraft", api.dev.http);
+    let from_front = answer(api.http.get(front).header("authorization", tally_dev::ACME).call().unwrap());
+    for polled in [&from_query, &from_front] {
+        assert_eq!((polled.status, &polled.body, &polled.position), (422, &refused.body, &refused.position));
+    }
 
     // Documents: by key with an ETag (304 when unchanged), and listed with a field filter.
     api.write("PUT", "/v1/state/orders/o-1", json!({"status": "paid", "total": 30}));
@@ -480,5 +498,25 @@ fn metrics_name_the_traffic() {
         ] {
             assert!(text.contains(series), "{listener}/metrics has no {series}:\n{text}");
         }
+    }
+}
+
+/// Both `GET /v1/commands/{id}` endpoints (the front door's and the query API's) document the
+/// one outcome view, so a client reads either with the same types.
+#[test]
+fn both_command_endpoints_document_one_outcome() {
+    let front = serde_json::to_value(tally_ingest::http::openapi()).unwrap();
+    let query = serde_json::to_value(tally_query::openapi()).unwrap();
+    assert_eq!(front["components"]["schemas"]["Outcome"], query["components"]["schemas"]["Outcome"]);
+    assert!(front["components"]["schemas"]["Outcome"].is_object(), "{front}");
+    for doc in [&front, &query] {
+        let answers = &doc["paths"]["/v1/commands/{command_id}"]["get"]["responses"];
+        for status in ["200", "404", "409", "422"] {
+            assert!(answers[status].is_object(), "{status}: {answers}");
+        }
+        assert_eq!(
+            answers["200"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/Outcome"
+        );
     }
 }

@@ -20,11 +20,15 @@ use tally_core::{Actor, TenantId};
 /// What a token must say, and where Tally reads the tenant and roles.
 #[derive(Debug, Clone)]
 pub struct JwtConfig {
+    /// The `iss` every token must carry, exactly (RFC 7519 section 4.1.1).
     pub issuer: String,
+    /// The `aud` every token must name (a string or one of a list; RFC 7519 section 4.1.3).
     pub audience: String,
     /// Clock skew tolerated on `exp` and `nbf`.
     pub leeway: Duration,
+    /// The claim whose string value is the caller's tenant; a token without it is refused.
     pub tenant_claim: String,
+    /// The claim holding the roles: a list of names or a space-separated string (as `scope`).
     pub roles_claim: String,
 }
 
@@ -71,6 +75,8 @@ fn family(parameters: &AlgorithmParameters) -> Option<&'static [Algorithm]> {
     }
 }
 
+/// Checks JWTs (RFC 7519) against the current JWKS and [`JwtConfig`], remembering tokens that
+/// passed until they expire or the key set changes.
 pub struct JwtVerifier {
     config: JwtConfig,
     keys: Arc<Reloading<Keys>>,
@@ -78,10 +84,13 @@ pub struct JwtVerifier {
 }
 
 impl JwtVerifier {
+    /// A verifier of tokens signed by a key of `keys` that meet `config`.
     pub fn new(config: JwtConfig, keys: Arc<Reloading<Keys>>) -> JwtVerifier {
         JwtVerifier { config, keys, verified: Verified::default() }
     }
 
+    /// The caller a JWT (compact serialisation) names, or [`AuthError::Invalid`] with why it was
+    /// refused. A token signed by a key not in the set also has the JWKS read again soon.
     pub fn verify(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
         let keys = self.keys.current_arc();
         let now = jsonwebtoken::get_current_timestamp();

@@ -133,7 +133,9 @@ fn key_id(secret: &str) -> Option<&str> {
 /// A new key: the secret to hand to the client (shown once), and the entry to paste into the
 /// keys file.
 pub struct NewKey {
+    /// The bearer token itself, `tly_<id>_<random>` (43 base64url characters of randomness).
     pub secret: String,
+    /// A `[[key]]` TOML table with the id, tenant, SHA-256 of the secret and roles.
     pub entry: String,
 }
 

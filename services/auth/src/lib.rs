@@ -23,14 +23,18 @@ use tally_core::{Actor, TenantId};
 /// What a caller may be allowed to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// May read: `GET` and `HEAD` requests outside `/admin/` (queries).
     Read,
+    /// May send commands: every other method outside `/admin/`.
     Write,
+    /// May use the operator routes under `/admin/` (projection rebuilds and the like).
     Admin,
 }
 
 impl Role {
     const ALL: [Role; 3] = [Role::Read, Role::Write, Role::Admin];
 
+    /// The role's name in keys files, JWT role claims and policies: `read`, `write` or `admin`.
     pub fn name(self) -> &'static str {
         match self {
             Role::Read => "read",
@@ -39,6 +43,7 @@ impl Role {
         }
     }
 
+    /// The role named `name` (exactly, lower case); an error naming the three roles otherwise.
     pub fn parse(name: &str) -> Result<Role, String> {
         Role::ALL
             .into_iter()
@@ -56,19 +61,23 @@ impl Role {
 pub struct Roles(u8);
 
 impl Roles {
+    /// The set of `roles` (repeats count once).
     pub fn of(roles: &[Role]) -> Roles {
         Roles(roles.iter().fold(0, |bits, r| bits | r.bit()))
     }
 
+    /// The set of the roles named; fails on the first unknown name, as [`Role::parse`].
     pub fn parse<S: AsRef<str>>(names: &[S]) -> Result<Roles, String> {
         let roles: Result<Vec<Role>, String> = names.iter().map(|n| Role::parse(n.as_ref())).collect();
         Ok(Roles::of(&roles?))
     }
 
+    /// Whether `role` is in the set.
     pub fn has(self, role: Role) -> bool {
         self.0 & role.bit() != 0
     }
 
+    /// The names of the roles in the set, in the order read, write, admin.
     pub fn names(self) -> impl Iterator<Item = &'static str> {
         Role::ALL.into_iter().filter(move |r| self.has(*r)).map(Role::name)
     }
@@ -81,6 +90,7 @@ pub struct Principal {
     pub tenant: TenantId,
     /// Who: `key:<id>` for an API key, the token's `sub` for a JWT. Recorded in events.
     pub subject: Actor,
+    /// What the caller may do; each [`Action`] needs its [`Role`].
     pub roles: Roles,
     /// What the per-caller rate limit counts against.
     pub limit_key: String,
@@ -89,8 +99,11 @@ pub struct Principal {
 /// What a request asks to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
+    /// A `GET` or `HEAD` request outside `/admin/`; needs [`Role::Read`].
     Read,
+    /// Any other method outside `/admin/` (a command); needs [`Role::Write`].
     Write,
+    /// Any request under `/admin/`; needs [`Role::Admin`].
     Admin,
 }
 
@@ -108,18 +121,27 @@ impl Action {
 /// A request as the authorization sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Access<'a> {
+    /// What the request asks to do, from its method and path.
     pub action: Action,
+    /// The HTTP method, as sent (`GET`, `POST`, ...).
     pub method: &'a str,
     /// The request's path (the resource).
     pub path: &'a str,
 }
 
+/// Why a caller was not let through. The HTTP gate answers [`AuthError::Missing`] and
+/// [`AuthError::Invalid`] with 401 and a `WWW-Authenticate: Bearer` challenge (RFC 6750), and
+/// [`AuthError::Forbidden`] with 403, each as a problem document.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
+    /// No credentials: the request has no `Authorization` header.
     #[error("credentials are required: send `Authorization: Bearer <API key or JWT>`")]
     Missing,
+    /// Credentials that do not authenticate (not `Bearer <token>`, an unknown key, a bad or
+    /// expired JWT, a kind of token not accepted here); the reason, safe to show the caller.
     #[error("the credentials were refused: {0}")]
     Invalid(String),
+    /// An authenticated caller without the role the action needs, or denied by the policy.
     #[error("{0}")]
     Forbidden(String),
 }
@@ -139,20 +161,24 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
+    /// An authenticator that accepts nothing until keys or a JWT verifier are added.
     pub fn new() -> Authenticator {
         Authenticator::default()
     }
 
+    /// Accepts API keys (tokens starting with [`keys::SECRET_PREFIX`]) from `keys`.
     pub fn with_keys(mut self, keys: Arc<reload::Reloading<keys::KeyRing>>) -> Self {
         self.keys = Some(keys);
         self
     }
 
+    /// Accepts JWTs (every token that is not an API key), checked by `jwt`.
     pub fn with_jwt(mut self, jwt: Arc<jwt::JwtVerifier>) -> Self {
         self.jwt = Some(jwt);
         self
     }
 
+    /// Asks `policy` after the role check; what it does not allow is [`AuthError::Forbidden`].
     pub fn with_policy(mut self, policy: Arc<reload::Reloading<policy::Policy>>) -> Self {
         self.policy = Some(policy);
         self

@@ -21,6 +21,8 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// Compiles a Rego module (UTF-8) for `data.tally.allow`; fails with a message when the text is
+    /// not UTF-8, does not parse, its package is not `tally` or it does not define `allow`.
     pub fn parse(bytes: &[u8]) -> Result<Policy, String> {
         let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
         let mut engine = Engine::new();
@@ -35,6 +37,8 @@ impl Policy {
         Ok(Policy { compiled })
     }
 
+    /// Whether `data.tally.allow` is `true` for the input document of `who` and `access`. Anything
+    /// else, an evaluation error included (logged as a warning), is a denial.
     pub fn allows(&self, who: &Principal, access: Access<'_>) -> bool {
         match self.compiled.eval_with_input(input(who, access)) {
             Ok(value) => value == Value::from(true),

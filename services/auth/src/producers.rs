@@ -64,16 +64,22 @@ impl Pattern {
 /// Why a producer's command is refused: a stable code and a detail (dead-letter headers).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
+    /// `PRODUCER_UNKNOWN` (no header, or a producer not on the list) or `TENANT_NOT_ALLOWED`;
+    /// sent as the `tally-dead-letter-reason` header.
     pub code: &'static str,
+    /// What was wrong, for people (the `tally-dead-letter-detail` header).
     pub detail: String,
 }
 
+/// The producer allow-list: for each producer name, the tenant patterns it may send for.
 #[derive(Debug, Clone, Default)]
 pub struct ProducerTenants {
     allowed: HashMap<String, Vec<Pattern>>,
 }
 
 impl ProducerTenants {
+    /// Reads an allow-list file (TOML, as in the module docs); fails with a message on bad TOML,
+    /// a bad tenant pattern, or an entry for [`FRONT_DOOR`].
     pub fn parse(bytes: &[u8]) -> Result<ProducerTenants, String> {
         let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
         let file: File = toml::from_str(text).map_err(|e| e.to_string())?;

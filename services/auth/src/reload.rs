@@ -22,7 +22,10 @@ const WAKE_INTERVAL_MIN: Duration = Duration::from_secs(5);
 /// Where a reloadable thing comes from.
 #[derive(Debug, Clone)]
 pub enum Source {
+    /// A file, read again at every poll, on SIGHUP and when woken; at most 4 MiB.
     File(PathBuf),
+    /// A URL fetched with GET at the same times (10 s timeout); any answer but 2xx, or a body over
+    /// 4 MiB, is an error and the previous value stays.
     Url(String),
 }
 
@@ -78,6 +81,7 @@ impl<T: Send + Sync + 'static> Reloading<T> {
         })
     }
 
+    /// The current value, for a short look (a guard: not to be held across awaits or for long).
     pub fn current(&self) -> arc_swap::Guard<Arc<T>> {
         self.current.load()
     }

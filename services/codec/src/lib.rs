@@ -30,20 +30,33 @@ pub const ALLOCATION_MAX: usize = 4 * 1024 * 1024;
 /// Why bytes could not be decoded into a command or event (or a value not encoded).
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
+    /// Zero bytes.
     #[error("record is empty")]
     Empty,
+    /// Longer (the byte count given) than [`RECORD_LEN_MAX`] (1 MiB); not read at all.
     #[error("record is {0} bytes; the limit is {RECORD_LEN_MAX}")]
     TooLarge(usize),
+    /// The first byte (given) starts neither single-object encoding (`C3 01`) nor the Confluent
+    /// wire format (`00`).
     #[error("unknown framing: first byte {0:#04x} is neither single-object (C3 01) nor Confluent (00)")]
     UnknownFraming(u8),
+    /// The bytes end inside the part named: the `fingerprint`, the `schema id` or the `datum`.
     #[error("record is truncated: {0}")]
     Truncated(&'static str),
+    /// Single-object framing with a fingerprint of no embedded schema version of `kind` (for the
+    /// events topic, `kind` is `event`, though claims and markers are looked up too).
     #[error("no known {kind} schema has fingerprint {fingerprint:016x}")]
     UnknownFingerprint { kind: Kind, fingerprint: u64 },
+    /// Confluent framing with a schema id not registered for this kind of record
+    /// ([`Codec::register_confluent_id`]).
     #[error("Confluent schema id {0} is not registered for {1} records")]
     UnknownSchemaId(u32, Kind),
+    /// The datum does not decode with its writer schema, has bytes left after it, or a schema given
+    /// to [`Codec::register_confluent_id`] is unusable; the message says which.
     #[error("Avro data does not match the schema: {0}")]
     Avro(String),
+    /// The datum decodes but a field breaks Tally's rules (an id, asset, amount or branch that is
+    /// not allowed); `field` names it.
     #[error("field {field}: {why}")]
     Invalid { field: &'static str, why: String },
 }

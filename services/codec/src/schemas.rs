@@ -8,6 +8,7 @@ use std::fmt;
 /// Which record family a schema describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
+    /// Commands, on the commands topic.
     Command,
     /// Events, on the events topic.
     Event,
@@ -18,6 +19,7 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, in this order.
     pub const ALL: [Kind; 4] = [Kind::Command, Kind::Event, Kind::Claim, Kind::DeadLettered];
 }
 
@@ -35,7 +37,9 @@ impl fmt::Display for Kind {
 /// One committed version of a schema, as a file name and its JSON text.
 #[derive(Debug, Clone, Copy)]
 pub struct SchemaVersion {
+    /// The file name under `schemas/avro/history/`, `<kind>.vN.avsc`.
     pub file: &'static str,
+    /// The schema's JSON text, as committed.
     pub json: &'static str,
 }
 

@@ -27,6 +27,8 @@ impl Default for Codec {
 }
 
 impl Codec {
+    /// Loads every embedded schema and each committed version of it. Also caps apache-avro's
+    /// allocations at [`ALLOCATION_MAX`] for the whole process.
     pub fn new() -> Self {
         apache_avro::util::max_allocation_bytes(ALLOCATION_MAX);
         Codec {
@@ -68,10 +70,13 @@ impl Codec {
         self.family(kind).current_fingerprint
     }
 
+    /// A command as a record of the commands topic: single-object encoded with the current schema.
     pub fn encode_command(&self, command: &Command) -> Vec<u8> {
         self.encode(&self.command, command_value(&self.command, command))
     }
 
+    /// A record of the commands topic, in either framing and any known schema version; every
+    /// failure (framing, schema, datum, a field breaking the rules) is a [`CodecError`].
     pub fn decode_command(&self, bytes: &[u8]) -> Result<Command, CodecError> {
         let (value, writer, _) = self.decode(&[&self.command], bytes)?;
         command_from(writer, value)
@@ -97,6 +102,8 @@ impl Codec {
         }
     }
 
+    /// A record of the events topic (event, claim or dead-letter marker), told apart by its writer
+    /// schema; fails with a [`CodecError`] like [`Codec::decode_command`].
     pub fn decode_log_record(&self, bytes: &[u8]) -> Result<LogRecord, CodecError> {
         let (value, writer, kind) = self.decode(&[&self.event, &self.claim, &self.dead_lettered], bytes)?;
         match kind {

@@ -15,10 +15,14 @@ pub const ASSET_CODE_LEN_MAX: usize = 32;
 /// Why a string is not a valid asset.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AssetError {
+    /// The text (given) is not `CODE/DECIMALS`: it has no `/`.
     #[error("asset {0:?} is not CODE/DECIMALS, e.g. USD/2")]
     Shape(String),
+    /// The code (given) is empty, longer than [`ASSET_CODE_LEN_MAX`], or not made of A-Z, 0-9,
+    /// `-` and `_` starting with a letter.
     #[error("asset code {0:?} must be 1-{ASSET_CODE_LEN_MAX} of A-Z, 0-9, - and _, starting with a letter")]
     Code(String),
+    /// The decimals (given) are not an integer from 0 to [`ASSET_SCALE_MAX`].
     #[error("asset decimals {0:?} must be an integer 0-{ASSET_SCALE_MAX}")]
     Scale(String),
 }
@@ -38,6 +42,8 @@ impl Asset {
         Self::new(code, scale.parse().map_err(|_| AssetError::Scale(scale.to_owned()))?)
     }
 
+    /// The asset `code` with `scale` decimal places; [`AssetError::Code`] or [`AssetError::Scale`]
+    /// when either breaks the rules.
     pub fn new(code: &str, scale: u8) -> Result<Self, AssetError> {
         let well_formed = !code.is_empty()
             && code.len() <= ASSET_CODE_LEN_MAX
@@ -52,10 +58,12 @@ impl Asset {
         Ok(Self { code: code.into(), scale })
     }
 
+    /// The code, e.g. `USD`.
     pub fn code(&self) -> &str {
         &self.code
     }
 
+    /// The number of decimal places of the minor unit (2 for `USD/2`: 1 unit = 100 minor units).
     pub fn scale(&self) -> u8 {
         self.scale
     }

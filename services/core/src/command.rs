@@ -14,6 +14,7 @@ pub struct Posting {
     pub source: AccountId,
     pub destination: AccountId,
     pub asset: Asset,
+    /// Minor units of `asset`; must be positive.
     pub amount: Amount,
 }
 
@@ -22,6 +23,7 @@ pub struct Posting {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AssetLimit {
     pub asset: Asset,
+    /// Lowest available balance, in minor units (negative: a credit line); `None`: unbounded.
     pub min_balance: Option<Amount>,
 }
 
@@ -38,8 +40,11 @@ pub enum TxRequest {
 /// The envelope every command travels in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
+    /// Whose data the command acts on (over HTTP, the tenant of the caller's credential).
     pub tenant: TenantId,
+    /// Chosen by the client; one effect and one first answer per (tenant, stream, id).
     pub command_id: CommandId,
+    /// Who sent it (over HTTP, the authenticated subject); recorded in the event.
     pub actor: Actor,
     pub body: CommandBody,
 }

@@ -11,7 +11,9 @@ use std::fmt;
 /// The Kafka key of its commands and events is `tenant/stream`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum StreamId {
+    /// A ledger: its accounts, assets and transactions. Written as the ledger id.
     Ledger(LedgerId),
+    /// One state document, by type and key. Written as `state/TYPE/KEY`.
     Document(DocType, DocKey),
 }
 
@@ -46,12 +48,14 @@ pub struct Event {
     pub stream: StreamId,
     /// 1 for the first event of the stream, then +1 per event (rejections included).
     pub stream_version: u64,
+    /// The client's id of the command this event answers.
     pub command_id: CommandId,
     /// [`crate::command_fingerprint`] of the command this event answers (0 for events written
     /// before commands had fingerprints): how a later command with the same id is told to be a
     /// repeat or a conflict. Written as 32 hex digits in JSON.
     #[serde(with = "hex_u128", default)]
     pub command_fingerprint: u128,
+    /// Who sent the command (copied from it).
     pub actor: Actor,
     /// Milliseconds since the Unix epoch, as decided by the processor.
     pub time_ms: i64,
@@ -73,26 +77,15 @@ impl Event {
 /// Everything that can happen.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventBody {
-    AssetDefined {
-        ledger: LedgerId,
-        asset: Asset,
-    },
-    AccountOpened {
-        ledger: LedgerId,
-        account: AccountId,
-        limits: Vec<AssetLimit>,
-        metadata: Metadata,
-    },
-    AccountUpdated {
-        ledger: LedgerId,
-        account: AccountId,
-        limits: Vec<AssetLimit>,
-        metadata: Metadata,
-    },
-    AccountClosed {
-        ledger: LedgerId,
-        account: AccountId,
-    },
+    /// `asset` became usable in `ledger`.
+    AssetDefined { ledger: LedgerId, asset: Asset },
+    /// An account was opened explicitly with these limits and metadata. (An account auto-created
+    /// by its first posting has no event of its own.)
+    AccountOpened { ledger: LedgerId, account: AccountId, limits: Vec<AssetLimit>, metadata: Metadata },
+    /// An open account's limits and metadata were replaced by these.
+    AccountUpdated { ledger: LedgerId, account: AccountId, limits: Vec<AssetLimit>, metadata: Metadata },
+    /// An account with zero balances and no holds was closed.
+    AccountClosed { ledger: LedgerId, account: AccountId },
     /// A transaction took effect: `postings` moved. A reversal names the transaction it
     /// compensates in `reverses` (its postings are the inverse of the original's).
     TransactionPosted {
@@ -112,62 +105,30 @@ pub enum EventBody {
         expires_at_ms: i64,
     },
     /// A new transaction id was rejected: the transaction is recorded FAILED with its reason.
-    TransactionFailed {
-        ledger: LedgerId,
-        tx_id: TxId,
-        request: TxRequest,
-        reason: Reason,
-        detail: String,
-    },
+    TransactionFailed { ledger: LedgerId, tx_id: TxId, request: TxRequest, reason: Reason, detail: String },
     /// A repeated transaction request under another command id (same transaction id, same
     /// body): nothing changed; the transaction's first outcome stands. `first_rejection` is the
     /// reason its first request was refused, if it was (the answer is then that refusal again).
-    TransactionDeduplicated {
-        ledger: LedgerId,
-        tx_id: TxId,
-        first_rejection: Option<Reason>,
-    },
+    TransactionDeduplicated { ledger: LedgerId, tx_id: TxId, first_rejection: Option<Reason> },
     /// A pending transaction was posted with these (possibly partial) amounts; the rest was released.
-    PendingCommitted {
-        ledger: LedgerId,
-        tx_id: TxId,
-        amounts: Vec<Amount>,
-    },
-    PendingVoided {
-        ledger: LedgerId,
-        tx_id: TxId,
-    },
-    PendingExpired {
-        ledger: LedgerId,
-        tx_id: TxId,
-    },
-    DocumentPut {
-        doc_type: DocType,
-        key: DocKey,
-        value: String,
-        version: u64,
-    },
-    DocumentDeleted {
-        doc_type: DocType,
-        key: DocKey,
-        version: u64,
-    },
+    PendingCommitted { ledger: LedgerId, tx_id: TxId, amounts: Vec<Amount> },
+    /// A pending transaction was voided: its holds were released, nothing moved.
+    PendingVoided { ledger: LedgerId, tx_id: TxId },
+    /// A pending transaction's timeout passed: its holds were released, nothing moved.
+    PendingExpired { ledger: LedgerId, tx_id: TxId },
+    /// A state document was created or replaced with `value` (JSON text); `version` is the
+    /// document's previous version + 1 (1 for a new one).
+    DocumentPut { doc_type: DocType, key: DocKey, value: String, version: u64 },
+    /// A state document was deleted; `version` is its previous version + 1.
+    DocumentDeleted { doc_type: DocType, key: DocKey, version: u64 },
     /// A command id seen before in this stream with the same command: nothing changed, and the
     /// answer is the first one, the event at version `first_version` of the stream, which is at
     /// offset `first_offset` of the same events partition.
-    CommandDeduplicated {
-        first_version: u64,
-        first_offset: i64,
-    },
+    CommandDeduplicated { first_version: u64, first_offset: i64 },
     /// Any other command that could not be carried out. Changes nothing but the stream version.
     /// `conflicts_with` is set when the command reused a command id answered before for
     /// another command: the version of that first answer (which stays the id's answer).
-    CommandRejected {
-        command: String,
-        reason: Reason,
-        detail: String,
-        conflicts_with: Option<u64>,
-    },
+    CommandRejected { command: String, reason: Reason, detail: String, conflicts_with: Option<u64> },
 }
 
 impl EventBody {

@@ -7,6 +7,8 @@
 use crate::{AssetLimit, CommandBody, Metadata, Posting, TxId, TxRequest};
 use xxhash_rust::xxh3::Xxh3;
 
+/// The 128-bit xxh3 fingerprint of a transaction request (postings, metadata, timeout; or the
+/// reversed transaction and metadata), kept with a transaction id to tell a retry from a conflict.
 pub fn fingerprint(request: &TxRequest) -> u128 {
     match request {
         TxRequest::Transfer { postings, metadata, pending_timeout_ms } => {

@@ -10,10 +10,13 @@ pub const ID_LEN_MAX: usize = 128;
 /// Why a string is not a valid identifier.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
+    /// The text is empty; `kind` names the identifier (`tenant`, `account`, ...).
     #[error("{kind} is empty")]
     Empty { kind: &'static str },
+    /// Longer than `len_max` bytes ([`ID_LEN_MAX`], or [`COMMAND_ID_LEN_MAX`] for command ids).
     #[error("{kind} is longer than {len_max} bytes")]
     TooLong { kind: &'static str, len_max: usize },
+    /// Holds `found`, which is not an ASCII letter or digit nor one of `- _ . : @`.
     #[error("{kind} contains {found:?}; allowed are letters, digits and - _ . : @")]
     BadChar { kind: &'static str, found: char },
 }
@@ -61,6 +64,7 @@ macro_rules! id_type {
                 Ok(Self(s.into()))
             }
 
+            /// The identifier's text, as parsed.
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -131,10 +135,12 @@ pub const WORLD: &str = "world";
 pub const STATE_STREAM_PREFIX: &str = "state";
 
 impl AccountId {
+    /// The ledger's [`WORLD`] account.
     pub fn world() -> Self {
         Self(WORLD.into())
     }
 
+    /// Whether this is the [`WORLD`] account (exempt from limits: it may go negative).
     pub fn is_world(&self) -> bool {
         &*self.0 == WORLD
     }

@@ -19,6 +19,9 @@
 //! of an epoch wins; a later one reads as [`Verdict::Invalid`]. An owner restores up to its own
 //! claim before writing anything, and if its claim did not read as [`Verdict::NewEpoch`] it has
 //! lost and must claim again.
+//!
+//! The protocol is model-checked in `services/core/tests/log.rs`: random interleavings of
+//! take-overs (from stale views too), zombies and skewed clocks, read back through this reader.
 
 use crate::Event;
 
@@ -72,6 +75,7 @@ pub struct LogReader {
 }
 
 impl LogReader {
+    /// A reader at the start of the partition: epoch 0, no command answered.
     pub fn new() -> Self {
         Self::default()
     }
@@ -123,11 +127,14 @@ impl LogReader {
 /// writes; projections and tests fold the same way.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Replica {
+    /// Where the reader is: the latest claim's epoch and the next command offset to answer.
     pub reader: LogReader,
+    /// The fold of every event that counted, in offset order.
     pub state: crate::State,
 }
 
 impl Replica {
+    /// The replica of an empty partition.
     pub fn new() -> Self {
         Self::default()
     }

@@ -14,7 +14,7 @@
 
 use crate::log::{LogRecord, Replica, Verdict};
 use crate::{Account, AccountId, Amount, Asset, CommandId, DocKey, DocType, Document, Event, EventBody};
-use crate::{LedgerId, Reason, State, StreamId, TenantId, TxId, TxRecord};
+use crate::{LedgerId, State, StreamId, TenantId, TxId, TxRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -86,7 +86,9 @@ pub enum Row {
     Account(Account),
     Transaction(TxRecord),
     Document(Document),
-    Outcome(Outcome),
+    /// The first answer to a command: the answering event where the log holds it (the HTTP
+    /// view of it is `tally_http::outcome::Outcome`).
+    Outcome(EventRow),
     Posting(StatementLine),
     Event(EventRow),
     EventAt(EventRef),
@@ -102,14 +104,18 @@ pub struct StatementLine {
     pub amount: Amount,
     /// The account's posted balance in the asset right after this line.
     pub balance_after: Amount,
+    /// When the posting took effect: its event's time (ms since the Unix epoch).
     pub time_ms: i64,
+    /// The event that posted it (`tenant/stream@version`).
     pub event_id: String,
 }
 
 /// An event with its place in the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventRow {
+    /// The events partition the event is in.
     pub partition: i32,
+    /// Its offset in that partition.
     pub offset: i64,
     pub event: Event,
 }
@@ -119,19 +125,10 @@ pub struct EventRow {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventRef {
     pub stream: StreamId,
+    /// The event's version in that stream ([`RowKey::Event`] of the same stream and version).
     pub stream_version: u64,
+    /// The event's type name ([`crate::EventBody::kind`]), for searches by type.
     pub kind: String,
-}
-
-/// How a command was answered, and where in the log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Outcome {
-    pub partition: i32,
-    /// Offset of the event in its `events` partition: the position a write returns.
-    pub offset: i64,
-    pub event_id: String,
-    pub kind: String,
-    pub rejection: Option<Reason>,
 }
 
 /// A row's new value; `None` removes it.
@@ -344,17 +341,7 @@ pub fn outcome(event: &Event, partition: i32, offset: i64) -> (RowKey, Row) {
         command_id: event.command_id.clone(),
         stream: event.stream.clone(),
     };
-    let outcome = Outcome {
-        partition,
-        offset,
-        event_id: event.event_id(),
-        kind: event.body.kind().to_owned(),
-        rejection: match event.body.answer() {
-            crate::Answer::Rejected(reason) => Some(reason),
-            _ => None,
-        },
-    };
-    (key, Row::Outcome(outcome))
+    (key, Row::Outcome(EventRow { partition, offset, event: event.clone() }))
 }
 
 /// Every row that `state` implies (all but those from events: [`RowKey::is_from_events`]).

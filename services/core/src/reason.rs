@@ -5,11 +5,14 @@ use serde::{Deserialize, Serialize};
 /// A rejection: a stable reason code and a human-readable detail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
+    /// The stable reason code (`INSUFFICIENT_FUNDS`, ...).
     pub reason: Reason,
+    /// What exactly was wrong, for people; not stable, not to be matched on.
     pub detail: String,
 }
 
 impl Rejection {
+    /// A rejection for `reason`, explained by `detail`.
     pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
         Self { reason, detail: detail.into() }
     }
@@ -30,6 +33,7 @@ macro_rules! reasons {
                 match self { $(Reason::$name => $code,)* }
             }
 
+            /// The reason whose [`Reason::code`] is `code` exactly; `None` for an unknown code.
             pub fn from_code(code: &str) -> Option<Self> {
                 match code { $($code => Some(Reason::$name),)* _ => None }
             }

@@ -50,23 +50,31 @@ pub struct Ledger {
     pub stream_version: u64,
     /// Defined assets by code.
     pub assets: Map<String, Asset>,
+    /// Every account opened or used, closed ones included.
     pub accounts: Map<AccountId, Account>,
+    /// Every transaction id the ledger has seen, failed ones included (ids are unique forever).
     pub transactions: Map<TxId, TxRecord>,
 }
 
+/// Whether an account still takes postings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AccountStatus {
+    /// Takes postings (the status of an account created by its first use, too).
     Open,
+    /// Closed with zero balances and no holds; refuses postings and updates.
     Closed,
 }
 
 /// An account's limits, metadata and balances per asset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
+    /// Open, or closed for good.
     pub status: AccountStatus,
     /// Minimum available balance per asset; absent means 0, `None` means unbounded.
     pub limits: BTreeMap<Asset, Option<Amount>>,
+    /// Free-form metadata, as last set by opening or updating the account.
     pub metadata: BTreeMap<String, String>,
+    /// Balances per asset the account has used; an absent asset is all zeros.
     pub balances: BTreeMap<Asset, Balance>,
 }
 
@@ -91,16 +99,22 @@ impl Balance {
 /// How a transaction ended up, or where it stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxStatus {
+    /// Holds funds until committed, voided or expired.
     Pending,
+    /// Took effect (at once, or by a commit of a pending transaction).
     Posted,
+    /// Ended without moving anything (see [`Failure`]).
     Failed(Failure),
 }
 
 /// Why a transaction is FAILED.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Failure {
+    /// Its first request was refused, for this reason.
     Rejected(Reason),
+    /// It was pending and was voided.
     Voided,
+    /// It was pending and its timeout passed.
     Expired,
 }
 
@@ -109,16 +123,20 @@ pub enum Failure {
 pub struct TxRecord {
     /// Fingerprint of the request that first used the id: same request = a retry.
     pub fingerprint: u128,
+    /// Where the transaction stands now.
     pub status: TxStatus,
     /// What moved, or is held (empty for a failed transaction).
     pub postings: Vec<Posting>,
+    /// When a pending transaction expires (ms since the Unix epoch); `None` if it never pended.
     pub expires_at_ms: Option<i64>,
+    /// The reversal that compensated this transaction, once there is one.
     pub reversed_by: Option<TxId>,
     /// The request's metadata (a failed transaction keeps its request's too).
     pub metadata: crate::Metadata,
     /// When the transaction was first recorded, and when its status last changed (ms since the
     /// Unix epoch, the times of those events).
     pub created_ms: i64,
+    /// When the status last changed (ms since the Unix epoch).
     pub updated_ms: i64,
 }
 
@@ -147,8 +165,11 @@ impl TxRecord {
 /// A state document; `value: None` is a tombstone that keeps the version counting.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Document {
+    /// Version of the document's stream: the number of events it has (rejections included).
     pub stream_version: u64,
+    /// The document's own version: 1 after the first put, +1 per put or delete.
     pub version: u64,
+    /// The JSON text; `None` once deleted.
     pub value: Option<String>,
 }
 
@@ -171,6 +192,7 @@ impl Account {
         self.limits.get(asset).copied().unwrap_or(Some(0))
     }
 
+    /// The balances in `asset` (all zero if the account never used it).
     pub fn balance(&self, asset: &Asset) -> Balance {
         self.balances.get(asset).copied().unwrap_or_default()
     }
@@ -181,14 +203,18 @@ impl Account {
 }
 
 impl State {
+    /// An empty state: no tenants.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// The ledger `ledger` of `tenant`, if any event made it.
     pub fn ledger(&self, tenant: &TenantId, ledger: &LedgerId) -> Option<&Ledger> {
         self.tenants.get(tenant)?.ledgers.get(ledger)
     }
 
+    /// The document (type, key) of `tenant`, if any event made it (a deleted one too, with
+    /// `value: None`).
     pub fn document(&self, tenant: &TenantId, doc_type: &DocType, key: &DocKey) -> Option<&Document> {
         self.tenants.get(tenant)?.documents.get(&(doc_type.clone(), key.clone()))
     }

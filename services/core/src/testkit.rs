@@ -6,10 +6,15 @@ use crate::*;
 use proptest::prelude::*;
 use proptest::sample::Index;
 
+/// The tenants histories draw from.
 pub const TENANTS: &[&str] = &["acme", "globex"];
+/// The ledgers histories draw from.
 pub const LEDGERS: &[&str] = &["main", "ops"];
+/// The accounts histories draw from, `world` included.
 pub const ACCOUNTS: &[&str] = &["world", "alice", "bob", "carol", "dave"];
+/// Few transaction ids, so that retries, conflicts and reversals of known ids are frequent.
 pub const TX_IDS: &[&str] = &["tx0", "tx1", "tx2", "tx3", "tx4", "tx5", "tx6", "tx7"];
+/// The document keys histories draw from (of type `orders`).
 pub const DOC_KEYS: &[&str] = &["k1", "k2"];
 
 fn pick<T: Clone + std::fmt::Debug + 'static>(
@@ -19,12 +24,15 @@ fn pick<T: Clone + std::fmt::Debug + 'static>(
     proptest::sample::select(items).prop_map(f)
 }
 
+/// One of [`TENANTS`].
 pub fn tenant() -> impl Strategy<Value = TenantId> {
     pick(TENANTS, |s| TenantId::parse(s).unwrap())
 }
+/// One of [`LEDGERS`].
 pub fn ledger() -> impl Strategy<Value = LedgerId> {
     pick(LEDGERS, |s| LedgerId::parse_ledger(s).unwrap())
 }
+/// One of [`ACCOUNTS`].
 pub fn account() -> impl Strategy<Value = AccountId> {
     pick(ACCOUNTS, |s| AccountId::parse(s).unwrap())
 }
@@ -38,6 +46,7 @@ pub fn asset() -> impl Strategy<Value = Asset> {
 pub fn source() -> impl Strategy<Value = AccountId> {
     prop_oneof![2 => Just(AccountId::world()), 3 => account()]
 }
+/// One of [`TX_IDS`].
 pub fn tx_id() -> impl Strategy<Value = TxId> {
     pick(TX_IDS, |s| TxId::parse(s).unwrap())
 }
@@ -52,6 +61,7 @@ pub fn amount() -> impl Strategy<Value = Amount> {
     ]
 }
 
+/// A posting from [`source`] to [`account`] (possibly the same account) of an [`amount`].
 pub fn posting() -> impl Strategy<Value = Posting> {
     (source(), account(), asset(), amount()).prop_map(|(source, destination, asset, amount)| Posting {
         source,
@@ -61,6 +71,7 @@ pub fn posting() -> impl Strategy<Value = Posting> {
     })
 }
 
+/// Mostly empty metadata; sometimes one short entry.
 pub fn metadata() -> impl Strategy<Value = Metadata> {
     prop_oneof![
         4 => Just(Metadata::new()),
@@ -68,17 +79,20 @@ pub fn metadata() -> impl Strategy<Value = Metadata> {
     ]
 }
 
+/// A limit in an [`asset()`]: unbounded, or a minimum from -300 to 100 minor units.
 pub fn limit() -> impl Strategy<Value = AssetLimit> {
     let min = prop_oneof![Just(None), (-300i128..=100).prop_map(Some)];
     (asset(), min).prop_map(|(asset, min_balance)| AssetLimit { asset, min_balance })
 }
 
+/// A transfer of 1 to 3 postings; sometimes pending, with a timeout of 0 to 20,000 ms.
 pub fn transfer() -> impl Strategy<Value = TxRequest> {
     let timeout = prop_oneof![6 => Just(None), 4 => (1u64..=20_000).prop_map(Some), 1 => Just(Some(0))];
     (prop_oneof![3 => proptest::collection::vec(posting(), 1..=1), 1 => proptest::collection::vec(posting(), 2..=3)], metadata(), timeout)
         .prop_map(|(postings, metadata, pending_timeout_ms)| TxRequest::Transfer { postings, metadata, pending_timeout_ms })
 }
 
+/// Mostly a [`transfer`]; sometimes a reversal of one of [`TX_IDS`].
 pub fn request() -> impl Strategy<Value = TxRequest> {
     prop_oneof![
         5 => transfer(),
@@ -86,6 +100,7 @@ pub fn request() -> impl Strategy<Value = TxRequest> {
     ]
 }
 
+/// Any command body, weighted towards transactions.
 pub fn body() -> impl Strategy<Value = CommandBody> {
     let doc_type = || Just(DocType::parse("orders").unwrap());
     let doc_key = || pick(DOC_KEYS, |s| DocKey::parse(s).unwrap());
@@ -161,6 +176,7 @@ pub fn history() -> impl Strategy<Value = Vec<(Command, i64)>> {
     })
 }
 
+/// `body` as a command of `tenant`, with command id `c` and actor `tester`.
 pub fn command(tenant: TenantId, body: CommandBody) -> Command {
     Command {
         tenant,

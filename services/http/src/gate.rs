@@ -62,6 +62,8 @@ impl Default for GateConfig {
     }
 }
 
+/// The gate: authenticator, rate limiter and CORS settings. Cheap to clone; clones share one
+/// rate limiter, so a caller's limit counts across every router they protect.
 #[derive(Clone)]
 pub struct Gate {
     inner: Arc<Inner>,
@@ -75,6 +77,8 @@ struct Inner {
 }
 
 impl Gate {
+    /// A gate that authenticates and authorizes with `auth` under `config`; fails when a CORS
+    /// origin is not a valid header value.
     pub fn new(auth: Authenticator, config: &GateConfig) -> Result<Gate, String> {
         let limiter = NonZeroU32::new(config.rate_per_second).map(|rate| {
             let burst = NonZeroU32::new(config.rate_burst).unwrap_or(rate);
@@ -221,10 +225,12 @@ fn too_many() -> Response {
 pub struct Caller(Arc<Principal>);
 
 impl Caller {
+    /// The caller's tenant: the only one whose data this request may read or change.
     pub fn tenant(&self) -> &TenantId {
         &self.0.tenant
     }
 
+    /// The caller's subject (`key:<id>` for an API key, the JWT's `sub`), recorded in events.
     pub fn actor(&self) -> &Actor {
         &self.0.subject
     }

@@ -1,6 +1,8 @@
 //! Positions in the log, as the `Tally-Position` token a write answers with and a query sends
-//! back to read that write. A token reads `<partition>-<offset>.<tag>`: the tag is a digest of
-//! the tenant, so a token is only accepted from the tenant whose write made it. Another
+//! back to read that write. A token reads `<partition>-<offset>.<tag>`, e.g.
+//! `3-1234.822b33ad87c148a0`: the events partition (0 to 1023) and the event's offset in it,
+//! both in decimal, then the tag, 16 lowercase hex digits (the first 64 bits of SHA-256 over
+//! the tenant id). So a token is only accepted from the tenant whose write made it. Another
 //! tenant's token is refused the same way as nonsense, and the tag does not show the tenant.
 
 use sha2::{Digest, Sha256};
@@ -10,9 +12,13 @@ use tally_core::TenantId;
 /// Highest partition number a position may name (Tally's topics have at most 1,024).
 const PARTITION_MAX: i32 = 1023;
 
+/// A place in the events topic: the event at `offset` of `partition`. Displays as
+/// `<partition>-<offset>` (without the tag: that is [`Position::token`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Position {
+    /// The events partition, 0 to 1023 in a token.
     pub partition: i32,
+    /// The offset in that partition, at least 0 in a token.
     pub offset: i64,
 }
 
@@ -23,12 +29,14 @@ impl fmt::Display for Position {
 }
 
 impl Position {
-    /// The token for this position, usable by `tenant` only.
+    /// The token for this position, usable by `tenant` only: `<partition>-<offset>.<tag>`.
     pub fn token(self, tenant: &TenantId) -> String {
         format!("{self}.{}", tag(tenant))
     }
 
-    /// The position a token names, if it was made for `tenant`.
+    /// The position a token names, if it was made for `tenant`. Anything else (another
+    /// tenant's tag, a missing tag, a partition outside 0 to 1023, a negative offset, not a
+    /// token at all) is the same error, a message for a 400 answer.
     pub fn from_token(token: &str, tenant: &TenantId) -> Result<Position, String> {
         let refused = || {
             format!(

@@ -6,10 +6,14 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+/// An error answer: an RFC 9457 problem details document (`application/problem+json`) with
+/// `title`, `status`, `detail` and Tally's extension members. It has no `type` member, which
+/// RFC 9457 reads as `about:blank`. 503 answers also get `Retry-After: 1`.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     /// A short, stable summary of the problem type.
     pub title: String,
+    /// The HTTP status code, repeated in the body (advisory: RFC 9457 section 3.1.2).
     pub status: u16,
     /// What was wrong with this request.
     pub detail: String,
@@ -19,12 +23,14 @@ pub struct Problem {
     /// The command this is about, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub command_id: Option<String>,
-    /// Where the rejection is in the log (a rejected command is still recorded).
+    /// A `Tally-Position` token: where a rejected command's event is in the log (a rejected
+    /// command is still recorded), or, on the query API's 504, how far the projection has got.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub position: Option<String>,
 }
 
 impl Problem {
+    /// A problem with `status`, a short `title` and the `detail` of this request.
     pub fn new(status: StatusCode, title: &str, detail: impl Into<String>) -> Problem {
         Problem {
             title: title.to_owned(),
@@ -36,10 +42,12 @@ impl Problem {
         }
     }
 
+    /// 400, "invalid request": malformed input, nothing done.
     pub fn bad_request(detail: impl Into<String>) -> Problem {
         Problem::new(StatusCode::BAD_REQUEST, "invalid request", detail)
     }
 
+    /// 404, "not found" (also what another tenant's things answer).
     pub fn not_found(detail: impl Into<String>) -> Problem {
         Problem::new(StatusCode::NOT_FOUND, "not found", detail)
     }
@@ -113,16 +121,46 @@ impl IntoResponse for Problem {
 /// `openapi`: for answers that something in front of every handler may give (the gate, an
 /// extractor every handler takes).
 pub fn document_on_every_operation(openapi: &mut utoipa::openapi::OpenApi, answers: &[(&str, &str)]) {
+    document_problems_on_operations(openapi, |_| true, answers);
+}
+
+/// Declares `answers` (status, description), each a problem document, on the operations of
+/// `openapi` whose operation id (the handler's name) passes `which`.
+pub fn document_problems_on_operations(
+    openapi: &mut utoipa::openapi::OpenApi,
+    which: impl Fn(&str) -> bool,
+    answers: &[(&str, &str)],
+) {
     use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
     let problem = ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build();
+    let responses: Vec<_> = answers
+        .iter()
+        .map(|(status, description)| {
+            let response = ResponseBuilder::new()
+                .description(*description)
+                .content("application/problem+json", problem.clone())
+                .build();
+            (*status, response)
+        })
+        .collect();
+    document_on_operations(openapi, which, &responses);
+}
+
+/// Declares `answers` (status, response) on the operations of `openapi` whose operation id
+/// passes `which`, replacing what an operation declared for the same status.
+pub fn document_on_operations(
+    openapi: &mut utoipa::openapi::OpenApi,
+    which: impl Fn(&str) -> bool,
+    answers: &[(&str, utoipa::openapi::Response)],
+) {
     for item in openapi.paths.paths.values_mut() {
         let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
         for operation in operations.into_iter().flatten() {
-            for (status, description) in answers {
-                let response = ResponseBuilder::new()
-                    .description(*description)
-                    .content("application/problem+json", problem.clone());
-                operation.responses.responses.insert((*status).to_owned(), response.build().into());
+            if !which(operation.operation_id.as_deref().unwrap_or_default()) {
+                continue;
+            }
+            for (status, response) in answers {
+                operation.responses.responses.insert((*status).to_owned(), response.clone().into());
             }
         }
     }

@@ -19,95 +19,17 @@
 use crate::processor::ProcessorError;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use serde::Serialize;
-use serde_json::value::RawValue;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tally_codec::Codec;
 use tally_core::log::{LogReader, LogRecord, Verdict};
-use tally_core::{Answer, CommandId, Event, EventBody, Reason, StreamId, TenantId};
+use tally_core::{Answer, CommandId, Event, EventBody, StreamId, TenantId};
+use tally_http::outcome::Outcome;
 use tally_kafka::config::KafkaOptions;
 use tally_store::snapshot::{self, SnapshotStore};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-
-/// How a command was answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Status {
-    /// The change was made.
-    Accepted,
-    /// A transaction id seen before with the same request, which was accepted: the first
-    /// outcome stands.
-    Deduplicated,
-    /// Refused, with a reason; recorded in the log, nothing changed.
-    Rejected,
-}
-
-/// The answer to one command, as the log holds it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Outcome {
-    pub command_id: String,
-    pub status: Status,
-    /// Stable reason code when rejected (`INSUFFICIENT_FUNDS`, ...).
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "reason_code")]
-    #[schema(value_type = Option<String>)]
-    pub reason: Option<Reason>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-    /// Where the event is in the log, as a token only this tenant can use: pass it to queries
-    /// (`Tally-Position`) to read your own write.
-    pub position: String,
-    /// The event, as the events topic carries it. Amounts are JSON integers of up to 39 digits
-    /// (i128 minor units), written exactly: read them with a parser that keeps big integers.
-    #[schema(value_type = Object)]
-    pub event: Box<RawValue>,
-    /// The fingerprint of the command this answers: who waits for it.
-    #[serde(skip)]
-    fingerprint: u128,
-}
-
-fn reason_code<S: serde::Serializer>(reason: &Option<Reason>, s: S) -> Result<S::Ok, S::Error> {
-    match reason {
-        Some(reason) => s.serialize_str(reason.code()),
-        None => s.serialize_none(),
-    }
-}
-
-impl Outcome {
-    /// The outcome an event at `offset` of events partition `partition` gives its command. For
-    /// a repeat that is the repeat's own event; callers serve the first answer instead.
-    pub fn of(event: &Event, partition: i32, offset: i64) -> Result<Outcome, serde_json::Error> {
-        let (status, reason, detail) = match (event.body.answer(), &event.body) {
-            (
-                Answer::Rejected(reason),
-                EventBody::TransactionFailed { detail, .. } | EventBody::CommandRejected { detail, .. },
-            ) => (Status::Rejected, Some(reason), Some(detail.clone())),
-            (Answer::Rejected(reason), EventBody::TransactionDeduplicated { tx_id, .. }) => {
-                let detail = format!("transaction {tx_id} was refused before with the same request");
-                (Status::Rejected, Some(reason), Some(detail))
-            }
-            (Answer::Rejected(reason), _) => (Status::Rejected, Some(reason), None),
-            (Answer::Deduplicated, _) => (Status::Deduplicated, None, None),
-            (Answer::Accepted | Answer::Repeated { .. }, _) => (Status::Accepted, None, None),
-        };
-        Ok(Outcome {
-            command_id: event.command_id.to_string(),
-            status,
-            reason,
-            detail,
-            position: tally_http::position::Position { partition, offset }.token(&event.tenant),
-            event: serde_json::value::to_raw_value(event)?,
-            fingerprint: event.command_fingerprint,
-        })
-    }
-
-    /// Whether this answers a command with `fingerprint`.
-    pub fn answers(&self, fingerprint: u128) -> bool {
-        self.fingerprint == fingerprint
-    }
-}
 
 type Key = (TenantId, CommandId);
 

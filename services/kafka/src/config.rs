@@ -25,6 +25,8 @@ pub struct KafkaOptions {
 }
 
 impl KafkaOptions {
+    /// Options for the cluster at `bootstrap_servers`, with client id prefix `tally` and a fetch
+    /// wait of [`DEFAULT_FETCH_WAIT_MS`].
     pub fn new(bootstrap_servers: impl Into<String>) -> Self {
         KafkaOptions {
             bootstrap_servers: bootstrap_servers.into(),
@@ -117,6 +119,7 @@ impl KafkaOptions {
         self.consumer(role, &format!("{}-{role}-reader", self.client_id))
     }
 
+    /// An admin client (topic creation and metadata), with the shared connection settings only.
     pub fn admin(&self) -> ClientConfig {
         self.base("admin")
     }

@@ -83,6 +83,8 @@ impl EmbeddedBroker {
         self.addr.to_string()
     }
 
+    /// The address the broker listens on: 127.0.0.1 and its port (the one picked, when 0 was
+    /// asked for).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }

@@ -19,6 +19,8 @@ pub struct Topics {
 }
 
 impl Topics {
+    /// `<prefix>commands`, `<prefix>events` and `<prefix>dead-letter` (Tally's default prefix is
+    /// `tally.`).
     pub fn with_prefix(prefix: &str) -> Self {
         Topics {
             commands: format!("{prefix}commands"),
@@ -40,8 +42,11 @@ impl Topics {
 /// A topic Tally needs, with the partition count it must have.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicSpec {
+    /// The topic's full name, prefix included.
     pub name: String,
+    /// The partition count the topic must have; an existing topic with another count is an error.
     pub partitions: i32,
+    /// The replication factor a missing topic is created with (not checked on existing topics).
     pub replication: i32,
 }
 

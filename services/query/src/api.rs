@@ -15,6 +15,7 @@ use tally_core::projection::{EventRef, EventRow};
 use tally_core::{AccountId, Asset, CommandId, DocKey, DocType, LedgerId, StreamId, TenantId, TxId};
 use tally_http::Problem;
 use tally_http::gate::BearerAuth;
+use tally_http::outcome::Outcome;
 use tally_store::projections::{ProjectionStore, Version};
 use tally_store::reads::{
     self, Accounts, Documents, EventsIndex, Outcomes, Statements, TimelinePlace, Transactions,
@@ -50,7 +51,7 @@ use utoipa::{IntoParams, OpenApi};
         BalanceAtView,
         TransactionView,
         PostingView,
-        OutcomeView,
+        Outcome,
         DocumentView,
         EventView
     )),
@@ -348,33 +349,40 @@ pub(crate) struct OutcomeParams {
     stream: Option<String>,
 }
 
-/// The first answer to a command (a repeat or a conflict under the same id never replaces it).
+/// The first answer to a command (a repeat or a conflict under the same id never replaces it),
+/// answered as the write that sent it was: the outcome, or for a rejection a problem with its
+/// reason (the same view and statuses as the front door's `GET /v1/commands/{id}`).
 #[utoipa::path(get, path = "/v1/commands/{command_id}", params(("command_id" = String, Path), OutcomeParams, ReadHeaders),
-    responses((status = 200, body = OutcomeView), (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "the id names a command in several streams: pass stream", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Outcome), (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "rejected as a conflict (COMMAND_ID_CONFLICT, ID_CONFLICT, ...), or the id names a command in several streams: pass stream", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "rejected by the rules; `reason` says why", body = Problem, content_type = "application/problem+json")))]
 async fn get_outcome(
     State(query): State<Query>,
     Reader { tenant }: Reader,
     Path(command_id): Path<String>,
     params: axum::extract::Query<OutcomeParams>,
-) -> Result<Json<OutcomeView>, Problem> {
+) -> Result<Response, Problem> {
     let command: CommandId = id("command_id", &command_id)?;
     let wanted = params.stream.as_deref().map(stream).transpose()?;
     let mut found = query.read_live(|s, v| s.outcomes(v, &tenant, &command))?;
     found.retain(|(s, _)| wanted.as_ref().is_none_or(|wanted| wanted == s));
     match found.len() {
         0 => Err(Problem::not_found(format!("no outcome of command {command_id} yet"))),
-        1 => Ok(Json(OutcomeView::of(&tenant, &command_id, found.remove(0).1))),
+        1 => {
+            let row = found.remove(0).1;
+            let outcome = Outcome::of(&row.event, row.partition, row.offset).map_err(|e| {
+                tracing::error!(%command_id, "writing an outcome: {e}");
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error",
+                    "the outcome could not be written",
+                )
+            })?;
+            Ok(outcome.respond(false))
+        }
         _ => {
-            let streams: Vec<String> = found.iter().map(|(s, _)| s.to_string()).collect();
-            Err(Problem::new(
-                StatusCode::CONFLICT,
-                "ambiguous command id",
-                format!(
-                    "{command_id} names a command in each of these streams; pass stream=: {}",
-                    streams.join(", ")
-                ),
-            ))
+            let streams: Vec<&StreamId> = found.iter().map(|(s, _)| s).collect();
+            Err(tally_http::outcome::ambiguous(&command_id, &streams))
         }
     }
 }

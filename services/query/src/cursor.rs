@@ -11,10 +11,13 @@ use tally_http::Problem;
 /// Where the next page starts: the last item of the previous one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum After {
+    /// An account list: the last account id shown.
     Account(AccountId),
     /// A statement line: (offset, line).
     Line(i64, u32),
+    /// A document list: the last key shown.
     Document(DocKey),
+    /// A stream's events: the last stream version shown.
     StreamVersion(u64),
     /// A place in a tenant's timeline: (time, partition, offset).
     TimelinePlace(i64, i32, i64),
@@ -31,6 +34,9 @@ struct Body {
 /// Longest cursor accepted, in characters (real ones are far shorter).
 const CURSOR_LEN_MAX: usize = 1024;
 
+/// The cursor for `tenant`'s `list` after `after`: the postcard bytes of all three, base64url
+/// without padding (RFC 4648 section 5). Opaque to clients; not signed, but only ever accepted
+/// for the same tenant and list.
 pub fn encode(tenant: &TenantId, list: &str, after: After) -> String {
     let body = Body { tenant: tenant.clone(), list: list.to_owned(), after };
     URL_SAFE_NO_PAD.encode(postcard::to_stdvec(&body).expect("plain data serialises"))

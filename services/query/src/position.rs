@@ -15,6 +15,7 @@ use tally_http::{Caller, POSITION_HEADER, Problem};
 /// The caller of a query, once the projection has reached the position the request names (if
 /// it names one). Every handler takes one, so each read is tenant-scoped and read-your-writes.
 pub struct Reader {
+    /// The caller's tenant, from the credential: every read of the request is scoped to it.
     pub tenant: TenantId,
 }
 

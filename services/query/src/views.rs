@@ -4,8 +4,8 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
-use tally_core::projection::{EventRow, Outcome};
-use tally_core::{Account, AccountStatus, Amount, Document, Failure, TenantId, TxRecord, TxStatus};
+use tally_core::projection::EventRow;
+use tally_core::{Account, AccountStatus, Amount, Document, Failure, TxRecord, TxStatus};
 use tally_http::Problem;
 use tally_http::position::Position;
 use tally_store::reads::PostedLine;
@@ -199,39 +199,6 @@ impl TransactionView {
             reversed_by: tx.reversed_by.map(|id| id.to_string()),
             created_at: time(tx.created_ms),
             updated_at: time(tx.updated_ms),
-        }
-    }
-}
-
-/// How a command was answered.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct OutcomeView {
-    pub command_id: String,
-    /// `ACCEPTED`, `DEDUPLICATED` or `REJECTED`.
-    pub status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<&'static str>,
-    /// The kind of the answering event (`TransactionPosted`, ...).
-    pub kind: String,
-    pub event_id: String,
-    /// Where the event is in the log: pass it as `Tally-Position` to read this write.
-    pub position: String,
-}
-
-impl OutcomeView {
-    pub fn of(tenant: &TenantId, command_id: &str, outcome: Outcome) -> OutcomeView {
-        let status = match (&outcome.rejection, outcome.kind.as_str()) {
-            (Some(_), _) => "REJECTED",
-            (None, "TransactionDeduplicated") => "DEDUPLICATED",
-            (None, _) => "ACCEPTED",
-        };
-        OutcomeView {
-            command_id: command_id.to_owned(),
-            status,
-            reason: outcome.rejection.map(|r| r.code()),
-            kind: outcome.kind,
-            event_id: outcome.event_id,
-            position: Position { partition: outcome.partition, offset: outcome.offset }.token(tenant),
         }
     }
 }

@@ -19,6 +19,9 @@ const CHECKPOINTS: TableDefinition<(u32, i32), i64> = TableDefinition::new("proj
 /// "live" -> the projection version readers read.
 const LIVE: TableDefinition<&str, u32> = TableDefinition::new("projection_live");
 
+/// The embedded backend: snapshots, projection rows, checkpoints and the live version in one
+/// redb file (or in memory), with ACID write transactions. One process owns the file; opening
+/// it twice fails with [`StoreError::Embedded`].
 pub struct EmbeddedStore {
     db: Database,
     /// The live version, as committed: one process owns the file and only `switch_live` changes

@@ -35,20 +35,31 @@ pub trait Store: ProjectionStore + SnapshotStore {}
 
 impl<T: ProjectionStore + SnapshotStore> Store for T {}
 
+/// Why a store operation failed: the backend failed, stored bytes do not decode, or a rule of
+/// [`ProjectionStore`] refused the write (in which case nothing was changed).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The redb backend failed (opening the file, a transaction, a table, storage or commit).
     #[error("embedded store: {0}")]
     Embedded(String),
+    /// The Scylla driver failed (connection, query or schema); the driver's message.
     #[error("scylla: {0}")]
     Scylla(String),
+    /// A stored key or row does not decode (postcard), or is another kind of row than its key says.
     #[error("stored data does not decode: {0}")]
     Corrupt(String),
+    /// A commit would move `partition`'s checkpoint (an events offset) back from `stored` to
+    /// `proposed`: a superseded projector or a replay. Nothing was written.
     #[error("checkpoint of partition {partition} would go back from {stored} to {proposed}")]
     CheckpointBackwards { partition: i32, stored: i64, proposed: i64 },
+    /// [`ProjectionStore::switch_live`] from `expected`, but `actual` is live: someone else
+    /// switched first. Nothing was changed.
     #[error("the live projection version is {actual}, not {expected}")]
     LiveVersionMoved { expected: u32, actual: u32 },
+    /// A commit to `version`, which is below the `live` version and so frozen. Nothing was written.
     #[error("projection version {version} was retired: version {live} is live")]
     VersionRetired { version: u32, live: u32 },
+    /// [`ProjectionStore::drop_version`] of the live version (the number given), refused.
     #[error("version {0} is the live projection version and cannot be dropped")]
     DropLive(u32),
 }

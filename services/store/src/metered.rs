@@ -36,6 +36,7 @@ pub struct Metered {
 }
 
 impl Metered {
+    /// Wraps `inner`; the metrics are registered in the default Prometheus registry on first use.
     pub fn new(inner: Arc<dyn Store>) -> Metered {
         Metered { inner }
     }

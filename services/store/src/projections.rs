@@ -21,6 +21,10 @@ pub type Version = u32;
 /// The live version of a store nobody has switched yet.
 pub const FIRST_VERSION: Version = 1;
 
+/// A backend of the projections: rows and per-partition checkpoints (events offsets), kept per
+/// [`Version`], with the live version. Implemented by [`crate::EmbeddedStore`] and
+/// [`crate::ScyllaStore`], which pass the same conformance suite. Every method fails with
+/// [`StoreError`]; refusals change nothing.
 pub trait ProjectionStore: Send + Sync + std::fmt::Debug {
     /// The last events offset of `partition` that version `version` covers (`None`: nothing yet).
     fn checkpoint(&self, version: Version, partition: i32) -> Result<Option<i64>, StoreError>;

@@ -7,7 +7,7 @@
 
 use crate::StoreError;
 use crate::projections::{ProjectionStore, Scan, Version};
-use tally_core::projection::{EventRef, EventRow, Outcome, Row, RowKey, StatementLine};
+use tally_core::projection::{EventRef, EventRow, Row, RowKey, StatementLine};
 use tally_core::{Account, AccountId, Amount, Asset, CommandId, DocKey, DocType, Document, LedgerId};
 use tally_core::{StreamId, TenantId, TxId, TxRecord};
 
@@ -17,7 +17,10 @@ pub const PAGE_MAX: usize = 1000;
 /// Some items of a list and where the next page starts (`None`: there is no next page).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page<T, C> {
+    /// At most the `limit` asked for (and never more than [`PAGE_MAX`]), in the list's order.
     pub items: Vec<T>,
+    /// Where the next page starts (from the last item); `None`: no next page. A full page always
+    /// has one, though the next page may be empty.
     pub next: Option<C>,
 }
 
@@ -83,6 +86,7 @@ fn page_of<S: ProjectionStore + ?Sized, T, C>(
 
 /// Balances, limits, metadata and status of accounts.
 pub trait Accounts: ProjectionStore {
+    /// One account of a ledger in `version`; `None` if no event made it.
     fn account(
         &self,
         version: Version,
@@ -133,6 +137,7 @@ pub type LinePosition = (i64, u32);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostedLine {
     pub asset: Asset,
+    /// Where the line is: (event offset, line in the event).
     pub position: LinePosition,
     pub line: StatementLine,
 }
@@ -211,6 +216,7 @@ impl<S: ProjectionStore + ?Sized> Statements for S {}
 
 /// Transactions by id, with their status, postings and why they failed.
 pub trait Transactions: ProjectionStore {
+    /// One transaction of a ledger by id in `version`; `None` if the id was never used.
     fn transaction(
         &self,
         version: Version,
@@ -242,7 +248,7 @@ pub trait Outcomes: ProjectionStore {
         version: Version,
         tenant: &TenantId,
         command: &CommandId,
-    ) -> Result<Vec<(StreamId, Outcome)>, StoreError> {
+    ) -> Result<Vec<(StreamId, EventRow)>, StoreError> {
         let scan = Scan::Outcomes { tenant: tenant.clone(), command_id: command.clone() };
         let rows = self.scan(version, &scan, OUTCOME_STREAMS_MAX)?;
         Ok(rows
@@ -259,6 +265,8 @@ impl<S: ProjectionStore + ?Sized> Outcomes for S {}
 
 /// State documents by (type, key), deleted ones included (their value is `None`).
 pub trait Documents: ProjectionStore {
+    /// One state document in `version`; `None` if no event made it (a deleted one is there,
+    /// with `value: None`).
     fn document(
         &self,
         version: Version,

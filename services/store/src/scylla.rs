@@ -40,6 +40,7 @@ pub const SCHEMA: &str = include_str!("../../../schemas/cql/tally.cql");
 pub struct ScyllaConfig {
     /// Contact points, `host:port`.
     pub nodes: Vec<String>,
+    /// The keyspace holding Tally's tables ([`SCHEMA`] creates it when the schema is applied).
     pub keyspace: String,
     /// The keyspace's replication map, as CQL.
     pub replication: String,
@@ -50,6 +51,8 @@ pub struct ScyllaConfig {
 }
 
 impl ScyllaConfig {
+    /// Production defaults: replication factor 3 with `NetworkTopologyStrategy`, `LOCAL_QUORUM`
+    /// reads and writes, no credentials.
     pub fn new(nodes: Vec<String>, keyspace: impl Into<String>) -> ScyllaConfig {
         ScyllaConfig {
             nodes,

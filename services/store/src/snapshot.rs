@@ -21,29 +21,41 @@ const HEADER_LEN: usize = 8 + 2 + 8 + 8 + 16;
 /// The state of one partition after folding its events log up to and including `covers`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
+    /// The last events offset folded into `replica` (inclusive).
     pub covers: i64,
+    /// The reader position and state after folding the log up to `covers`.
     pub replica: Replica,
 }
 
+/// Why stored bytes are not a usable snapshot. A reader skips such a snapshot with a warning and
+/// tries the next older one (then the start of the log); it never misreads one.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SnapshotError {
+    /// Fewer bytes (the number given) than a snapshot header (42 bytes).
     #[error("shorter than a snapshot header ({0} bytes)")]
     Truncated(usize),
+    /// The first 8 bytes are not `TALLYSNP`.
     #[error("not a snapshot (bad magic)")]
     Magic,
+    /// Written in another format version (the one given) than [`FORMAT_VERSION`].
     #[error("snapshot format {0}, this build reads {FORMAT_VERSION}")]
     Version(u16),
+    /// The header's payload length (`expected`) is not the number of bytes after it (`actual`).
     #[error("payload is {actual} bytes, the header says {expected}")]
     Length { expected: u64, actual: usize },
+    /// The xxh3-128 checksum over header and payload does not match: a torn or corrupt write.
     #[error("checksum mismatch")]
     Checksum,
+    /// The checksum matches but the payload does not decode as a replica (postcard's message).
     #[error("payload: {0}")]
     Payload(String),
+    /// Stored under offset `key` but its header says it covers `covers`.
     #[error("stored under offset {key} but covers {covers}")]
     Misfiled { key: i64, covers: i64 },
 }
 
 impl Snapshot {
+    /// Encodes the snapshot in the module's layout: header, xxh3-128 checksum, postcard payload.
     pub fn encode(&self) -> Vec<u8> {
         // Serialising plain data into a Vec cannot fail.
         let payload = postcard::to_stdvec(&self.replica).expect("a replica serialises");
@@ -58,6 +70,8 @@ impl Snapshot {
         out
     }
 
+    /// Reads bytes written by [`Snapshot::encode`], checking magic, format version, length and
+    /// checksum first; fails with the [`SnapshotError`] of the first check that does not pass.
     pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
         if bytes.len() < HEADER_LEN {
             return Err(SnapshotError::Truncated(bytes.len()));
@@ -150,6 +164,7 @@ pub fn newest_valid(
 /// Where a reader of a partition resumes: the fold of the log before `next`, and `next`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResumePoint {
+    /// The fold of the log before `next` (empty at the start of the log).
     pub replica: Replica,
     /// The offset to read on from.
     pub next: i64,

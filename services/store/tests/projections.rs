@@ -19,14 +19,12 @@ fn outcome_key(tenant: &str, command: &str) -> RowKey {
     }
 }
 
+/// The outcome row of the event at `offset` of a benchmark log (an asset definition, then
+/// transfers).
 fn outcome_row(offset: i64) -> Row {
-    Row::Outcome(projection::Outcome {
-        partition: 0,
-        offset,
-        event_id: format!("e{offset}"),
-        kind: "TransactionPosted".into(),
-        rejection: None,
-    })
+    let log = testkit::transfers_log("acme", offset as usize + 1);
+    let LogRecord::Event { event, .. } = &log[offset as usize] else { panic!("offset {offset} is a claim") };
+    projection::outcome(event, 0, offset).1
 }
 
 /// What every backend must do. Written once; each backend's test calls it.

@@ -1,11 +1,13 @@
 //! Routes, request bodies and the OpenAPI document (generated from these definitions).
 
-use super::{Answer, Caller, Front, Problem, pending, respond, status_of};
-use crate::outcomes::{Outcome, Peek};
+use super::{Caller, Front, Problem, Reply, pending, respond};
+use crate::outcomes::Peek;
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::FromRequestParts;
 use axum::extract::Query;
 use axum::extract::{Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -14,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use tally_core::*;
 use tally_http::gate::BearerAuth;
+use tally_http::outcome::Outcome;
 use utoipa::{OpenApi, ToSchema};
 
 #[derive(OpenApi)]
@@ -37,7 +40,7 @@ use utoipa::{OpenApi, ToSchema};
         command_outcome
     ),
     components(schemas(Outcome, Problem, PendingBody, BatchResult, BatchItem)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommandAnswers),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;
@@ -267,118 +270,148 @@ fn expected_version(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
     }
 }
 
-/// Submits the command a handler built (or answers the problem building it hit).
-async fn run(
-    front: &Front,
-    caller: &Caller,
-    headers: &HeaderMap,
-    built: Result<CommandBody, Problem>,
-    created: bool,
-) -> Response {
-    let submitted = async { front.submit(super::command(caller, headers, built?)?).await };
-    match submitted.await {
-        Ok(answer) => respond(answer, created),
-        Err(problem) => problem.into_response(),
+// ---- handlers -----------------------------------------------------------------------------
+
+/// What every single-command handler takes: who calls, the request's headers (the
+/// `Idempotency-Key`, conditions), and the front door to submit through.
+struct Submit {
+    front: Front,
+    caller: Caller,
+    headers: HeaderMap,
+}
+
+impl FromRequestParts<Front> for Submit {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, front: &Front) -> Result<Submit, Problem> {
+        let caller = Caller::from_request_parts(parts, front).await?;
+        Ok(Submit { front: front.clone(), caller, headers: parts.headers.clone() })
     }
 }
 
-// ---- handlers -----------------------------------------------------------------------------
+impl Submit {
+    /// Builds the command body with `build` (given the headers), submits it and answers with its
+    /// outcome (`created`: 201 when accepted), or with the problem building it hit.
+    async fn send(
+        self,
+        created: bool,
+        build: impl FnOnce(&HeaderMap) -> Result<CommandBody, Problem>,
+    ) -> Response {
+        let submitted = async {
+            let command = super::command(&self.caller, &self.headers, build(&self.headers)?)?;
+            self.front.submit(command).await
+        };
+        match submitted.await {
+            Ok(reply) => respond(reply, created),
+            Err(problem) => problem.into_response(),
+        }
+    }
+}
+
+/// Declares what every single-command operation may answer besides its success: 202 while the
+/// answer is awaited, 400 for a malformed request, 409 and 422 for a rejection (a problem with
+/// the reason code). The batch route answers each item in its body instead.
+struct CommandAnswers;
+
+impl utoipa::Modify for CommandAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let pending = ContentBuilder::new().schema(Some(Ref::from_schema_name("PendingBody"))).build();
+        let accepted = ResponseBuilder::new()
+            .description("not answered within the wait: poll the URL in `poll` (and `Location`)")
+            .content("application/json", pending)
+            .build();
+        let single_commands = |operation_id: &str| operation_id != "post_batch";
+        tally_http::document_on_operations(openapi, single_commands, &[("202", accepted)]);
+        tally_http::document_problems_on_operations(
+            openapi,
+            single_commands,
+            &[
+                ("400", "a malformed request: body, path, Idempotency-Key or condition"),
+                (
+                    "409",
+                    "rejected as a conflict (reason COMMAND_ID_CONFLICT: the command id was used for \
+                     another command; ID_CONFLICT, ACCOUNT_EXISTS, ASSET_CONFLICT, VERSION_MISMATCH); on \
+                     GET /v1/commands: also an id used in several streams without `stream`",
+                ),
+                ("422", "rejected by the rules; `reason` says why (INSUFFICIENT_FUNDS, ...)"),
+            ],
+        );
+    }
+}
 
 /// Define an asset (code and decimals) in a ledger.
 #[utoipa::path(post, path = "/v1/ledgers/{ledger}/assets", params(("ledger" = String, Path, description = "ledger id"), CommandHeaders), request_body = DefineAssetBody,
-    responses((status = 201, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
-async fn define_asset(
-    State(front): State<Front>,
-    caller: Caller,
-    Path(ledger): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let command = (|| {
-        let b: DefineAssetBody = json(&body)?;
-        Ok::<_, Problem>(CommandBody::DefineAsset {
-            ledger: ledger_id(&ledger)?,
-            asset: field("asset", Asset::parse(&b.asset))?,
+    responses((status = 201, body = Outcome)))]
+async fn define_asset(submit: Submit, Path(ledger): Path<String>, body: Bytes) -> Response {
+    submit
+        .send(true, |_| {
+            let b: DefineAssetBody = json(&body)?;
+            Ok(CommandBody::DefineAsset {
+                ledger: ledger_id(&ledger)?,
+                asset: field("asset", Asset::parse(&b.asset))?,
+            })
         })
-    })();
-    run(&front, &caller, &headers, command, true).await
+        .await
 }
 
 /// Open an account with limits and metadata.
 #[utoipa::path(post, path = "/v1/ledgers/{ledger}/accounts", params(("ledger" = String, Path, description = "ledger id"), CommandHeaders), request_body = OpenAccountBody,
-    responses((status = 201, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
-async fn open_account(
-    State(front): State<Front>,
-    caller: Caller,
-    Path(ledger): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let command = (|| {
-        let b: OpenAccountBody = json(&body)?;
-        Ok::<_, Problem>(CommandBody::OpenAccount {
-            ledger: ledger_id(&ledger)?,
-            account: field("account", AccountId::parse(b.account))?,
-            limits: limits(b.limits)?,
-            metadata: b.metadata,
+    responses((status = 201, body = Outcome)))]
+async fn open_account(submit: Submit, Path(ledger): Path<String>, body: Bytes) -> Response {
+    submit
+        .send(true, |_| {
+            let b: OpenAccountBody = json(&body)?;
+            Ok(CommandBody::OpenAccount {
+                ledger: ledger_id(&ledger)?,
+                account: field("account", AccountId::parse(b.account))?,
+                limits: limits(b.limits)?,
+                metadata: b.metadata,
+            })
         })
-    })();
-    run(&front, &caller, &headers, command, true).await
+        .await
 }
 
 /// Replace an account's limits and metadata.
 #[utoipa::path(put, path = "/v1/ledgers/{ledger}/accounts/{account}", params(("ledger" = String, Path, description = "ledger id"), ("account" = String, Path, description = "account id"), CommandHeaders), request_body = UpdateAccountBody,
-    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 409, description = "the command id was used for another command (COMMAND_ID_CONFLICT)", body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Outcome)))]
 async fn update_account(
-    State(front): State<Front>,
-    caller: Caller,
+    submit: Submit,
     Path((ledger, account)): Path<(String, String)>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let command = (|| {
-        let b: UpdateAccountBody = json(&body)?;
-        Ok::<_, Problem>(CommandBody::UpdateAccount {
-            ledger: ledger_id(&ledger)?,
-            account: field("account", AccountId::parse(account))?,
-            limits: limits(b.limits)?,
-            metadata: b.metadata,
+    submit
+        .send(false, |_| {
+            let b: UpdateAccountBody = json(&body)?;
+            Ok(CommandBody::UpdateAccount {
+                ledger: ledger_id(&ledger)?,
+                account: field("account", AccountId::parse(account))?,
+                limits: limits(b.limits)?,
+                metadata: b.metadata,
+            })
         })
-    })();
-    run(&front, &caller, &headers, command, false).await
+        .await
 }
 
 /// Close an account whose balances and holds are zero.
 #[utoipa::path(post, path = "/v1/ledgers/{ledger}/accounts/{account}/close", params(("ledger" = String, Path, description = "ledger id"), ("account" = String, Path, description = "account id"), CommandHeaders),
-    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 409, description = "the command id was used for another command (COMMAND_ID_CONFLICT)", body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
-async fn close_account(
-    State(front): State<Front>,
-    caller: Caller,
-    Path((ledger, account)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    let command = (|| {
-        Ok::<_, Problem>(CommandBody::CloseAccount {
-            ledger: ledger_id(&ledger)?,
-            account: field("account", AccountId::parse(account))?,
+    responses((status = 200, body = Outcome)))]
+async fn close_account(submit: Submit, Path((ledger, account)): Path<(String, String)>) -> Response {
+    submit
+        .send(false, |_| {
+            Ok(CommandBody::CloseAccount {
+                ledger: ledger_id(&ledger)?,
+                account: field("account", AccountId::parse(account))?,
+            })
         })
-    })();
-    run(&front, &caller, &headers, command, false).await
+        .await
 }
 
 /// Post a transaction (or hold it as pending with `pending_timeout_ms`).
 #[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions", params(("ledger" = String, Path, description = "ledger id"), CommandHeaders), request_body = TransactionBody,
-    responses((status = 201, body = Outcome), (status = 200, description = "deduplicated: the first outcome stands", body = Outcome),
-        (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
-async fn post_transaction(
-    State(front): State<Front>,
-    caller: Caller,
-    Path(ledger): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let command = (|| Ok::<_, Problem>(transfer(&ledger_id(&ledger)?, json(&body)?)?.1))();
-    run(&front, &caller, &headers, command, true).await
+    responses((status = 201, body = Outcome), (status = 200, description = "deduplicated: the first outcome stands", body = Outcome)))]
+async fn post_transaction(submit: Submit, Path(ledger): Path<String>, body: Bytes) -> Response {
+    submit.send(true, |_| Ok(transfer(&ledger_id(&ledger)?, json(&body)?)?.1)).await
 }
 
 /// Post many transactions; each is its own command, answered in `results` in request order.
@@ -412,16 +445,16 @@ async fn post_batch(
         Err(p) => return p.into_response(),
     };
     let deadline = front.deadline();
-    let answers: Vec<_> = commands
+    let replies: Vec<_> = commands
         .into_iter()
         .map(|(tx_id, command)| {
             let front = front.clone();
             tokio::spawn(async move { (tx_id, front.submit_until(command, deadline).await) })
         })
         .collect();
-    let mut results = Vec::with_capacity(answers.len());
-    for answer in answers {
-        let Ok((tx_id, answer)) = answer.await else {
+    let mut results = Vec::with_capacity(replies.len());
+    for reply in replies {
+        let Ok((tx_id, reply)) = reply.await else {
             return Problem::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal error",
@@ -429,14 +462,14 @@ async fn post_batch(
             )
             .into_response();
         };
-        results.push(match answer {
-            Ok(Answer::Done(outcome)) => BatchItem {
+        results.push(match reply {
+            Ok(Reply::Done(outcome)) => BatchItem {
                 tx_id,
-                status: status_of(&outcome, true).as_u16(),
+                status: outcome.status_code(true).as_u16(),
                 outcome: Some(outcome.as_ref().clone()),
                 poll: None,
             },
-            Ok(Answer::Pending(id, stream, fingerprint)) => BatchItem {
+            Ok(Reply::Pending(id, stream, fingerprint)) => BatchItem {
                 tx_id,
                 status: 202,
                 outcome: None,
@@ -450,102 +483,87 @@ async fn post_batch(
 
 /// Commit a pending transaction, fully or partially (`amounts` per posting).
 #[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions/{tx_id}/commit", params(("ledger" = String, Path, description = "ledger id"), ("tx_id" = String, Path, description = "transaction id"), CommandHeaders), request_body = CommitBody,
-    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 409, description = "the command id was used for another command (COMMAND_ID_CONFLICT)", body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Outcome)))]
 async fn commit_pending(
-    State(front): State<Front>,
-    caller: Caller,
+    submit: Submit,
     Path((ledger, tx_id)): Path<(String, String)>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let command = (|| {
-        let b: CommitBody = json_or_default(&body)?;
-        Ok::<_, Problem>(CommandBody::CommitPending {
-            ledger: ledger_id(&ledger)?,
-            tx_id: field("tx_id", TxId::parse(tx_id))?,
-            amounts: b.amounts,
+    submit
+        .send(false, |_| {
+            let b: CommitBody = json_or_default(&body)?;
+            Ok(CommandBody::CommitPending {
+                ledger: ledger_id(&ledger)?,
+                tx_id: field("tx_id", TxId::parse(tx_id))?,
+                amounts: b.amounts,
+            })
         })
-    })();
-    run(&front, &caller, &headers, command, false).await
+        .await
 }
 
 /// Void a pending transaction: release its holds.
 #[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions/{tx_id}/void", params(("ledger" = String, Path, description = "ledger id"), ("tx_id" = String, Path, description = "transaction id"), CommandHeaders),
-    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 409, description = "the command id was used for another command (COMMAND_ID_CONFLICT)", body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
-async fn void_pending(
-    State(front): State<Front>,
-    caller: Caller,
-    Path((ledger, tx_id)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    let command = (|| {
-        Ok::<_, Problem>(CommandBody::VoidPending {
-            ledger: ledger_id(&ledger)?,
-            tx_id: field("tx_id", TxId::parse(tx_id))?,
+    responses((status = 200, body = Outcome)))]
+async fn void_pending(submit: Submit, Path((ledger, tx_id)): Path<(String, String)>) -> Response {
+    submit
+        .send(false, |_| {
+            Ok(CommandBody::VoidPending {
+                ledger: ledger_id(&ledger)?,
+                tx_id: field("tx_id", TxId::parse(tx_id))?,
+            })
         })
-    })();
-    run(&front, &caller, &headers, command, false).await
+        .await
 }
 
 /// Post the compensating transaction of a posted one, under a new id.
 #[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions/{tx_id}/reverse", params(("ledger" = String, Path, description = "ledger id"), ("tx_id" = String, Path, description = "transaction id"), CommandHeaders), request_body = ReverseBody,
-    responses((status = 201, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
-async fn reverse(
-    State(front): State<Front>,
-    caller: Caller,
-    Path((ledger, original)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let command = (|| {
-        let b: ReverseBody = json(&body)?;
-        let request =
-            TxRequest::Reversal { original: field("original", TxId::parse(original))?, metadata: b.metadata };
-        let tx_id = field("tx_id", TxId::parse(b.tx_id))?;
-        Ok::<_, Problem>(CommandBody::Transact { ledger: ledger_id(&ledger)?, tx_id, request })
-    })();
-    run(&front, &caller, &headers, command, true).await
+    responses((status = 201, body = Outcome)))]
+async fn reverse(submit: Submit, Path((ledger, original)): Path<(String, String)>, body: Bytes) -> Response {
+    submit
+        .send(true, |_| {
+            let b: ReverseBody = json(&body)?;
+            let original = field("original", TxId::parse(original))?;
+            let request = TxRequest::Reversal { original, metadata: b.metadata };
+            let tx_id = field("tx_id", TxId::parse(b.tx_id))?;
+            Ok(CommandBody::Transact { ledger: ledger_id(&ledger)?, tx_id, request })
+        })
+        .await
 }
 
 /// Put a state document (a JSON object). `If-Match: "<version>"` or `If-None-Match: *`
 /// make it conditional.
 #[utoipa::path(put, path = "/v1/state/{doc_type}/{key}", params(("doc_type" = String, Path, description = "document type"), ("key" = String, Path, description = "document key"), CommandHeaders), request_body(content = Object, description = "the document, a JSON object"),
-    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Outcome)))]
 async fn put_document(
-    State(front): State<Front>,
-    caller: Caller,
+    submit: Submit,
     Path((doc_type, key)): Path<(String, String)>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let command = (|| {
-        Ok::<_, Problem>(CommandBody::PutDocument {
-            doc_type: field("doc_type", DocType::parse(doc_type))?,
-            key: field("key", DocKey::parse(key))?,
-            value: document(&body)?,
-            expected_version: expected_version(&headers)?,
+    submit
+        .send(false, |headers| {
+            Ok(CommandBody::PutDocument {
+                doc_type: field("doc_type", DocType::parse(doc_type))?,
+                key: field("key", DocKey::parse(key))?,
+                value: document(&body)?,
+                expected_version: expected_version(headers)?,
+            })
         })
-    })();
-    run(&front, &caller, &headers, command, false).await
+        .await
 }
 
 /// Delete a state document (`If-Match` makes it conditional).
 #[utoipa::path(delete, path = "/v1/state/{doc_type}/{key}", params(("doc_type" = String, Path, description = "document type"), ("key" = String, Path, description = "document key"), CommandHeaders),
-    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
-async fn delete_document(
-    State(front): State<Front>,
-    caller: Caller,
-    Path((doc_type, key)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    let command = (|| {
-        Ok::<_, Problem>(CommandBody::DeleteDocument {
-            doc_type: field("doc_type", DocType::parse(doc_type))?,
-            key: field("key", DocKey::parse(key))?,
-            expected_version: expected_version(&headers)?,
+    responses((status = 200, body = Outcome)))]
+async fn delete_document(submit: Submit, Path((doc_type, key)): Path<(String, String)>) -> Response {
+    submit
+        .send(false, |headers| {
+            Ok(CommandBody::DeleteDocument {
+                doc_type: field("doc_type", DocType::parse(doc_type))?,
+                key: field("key", DocKey::parse(key))?,
+                expected_version: expected_version(headers)?,
+            })
         })
-    })();
-    run(&front, &caller, &headers, command, false).await
+        .await
 }
 
 /// Which of the streams that used a command id is meant (`GET /v1/commands/{id}`).
@@ -567,7 +585,7 @@ pub struct OutcomeQuery {
 /// when the id was used in several streams and `stream` does not say which, 503 while the
 /// instance is still reading the answers already in the log after a start.
 #[utoipa::path(get, path = "/v1/commands/{command_id}", params(("command_id" = String, Path, description = "command id (the Idempotency-Key it was sent with, or the default id the write answered with)"), OutcomeQuery, CommandHeaders),
-    responses((status = 200, body = Outcome), (status = 202, body = PendingBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Outcome), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 async fn command_outcome(
     State(front): State<Front>,
     caller: Caller,
@@ -589,19 +607,10 @@ async fn command_outcome(
         Err(problem) => return problem.into_response(),
     };
     match front.outcomes().peek(caller.tenant(), &command_id, stream.as_ref(), fingerprint) {
-        Peek::Done(outcome) => respond(Answer::Done(outcome), false),
+        Peek::Done(outcome) => outcome.respond(false),
         Peek::Pending(stream) => pending(&command_id, &stream, fingerprint),
         Peek::Ambiguous(streams) => {
-            let streams: Vec<String> = streams.iter().map(ToString::to_string).collect();
-            Problem::new(
-                StatusCode::CONFLICT,
-                "ambiguous command id",
-                format!(
-                    "{command_id} names a command in each of these streams; pass stream=: {}",
-                    streams.join(", ")
-                ),
-            )
-            .into_response()
+            tally_http::outcome::ambiguous(command_id.as_str(), &streams).into_response()
         }
         Peek::Unknown if !front.caught_up() => Problem::catching_up().into_response(),
         Peek::Unknown => Problem::new(

@@ -12,7 +12,7 @@
 
 mod api;
 
-use crate::outcomes::{Lookup, Outcome, Outcomes, Status};
+use crate::outcomes::{Lookup, Outcomes};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -24,6 +24,7 @@ use std::time::Duration;
 use tally_auth::producers::{FRONT_DOOR, PRODUCER_HEADER};
 use tally_codec::Codec;
 use tally_core::{Command, CommandBody, CommandId, DEFAULT_TX_COMMAND_PREFIX, StreamId, command_fingerprint};
+use tally_http::outcome::Outcome;
 use utoipa::OpenApi;
 
 pub use api::ApiDoc;
@@ -62,7 +63,7 @@ struct Inner {
 }
 
 /// How a submitted command ended, as far as this request knows.
-pub enum Answer {
+pub enum Reply {
     Done(Arc<Outcome>),
     /// Not answered within the wait: poll `/v1/commands/{id}?stream=...&fingerprint=...` (the
     /// command's id, stream and fingerprint).
@@ -92,7 +93,7 @@ impl Front {
     }
 
     /// Produces the command (unless its answer is already known) and waits for the answer.
-    pub async fn submit(&self, command: Command) -> Result<Answer, Problem> {
+    pub async fn submit(&self, command: Command) -> Result<Reply, Problem> {
         self.submit_until(command, tokio::time::Instant::now() + self.inner.config.wait).await
     }
 
@@ -103,24 +104,20 @@ impl Front {
     /// versions) never depends on a cache. An answer known here is given at once, but only if
     /// it answers this very command (same fingerprint); a command that reuses an id for
     /// something else waits for its own (conflict) answer.
-    async fn submit_until(
-        &self,
-        command: Command,
-        deadline: tokio::time::Instant,
-    ) -> Result<Answer, Problem> {
+    async fn submit_until(&self, command: Command, deadline: tokio::time::Instant) -> Result<Reply, Problem> {
         let stream = command.body.stream();
         let fingerprint = command_fingerprint(&command.body);
         let lookup = self.inner.outcomes.wait(&command.tenant, &stream, &command.command_id, fingerprint);
         let produced = self.produce(&command).await;
         let receiver = match lookup {
             // The answer stands whether or not the repeat reached the log.
-            Lookup::Done(outcome) => return Ok(Answer::Done(outcome)),
+            Lookup::Done(outcome) => return Ok(Reply::Done(outcome)),
             Lookup::Pending(receiver) => receiver,
         };
         produced?;
         match tokio::time::timeout_at(deadline, receiver).await {
-            Ok(Ok(outcome)) => Ok(Answer::Done(outcome)),
-            _ => Ok(Answer::Pending(command.command_id, stream, fingerprint)),
+            Ok(Ok(outcome)) => Ok(Reply::Done(outcome)),
+            _ => Ok(Reply::Pending(command.command_id, stream, fingerprint)),
         }
     }
 
@@ -184,39 +181,11 @@ pub fn command(caller: &Caller, headers: &HeaderMap, body: CommandBody) -> Resul
     Ok(Command { tenant: caller.tenant().clone(), command_id, actor: caller.actor().clone(), body })
 }
 
-/// The HTTP status an outcome is answered with (`created` for requests that make something).
-pub fn status_of(outcome: &Outcome, created: bool) -> StatusCode {
-    match (outcome.status, outcome.reason) {
-        (Status::Accepted, _) if created => StatusCode::CREATED,
-        (Status::Accepted | Status::Deduplicated, _) => StatusCode::OK,
-        (Status::Rejected, Some(reason)) if reason.is_conflict() => StatusCode::CONFLICT,
-        (Status::Rejected, _) => StatusCode::UNPROCESSABLE_ENTITY,
-    }
-}
-
-/// The response for an answer: the outcome (or a problem for a rejection), with the position
-/// in the `Tally-Position` header; or 202 with where to poll.
-pub fn respond(answer: Answer, created: bool) -> Response {
-    match answer {
-        Answer::Done(outcome) => {
-            let status = status_of(&outcome, created);
-            let position = HeaderValue::from_str(&outcome.position).ok();
-            let mut response = if outcome.status == Status::Rejected {
-                let mut problem =
-                    Problem::new(status, "command rejected", outcome.detail.clone().unwrap_or_default());
-                problem.reason = outcome.reason.map(|r| r.code().to_owned());
-                problem.command_id = Some(outcome.command_id.clone());
-                problem.position = Some(outcome.position.clone());
-                problem.into_response()
-            } else {
-                (status, axum::Json(outcome.as_ref().clone())).into_response()
-            };
-            if let Some(position) = position {
-                response.headers_mut().insert(POSITION_HEADER, position);
-            }
-            response
-        }
-        Answer::Pending(command_id, stream, fingerprint) => pending(&command_id, &stream, Some(fingerprint)),
+/// The response for a reply: the outcome ([`Outcome::respond`]), or 202 with where to poll.
+pub fn respond(reply: Reply, created: bool) -> Response {
+    match reply {
+        Reply::Done(outcome) => outcome.respond(created),
+        Reply::Pending(command_id, stream, fingerprint) => pending(&command_id, &stream, Some(fingerprint)),
     }
 }
 
