@@ -412,9 +412,21 @@ fn the_trace_context_survives_the_hop_through_kafka() {
         let records = records(&dev.kafka, topic);
         records.iter().filter_map(|r| r["headers"]["traceparent"].as_str().map(str::to_owned)).collect()
     };
-    let commands = traced("tally.commands");
+    // `tail --to-end` reads to the watermarks the broker gives, which the in-process broker can
+    // report short under load: read again until the record shows (or the deadline).
+    let traced_eventually = |topic: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let found = traced(topic);
+            if !found.is_empty() || Instant::now() > deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let commands = traced_eventually("tally.commands");
     assert_eq!(commands.len(), 1, "{commands:?}");
-    let events = traced("tally.events");
+    let events = traced_eventually("tally.events");
     assert_eq!(events.len(), 1, "{events:?}");
     for (hop, parent) in [("command", &commands[0]), ("event", &events[0])] {
         let parts: Vec<&str> = parent.split('-').collect();

@@ -8,6 +8,7 @@ mod support;
 mod tally_dev;
 
 use tally_dev::TALLY;
+use tokio_util::sync::CancellationToken;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -102,7 +103,7 @@ impl Project {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_projector_killed_after_a_commit_ends_with_the_rows_of_a_fresh_fold() {
     let h = Arc::new(Harness::start(2).await);
-    let processor = Processor::start(h.processor("p1")).unwrap();
+    let processor = Processor::build(h.processor("p1")).unwrap().run(CancellationToken::new());
     h.send(&TENANTS.map(|t| define_usd(t, &format!("def-{t}")))).await;
     let wave = |from: usize, to: usize| {
         let h = h.clone();
@@ -129,7 +130,7 @@ async fn a_projector_killed_after_a_commit_ends_with_the_rows_of_a_fresh_fold() 
         log.ends().into_iter().enumerate().filter_map(|(p, end)| Some((p as i32, end?))).collect();
     projector.wait_for("the log's end", |s| s.checkpoints == ends).await;
     drop(projector);
-    processor.stop().await;
+    processor.stop().await.unwrap();
 
     let store = EmbeddedStore::open(&data_dir.path().join("store").join("tally.redb")).unwrap();
     let (stored, fresh) = (store.rows(1).unwrap(), log.projection());

@@ -61,13 +61,19 @@ impl Pattern {
     }
 }
 
-/// Why a producer's command is refused: a stable code and a detail (dead-letter headers).
+/// Why a producer's command is refused (its record goes to the dead-letter topic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No `tally-producer` header, or a producer not on the list.
+    ProducerUnknown,
+    /// The producer is on the list, but not for the command's tenant.
+    TenantNotAllowed,
+}
+
+/// A refusal and what was wrong, for people (the `tally-dead-letter-detail` header).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
-    /// `PRODUCER_UNKNOWN` (no header, or a producer not on the list) or `TENANT_NOT_ALLOWED`;
-    /// sent as the `tally-dead-letter-reason` header.
-    pub code: &'static str,
-    /// What was wrong, for people (the `tally-dead-letter-detail` header).
+    pub refusal: Refusal,
     pub detail: String,
 }
 
@@ -96,20 +102,23 @@ impl ProducerTenants {
 
     /// Whether `producer` (the header's value, if any) may send commands for `tenant`.
     pub fn check(&self, producer: Option<&str>, tenant: &TenantId) -> Result<(), Refused> {
-        let refused = |code, detail| Err(Refused { code, detail });
+        let refused = |refusal, detail| Err(Refused { refusal, detail });
         let Some(producer) = producer else {
-            return refused("PRODUCER_UNKNOWN", format!("the record has no {PRODUCER_HEADER} header"));
+            return refused(Refusal::ProducerUnknown, format!("the record has no {PRODUCER_HEADER} header"));
         };
         if producer == FRONT_DOOR {
             return Ok(());
         }
         let Some(patterns) = self.allowed.get(producer) else {
-            return refused("PRODUCER_UNKNOWN", format!("producer {producer:?} is not on the allow-list"));
+            return refused(
+                Refusal::ProducerUnknown,
+                format!("producer {producer:?} is not on the allow-list"),
+            );
         };
         match patterns.iter().any(|p| p.matches(tenant.as_str())) {
             true => Ok(()),
             false => refused(
-                "TENANT_NOT_ALLOWED",
+                Refusal::TenantNotAllowed,
                 format!("producer {producer:?} may not send commands for tenant {:?}", tenant.as_str()),
             ),
         }
@@ -123,21 +132,21 @@ mod tests {
     const FILE: &str =
         "[producers]\npayments = [\"acme\", \"globex\"]\nonboarding = [\"trial-*\"]\nops = [\"*\"]\n";
 
-    fn check(producer: Option<&str>, tenant: &str) -> Result<(), &'static str> {
+    fn check(producer: Option<&str>, tenant: &str) -> Result<(), Refusal> {
         let list = ProducerTenants::parse(FILE.as_bytes()).unwrap();
-        list.check(producer, &TenantId::parse(tenant).unwrap()).map_err(|r| r.code)
+        list.check(producer, &TenantId::parse(tenant).unwrap()).map_err(|r| r.refusal)
     }
 
     #[test]
     fn each_producer_sends_for_its_tenants_only() {
         assert_eq!(check(Some("payments"), "acme"), Ok(()));
-        assert_eq!(check(Some("payments"), "acme2"), Err("TENANT_NOT_ALLOWED"));
+        assert_eq!(check(Some("payments"), "acme2"), Err(Refusal::TenantNotAllowed));
         assert_eq!(check(Some("onboarding"), "trial-7"), Ok(()));
-        assert_eq!(check(Some("onboarding"), "acme"), Err("TENANT_NOT_ALLOWED"));
+        assert_eq!(check(Some("onboarding"), "acme"), Err(Refusal::TenantNotAllowed));
         assert_eq!(check(Some("ops"), "anyone"), Ok(()));
         assert_eq!(check(Some(FRONT_DOOR), "anyone"), Ok(()));
-        assert_eq!(check(Some("stranger"), "acme"), Err("PRODUCER_UNKNOWN"));
-        assert_eq!(check(None, "acme"), Err("PRODUCER_UNKNOWN"));
+        assert_eq!(check(Some("stranger"), "acme"), Err(Refusal::ProducerUnknown));
+        assert_eq!(check(None, "acme"), Err(Refusal::ProducerUnknown));
     }
 
     #[test]

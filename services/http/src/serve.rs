@@ -48,6 +48,46 @@ impl Tls {
     }
 }
 
+/// An HTTP service, bound and not yet serving (the service recipe: [`HttpServer::bind`], then
+/// [`HttpServer::run`]): the front door, the query API and the admin routes each run as one.
+pub struct HttpServer {
+    name: &'static str,
+    listener: TcpListener,
+    app: Router,
+    tls: Option<Tls>,
+}
+
+impl HttpServer {
+    /// Binds `address` for `app` (over TLS when `tls` is given); `name` names the service in
+    /// logs and errors. Fails when the address cannot be bound.
+    pub async fn bind(
+        name: &'static str,
+        address: SocketAddr,
+        app: Router,
+        tls: Option<Tls>,
+    ) -> std::io::Result<HttpServer> {
+        let listener = TcpListener::bind(address).await?;
+        Ok(HttpServer { name, listener, app, tls })
+    }
+
+    /// The address bound (the port the system chose for port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `cancel` fires, then lets in-flight requests finish. A server that ends
+    /// otherwise (its listener failed) ends its handle with the error.
+    pub fn run(self, cancel: tokio_util::sync::CancellationToken) -> tally_runtime::Handle {
+        let HttpServer { name, listener, app, tls } = self;
+        tally_runtime::Handle::spawn(
+            name,
+            cancel.clone(),
+            (),
+            serve(listener, app, tls, cancel.cancelled_owned()),
+        )
+    }
+}
+
 /// Serves `app` on `listener` (over TLS when `tls` is given) until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,

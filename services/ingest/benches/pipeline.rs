@@ -40,7 +40,7 @@ use tally_core::Command;
 use tally_core::log::LogRecord;
 use tally_http::gate::{Gate, GateConfig};
 use tally_ingest::http::{Front, HttpConfig};
-use tally_ingest::outcomes::{Outcomes, watch};
+use tally_ingest::outcomes::{OutcomeWatcher, Outcomes};
 use tally_ingest::processor::Processor;
 use tally_kafka::config::KafkaOptions;
 use tally_kafka::topics::{TopicSpec, ensure_topics};
@@ -141,7 +141,7 @@ fn median(xs: &mut [f64]) -> f64 {
 
 /// Commands per second from the first produce to the last answer read from `events`.
 async fn through_processor(h: &Harness, commands: &[Command]) -> f64 {
-    let processor = Processor::start(h.processor("bench")).unwrap();
+    let processor = Processor::build(h.processor("bench")).unwrap().run(CancellationToken::new());
     // Warm up: the group forms, every partition is restored and answers.
     let setup: Vec<Command> = (0..TENANTS).map(|t| define_usd(&format!("tenant{t}"), "usd")).collect();
     h.send(&setup).await;
@@ -157,7 +157,7 @@ async fn through_processor(h: &Harness, commands: &[Command]) -> f64 {
     let started = Instant::now();
     produce_all(h, &h.topics.commands, &payloads).await;
     let finished = answers.await.unwrap();
-    processor.stop().await;
+    processor.stop().await.unwrap();
     commands.len() as f64 / (finished - started).as_secs_f64()
 }
 
@@ -170,7 +170,7 @@ async fn raw_produce_consume(
     size: usize,
 ) -> f64 {
     let spec = TopicSpec { name: topic.to_owned(), partitions, replication: 1 };
-    ensure_topics(&kafka.admin(), &[spec]).await.unwrap();
+    ensure_topics(kafka, &[spec]).await.unwrap();
     let payloads: Vec<(String, Vec<u8>)> =
         (0..n).map(|i| (format!("tenant{}/main", i % TENANTS), vec![b'x'; size])).collect();
     let consumed = follow(kafka, topic, partitions, n, |_| true);
@@ -245,7 +245,7 @@ fn follow(
 /// by a consumer that was waiting for it; 300 times, one after the other.
 async fn hop_latency(kafka: &KafkaOptions, topic: &str) -> (f64, f64) {
     let spec = TopicSpec { name: topic.to_owned(), partitions: 1, replication: 1 };
-    ensure_topics(&kafka.admin(), &[spec]).await.unwrap();
+    ensure_topics(kafka, &[spec]).await.unwrap();
     let consumer: Arc<BaseConsumer> = Arc::new(kafka.reader("bench-hop").create().unwrap());
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
@@ -275,12 +275,12 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 async fn http_latency(h: &Harness) {
     let seconds = knob("TALLY_BENCH_HTTP_SECONDS", 10);
     let clients = knob("TALLY_BENCH_HTTP_CLIENTS", 64);
-    let processor = Processor::start(h.processor("bench-http")).unwrap();
+    let processor = Processor::build(h.processor("bench-http")).unwrap().run(CancellationToken::new());
     let outcomes = Outcomes::new(1_000_000);
-    let stop = CancellationToken::new();
-    let watcher =
-        watch(h.kafka.clone(), h.topics.events.clone(), h.partitions, outcomes.clone(), None, stop.clone());
-    let producer = h.kafka.producer("bench-http").create().unwrap();
+    let (events, partitions) = (h.topics.events.clone(), h.partitions);
+    let watcher = OutcomeWatcher::build(h.kafka.clone(), events, partitions, outcomes.clone(), None)
+        .run(CancellationToken::new());
+    let producer = tally_kafka::Producer::new(&h.kafka, "bench-http").unwrap();
     let config = HttpConfig { wait: Duration::from_secs(30), ..HttpConfig::default() };
     let keys = Reloading::fixed("API keys", KEYS.0.clone());
     let gate = Gate::new(Authenticator::new().with_keys(keys), &GateConfig::default()).unwrap();
@@ -347,9 +347,8 @@ async fn http_latency(h: &Harness) {
     }
 
     server.abort();
-    stop.cancel();
-    processor.stop().await;
-    let _ = tokio::task::spawn_blocking(move || watcher.join()).await;
+    watcher.stop().await.unwrap();
+    processor.stop().await.unwrap();
 }
 
 /// Requests at `rate` for `seconds`, each started when due (checked every millisecond: a timer

@@ -16,9 +16,6 @@
 //! are kept in memory, bounded; older ones, and those before the snapshot, are the query
 //! service's job.
 
-use crate::processor::ProcessorError;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,6 +24,8 @@ use tally_core::log::{LogReader, LogRecord, Verdict};
 use tally_core::{Answer, CommandId, Event, EventBody, StreamId, TenantId};
 use tally_http::outcome::Outcome;
 use tally_kafka::config::KafkaOptions;
+use tally_kafka::{KafkaError, LogTail};
+use tally_runtime::Handle;
 use tally_store::snapshot::{self, SnapshotStore};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -233,28 +232,44 @@ impl Outcomes {
     }
 }
 
-/// Follows every partition of the events topic and publishes each answer that counts. Runs on
-/// its own thread (librdkafka blocks) until `stop`.
-pub fn watch(
+/// The outcome watcher, built and not yet running (the service recipe: [`OutcomeWatcher::build`],
+/// then [`OutcomeWatcher::run`]): follows every partition of the events topic and publishes
+/// each answer that counts to [`Outcomes`].
+pub struct OutcomeWatcher {
     kafka: KafkaOptions,
     events_topic: String,
     partitions: i32,
     outcomes: Arc<Outcomes>,
     snapshots: Option<Arc<dyn SnapshotStore>>,
-    stop: CancellationToken,
-) -> std::thread::JoinHandle<()> {
-    std::thread::Builder::new()
-        .name("tally-outcomes".into())
-        .spawn(move || {
-            while !stop.is_cancelled() {
-                let starts = starts(snapshots.as_deref(), &events_topic, partitions);
-                if let Err(e) = follow(&kafka, &events_topic, starts, &outcomes, &stop) {
+}
+
+impl OutcomeWatcher {
+    /// A watcher of the `partitions` partitions of `events_topic` that publishes to `outcomes`,
+    /// starting each partition after its newest snapshot in `snapshots` (if any).
+    pub fn build(
+        kafka: KafkaOptions,
+        events_topic: String,
+        partitions: i32,
+        outcomes: Arc<Outcomes>,
+        snapshots: Option<Arc<dyn SnapshotStore>>,
+    ) -> OutcomeWatcher {
+        OutcomeWatcher { kafka, events_topic, partitions, outcomes, snapshots }
+    }
+
+    /// Follows the log on tokio's blocking pool (librdkafka blocks) until `cancel` fires. A
+    /// broken read starts over from the snapshots, after a pause.
+    pub fn run(self, cancel: CancellationToken) -> Handle {
+        Handle::spawn_blocking("outcome watcher", cancel.clone(), (), move || {
+            while !cancel.is_cancelled() {
+                let starts = starts(self.snapshots.as_deref(), &self.events_topic, self.partitions);
+                if let Err(e) = follow(&self.kafka, &self.events_topic, starts, &self.outcomes, &cancel) {
                     tracing::error!("outcome watcher: {e}; starting over");
                     std::thread::sleep(Duration::from_secs(1));
                 }
             }
+            Ok::<_, KafkaError>(())
         })
-        .expect("a thread can be spawned")
+    }
 }
 
 /// Where each partition's reading starts: after its newest usable snapshot, or at offset 0.
@@ -273,32 +288,25 @@ fn follow(
     starts: Vec<(i64, LogReader)>,
     outcomes: &Outcomes,
     stop: &CancellationToken,
-) -> Result<(), ProcessorError> {
+) -> Result<(), KafkaError> {
     let codec = Codec::new();
-    let consumer: BaseConsumer = kafka.reader("outcomes").create()?;
-    let mut assignment = TopicPartitionList::new();
-    let mut start_ends = Vec::new();
-    for (p, (from, _)) in starts.iter().enumerate() {
-        assignment.add_partition_offset(topic, p as i32, Offset::Offset(*from))?;
-        start_ends.push(consumer.fetch_watermarks(topic, p as i32, Duration::from_secs(15))?.1);
-    }
-    consumer.assign(&assignment)?;
-    let mut fetcher = Fetcher { kafka, topic, codec: &codec, consumer: None };
-    let (mut positions, mut readers): (Vec<i64>, Vec<LogReader>) = starts.into_iter().unzip();
+    let at: Vec<(i32, i64)> = starts.iter().enumerate().map(|(p, (from, _))| (p as i32, *from)).collect();
+    let mut tail = LogTail::open_partitions(kafka, "outcomes", topic, &at)?;
+    let start_ends = (0..starts.len() as i32).map(|p| tail.end_of(p)).collect::<Result<Vec<_>, _>>()?;
+    let mut fetcher = Fetcher { kafka, topic, codec: &codec, tail: None };
+    let mut readers: Vec<LogReader> = starts.into_iter().map(|(_, reader)| reader).collect();
     let mut caught_up = false;
     while !stop.is_cancelled() {
-        if !caught_up && positions.iter().zip(&start_ends).all(|(at, end)| at >= end) {
+        if !caught_up && tail.positions().values().zip(&start_ends).all(|(at, end)| at >= end) {
             caught_up = true;
             outcomes.set_caught_up();
         }
-        let Some(message) = consumer.poll(Duration::from_millis(100)) else { continue };
-        let message = message?;
-        let (partition, offset) = (message.partition(), message.offset());
-        let Some(reader) = readers.get_mut(partition as usize) else { continue };
-        positions[partition as usize] = offset + 1;
-        let Ok(record) = codec.decode_log_record(message.payload().unwrap_or_default()) else { continue };
+        let Some(read) = tail.next(&codec, Duration::from_millis(100))? else { continue };
+        let (Some(reader), Some(record)) = (readers.get_mut(read.partition as usize), read.record) else {
+            continue;
+        };
         if let (Verdict::Apply, LogRecord::Event { event, .. }) = (reader.read(&record), &record) {
-            answer(outcomes, &mut fetcher, event, partition, offset);
+            answer(outcomes, &mut fetcher, event, read.partition, read.offset);
         }
     }
     Ok(())
@@ -331,7 +339,8 @@ struct Fetcher<'a> {
     kafka: &'a KafkaOptions,
     topic: &'a str,
     codec: &'a Codec,
-    consumer: Option<BaseConsumer>,
+    /// Opened on the first fetch, repositioned for each.
+    tail: Option<LogTail>,
 }
 
 /// How long reading back one first answer may take before the caller is answered 202.
@@ -356,24 +365,30 @@ impl Fetcher<'_> {
     }
 
     fn event_at(&mut self, partition: i32, offset: i64) -> Result<Event, String> {
-        if self.consumer.is_none() {
-            self.consumer = Some(self.kafka.reader("outcomes-fetch").create().map_err(|e| e.to_string())?);
-        }
-        let consumer = self.consumer.as_ref().expect("created above");
-        let mut at = TopicPartitionList::new();
-        at.add_partition_offset(self.topic, partition, Offset::Offset(offset)).map_err(|e| e.to_string())?;
-        consumer.assign(&at).map_err(|e| e.to_string())?;
+        let at = [(partition, offset)];
+        let tail = match &mut self.tail {
+            Some(tail) => {
+                tail.assign(&at).map_err(|e| e.to_string())?;
+                tail
+            }
+            None => self.tail.insert(
+                LogTail::open_partitions(self.kafka, "outcomes-fetch", self.topic, &at)
+                    .map_err(|e| e.to_string())?,
+            ),
+        };
         let started = Instant::now();
         while started.elapsed() < FETCH_TIMEOUT {
-            let Some(message) = consumer.poll(Duration::from_millis(100)) else { continue };
-            let message = message.map_err(|e| e.to_string())?;
-            if message.partition() != partition || message.offset() != offset {
+            let Some(read) = tail.next(self.codec, Duration::from_millis(100)).map_err(|e| e.to_string())?
+            else {
+                continue;
+            };
+            if read.partition != partition || read.offset != offset {
                 continue;
             }
-            return match self.codec.decode_log_record(message.payload().unwrap_or_default()) {
-                Ok(LogRecord::Event { event, .. }) => Ok(event),
-                Ok(_) => Err(format!("the record at {partition}/{offset} is not an event")),
-                Err(e) => Err(format!("the record at {partition}/{offset}: {e}")),
+            return match read.record {
+                Some(LogRecord::Event { event, .. }) => Ok(event),
+                Some(_) => Err(format!("the record at {partition}/{offset} is not an event")),
+                None => Err(format!("the record at {partition}/{offset} does not decode")),
             };
         }
         Err(format!("the record at {partition}/{offset} was not read within {FETCH_TIMEOUT:?}"))

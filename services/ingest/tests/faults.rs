@@ -13,6 +13,7 @@ use support::*;
 use tally_core::log::Verdict;
 use tally_ingest::processor::Processor;
 use tally_kafka::topics::Topics;
+use tokio_util::sync::CancellationToken;
 
 const PARTITIONS: i32 = 2;
 const TENANTS: usize = 4;
@@ -37,7 +38,7 @@ async fn broker_faults_lose_and_double_nothing() {
         mock.create_topic(&spec.name, spec.partitions, 3).expect("topic");
     }
     let h = Harness::with_topics(mock.bootstrap_servers(), None, topics.clone(), PARTITIONS).await;
-    let processor = Processor::start(h.processor("p1")).unwrap();
+    let processor = Processor::build(h.processor("p1")).unwrap().run(CancellationToken::new());
     h.send(&(0..TENANTS).map(|t| define_usd(&tenant(t), "usd")).collect::<Vec<_>>()).await;
     h.settled(SETTLE).await;
     let mut sent = 0;
@@ -102,7 +103,7 @@ async fn broker_faults_lose_and_double_nothing() {
         claims(&log)
     );
     assert!(log.verdicts(Verdict::Apply) > sent);
-    processor.stop().await;
+    processor.stop().await.unwrap();
 }
 
 /// Claims that raised an epoch: one per time a partition was taken over.

@@ -14,8 +14,9 @@ use tally_auth::reload::Reloading;
 use tally_auth::{Authenticator, Role, Roles};
 use tally_http::gate::{Gate, GateConfig};
 use tally_ingest::http::{Front, HttpConfig};
-use tally_ingest::outcomes::{Outcomes, watch};
-use tally_ingest::processor::Processor;
+use tally_ingest::outcomes::{OutcomeWatcher, Outcomes};
+use tally_ingest::processor::{Processor, ProcessorStatus};
+use tally_runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -67,31 +68,24 @@ fn bearer(tenant: &str) -> &'static str {
 /// A processor, the outcome watcher and a front door with `config` on a fresh harness.
 struct Service {
     h: Harness,
-    processor: Processor,
+    processor: Handle<ProcessorStatus>,
     outcomes: std::sync::Arc<Outcomes>,
-    stop: CancellationToken,
-    watcher: std::thread::JoinHandle<()>,
+    watcher: Handle,
 }
 
 impl Service {
     async fn start() -> Service {
         let h = Harness::start(2).await;
-        let processor = Processor::start(h.processor("p1")).unwrap();
+        let processor = Processor::build(h.processor("p1")).unwrap().run(CancellationToken::new());
         let outcomes = Outcomes::new(10_000);
-        let stop = CancellationToken::new();
-        let watcher = watch(
-            h.kafka.clone(),
-            h.topics.events.clone(),
-            h.partitions,
-            outcomes.clone(),
-            None,
-            stop.clone(),
-        );
-        Service { h, processor, outcomes, stop, watcher }
+        let (events, partitions) = (h.topics.events.clone(), h.partitions);
+        let watcher = OutcomeWatcher::build(h.kafka.clone(), events, partitions, outcomes.clone(), None)
+            .run(CancellationToken::new());
+        Service { h, processor, outcomes, watcher }
     }
 
     fn front(&self, config: HttpConfig) -> axum::Router {
-        let producer = self.h.kafka.producer("http").create().unwrap();
+        let producer = tally_kafka::Producer::new(&self.h.kafka, "http").unwrap();
         let front =
             Front::new(producer, self.h.topics.commands.clone(), self.outcomes.clone(), config).router();
         let keys = Reloading::fixed("API keys", KEYS.0.clone());
@@ -99,10 +93,8 @@ impl Service {
     }
 
     async fn stop(self) {
-        self.stop.cancel();
-        self.processor.stop().await;
-        let watcher = self.watcher;
-        let _ = tokio::task::spawn_blocking(move || watcher.join()).await;
+        self.watcher.stop().await.unwrap();
+        self.processor.stop().await.unwrap();
     }
 }
 

@@ -11,11 +11,12 @@ use std::time::Duration;
 use support::*;
 use tally_core::log::Verdict;
 use tally_core::*;
-use tally_ingest::processor::{Processor, ProcessorConfig};
+use tally_ingest::processor::{Processor, ProcessorConfig, ProcessorStatus};
+use tokio_util::sync::CancellationToken;
 
 const SETTLE: Duration = Duration::from_secs(90);
 
-async fn wait_running(p: &Processor, n: usize) {
+async fn wait_running(p: &ProcessorStatus, n: usize) {
     let deadline = std::time::Instant::now() + SETTLE;
     while p.running_partitions().len() < n {
         assert!(std::time::Instant::now() < deadline, "partitions not running: {:?}", p.running_partitions());
@@ -26,7 +27,7 @@ async fn wait_running(p: &Processor, n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn garbage_goes_to_the_dead_letter_topic_and_valid_commands_around_it_are_answered() {
     let h = Harness::start(2).await;
-    let processor = Processor::start(h.processor("p1")).unwrap();
+    let processor = Processor::build(h.processor("p1")).unwrap().run(CancellationToken::new());
     h.send(&[define_usd("acme", "def")]).await;
     let mut valid = 1;
     let garbage_count = 1000;
@@ -89,13 +90,13 @@ async fn garbage_goes_to_the_dead_letter_topic_and_valid_commands_around_it_are_
     for code in ["UNDECODABLE", "UNKNOWN_SCHEMA", "KEY_MISMATCH", "KEY_MISSING"] {
         assert!(sources.1.contains_key(code), "{code} in {:?}", sources.1);
     }
-    processor.stop().await;
+    processor.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_same_command_produced_twice_takes_effect_once() {
     let h = Harness::start(1).await;
-    let processor = Processor::start(h.processor("p1")).unwrap();
+    let processor = Processor::build(h.processor("p1")).unwrap().run(CancellationToken::new());
     let pay = transfer("acme", "pay-1", "world", "alice", 500);
     h.send(&[define_usd("acme", "def"), pay.clone(), pay.clone()]).await;
     // A client retry with the same transaction id under a new command id.
@@ -112,7 +113,7 @@ async fn the_same_command_produced_twice_takes_effect_once() {
         bodies.iter().filter(|b| matches!(b, EventBody::TransactionDeduplicated { .. })).count();
     assert_eq!((posted, repeated, deduplicated), (1, 1, 1), "{bodies:?}");
     assert_eq!(balance(&log, "acme", "alice"), 500);
-    processor.stop().await;
+    processor.stop().await.unwrap();
 }
 
 /// Many clients race to drain one account while a second processor instance joins (the
@@ -121,7 +122,7 @@ async fn the_same_command_produced_twice_takes_effect_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_double_spend_across_two_processors_never_overdraws() {
     let h = std::sync::Arc::new(Harness::start(4).await);
-    let first = Processor::start(h.processor("p1")).unwrap();
+    let first = Processor::build(h.processor("p1")).unwrap().run(CancellationToken::new());
     h.send(&[define_usd("acme", "def"), transfer("acme", "fund", "world", "alice", 1_000)]).await;
     wait_running(&first, 4).await;
 
@@ -138,7 +139,7 @@ async fn concurrent_double_spend_across_two_processors_never_overdraws() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let second = Processor::start(h.processor("p2")).unwrap();
+    let second = Processor::build(h.processor("p2")).unwrap().run(CancellationToken::new());
     // The group splits the partitions between the two; then the first leaves and the second
     // takes everything over. (The first leaves only once the group is steady: the embedded
     // broker's coordinator never completes a rebalance whose leader left during it.)
@@ -152,9 +153,9 @@ async fn concurrent_double_spend_across_two_processors_never_overdraws() {
     for t in tasks {
         t.await.unwrap();
     }
-    first.stop().await;
+    first.stop().await.unwrap();
     let log = h.settled(SETTLE).await;
-    second.stop().await;
+    second.stop().await.unwrap();
 
     let outcomes = log.outcomes();
     assert_eq!(outcomes.len(), 2 + clients * per_client);
@@ -180,14 +181,14 @@ async fn concurrent_double_spend_across_two_processors_never_overdraws() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_zombie_owner_changes_nothing_readers_see() {
     let h = Harness::start(1).await;
-    let zombie = Processor::start(h.processor("zombie")).unwrap();
+    let zombie = Processor::build(h.processor("zombie")).unwrap().run(CancellationToken::new());
     h.send(&[define_usd("acme", "def"), transfer("acme", "fund", "world", "alice", 100)]).await;
     wait_running(&zombie, 1).await;
     h.settled(SETTLE).await;
 
     let mut config: ProcessorConfig = h.processor("winner");
     config.group_id.push_str("-other-group");
-    let winner = Processor::start(config).unwrap();
+    let winner = Processor::build(config).unwrap().run(CancellationToken::new());
     wait_running(&winner, 1).await;
     let spends: Vec<Command> =
         (0..30).map(|i| transfer("acme", &format!("spend-{i}"), "alice", "bob", 7)).collect();
@@ -202,8 +203,8 @@ async fn a_zombie_owner_changes_nothing_readers_see() {
     assert_eq!(posted, 1 + 14, "100 funds 14 spends of 7");
     assert_eq!(balance(&log, "acme", "alice"), 2);
     assert_eq!(balance(&log, "acme", "bob"), 98);
-    zombie.stop().await;
-    winner.stop().await;
+    zombie.stop().await.unwrap();
+    winner.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -211,7 +212,7 @@ async fn pending_transactions_expire_without_traffic() {
     let h = Harness::start(1).await;
     let mut config = h.processor("p1");
     config.expiry_interval = Duration::from_millis(100);
-    let processor = Processor::start(config).unwrap();
+    let processor = Processor::build(config).unwrap().run(CancellationToken::new());
     let mut hold = transfer("acme", "hold-1", "world", "alice", 5);
     if let CommandBody::Transact { request: TxRequest::Transfer { pending_timeout_ms, .. }, .. } =
         &mut hold.body
@@ -232,7 +233,7 @@ async fn pending_transactions_expire_without_traffic() {
         assert!(std::time::Instant::now() < deadline, "the hold did not expire");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    processor.stop().await;
+    processor.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -246,7 +247,7 @@ async fn a_new_owner_restores_from_the_newest_good_snapshot() {
         config.snapshot_every = 100;
         config
     };
-    let first = Processor::start(config()).unwrap();
+    let first = Processor::build(config()).unwrap().run(CancellationToken::new());
     h.send(&[define_usd("acme", "usd")]).await;
     let transfers = |from: usize, to: usize| -> Vec<Command> {
         (from..to).map(|i| transfer("acme", &format!("t{i}"), "world", "alice", 1)).collect()
@@ -256,7 +257,7 @@ async fn a_new_owner_restores_from_the_newest_good_snapshot() {
     assert_eq!(first.restores()[0].snapshot, None, "the first owner had no snapshot");
     let written = first.snapshots_written();
     assert_eq!(written.len(), 1, "the owner reports its newest snapshot (for its age)");
-    first.stop().await;
+    first.stop().await.unwrap();
 
     // The newest snapshot is torn, as a crash while writing it would leave it: skipped.
     let good = snapshot::newest_valid(store.as_ref(), &h.topics.events, 0, i64::MAX)
@@ -266,23 +267,17 @@ async fn a_new_owner_restores_from_the_newest_good_snapshot() {
     let torn = snapshot::Snapshot { covers: good.covers + 50, replica: good.replica.clone() }.encode();
     store.put(&h.topics.events, 0, good.covers + 50, &torn[..torn.len() - 7], KEEP + 1).unwrap();
 
-    let second = Processor::start(config()).unwrap();
+    let second = Processor::build(config()).unwrap().run(CancellationToken::new());
     h.send(&transfers(500, 700)).await;
     let log = h.settled(SETTLE).await;
     let restored = second.restores();
     // The outcome watcher starts after the newest snapshot too: it knows the answers after it,
     // not those before (those are the query service's).
-    use tally_ingest::outcomes::{Outcomes, Peek, watch};
+    use tally_ingest::outcomes::{OutcomeWatcher, Outcomes, Peek};
     let outcomes = Outcomes::new(1000);
-    let stop = tokio_util::sync::CancellationToken::new();
-    let watcher = watch(
-        h.kafka.clone(),
-        h.topics.events.clone(),
-        1,
-        outcomes.clone(),
-        Some(store.clone()),
-        stop.clone(),
-    );
+    let events = h.topics.events.clone();
+    let watcher = OutcomeWatcher::build(h.kafka.clone(), events, 1, outcomes.clone(), Some(store.clone()))
+        .run(CancellationToken::new());
     let (acme, first) = (TenantId::parse("acme").unwrap(), CommandId::parse("t0").unwrap());
     let later = transfers(700, 701);
     let (stream, fingerprint) = (later[0].body.stream(), tally_core::command_fingerprint(&later[0].body));
@@ -292,10 +287,9 @@ async fn a_new_owner_restores_from_the_newest_good_snapshot() {
     let answer = tokio::time::timeout(SETTLE, answer).await.expect("the watcher sees t700").unwrap();
     assert_eq!(answer.command_id, "t700");
     assert!(matches!(outcomes.peek(&acme, &first, None, None), Peek::Unknown), "t0 is before the snapshot");
-    stop.cancel();
-    let _ = tokio::task::spawn_blocking(move || watcher.join()).await;
+    watcher.stop().await.unwrap();
 
-    second.stop().await;
+    second.stop().await.unwrap();
     assert_eq!(restored[0].snapshot, Some(good.covers), "restored from the newest good snapshot");
     let log_len: usize = log.partitions[0].records.len();
     assert!(

@@ -14,9 +14,9 @@
 //! Kafka's committed offsets are only a lag hint ([`Assignment::done_before`]).
 
 use crate::config::KafkaOptions;
+use crate::record::Record;
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::message::OwnedMessage;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -44,7 +44,7 @@ pub trait PartitionOwner: Send + Sync + 'static {
     fn own(
         self: Arc<Self>,
         assignment: Assignment,
-        records: mpsc::Receiver<OwnedMessage>,
+        records: mpsc::Receiver<Record>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static;
 
     /// Called on the group thread before a failed partition task starts over.
@@ -92,17 +92,40 @@ enum Control {
     Done { partition: i32, next_offset: i64 },
 }
 
+/// The partitions whose task has started reading (restored and positioned): shared between a
+/// group and whoever reports on it, before and after it is joined.
+#[derive(Debug, Clone, Default)]
+pub struct RunningPartitions(Arc<Mutex<BTreeSet<i32>>>);
+
+impl RunningPartitions {
+    /// The partitions, ascending.
+    pub fn get(&self) -> Vec<i32> {
+        self.0.lock().expect("not poisoned").iter().copied().collect()
+    }
+
+    fn insert(&self, partition: i32) {
+        self.0.lock().expect("not poisoned").insert(partition);
+    }
+
+    fn remove(&self, partition: i32) {
+        self.0.lock().expect("not poisoned").remove(&partition);
+    }
+}
+
 /// A joined group: its thread runs until [`PartitionGroup::stop`].
 pub struct PartitionGroup {
     stop: CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
-    running: Arc<Mutex<BTreeSet<i32>>>,
 }
 
 impl PartitionGroup {
     /// Joins the group and starts owning the partitions it assigns. Must be called within a
     /// tokio runtime (partition tasks run on it).
-    pub fn join<O: PartitionOwner>(config: GroupConfig, owner: Arc<O>) -> Result<Self, crate::KafkaError> {
+    pub fn join<O: PartitionOwner>(
+        config: GroupConfig,
+        owner: Arc<O>,
+        running: RunningPartitions,
+    ) -> Result<Self, crate::KafkaError> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| crate::KafkaError::Group("must start inside a tokio runtime".into()))?;
         let (membership_tx, membership) = std::sync::mpsc::channel();
@@ -116,7 +139,6 @@ impl PartitionGroup {
         consumer.subscribe(&[&config.topic])?;
         let (control_tx, control) = std::sync::mpsc::channel();
         let stop = CancellationToken::new();
-        let running = Arc::new(Mutex::new(BTreeSet::new()));
         let thread = GroupThread {
             config,
             owner,
@@ -125,7 +147,7 @@ impl PartitionGroup {
             control,
             control_tx,
             stop: stop.clone(),
-            running: running.clone(),
+            running,
             runtime,
             slots: HashMap::new(),
         };
@@ -133,12 +155,7 @@ impl PartitionGroup {
             .name(format!("tally-{}-group", thread.config.role))
             .spawn(move || thread.run())
             .map_err(|e| crate::KafkaError::Group(format!("starting the group thread: {e}")))?;
-        Ok(PartitionGroup { stop, thread: Some(thread), running })
-    }
-
-    /// Partitions whose task has started reading (restored and positioned).
-    pub fn running_partitions(&self) -> Vec<i32> {
-        self.running.lock().expect("not poisoned").iter().copied().collect()
+        Ok(PartitionGroup { stop, thread: Some(thread) })
     }
 
     /// Stops taking records, lets each partition task finish its batch, leaves the group.
@@ -243,7 +260,7 @@ struct Slot<E> {
     cancel: CancellationToken,
     /// The sending end of the task's records, and the partition's own librdkafka queue, until
     /// the task says where to start (then the partition's reader thread owns both).
-    waiting: Option<(mpsc::Sender<OwnedMessage>, PartitionQueue<GroupContext>)>,
+    waiting: Option<(mpsc::Sender<Record>, PartitionQueue<GroupContext>)>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -255,7 +272,7 @@ struct GroupThread<O: PartitionOwner> {
     control: Receiver<Control>,
     control_tx: Sender<Control>,
     stop: CancellationToken,
-    running: Arc<Mutex<BTreeSet<i32>>>,
+    running: RunningPartitions,
     runtime: tokio::runtime::Handle,
     slots: HashMap<i32, Slot<O::Error>>,
 }
@@ -315,7 +332,7 @@ impl<O: PartitionOwner> GroupThread<O> {
     /// Stops a partition's task after its current batch (bounded wait).
     fn stop(&mut self, partition: i32) {
         let Some(slot) = self.slots.remove(&partition) else { return };
-        self.running.lock().expect("not poisoned").remove(&partition);
+        self.running.remove(partition);
         slot.cancel.cancel();
         match self.runtime.block_on(async { tokio::time::timeout(STOP_GRACE, slot.task).await }) {
             Ok(Ok(Ok(()))) => tracing::info!(partition, role = self.config.role, "partition released"),
@@ -356,7 +373,7 @@ impl<O: PartitionOwner> GroupThread<O> {
                 match reader {
                     Ok(reader) => {
                         slot.reader = Some(reader);
-                        self.running.lock().expect("not poisoned").insert(partition);
+                        self.running.insert(partition);
                     }
                     Err(e) => {
                         tracing::error!(partition, "starting the partition's reader: {e}");
@@ -383,7 +400,7 @@ impl<O: PartitionOwner> GroupThread<O> {
             self.slots.iter().filter(|(_, s)| s.task.is_finished()).map(|(p, _)| *p).collect();
         for partition in failed {
             let Some(slot) = self.slots.remove(&partition) else { continue };
-            self.running.lock().expect("not poisoned").remove(&partition);
+            self.running.remove(partition);
             slot.cancel.cancel();
             match self.runtime.block_on(slot.task) {
                 Ok(Ok(())) => tracing::warn!(partition, "partition task stopped; restarting it"),
@@ -410,7 +427,7 @@ fn read_partition(
     queue: &PartitionQueue<GroupContext>,
     partition: i32,
     from: i64,
-    intake: &mpsc::Sender<OwnedMessage>,
+    intake: &mpsc::Sender<Record>,
     cancel: &CancellationToken,
 ) {
     let mut next = from;
@@ -420,7 +437,7 @@ fn read_partition(
             Some(Ok(record)) if record.offset() < next => {}
             Some(Ok(record)) => {
                 next = record.offset() + 1;
-                if intake.blocking_send(record.detach()).is_err() {
+                if intake.blocking_send(Record::of(&record)).is_err() {
                     return;
                 }
             }

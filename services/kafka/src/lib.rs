@@ -1,39 +1,46 @@
 //! # tally-kafka
 //!
 //! Everything Tally says to Kafka goes through rdkafka, configured here with every option that
-//! matters for correctness set explicitly ([`config`]). Also: topic administration ([`topics`]),
-//! the in-process Kafka-API broker used by tests and `tally dev` ([`EmbeddedBroker`]),
-//! partition ownership through a consumer group ([`group`]) and reading one partition of the
-//! events log into a replica ([`LogTail`]).
+//! matters for correctness set explicitly ([`config`]). This is the only crate that names
+//! librdkafka's types: the services see [`Record`]s, [`Headers`] and Tally's own readers and
+//! writers. Here: topic administration ([`topics`]), the in-process Kafka-API broker used by
+//! tests and `tally dev` ([`EmbeddedBroker`]), partition ownership through a consumer group
+//! ([`group`]), sending records ([`Producer`]), appending to the events log ([`LogWriter`]),
+//! reading topics ([`TopicReader`]) and the events log ([`LogTail`]), and trace context in
+//! headers ([`trace_context`]).
 
 pub mod config;
 mod embedded;
 pub mod group;
 mod log_tail;
+mod log_writer;
+mod producer;
+mod record;
 pub mod topics;
 pub mod trace_context;
 
 pub use embedded::{BrokerStorage, EmbeddedBroker};
-pub use group::{Assignment, GroupConfig, PartitionGroup, PartitionOwner};
-pub use log_tail::LogTail;
+pub use group::{Assignment, GroupConfig, PartitionGroup, PartitionOwner, RunningPartitions};
+pub use log_tail::{LogRead, LogTail, Start, TopicReader};
+pub use log_writer::LogWriter;
+pub use producer::{Delivered, Producer};
+pub use record::{Headers, Outgoing, Record};
 
-/// Runs blocking work (librdkafka's consumer calls, store I/O) on tokio's blocking pool, off
-/// the async workers.
-pub async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, E>
-where
-    T: Send + 'static,
-    E: From<tokio::task::JoinError> + Send + 'static,
-{
-    tokio::task::spawn_blocking(f).await?
-}
+/// A client kept for readiness checks: whether the cluster answers a metadata request.
+pub struct BrokerCheck(rdkafka::producer::BaseProducer);
 
-/// Milliseconds since the Unix epoch: the clock of Kafka's record timestamps and of the times
-/// the processor decides at.
-pub fn now_ms() -> i64 {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or(std::time::Duration::ZERO);
-    since_epoch.as_millis() as i64
+impl BrokerCheck {
+    pub fn new(kafka: &config::KafkaOptions) -> Result<BrokerCheck, KafkaError> {
+        Ok(BrokerCheck(kafka.producer("health").create()?))
+    }
+
+    /// Asks the cluster for its metadata, waiting up to `timeout` (blocks: call it off the
+    /// async workers).
+    pub fn check(&self, timeout: std::time::Duration) -> Result<(), KafkaError> {
+        use rdkafka::producer::Producer as _;
+        self.0.client().fetch_metadata(None, timeout)?;
+        Ok(())
+    }
 }
 
 /// Kafka plumbing errors.
@@ -51,4 +58,6 @@ pub enum KafkaError {
     Group(String),
     #[error("reading the log: {0}")]
     Stalled(String),
+    #[error("the producer was dropped before delivering")]
+    Canceled,
 }

@@ -1,7 +1,7 @@
 //! Topic administration: create what is missing, refuse what does not match.
 
 use crate::KafkaError;
-use rdkafka::ClientConfig;
+use crate::config::KafkaOptions;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use std::sync::Arc;
@@ -54,11 +54,11 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Creates every missing topic and checks that existing ones have the configured partition
 /// count (a mismatch would send a stream's events to another partition than its commands).
-pub async fn ensure_topics(config: &ClientConfig, specs: &[TopicSpec]) -> Result<(), KafkaError> {
-    let admin: Arc<AdminClient<DefaultClientContext>> = Arc::new(config.create()?);
+pub async fn ensure_topics(kafka: &KafkaOptions, specs: &[TopicSpec]) -> Result<(), KafkaError> {
+    let admin: Admin = Arc::new(kafka.admin().create()?);
     let mut missing = Vec::new();
     for spec in specs {
-        if partition_count(&admin, &spec.name).await?.is_none() {
+        if count_partitions(&admin, &spec.name).await?.is_none() {
             missing.push(spec);
         }
     }
@@ -94,13 +94,15 @@ pub async fn ensure_topics(config: &ClientConfig, specs: &[TopicSpec]) -> Result
 }
 
 /// The partition count of a topic, or `None` if the broker does not know it.
-///
+pub async fn partition_count(kafka: &KafkaOptions, topic: &str) -> Result<Option<i32>, KafkaError> {
+    count_partitions(&Arc::new(kafka.admin().create()?), topic).await
+}
+
+type Admin = Arc<AdminClient<DefaultClientContext>>;
+
 /// librdkafka's metadata call blocks its thread; it runs on tokio's blocking pool so that it
 /// cannot starve the runtime (which, in tests and `tally dev`, also runs the broker).
-pub async fn partition_count(
-    admin: &Arc<AdminClient<DefaultClientContext>>,
-    topic: &str,
-) -> Result<Option<i32>, KafkaError> {
+async fn count_partitions(admin: &Admin, topic: &str) -> Result<Option<i32>, KafkaError> {
     let (admin, name) = (admin.clone(), topic.to_owned());
     let metadata =
         tokio::task::spawn_blocking(move || admin.inner().fetch_metadata(Some(&name), ADMIN_TIMEOUT))
@@ -114,13 +116,10 @@ pub async fn partition_count(
 }
 
 /// Metadata of a new topic can lag its creation by a moment.
-async fn wait_for_partitions(
-    admin: &Arc<AdminClient<DefaultClientContext>>,
-    topic: &str,
-) -> Result<i32, KafkaError> {
+async fn wait_for_partitions(admin: &Admin, topic: &str) -> Result<i32, KafkaError> {
     let deadline = tokio::time::Instant::now() + ADMIN_TIMEOUT;
     loop {
-        if let Some(n) = partition_count(admin, topic).await? {
+        if let Some(n) = count_partitions(admin, topic).await? {
             return Ok(n);
         }
         if tokio::time::Instant::now() > deadline {

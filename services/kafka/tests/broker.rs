@@ -126,7 +126,7 @@ async fn wait_for(what: &str, deadline: Instant, cond: impl Fn() -> bool) {
 async fn a_rebalancing_group_loses_and_duplicates_nothing() {
     let broker = EmbeddedBroker::start(BrokerStorage::Memory, 0).await.unwrap();
     let opts = KafkaOptions::new(broker.bootstrap_servers());
-    ensure_topics(&opts.admin(), &[TopicSpec { name: TOPIC.into(), partitions: PARTITIONS, replication: 1 }])
+    ensure_topics(&opts, &[TopicSpec { name: TOPIC.into(), partitions: PARTITIONS, replication: 1 }])
         .await
         .unwrap();
 
@@ -208,13 +208,12 @@ async fn topics_are_created_with_their_partition_count_and_mismatches_refused() 
     let broker = EmbeddedBroker::start(BrokerStorage::Memory, 0).await.unwrap();
     let opts = KafkaOptions::new(broker.bootstrap_servers());
     let spec = |name: &str, partitions| TopicSpec { name: name.into(), partitions, replication: 1 };
-    ensure_topics(&opts.admin(), &[spec("a", 4), spec("b", 2)]).await.unwrap();
+    ensure_topics(&opts, &[spec("a", 4), spec("b", 2)]).await.unwrap();
     // Idempotent.
-    ensure_topics(&opts.admin(), &[spec("a", 4)]).await.unwrap();
-    let admin = Arc::new(opts.admin().create().unwrap());
-    assert_eq!(tally_kafka::topics::partition_count(&admin, "a").await.unwrap(), Some(4));
-    assert_eq!(tally_kafka::topics::partition_count(&admin, "b").await.unwrap(), Some(2));
-    assert_eq!(tally_kafka::topics::partition_count(&admin, "none").await.unwrap(), None);
-    let err = ensure_topics(&opts.admin(), &[spec("a", 3)]).await.unwrap_err();
+    ensure_topics(&opts, &[spec("a", 4)]).await.unwrap();
+    assert_eq!(tally_kafka::topics::partition_count(&opts, "a").await.unwrap(), Some(4));
+    assert_eq!(tally_kafka::topics::partition_count(&opts, "b").await.unwrap(), Some(2));
+    assert_eq!(tally_kafka::topics::partition_count(&opts, "none").await.unwrap(), None);
+    let err = ensure_topics(&opts, &[spec("a", 3)]).await.unwrap_err();
     assert!(matches!(err, KafkaError::PartitionMismatch { expected: 3, actual: 4, .. }), "{err}");
 }

@@ -10,7 +10,6 @@
 //!    rate; each event's lag is from just before it is produced to when a commit covering it is
 //!    seen in the store (polled every millisecond).
 
-use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,10 +19,13 @@ use tally_core::testkit;
 use tally_kafka::config::KafkaOptions;
 use tally_kafka::topics::{Topics, ensure_topics};
 use tally_kafka::{Assignment, BrokerStorage, EmbeddedBroker, GroupConfig, PartitionGroup, PartitionOwner};
-use tally_projector::{Projector, ProjectorConfig};
+use tally_kafka::{Record, RunningPartitions};
+use tally_projector::{Projector, ProjectorConfig, ProjectorStatus};
+use tally_runtime::Handle;
 use tally_store::EmbeddedStore;
 use tally_store::projections::ProjectionStore;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 const PARTITIONS: i32 = 2;
 
@@ -82,7 +84,7 @@ async fn main() {
 
 async fn fresh_topics(kafka: &KafkaOptions, name: &str) -> Topics {
     let topics = Topics::with_prefix(&format!("bench-{name}-{}.", std::process::id()));
-    ensure_topics(&kafka.admin(), &topics.specs(PARTITIONS, 1)).await.expect("topics");
+    ensure_topics(kafka, &topics.specs(PARTITIONS, 1)).await.expect("topics");
     topics
 }
 
@@ -112,13 +114,13 @@ impl PartitionOwner for Noop {
     async fn own(
         self: Arc<Self>,
         assignment: Assignment,
-        mut records: mpsc::Receiver<OwnedMessage>,
+        mut records: mpsc::Receiver<Record>,
     ) -> Result<(), Self::Error> {
         self.started.lock().unwrap().get_or_insert_with(Instant::now);
         assignment.start_at(0);
         let mut batch = Vec::with_capacity(1000);
         while records.recv_many(&mut batch, 1000).await > 0 {
-            let next = rdkafka::Message::offset(batch.last().unwrap()) + 1;
+            let next = batch.last().unwrap().offset + 1;
             self.received.fetch_add(batch.len() as u64, Ordering::Relaxed);
             assignment.done_before(next);
             batch.clear();
@@ -138,7 +140,7 @@ async fn noop_rate(kafka: &KafkaOptions, topic: &str, total: usize) -> f64 {
         role: "bench",
         queue: 4000,
     };
-    let group = PartitionGroup::join(config, owner.clone()).unwrap();
+    let group = PartitionGroup::join(config, owner.clone(), RunningPartitions::default()).unwrap();
     while owner.received.load(Ordering::Relaxed) < total as u64 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -148,10 +150,10 @@ async fn noop_rate(kafka: &KafkaOptions, topic: &str, total: usize) -> f64 {
     rate
 }
 
-fn projector(kafka: &KafkaOptions, topic: &str, store: Store) -> Projector {
+fn projector(kafka: &KafkaOptions, topic: &str, store: Store) -> Handle<ProjectorStatus> {
     let mut config = ProjectorConfig::new(kafka.clone(), topic, store);
     config.group_id = format!("{topic}-projector");
-    Projector::start(config).unwrap()
+    Projector::build(config).unwrap().run(CancellationToken::new())
 }
 
 fn checkpoints(store: &dyn ProjectionStore) -> Vec<i64> {
@@ -169,7 +171,7 @@ async fn projector_rate(kafka: &KafkaOptions, topic: &str, store: Store, ends: &
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let rate = ends.iter().map(|e| e + 1).sum::<i64>() as f64 / started.elapsed().as_secs_f64();
-    projector.stop().await;
+    projector.stop().await.unwrap();
     rate
 }
 
@@ -221,7 +223,7 @@ async fn lag_at(
         delivery.await.unwrap().map_err(|(e, _)| e).expect("produced");
     }
     let mut lags = watcher.await.unwrap();
-    projector.stop().await;
+    projector.stop().await.unwrap();
     lags.sort_by(f64::total_cmp);
     let at = |q: f64| lags[((lags.len() - 1) as f64 * q) as usize];
     (at(0.5), at(0.99), lags.len())

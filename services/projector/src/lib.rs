@@ -26,8 +26,6 @@
 mod metrics;
 pub mod rebuild;
 
-use rdkafka::Message;
-use rdkafka::message::OwnedMessage;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -36,10 +34,15 @@ use tally_core::log::Replica;
 use tally_core::projection;
 use tally_kafka::config::KafkaOptions;
 use tally_kafka::trace_context;
-use tally_kafka::{Assignment, GroupConfig, LogTail, PartitionGroup, PartitionOwner, blocking, now_ms};
+use tally_kafka::{
+    Assignment, GroupConfig, LogTail, PartitionGroup, PartitionOwner, Record, RunningPartitions,
+};
+use tally_runtime::{Handle, now_ms};
+use tally_store::bridge::blocking;
 use tally_store::projections::{ProjectionStore, Version};
 use tally_store::{SnapshotStore, StoreError, snapshot};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -87,12 +90,18 @@ pub enum Target {
 /// How often a partition task following the live version checks whether it was switched.
 pub const LIVE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Why a partition task (or the projector) stopped; a partition task that fails starts over
+/// from its checkpoint.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectorError {
+    /// Joining the group or reading the log failed.
     #[error("{0}")]
     Kafka(#[from] tally_kafka::KafkaError),
+    /// The store refused or failed a read or commit (a retired version among them: a rebuild
+    /// switched the live version).
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// A task on the blocking pool panicked or was cancelled.
     #[error("blocking task: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -116,10 +125,36 @@ pub struct Progress {
 /// Records queued per partition ahead of its task (a few batches).
 const INTAKE_BATCHES: usize = 4;
 
-/// A running projector instance.
+/// A projector instance, built and not yet running (the service recipe: [`Projector::build`],
+/// then [`Projector::run`]).
 pub struct Projector {
-    group: PartitionGroup,
+    shared: Arc<Shared>,
+    group: GroupConfig,
+    status: ProjectorStatus,
+}
+
+/// What a projector reports while it runs (reachable through its [`Handle`]).
+#[derive(Clone, Default)]
+pub struct ProjectorStatus {
+    running: RunningPartitions,
     progress: ProgressView,
+}
+
+impl ProjectorStatus {
+    /// Partitions restored and being projected by this instance.
+    pub fn running_partitions(&self) -> Vec<i32> {
+        self.running.get()
+    }
+
+    /// Where each partition this instance has owned stands (for lag metrics and tests).
+    pub fn progress(&self) -> Vec<Progress> {
+        self.progress.get()
+    }
+
+    /// The same, as a handle that outlives the projector.
+    pub fn progress_view(&self) -> ProgressView {
+        self.progress.clone()
+    }
 }
 
 /// A handle on where a projector's partitions stand, usable after the projector was moved.
@@ -145,8 +180,8 @@ impl ProgressView {
 }
 
 impl Projector {
-    /// Joins the group and starts projecting. Must be called within a tokio runtime.
-    pub fn start(config: ProjectorConfig) -> Result<Projector, ProjectorError> {
+    /// Prepares a projector from its configuration (nothing is joined or read yet).
+    pub fn build(config: ProjectorConfig) -> Result<Projector, ProjectorError> {
         let group = GroupConfig {
             kafka: config.kafka.clone(),
             topic: config.events.clone(),
@@ -154,29 +189,22 @@ impl Projector {
             role: "projector",
             queue: INTAKE_BATCHES * config.batch_max,
         };
-        let progress = ProgressView::default();
-        let shared = Arc::new(Shared { config, codec: Codec::new(), progress: progress.clone() });
-        Ok(Projector { group: PartitionGroup::join(group, shared)?, progress })
+        let status = ProjectorStatus::default();
+        let shared = Arc::new(Shared { config, codec: Codec::new(), progress: status.progress.clone() });
+        Ok(Projector { shared, group, status })
     }
 
-    /// Partitions restored and being projected by this instance.
-    pub fn running_partitions(&self) -> Vec<i32> {
-        self.group.running_partitions()
-    }
-
-    /// Where each partition this instance has owned stands (for lag metrics and tests).
-    pub fn progress(&self) -> Vec<Progress> {
-        self.progress.get()
-    }
-
-    /// The same, as a handle that outlives borrowing the projector.
-    pub fn progress_view(&self) -> ProgressView {
-        self.progress.clone()
-    }
-
-    /// Lets each partition finish its batch, then leaves the group.
-    pub async fn stop(self) {
-        self.group.stop().await;
+    /// Joins the group and projects until `cancel` fires; then each partition finishes its
+    /// batch and the instance leaves the group. Must be called within a tokio runtime.
+    pub fn run(self, cancel: CancellationToken) -> Handle<ProjectorStatus> {
+        let Projector { shared, group, status } = self;
+        let running = status.running.clone();
+        Handle::spawn("projector", cancel.clone(), status, async move {
+            let group = PartitionGroup::join(group, shared, running)?;
+            cancel.cancelled().await;
+            group.stop().await;
+            Ok::<_, ProjectorError>(())
+        })
     }
 }
 
@@ -204,7 +232,7 @@ impl PartitionOwner for Shared {
     fn own(
         self: Arc<Self>,
         assignment: Assignment,
-        records: mpsc::Receiver<OwnedMessage>,
+        records: mpsc::Receiver<Record>,
     ) -> impl Future<Output = Result<(), ProjectorError>> + Send + 'static {
         project(self, assignment, records)
     }
@@ -214,7 +242,7 @@ impl PartitionOwner for Shared {
 async fn project(
     shared: Arc<Shared>,
     assignment: Assignment,
-    mut records: mpsc::Receiver<OwnedMessage>,
+    mut records: mpsc::Receiver<Record>,
 ) -> Result<(), ProjectorError> {
     let mut owner = PartitionProjector::take_over(shared, assignment).await?;
     let start = owner.checkpoint.map_or(0, |c| c + 1);
@@ -283,21 +311,21 @@ impl PartitionProjector {
     }
 
     /// Folds a batch and commits its rows with the checkpoint of its last record.
-    async fn apply(&mut self, batch: &mut Vec<OwnedMessage>) -> Result<(), ProjectorError> {
+    async fn apply(&mut self, batch: &mut Vec<Record>) -> Result<(), ProjectorError> {
         let partition = self.assignment.partition;
         let fold_started = std::time::Instant::now();
         let mut records = Vec::with_capacity(batch.len());
         let (mut last, mut traces) = (None, Vec::new());
         for message in batch.drain(..) {
-            let offset = message.offset();
+            let offset = message.offset;
             if self.checkpoint.is_some_and(|c| offset <= c) {
                 continue; // delivered again after a seek: already covered
             }
-            last = Some((offset, message.timestamp().to_millis()));
-            if traces.len() < TRACES_PER_BATCH_MAX && trace_context::is_traced(message.headers()) {
-                traces.push(trace_context::context_of(message.headers()));
+            last = Some((offset, message.timestamp_ms));
+            if traces.len() < TRACES_PER_BATCH_MAX && trace_context::is_traced(&message.headers) {
+                traces.push(trace_context::context_of(&message.headers));
             }
-            match self.shared.codec.decode_log_record(message.payload().unwrap_or_default()) {
+            match self.shared.codec.decode_log_record(&message.payload) {
                 Ok(record) => records.push((offset, record)),
                 // Only Tally writes here; an unreadable record is skipped by every reader alike.
                 Err(e) => tracing::warn!(partition, offset, "unreadable log record: {e}"),

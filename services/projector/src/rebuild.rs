@@ -19,8 +19,9 @@
 use crate::{Projector, ProjectorConfig, ProjectorError, Target};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tally_kafka::blocking;
+use tally_store::bridge::blocking;
 use tally_store::projections::{ProjectionStore, Version};
+use tokio_util::sync::CancellationToken;
 
 /// How often a running rebuild looks at its progress.
 const POLL: Duration = Duration::from_millis(200);
@@ -48,7 +49,7 @@ pub struct Rebuild {
     partitions: i32,
     version: Version,
     live: Version,
-    projector: Projector,
+    projector: tally_runtime::Handle<crate::ProjectorStatus>,
     started: Instant,
     /// Records covered when this run started (a resumed rebuild), for the rate.
     done_at_start: u64,
@@ -69,7 +70,7 @@ impl Rebuild {
         let mut config = template;
         config.target = Target::Version(version);
         config.group_id = format!("{}.rebuild-v{version}", config.group_id);
-        let projector = Projector::start(config)?;
+        let projector = Projector::build(config)?.run(CancellationToken::new());
         let mut rebuild = Rebuild {
             store,
             partitions,
@@ -121,7 +122,9 @@ impl Rebuild {
             }
             tokio::time::sleep(POLL).await;
         }
-        self.projector.stop().await;
+        if let Err(e) = self.projector.stop().await {
+            tracing::warn!("the rebuild's projector: {e}");
+        }
         let (store, live, version) = (self.store, self.live, self.version);
         blocking(move || {
             store.switch_live(live, version)?;
@@ -135,6 +138,8 @@ impl Rebuild {
 
     /// Stops building without switching; the next rebuild resumes from where this one stopped.
     pub async fn abandon(self) {
-        self.projector.stop().await;
+        if let Err(e) = self.projector.stop().await {
+            tracing::warn!("the rebuild's projector: {e}");
+        }
     }
 }

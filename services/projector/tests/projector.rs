@@ -12,9 +12,11 @@ use support::*;
 use tally_core::projection::{Row, RowKey};
 use tally_ingest::processor::Processor;
 use tally_projector::rebuild::Rebuild;
-use tally_projector::{Projector, ProjectorConfig};
+use tally_projector::{Projector, ProjectorConfig, ProjectorStatus};
+use tally_runtime::Handle;
 use tally_store::projections::{ProjectionStore, Version};
 use tally_store::{EmbeddedStore, SnapshotStore};
+use tokio_util::sync::CancellationToken;
 
 const TENANTS: [&str; 4] = ["acme", "globex", "initech", "umbrella"];
 
@@ -33,8 +35,8 @@ async fn wave(h: &Harness, from: usize, to: usize) {
     }
 }
 
-fn projector(h: &Harness, store: &Arc<EmbeddedStore>) -> Projector {
-    Projector::start(projector_config(h, store)).expect("projector starts")
+fn projector(h: &Harness, store: &Arc<EmbeddedStore>) -> Handle<ProjectorStatus> {
+    Projector::build(projector_config(h, store)).expect("projector builds").run(CancellationToken::new())
 }
 
 fn projector_config(h: &Harness, store: &Arc<EmbeddedStore>) -> ProjectorConfig {
@@ -76,7 +78,7 @@ async fn two_projectors_and_rebalances_mid_stream_end_with_the_rows_of_a_fresh_f
     let mut processor_config = h.processor("p1");
     processor_config.snapshots = Some(store.clone());
     processor_config.snapshot_every = 50;
-    let processor = Processor::start(processor_config).unwrap();
+    let processor = Processor::build(processor_config).unwrap().run(CancellationToken::new());
     h.send(&TENANTS.map(|t| define_usd(t, &format!("def-{t}")))).await;
     wave(&h, 0, 150).await;
 
@@ -98,7 +100,7 @@ async fn two_projectors_and_rebalances_mid_stream_end_with_the_rows_of_a_fresh_f
         assert!(Instant::now() < deadline, "the second projector never got a partition");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    first.stop().await;
+    first.stop().await.unwrap();
     more.await.unwrap();
 
     let log = h.settled(Duration::from_secs(120)).await;
@@ -109,15 +111,15 @@ async fn two_projectors_and_rebalances_mid_stream_end_with_the_rows_of_a_fresh_f
     println!("{} rows; progress of the second projector: {:?}", fresh.len(), second.progress());
     assert_same_rows(&stored, &fresh);
     assert!(fresh.len() > TENANTS.len() * 600, "outcomes, accounts and transactions are all there");
-    second.stop().await;
-    processor.stop().await;
+    second.stop().await.unwrap();
+    processor.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rebuild_while_writes_continue_switches_to_a_version_equal_to_a_fresh_fold() {
     let h = Arc::new(Harness::start(3).await);
     let store = Arc::new(EmbeddedStore::in_memory().unwrap());
-    let processor = Processor::start(h.processor("p1")).unwrap();
+    let processor = Processor::build(h.processor("p1")).unwrap().run(CancellationToken::new());
     h.send(&TENANTS.map(|t| define_usd(t, &format!("def-{t}")))).await;
     wave(&h, 0, 100).await;
     let live = projector(&h, &store);
@@ -166,6 +168,6 @@ async fn a_rebuild_while_writes_continue_switches_to_a_version_equal_to_a_fresh_
     caught_up(&store, 2, &log.ends()).await;
     assert!(live.progress().iter().all(|p| p.version == 2), "the live projector follows the switch");
     assert_same_rows(&store.rows(2).unwrap(), &log.projection());
-    live.stop().await;
-    processor.stop().await;
+    live.stop().await.unwrap();
+    processor.stop().await.unwrap();
 }

@@ -58,6 +58,7 @@ use utoipa::{IntoParams, OpenApi};
     modifiers(&BearerAuth, &ReaderAnswers),
     security(("bearer" = []))
 )]
+/// The query API's OpenAPI document (`GET /openapi.json`).
 pub struct ApiDoc;
 
 /// Declares what every query may answer because every handler takes a [`Reader`]: 400 (a

@@ -93,19 +93,13 @@ impl Query {
         &self.inner.config
     }
 
-    /// Runs a store read: in place when the store's reads are quick, else with the worker
-    /// thread handed over for the wait (Scylla). A store error is logged and answered with a
+    /// Runs a store read through the store's bridge ([`tally_store::bridge::read`]). A store error is logged and answered with a
     /// generic 503: its text is about the server, not the request.
     pub(crate) fn read<T>(
         &self,
         read: impl FnOnce(&dyn ProjectionStore) -> Result<T, StoreError>,
     ) -> Result<T, Problem> {
-        let store = self.inner.store.as_ref();
-        let result = match store.reads_block() {
-            true => tokio::task::block_in_place(|| read(store)),
-            false => read(store),
-        };
-        match result {
+        match tally_store::bridge::read(self.inner.store.as_ref(), read) {
             Ok(value) => Ok(value),
             Err(e) => {
                 tracing::error!("reading the projections: {e}");

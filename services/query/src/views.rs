@@ -25,6 +25,7 @@ pub fn time(ms: i64) -> String {
         .map_or_else(|| ms.to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
+/// An account's balance in one asset, in minor units.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BalanceView {
     /// `CODE/DECIMALS`, e.g. `USD/2`.
@@ -39,6 +40,7 @@ pub struct BalanceView {
     pub available: Option<Amount>,
 }
 
+/// An account's lower bound in one asset.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LimitView {
     pub asset: String,
@@ -46,6 +48,7 @@ pub struct LimitView {
     pub min_balance: Option<Amount>,
 }
 
+/// `GET /v1/ledgers/{ledger}/accounts/{account}`: status, balances, limits and metadata.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AccountView {
     pub ledger: String,
@@ -121,6 +124,7 @@ impl LineView {
     }
 }
 
+/// One asset's posted balance at an instant.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BalanceAtView {
     pub asset: String,
@@ -128,6 +132,7 @@ pub struct BalanceAtView {
     pub posted: Amount,
 }
 
+/// `GET .../accounts/{account}/balance?at=`: posted balances as of an instant.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BalancesAtView {
     pub ledger: String,
@@ -136,6 +141,7 @@ pub struct BalancesAtView {
     pub balances: Vec<BalanceAtView>,
 }
 
+/// One posting of a transaction.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PostingView {
     pub source: String,
@@ -144,6 +150,7 @@ pub struct PostingView {
     pub amount: Amount,
 }
 
+/// `GET /v1/ledgers/{ledger}/transactions/{tx_id}`: a transaction as it stands now.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TransactionView {
     pub ledger: String,
@@ -203,6 +210,7 @@ impl TransactionView {
     }
 }
 
+/// `GET /v1/state/{type}/{key}`: a state document as written, with its version.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DocumentView {
     pub doc_type: String,

@@ -5,7 +5,8 @@
 //!   outcomes, statement lines, the events index) with their per-partition checkpoints, written
 //!   atomically together, per projection version;
 //! - [`reads`]: what the query side asks of them, one small trait per concern, written once
-//!   over every backend.
+//!   over every backend;
+//! - [`bridge`]: how async services call these synchronous traits.
 //!
 //! Two backends pass one conformance suite per trait (`tests/`):
 //! - [`EmbeddedStore`], the default (`tally dev`, most tests): [redb](https://docs.rs/redb), a
@@ -17,6 +18,7 @@
 //! - [`ScyllaStore`]: ScyllaDB or Cassandra for production ([`scylla`]); its suites run when
 //!   `TALLY_SCYLLA_NODES` is set.
 
+pub mod bridge;
 pub mod embedded;
 mod keys;
 pub mod metered;

@@ -16,7 +16,7 @@
 //!
 //! The traits are synchronous (the embedded store is), so this backend runs its futures on a
 //! small runtime of its own: call it off async workers, as Tally's services do
-//! (`tally_kafka::blocking`).
+//! (`tally_store::bridge::blocking`).
 
 use crate::StoreError;
 use crate::projections::{self, FIRST_VERSION, ProjectionStore, Scan, Version};

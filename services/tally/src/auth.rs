@@ -14,7 +14,7 @@ use tally_auth::reload::{Reloading, Source};
 use tally_auth::{Authenticator, Role, Roles};
 use tally_core::TenantId;
 use tally_http::gate::{Gate, GateConfig};
-use tally_http::serve::Tls;
+use tally_http::serve::{HttpServer, Tls};
 use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -84,25 +84,19 @@ pub struct Security {
 }
 
 impl Security {
-    /// Listens on `address` and serves `app` behind the gate until `stop`; prints
-    /// `<name>: <address>` once listening (`tally dev`'s tests read it).
-    pub async fn listen(
+    /// The HTTP service serving `app` behind the gate (and over TLS when configured) on
+    /// `address`, bound; prints `<name>: <address>` (`tally dev`'s tests read it).
+    pub async fn server(
         &self,
         name: &'static str,
         address: std::net::SocketAddr,
         app: axum::Router,
-        stop: CancellationToken,
-    ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-        let listener = tokio::net::TcpListener::bind(address)
+    ) -> anyhow::Result<HttpServer> {
+        let server = HttpServer::bind(name, address, self.gate.protect(app), self.tls.clone())
             .await
             .with_context(|| format!("listening on {address} ({name})"))?;
-        println!("{name}: {}", listener.local_addr()?);
-        let (app, tls) = (self.gate.protect(app), self.tls.clone());
-        Ok(tokio::spawn(async move {
-            if let Err(e) = tally_http::serve::serve(listener, app, tls, stop.cancelled_owned()).await {
-                tracing::error!("{name} server: {e}");
-            }
-        }))
+        println!("{name}: {}", server.local_addr()?);
+        Ok(server)
     }
 }
 

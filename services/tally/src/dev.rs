@@ -1,12 +1,16 @@
 //! `tally dev`: the whole of Tally in one process, for a laptop and for tests.
 
-use crate::ingest::{ServiceOptions, serve};
-use crate::project::ProjectorOptions;
-use crate::query::QueryOptions;
+use crate::health::Health;
+use crate::ingest::{ServiceOptions, start_write_side};
+use crate::kafka::ensure;
+use crate::project::{ProjectorOptions, start_projector};
+use crate::query::{QueryOptions, query_server};
+use crate::runner::Runner;
 use anyhow::Context;
 use std::path::PathBuf;
 use tally_kafka::topics::Topics;
 use tally_kafka::{BrokerStorage, EmbeddedBroker};
+use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args, Debug)]
 pub struct DevOptions {
@@ -43,19 +47,49 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
             (Some(broker), bootstrap)
         }
     };
-    let read_side = Some((&opts.projector, &opts.query));
     // Without configured credentials, tally dev makes its own key, printed in the banner.
     let dev_key = match opts.service.auth.credentials_configured() {
         false => Some(crate::auth::dev_key(opts.data_dir.as_deref())?),
         true => None,
     };
     let (token, keys) = dev_key.unzip();
-    serve(&bootstrap, &opts.service, read_side, opts.data_dir.as_deref(), keys, |topics| {
-        print_banner(&opts, &bootstrap, topics, broker.is_some(), token.as_deref())
-    })
-    .await?;
+    let reload = CancellationToken::new();
+    let _stop_reloading = reload.clone().drop_guard();
+    let mut runner = Runner::new(&opts.service.shutdown);
+    let started = start(&opts, &bootstrap, keys, &reload, &mut runner).await;
+    let started = started.map(|topics| {
+        print_banner(&opts, &bootstrap, &topics, broker.is_some(), token.as_deref());
+    });
+    let ran = runner.run_until(started, crate::shutdown::signal()).await;
     drop(broker);
-    Ok(())
+    ran
+}
+
+/// Starts every service of `tally dev` on `runner` against the cluster at `bootstrap`: the
+/// processor, the outcome watcher, the projector, the query API, and last the front door
+/// (with the admin and health routes on its listener). Returns the topics.
+async fn start(
+    opts: &DevOptions,
+    bootstrap: &str,
+    keys: Option<tally_auth::keys::KeyRing>,
+    reload: &CancellationToken,
+    runner: &mut Runner,
+) -> anyhow::Result<Topics> {
+    let service = &opts.service;
+    let kafka = service.kafka(bootstrap);
+    let security = service.auth.security(keys, reload).await?;
+    let store = crate::store::open(&service.store, opts.data_dir.as_deref()).await?;
+    let topics = ensure(&kafka, &service.topics).await?;
+    let front = start_write_side(runner, &kafka, service, &topics, store.clone(), reload).await?;
+    let admin =
+        start_projector(runner, &kafka, &service.topics, &topics.events, &opts.projector, store.clone())?;
+    let query = query_server(&opts.query, store.clone(), &security).await?;
+    runner.start(|cancel| query.run(cancel));
+    let health = Health::new().with_broker(&kafka)?.with_store(store).router();
+    let app = front.merge(admin.router()).merge(health);
+    let http = security.server("http", service.http.http_listen, app).await?;
+    runner.start(|cancel| http.run(cancel));
+    Ok(topics)
 }
 
 fn print_banner(opts: &DevOptions, bootstrap: &str, topics: &Topics, embedded: bool, token: Option<&str>) {
@@ -101,4 +135,39 @@ fn print_banner(opts: &DevOptions, bootstrap: &str, topics: &Topics, embedded: b
     println!();
     println!("Running: the command processor, the HTTP front door, the projector and the query API.");
     println!("Ctrl-C stops.");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use std::time::Duration;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        dev: DevOptions,
+    }
+
+    /// A process never runs on half-alive: when one service's task dies (here the front door's
+    /// listener, killed as a crash would), the runner stops every other service and ends with an
+    /// error naming it, which `main` turns into a non-zero exit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_service_that_dies_stops_every_service_with_an_error() {
+        let args =
+            ["dev", "--http-listen", "127.0.0.1:0", "--query-listen", "127.0.0.1:0", "--partitions", "2"];
+        let opts = Cli::parse_from(args).dev;
+        let broker = EmbeddedBroker::start(BrokerStorage::Memory, 0).await.unwrap();
+        let (reload, mut runner) = (CancellationToken::new(), Runner::new(&opts.service.shutdown));
+        let keys = Some(crate::auth::dev_key(None).unwrap().1);
+        start(&opts, &broker.bootstrap_servers(), keys, &reload, &mut runner).await.unwrap();
+        assert_eq!(runner.services(), ["processor", "outcome watcher", "projector", "query", "http"]);
+        assert!(runner.kill("http"), "the front door runs");
+        let ran =
+            tokio::time::timeout(Duration::from_secs(30), runner.run_until(Ok(()), std::future::pending()));
+        let error = ran.await.expect("the runner noticed within 30 s").unwrap_err();
+        let said = format!("{error:#}");
+        assert!(said.contains("http: ") && said.contains("stopped every service"), "{said}");
+        reload.cancel();
+    }
 }

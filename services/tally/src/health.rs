@@ -11,10 +11,10 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use rdkafka::producer::{BaseProducer, Producer};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
+use tally_kafka::BrokerCheck;
 use tally_kafka::config::KafkaOptions;
 use tally_store::projections::ProjectionStore;
 
@@ -25,7 +25,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone, Default)]
 pub struct Health {
     /// A client kept for the metadata request (connections are reused between checks).
-    broker: Option<Arc<BaseProducer>>,
+    broker: Option<Arc<BrokerCheck>>,
     store: Option<Arc<dyn ProjectionStore>>,
 }
 
@@ -50,8 +50,7 @@ impl Health {
 
     /// Also checks that the broker answers.
     pub fn with_broker(mut self, kafka: &KafkaOptions) -> anyhow::Result<Health> {
-        let client: BaseProducer = kafka.producer("health").create()?;
-        self.broker = Some(Arc::new(client));
+        self.broker = Some(Arc::new(BrokerCheck::new(kafka)?));
         Ok(self)
     }
 
@@ -73,7 +72,7 @@ impl Health {
 async fn readyz(State(health): State<Health>) -> (StatusCode, axum::Json<Readiness>) {
     let mut checks = Vec::new();
     if let Some(broker) = health.broker.clone() {
-        let check = move || broker.client().fetch_metadata(None, CHECK_TIMEOUT).map(drop);
+        let check = move || broker.check(CHECK_TIMEOUT);
         checks.push(run("broker", check).await);
     }
     if let Some(store) = health.store.clone() {

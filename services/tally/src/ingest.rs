@@ -1,37 +1,21 @@
-//! `tally ingest`: the ingest service against a Kafka cluster: the processor and the HTTP front
-//! door.
+//! `tally ingest`: the ingest service against a Kafka cluster: the processor, the outcome
+//! watcher and the HTTP front door.
 
 use crate::auth::AuthOptions;
 use crate::health::Health;
-use crate::project::{ProjectorOptions, start_projector};
-use crate::query::{QueryOptions, start_query};
+use crate::kafka::{TopicOptions, ensure};
+use crate::runner::Runner;
 use anyhow::Context;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tally_auth::keys::KeyRing;
 use tally_ingest::http::{Front, HttpConfig};
-use tally_ingest::outcomes::{Outcomes, watch};
+use tally_ingest::outcomes::{OutcomeWatcher, Outcomes};
 use tally_ingest::processor::{Processor, ProcessorConfig};
+use tally_kafka::Producer;
 use tally_kafka::config::KafkaOptions;
-use tally_kafka::topics::{Topics, ensure_topics};
+use tally_kafka::topics::Topics;
 use tally_store::SnapshotStore;
 use tokio_util::sync::CancellationToken;
-
-/// Where the topics are and how they are laid out; shared by `tally dev` and `tally ingest`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct TopicOptions {
-    /// Prefix of the topic names (`<prefix>commands`, `<prefix>events`, `<prefix>dead-letter`).
-    #[arg(long, default_value = "tally.", env = "TALLY_TOPIC_PREFIX")]
-    pub topic_prefix: String,
-    /// Partitions of each topic (the unit of parallelism; cannot be changed later). Topics that
-    /// exist with another count are a start-up error.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=1024), env = "TALLY_PARTITIONS")]
-    pub partitions: i32,
-    /// Replication factor of topics Tally creates.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=16), env = "TALLY_REPLICATION")]
-    pub replication: i32,
-}
 
 /// How the processor runs.
 #[derive(clap::Args, Debug, Clone)]
@@ -70,23 +54,6 @@ pub struct HttpOptions {
     pub outcomes_kept: u64,
 }
 
-/// The front door's routes, and the outcome watcher they answer from (it runs until `stop`).
-pub fn front_door(
-    kafka: &KafkaOptions,
-    topics: &Topics,
-    partitions: i32,
-    options: &HttpOptions,
-    snapshots: Option<Arc<dyn SnapshotStore>>,
-    stop: CancellationToken,
-) -> anyhow::Result<(axum::Router, std::thread::JoinHandle<()>)> {
-    let outcomes = Outcomes::new(options.outcomes_kept as usize);
-    let events = topics.events.clone();
-    let watcher = watch(kafka.clone(), events, partitions, outcomes.clone(), snapshots, stop);
-    let producer = kafka.producer("http").create().context("creating the HTTP producer")?;
-    let config = HttpConfig { wait: Duration::from_millis(options.http_wait_ms), ..HttpConfig::default() };
-    Ok((Front::new(producer, topics.commands.clone(), outcomes, config).router(), watcher))
-}
-
 /// Everything the ingest service takes; shared by `tally dev` and `tally ingest`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServiceOptions {
@@ -122,90 +89,77 @@ pub struct IngestOptions {
     service: ServiceOptions,
 }
 
-/// Creates missing topics and refuses mismatched ones; returns their names.
-pub async fn ensure(kafka: &KafkaOptions, topics: &TopicOptions) -> anyhow::Result<Topics> {
-    let names = Topics::with_prefix(&topics.topic_prefix);
-    ensure_topics(&kafka.admin(), &names.specs(topics.partitions, topics.replication))
-        .await
-        .with_context(|| format!("checking topics on {}", kafka.bootstrap_servers))?;
-    Ok(names)
-}
-
-/// Creates missing topics, refuses mismatched ones, and starts the processor.
-pub async fn start_processor(
-    kafka: &KafkaOptions,
-    topics: &TopicOptions,
-    options: &ProcessorOptions,
-    snapshots: Option<Arc<dyn SnapshotStore>>,
-    stop: &CancellationToken,
-) -> anyhow::Result<(Topics, Processor)> {
-    let names = ensure(kafka, topics).await?;
-    let mut config = ProcessorConfig::new(kafka.clone(), names.clone());
-    config.group_id = options.processor_group.clone();
-    config.batch_max = options.batch_max as usize;
-    config.expiry_interval = Duration::from_millis(options.expiry_interval_ms);
-    config.producers = options.producers.allow_list(stop).await?;
-    if options.snapshot_every > 0 {
-        config.snapshots = snapshots;
-        config.snapshot_every = options.snapshot_every;
-        config.snapshot_interval = Duration::from_millis(options.snapshot_interval_ms);
+impl ProcessorOptions {
+    /// The processor these flags describe, over `topics` (its producer allow-list, if any, is
+    /// re-read until `reload` fires).
+    async fn build(
+        &self,
+        kafka: &KafkaOptions,
+        topics: &Topics,
+        snapshots: Arc<dyn SnapshotStore>,
+        reload: &CancellationToken,
+    ) -> anyhow::Result<Processor> {
+        let mut config = ProcessorConfig::new(kafka.clone(), topics.clone());
+        config.group_id = self.processor_group.clone();
+        config.batch_max = self.batch_max as usize;
+        config.expiry_interval = Duration::from_millis(self.expiry_interval_ms);
+        config.producers = self.producers.allow_list(reload).await?;
+        if self.snapshot_every > 0 {
+            config.snapshots = Some(snapshots);
+            config.snapshot_every = self.snapshot_every;
+            config.snapshot_interval = Duration::from_millis(self.snapshot_interval_ms);
+        }
+        Processor::build(config).context("building the processor")
     }
-    let processor = Processor::start(config).context("starting the processor")?;
-    Ok((names, processor))
 }
 
-/// Runs the processor, the HTTP front door and, when `read_side` is given, the projector and
-/// the query API (all sharing one store) until Ctrl-C or SIGTERM; `ready` is told the topics
-/// once all are up. `dev_key` is accepted when no credentials are configured.
-pub async fn serve(
-    bootstrap: &str,
+/// Starts the write side on `runner`: the processor, then the outcome watcher. Returns the
+/// front door's routes, which answer from that watcher; the caller serves them last, with
+/// whatever else shares their listener.
+pub async fn start_write_side(
+    runner: &mut Runner,
+    kafka: &KafkaOptions,
     opts: &ServiceOptions,
-    read_side: Option<(&ProjectorOptions, &QueryOptions)>,
-    data_dir: Option<&Path>,
-    dev_key: Option<KeyRing>,
-    ready: impl FnOnce(&Topics),
-) -> anyhow::Result<()> {
-    let kafka = &KafkaOptions { fetch_wait_ms: opts.kafka_fetch_wait_ms, ..KafkaOptions::new(bootstrap) };
-    let stop = CancellationToken::new();
-    let security = opts.auth.security(dev_key, &stop).await?;
-    let store = crate::store::open(&opts.store, data_dir).await?;
-    let snapshots: Arc<dyn SnapshotStore> = store.clone();
-    let (topics, processor) =
-        start_processor(kafka, &opts.topics, &opts.processor, Some(snapshots.clone()), &stop).await?;
-    let mut extra = Health::new().with_broker(kafka)?.with_store(store.clone()).router();
-    let (projector, query) = match read_side {
-        Some((projector, query)) => {
-            let (projector, admin) =
-                start_projector(kafka, &opts.topics, &topics.events, projector, store.clone())?;
-            extra = extra.merge(admin.router());
-            let query = start_query(query, store, &security, stop.clone()).await?;
-            (Some(projector), Some(query))
-        }
-        None => (None, None),
-    };
-    let partitions = opts.topics.partitions;
-    let (front, watcher) = front_door(kafka, &topics, partitions, &opts.http, Some(snapshots), stop.clone())?;
-    let http = security.listen("http", opts.http.http_listen, front.merge(extra), stop.clone()).await?;
-    ready(&topics);
-    crate::shutdown::signal().await;
-    let stopping = async {
-        stop.cancel();
-        let _ = http.await;
-        let _ = tokio::task::spawn_blocking(move || watcher.join()).await;
-        if let Some(query) = query {
-            let _ = query.await;
-        }
-        processor.stop().await;
-        if let Some(projector) = projector {
-            projector.stop().await;
-        }
-    };
-    opts.shutdown.within(stopping).await
+    topics: &Topics,
+    snapshots: Arc<dyn SnapshotStore>,
+    reload: &CancellationToken,
+) -> anyhow::Result<axum::Router> {
+    let processor = opts.processor.build(kafka, topics, snapshots.clone(), reload).await?;
+    runner.start(|cancel| processor.run(cancel));
+    let outcomes = Outcomes::new(opts.http.outcomes_kept as usize);
+    let (events, partitions) = (topics.events.clone(), opts.topics.partitions);
+    let watcher = OutcomeWatcher::build(kafka.clone(), events, partitions, outcomes.clone(), Some(snapshots));
+    runner.start(|cancel| watcher.run(cancel));
+    let producer = Producer::new(kafka, "http").context("creating the HTTP producer")?;
+    let config = HttpConfig { wait: Duration::from_millis(opts.http.http_wait_ms), ..HttpConfig::default() };
+    Ok(Front::new(producer, topics.commands.clone(), outcomes, config).router())
 }
 
+impl ServiceOptions {
+    /// The Kafka client settings these flags describe, for the cluster at `bootstrap`.
+    pub fn kafka(&self, bootstrap: &str) -> KafkaOptions {
+        KafkaOptions { fetch_wait_ms: self.kafka_fetch_wait_ms, ..KafkaOptions::new(bootstrap) }
+    }
+}
+
+/// Runs the processor, the outcome watcher and the front door until Ctrl-C or SIGTERM.
 pub async fn run(opts: IngestOptions) -> anyhow::Result<()> {
-    serve(&opts.kafka, &opts.service, None, opts.data_dir.as_deref(), None, |topics| {
+    let service = &opts.service;
+    let kafka = service.kafka(&opts.kafka);
+    let reload = CancellationToken::new();
+    let _stop_reloading = reload.clone().drop_guard();
+    let mut runner = Runner::new(&service.shutdown);
+    let started = async {
+        let security = service.auth.security(None, &reload).await?;
+        let store = crate::store::open(&service.store, opts.data_dir.as_deref()).await?;
+        let topics = ensure(&kafka, &service.topics).await?;
+        let front = start_write_side(&mut runner, &kafka, service, &topics, store.clone(), &reload).await?;
+        let health = Health::new().with_broker(&kafka)?.with_store(store).router();
+        let http = security.server("http", service.http.http_listen, front.merge(health)).await?;
+        runner.start(|cancel| http.run(cancel));
         tracing::info!(commands = %topics.commands, events = %topics.events, "ingest running");
-    })
-    .await
+        Ok(())
+    }
+    .await;
+    runner.run_until(started, crate::shutdown::signal()).await
 }

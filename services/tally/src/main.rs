@@ -6,9 +6,11 @@ mod config;
 mod dev;
 mod health;
 mod ingest;
+mod kafka;
 mod project;
 mod projections;
 mod query;
+mod runner;
 mod shutdown;
 mod store;
 mod telemetry;
@@ -32,8 +34,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run everything in one process: an in-process Kafka broker, the topics, and the services
-    /// built so far. Memory only unless --data-dir is given.
+    /// Run everything in one process: an in-process Kafka broker, the topics, the processor,
+    /// the HTTP front door, the projector and the query API. Memory only unless --data-dir is
+    /// given.
     Dev(dev::DevOptions),
     /// The ingest service: the command processor (owns partitions of the commands topic
     /// through a consumer group; run as many instances as you like).
@@ -87,7 +90,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async {
+    let ran = runtime.block_on(async {
         match cli.command {
             Command::Dev(opts) => dev::run(opts).await,
             Command::Ingest(opts) => ingest::run(opts).await,
@@ -99,7 +102,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Tail(opts) => tools::tail(opts).await,
             Command::Keys(opts) => auth::keys(opts),
         }
-    })
+    });
+    // Every service has stopped, or was told to and missed the shutdown deadline; a blocking
+    // task still inside a librdkafka call must not hold the exit up.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    ran
 }
 
 /// Logs on stderr, filtered by `RUST_LOG` (default: info for Tally, warn for the rest), in the

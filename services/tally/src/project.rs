@@ -1,13 +1,15 @@
 //! `tally project`: the projector service against a Kafka cluster: folds `events` into the
 //! projections, and serves the query API over them.
 
-use crate::ingest::{TopicOptions, ensure};
+use crate::kafka::{TopicOptions, ensure};
 use crate::projections::Admin;
+use crate::runner::Runner;
 use anyhow::Context;
 use std::sync::Arc;
 use tally_kafka::config::KafkaOptions;
 use tally_projector::{Projector, ProjectorConfig};
 use tally_store::{SnapshotStore, Store};
+use tokio_util::sync::CancellationToken;
 
 /// How the projector runs; shared by `tally dev` and `tally project`.
 #[derive(clap::Args, Debug, Clone)]
@@ -50,44 +52,53 @@ pub struct ProjectOptions {
     kafka_fetch_wait_ms: u32,
 }
 
-/// Starts projecting `events` into `store`, restoring from the snapshots in it; returns the
-/// projector and its admin routes.
+/// Starts projecting `events` into `store` on `runner`, restoring from the snapshots in it;
+/// returns the projector's admin routes.
 pub fn start_projector(
+    runner: &mut Runner,
     kafka: &KafkaOptions,
     topics: &TopicOptions,
     events: &str,
     options: &ProjectorOptions,
     store: Arc<dyn Store>,
-) -> anyhow::Result<(Projector, Admin)> {
+) -> anyhow::Result<Admin> {
     let mut config = ProjectorConfig::new(kafka.clone(), events, store.clone());
     config.group_id = options.projector_group.clone();
     config.batch_max = options.projector_batch_max as usize;
     config.snapshots = Some(store as Arc<dyn SnapshotStore>);
-    let projector = Projector::start(config.clone()).context("starting the projector")?;
-    let admin = Admin::new(&projector, config, topics.partitions);
-    Ok((projector, admin))
+    let projector = Projector::build(config.clone()).context("building the projector")?;
+    let status = runner.start(|cancel| projector.run(cancel));
+    Ok(Admin::new(status.progress_view(), config, topics.partitions))
 }
 
+/// Runs the projector, the query API and the admin routes until Ctrl-C or SIGTERM.
 pub async fn run(opts: ProjectOptions) -> anyhow::Result<()> {
-    // Credentials first: a process that could serve no request stops before touching Kafka.
-    let stop = tokio_util::sync::CancellationToken::new();
-    let security = opts.auth.security(None, &stop).await?;
-    let kafka = KafkaOptions { fetch_wait_ms: opts.kafka_fetch_wait_ms, ..KafkaOptions::new(&opts.kafka) };
-    let topics = ensure(&kafka, &opts.topics).await?;
-    let store = crate::store::open(&opts.store, opts.data_dir.as_deref()).await?;
-    let (projector, admin) =
-        start_projector(&kafka, &opts.topics, &topics.events, &opts.projector, store.clone())?;
-    let health = crate::health::Health::new().with_broker(&kafka)?.with_store(store.clone()).router();
-    let query = crate::query::start_query(&opts.query, store, &security, stop.clone()).await?;
-    let admin =
-        security.listen("admin", opts.admin_listen, admin.router().merge(health), stop.clone()).await?;
-    tracing::info!(events = %topics.events, "projector running");
-    crate::shutdown::signal().await;
-    let stopping = async {
-        stop.cancel();
-        let _ = admin.await;
-        let _ = query.await;
-        projector.stop().await;
-    };
-    opts.shutdown.within(stopping).await
+    let reload = CancellationToken::new();
+    let _stop_reloading = reload.clone().drop_guard();
+    let mut runner = Runner::new(&opts.shutdown);
+    let started = async {
+        // Credentials first: a process that could serve no request stops before touching Kafka.
+        let security = opts.auth.security(None, &reload).await?;
+        let kafka =
+            KafkaOptions { fetch_wait_ms: opts.kafka_fetch_wait_ms, ..KafkaOptions::new(&opts.kafka) };
+        let topics = ensure(&kafka, &opts.topics).await?;
+        let store = crate::store::open(&opts.store, opts.data_dir.as_deref()).await?;
+        let admin = start_projector(
+            &mut runner,
+            &kafka,
+            &opts.topics,
+            &topics.events,
+            &opts.projector,
+            store.clone(),
+        )?;
+        let query = crate::query::query_server(&opts.query, store.clone(), &security).await?;
+        runner.start(|cancel| query.run(cancel));
+        let health = crate::health::Health::new().with_broker(&kafka)?.with_store(store).router();
+        let admin = security.server("admin", opts.admin_listen, admin.router().merge(health)).await?;
+        runner.start(|cancel| admin.run(cancel));
+        tracing::info!(events = %topics.events, "projector running");
+        Ok(())
+    }
+    .await;
+    runner.run_until(started, crate::shutdown::signal()).await
 }

@@ -13,8 +13,9 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tally_http::Problem;
 use tally_projector::rebuild::{Rebuild, RebuildProgress};
-use tally_projector::{Progress, ProgressView, Projector, ProjectorConfig};
+use tally_projector::{Progress, ProgressView, ProjectorConfig};
 use tally_store::projections::Version;
 
 /// Where the projections stand: `GET /admin/projections`.
@@ -28,6 +29,7 @@ pub struct Status {
     pub rebuild: Option<RebuildState>,
 }
 
+/// Where the last rebuild of this process stands (`GET /admin/projections`, `rebuild`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum RebuildState {
@@ -52,17 +54,21 @@ struct AdminInner {
 }
 
 impl Admin {
-    pub fn new(projector: &Projector, template: ProjectorConfig, partitions: i32) -> Admin {
-        let projector = projector.progress_view();
+    /// Admin routes over the live projector whose progress `projector` reports, started from
+    /// `template`, projecting `partitions` events partitions.
+    pub fn new(projector: ProgressView, template: ProjectorConfig, partitions: i32) -> Admin {
         let inner = AdminInner { projector, template, partitions, rebuild: Mutex::new(None) };
         Admin { inner: Arc::new(inner) }
     }
 
+    /// `GET /admin/projections` and `POST /admin/projections/rebuild`; errors are problem
+    /// details (RFC 9457) like every other route's.
     pub fn router(&self) -> Router {
         Router::new()
             .route("/admin/projections", get(status))
             .route("/admin/projections/rebuild", post(start_rebuild))
             .with_state(self.clone())
+            .layer(axum::middleware::map_response(tally_http::as_problem))
     }
 
     fn set_rebuild(&self, state: RebuildState) {
@@ -79,9 +85,11 @@ impl Admin {
         .await;
         self.set_rebuild(match outcome {
             Ok(version) => RebuildState::Switched { version, seconds: started.elapsed().as_secs_f64() },
+            // The error's text is about the server (the store, the broker): it goes to the log,
+            // and the client is told where to look.
             Err(e) => {
                 tracing::error!("projection rebuild failed: {e}");
-                RebuildState::Failed { error: e.to_string() }
+                RebuildState::Failed { error: "the rebuild failed; the server's log says why".into() }
             }
         });
     }
@@ -89,9 +97,10 @@ impl Admin {
 
 async fn status(State(admin): State<Admin>) -> Response {
     let store = admin.inner.template.store.clone();
-    let versions =
-        tally_kafka::blocking(move || Ok::<_, anyhow::Error>((store.live_version()?, store.versions()?)))
-            .await;
+    let versions = tally_store::bridge::blocking(move || {
+        Ok::<_, anyhow::Error>((store.live_version()?, store.versions()?))
+    })
+    .await;
     match versions {
         Ok((live_version, versions)) => Json(Status {
             live_version,
@@ -100,7 +109,15 @@ async fn status(State(admin): State<Admin>) -> Response {
             rebuild: admin.inner.rebuild.lock().expect("not poisoned").clone(),
         })
         .into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e:#}")).into_response(),
+        Err(e) => {
+            tracing::error!("reading the projection versions: {e:#}");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily unavailable",
+                "the projections could not be read right now; retry",
+            )
+            .into_response()
+        }
     }
 }
 
@@ -109,7 +126,8 @@ async fn start_rebuild(State(admin): State<Admin>) -> Response {
     {
         let mut state = admin.inner.rebuild.lock().expect("not poisoned");
         if matches!(*state, Some(RebuildState::Starting | RebuildState::Running(_))) {
-            return (StatusCode::CONFLICT, "a rebuild is already running").into_response();
+            return Problem::new(StatusCode::CONFLICT, "rebuild running", "a rebuild is already running")
+                .into_response();
         }
         *state = Some(RebuildState::Starting);
     }

@@ -3,10 +3,12 @@
 //! alone by `tally query` over a shared store (Scylla).
 
 use crate::auth::Security;
+use crate::runner::Runner;
 use crate::store::{Backend, StoreOptions};
 use anyhow::bail;
 use std::sync::Arc;
 use std::time::Duration;
+use tally_http::serve::HttpServer;
 use tally_query::{Query, QueryConfig};
 use tally_store::projections::ProjectionStore;
 use tokio_util::sync::CancellationToken;
@@ -22,20 +24,19 @@ pub struct QueryOptions {
     pub query_position_wait_ms: u64,
 }
 
-/// Serves the query API over `store`, behind the gate, until `stop`.
-pub async fn start_query(
+/// The query API over `store`, behind the gate, bound and ready to run.
+pub async fn query_server(
     options: &QueryOptions,
     store: Arc<dyn ProjectionStore>,
     security: &Security,
-    stop: CancellationToken,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> anyhow::Result<HttpServer> {
     let config = QueryConfig {
         position_wait: Duration::from_millis(options.query_position_wait_ms),
         ..QueryConfig::default()
     };
     let health = crate::health::Health::new().with_store(store.clone()).router();
     let app = Query::new(store, config).router().merge(health);
-    security.listen("query", options.query_listen, app, stop).await
+    security.server("query", options.query_listen, app).await
 }
 
 #[derive(clap::Args, Debug)]
@@ -58,14 +59,16 @@ pub async fn run(opts: QueryServiceOptions) -> anyhow::Result<()> {
              the process that writes it: `tally project` (and `tally dev`) serve the query API over it"
         );
     }
-    let stop = CancellationToken::new();
-    let security = opts.auth.security(None, &stop).await?;
-    let store = crate::store::open(&opts.store, None).await?;
-    let server = start_query(&opts.query, store, &security, stop.clone()).await?;
-    crate::shutdown::signal().await;
-    let stopping = async {
-        stop.cancel();
-        let _ = server.await;
-    };
-    opts.shutdown.within(stopping).await
+    let reload = CancellationToken::new();
+    let _stop_reloading = reload.clone().drop_guard();
+    let mut runner = Runner::new(&opts.shutdown);
+    let started = async {
+        let security = opts.auth.security(None, &reload).await?;
+        let store = crate::store::open(&opts.store, None).await?;
+        let server = query_server(&opts.query, store, &security).await?;
+        runner.start(|cancel| server.run(cancel));
+        Ok(())
+    }
+    .await;
+    runner.run_until(started, crate::shutdown::signal()).await
 }

@@ -1,6 +1,5 @@
-//! Stopping: waiting for the signal, and a bound on how long stopping may take.
-
-use std::time::Duration;
+//! Stopping: waiting for the signal, and the bound on how long stopping may take (the
+//! [`crate::runner::Runner`] keeps it).
 
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn signal() {
@@ -13,6 +12,7 @@ pub async fn signal() {
     }
 }
 
+/// How long stopping may take.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ShutdownOptions {
     /// After SIGTERM or Ctrl-C, the longest time (milliseconds) to stop intake, drain and
@@ -21,19 +21,4 @@ pub struct ShutdownOptions {
     /// grace period (Kubernetes: 30 s by default).
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(100..=600_000), env = "TALLY_SHUTDOWN_TIMEOUT_MS")]
     pub shutdown_timeout_ms: u64,
-}
-
-impl ShutdownOptions {
-    /// Runs `stopping`, bounded by the timeout.
-    pub async fn within(&self, stopping: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let limit = Duration::from_millis(self.shutdown_timeout_ms);
-        let started = std::time::Instant::now();
-        match tokio::time::timeout(limit, stopping).await {
-            Ok(()) => {
-                tracing::info!(took_ms = started.elapsed().as_millis() as u64, "stopped");
-                Ok(())
-            }
-            Err(_) => anyhow::bail!("stopping took longer than {limit:?}; exiting without waiting further"),
-        }
-    }
 }

@@ -1,17 +1,13 @@
 //! Small Kafka tools: produce one command, print a topic.
 
 use anyhow::{Context, bail};
-use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::time::Duration;
 use tally_codec::Codec;
 use tally_core::log::LogRecord;
 use tally_core::{Actor, Command, CommandBody, CommandId, TenantId};
 use tally_kafka::config::KafkaOptions;
+use tally_kafka::{Headers, Outgoing, Producer, Start, TopicReader};
 
 #[derive(clap::Args, Debug)]
 pub struct SendOptions {
@@ -57,18 +53,17 @@ pub async fn send(opts: SendOptions) -> anyhow::Result<()> {
         actor: Actor::parse(opts.actor).context("--actor")?,
         body,
     };
-    let producer: FutureProducer = KafkaOptions::new(&opts.kafka).producer("send").create()?;
+    let producer = Producer::new(&KafkaOptions::new(&opts.kafka), "send")?;
     let key = command.kafka_key();
     let payload = Codec::new().encode_command(&command);
-    let mut record = FutureRecord::to(&opts.topic).key(&key).payload(&payload);
-    if let Some(name) = &opts.producer {
-        let header = Header { key: tally_auth::producers::PRODUCER_HEADER, value: Some(name.as_str()) };
-        record = record.headers(OwnedHeaders::new().insert(header));
-    }
+    let headers = match &opts.producer {
+        Some(name) => Headers::new().with(tally_auth::producers::PRODUCER_HEADER, name),
+        None => Headers::new(),
+    };
+    let record = Outgoing::to(&opts.topic, &payload).key(key.as_bytes()).headers(&headers);
     let delivery = producer
-        .send(record, Duration::from_secs(30))
+        .send(record, Some(Duration::from_secs(30)))
         .await
-        .map_err(|(e, _)| e)
         .with_context(|| format!("producing to {} on {}", opts.topic, opts.kafka))?;
     println!(
         "{{\"command_id\":{:?},\"key\":{key:?},\"partition\":{},\"offset\":{}}}",
@@ -90,10 +85,15 @@ pub struct TailOptions {
     /// Stop after this many records.
     #[arg(long)]
     max: Option<u64>,
-    /// Stop at the end of the topic instead of following it.
+    /// Stop at the end of the topic instead of following it: at each partition's high
+    /// watermark, then once nothing more arrives for half a second (the in-process broker's
+    /// watermark can be short of the last record).
     #[arg(long)]
     to_end: bool,
 }
+
+/// With --to-end, how long no record may arrive after the watermarks before the end.
+const TO_END_IDLE: Duration = Duration::from_millis(500);
 
 pub async fn tail(opts: TailOptions) -> anyhow::Result<()> {
     // librdkafka's consumer blocks; keep it off the async workers.
@@ -101,31 +101,32 @@ pub async fn tail(opts: TailOptions) -> anyhow::Result<()> {
 }
 
 fn tail_blocking(opts: TailOptions) -> anyhow::Result<()> {
-    let consumer: BaseConsumer = KafkaOptions::new(&opts.kafka).reader("tail").create()?;
-    let metadata = consumer.fetch_metadata(Some(&opts.topic), Duration::from_secs(15))?;
-    let partitions = metadata.topics().first().map(|t| t.partitions().len() as i32).unwrap_or(0);
+    let reader = TopicReader::open(&KafkaOptions::new(&opts.kafka), "tail", &opts.topic)?;
+    let partitions = reader.partition_count()?;
     if partitions == 0 {
         bail!("topic {} does not exist on {}", opts.topic, opts.kafka);
     }
-    let mut assignment = TopicPartitionList::new();
     // With --to-end: the offset each partition must reach (its high watermark now).
     let mut remaining: HashMap<i32, i64> = HashMap::new();
     for p in 0..partitions {
-        assignment.add_partition_offset(&opts.topic, p, Offset::Beginning)?;
-        let (low, high) = consumer.fetch_watermarks(&opts.topic, p, Duration::from_secs(15))?;
+        let (low, high) = reader.watermarks(p)?;
         if high > low {
             remaining.insert(p, high);
         }
     }
-    consumer.assign(&assignment)?;
+    let starts: Vec<(i32, Start)> = (0..partitions).map(|p| (p, Start::Beginning)).collect();
+    reader.assign(&starts)?;
     let codec = Codec::new();
-    let mut printed = 0u64;
-    while opts.max.is_none_or(|max| printed < max) && !(opts.to_end && remaining.is_empty()) {
-        let Some(result) = consumer.poll(Duration::from_millis(200)) else {
+    let (mut printed, mut last_record) = (0u64, std::time::Instant::now());
+    while opts.max.is_none_or(|max| printed < max) {
+        if opts.to_end && remaining.is_empty() && last_record.elapsed() >= TO_END_IDLE {
+            break;
+        }
+        let Some(record) = reader.poll(Duration::from_millis(100))? else {
             continue;
         };
-        let m = result?;
-        let bytes = m.payload().unwrap_or_default();
+        last_record = std::time::Instant::now();
+        let bytes = &record.payload;
         // A topic holds one family; the command decoder runs only if the record is not a log record.
         let json = match codec.decode_log_record(bytes) {
             Ok(LogRecord::Event { epoch, command_offset, event }) => format!(
@@ -144,24 +145,23 @@ fn tail_blocking(opts: TailOptions) -> anyhow::Result<()> {
                 Err(_) => format!("{{\"undecodable\":{:?}}}", log_error.to_string()),
             },
         };
-        let headers: serde_json::Map<String, serde_json::Value> = m
-            .headers()
-            .map(|headers| {
-                let text = |h: rdkafka::message::Header<&[u8]>| {
-                    String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()
-                };
-                headers.iter().map(|h| (h.key.to_owned(), serde_json::Value::String(text(h)))).collect()
+        let headers: serde_json::Map<String, serde_json::Value> = record
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let text = String::from_utf8_lossy(value.unwrap_or_default()).into_owned();
+                (name.to_owned(), serde_json::Value::String(text))
             })
-            .unwrap_or_default();
+            .collect();
         println!(
             "{{\"partition\":{},\"offset\":{},\"headers\":{},\"record\":{json}}}",
-            m.partition(),
-            m.offset(),
+            record.partition,
+            record.offset,
             serde_json::Value::Object(headers)
         );
         printed += 1;
-        if remaining.get(&m.partition()).is_some_and(|high| m.offset() + 1 >= *high) {
-            remaining.remove(&m.partition());
+        if remaining.get(&record.partition).is_some_and(|high| record.offset + 1 >= *high) {
+            remaining.remove(&record.partition);
         }
     }
     Ok(())

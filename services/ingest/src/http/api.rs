@@ -43,6 +43,7 @@ use utoipa::{OpenApi, ToSchema};
     modifiers(&BearerAuth, &CommandAnswers),
     security(("bearer" = []))
 )]
+/// The front door's OpenAPI document (`GET /openapi.json`).
 pub struct ApiDoc;
 
 pub(super) fn routes() -> Router<Front> {
@@ -87,10 +88,13 @@ struct CommandHeaders {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PendingBody {
     pub command_id: String,
+    /// Always `PENDING`.
     pub status: String,
+    /// The URL to poll (also in `Location`).
     pub poll: String,
 }
 
+/// `POST /v1/ledgers/{ledger}/assets`: the asset to define.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DefineAssetBody {
@@ -98,6 +102,7 @@ pub struct DefineAssetBody {
     asset: String,
 }
 
+/// A lower bound on an account's available balance in one asset.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitBody {
@@ -106,6 +111,7 @@ pub struct LimitBody {
     min_balance: Option<i128>,
 }
 
+/// `POST /v1/ledgers/{ledger}/accounts`: the account id, its limits and metadata (text to text).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenAccountBody {
@@ -116,6 +122,7 @@ pub struct OpenAccountBody {
     metadata: BTreeMap<String, String>,
 }
 
+/// `PUT /v1/ledgers/{ledger}/accounts/{account}`: the new limits and metadata (they replace the old).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateAccountBody {
@@ -125,6 +132,7 @@ pub struct UpdateAccountBody {
     metadata: BTreeMap<String, String>,
 }
 
+/// One movement of a transaction: `amount` of `asset` from `source` to `destination`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostingBody {
@@ -139,6 +147,7 @@ pub struct PostingBody {
     amount: i128,
 }
 
+/// `POST /v1/ledgers/{ledger}/transactions`: postings applied all or none.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransactionBody {
@@ -151,6 +160,7 @@ pub struct TransactionBody {
     pending_timeout_ms: Option<u64>,
 }
 
+/// `POST /v1/ledgers/{ledger}/transactions/batch`: 1 to `batch_max` (100) transactions.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchBody {
@@ -158,6 +168,7 @@ pub struct BatchBody {
     transactions: Vec<TransactionBody>,
 }
 
+/// How one transaction of a batch was answered: its outcome, or where to poll for it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BatchItem {
     pub tx_id: String,
@@ -169,11 +180,13 @@ pub struct BatchItem {
     pub poll: Option<String>,
 }
 
+/// The answers to a batch, in request order.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BatchResult {
     pub results: Vec<BatchItem>,
 }
 
+/// `POST .../transactions/{tx_id}/commit`: an empty body commits everything held.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommitBody {
@@ -181,6 +194,7 @@ pub struct CommitBody {
     amounts: Option<Vec<i128>>,
 }
 
+/// `POST .../transactions/{tx_id}/reverse`: the compensating transaction's id and metadata.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReverseBody {
@@ -308,6 +322,59 @@ impl Submit {
     }
 }
 
+/// Ids from the request's path, parsed (a 400 naming the segment when one is not valid).
+struct Ids<T>(T);
+
+/// What a path's segments are, in order.
+trait FromSegments: Sized {
+    fn from_segments(segments: Vec<String>) -> Result<Self, Problem>;
+}
+
+impl<T: FromSegments> FromRequestParts<Front> for Ids<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, front: &Front) -> Result<Ids<T>, Problem> {
+        let Path(segments) = Path::<Vec<String>>::from_request_parts(parts, front)
+            .await
+            .map_err(|e| Problem::bad_request(e.body_text()))?;
+        T::from_segments(segments).map(Ids)
+    }
+}
+
+/// The two segments of a path with two parameters.
+fn two(segments: Vec<String>) -> Result<(String, String), Problem> {
+    <[String; 2]>::try_from(segments)
+        .map(|[a, b]| (a, b))
+        .map_err(|_| Problem::bad_request("expected two path segments"))
+}
+
+impl FromSegments for LedgerId {
+    fn from_segments(segments: Vec<String>) -> Result<Self, Problem> {
+        ledger_id(segments.first().map_or("", String::as_str))
+    }
+}
+
+impl FromSegments for (LedgerId, AccountId) {
+    fn from_segments(segments: Vec<String>) -> Result<Self, Problem> {
+        let (ledger, account) = two(segments)?;
+        Ok((ledger_id(&ledger)?, field("account", AccountId::parse(account))?))
+    }
+}
+
+impl FromSegments for (LedgerId, TxId) {
+    fn from_segments(segments: Vec<String>) -> Result<Self, Problem> {
+        let (ledger, tx_id) = two(segments)?;
+        Ok((ledger_id(&ledger)?, field("tx_id", TxId::parse(tx_id))?))
+    }
+}
+
+impl FromSegments for (DocType, DocKey) {
+    fn from_segments(segments: Vec<String>) -> Result<Self, Problem> {
+        let (doc_type, key) = two(segments)?;
+        Ok((field("doc_type", DocType::parse(doc_type))?, field("key", DocKey::parse(key))?))
+    }
+}
+
 /// Declares what every single-command operation may answer besides its success: 202 while the
 /// answer is awaited, 400 for a malformed request, 409 and 422 for a rejection (a problem with
 /// the reason code). The batch route answers each item in its body instead.
@@ -343,14 +410,11 @@ impl utoipa::Modify for CommandAnswers {
 /// Define an asset (code and decimals) in a ledger.
 #[utoipa::path(post, path = "/v1/ledgers/{ledger}/assets", params(("ledger" = String, Path, description = "ledger id"), CommandHeaders), request_body = DefineAssetBody,
     responses((status = 201, body = Outcome)))]
-async fn define_asset(submit: Submit, Path(ledger): Path<String>, body: Bytes) -> Response {
+async fn define_asset(submit: Submit, Ids(ledger): Ids<LedgerId>, body: Bytes) -> Response {
     submit
         .send(true, |_| {
             let b: DefineAssetBody = json(&body)?;
-            Ok(CommandBody::DefineAsset {
-                ledger: ledger_id(&ledger)?,
-                asset: field("asset", Asset::parse(&b.asset))?,
-            })
+            Ok(CommandBody::DefineAsset { ledger, asset: field("asset", Asset::parse(&b.asset))? })
         })
         .await
 }
@@ -358,16 +422,12 @@ async fn define_asset(submit: Submit, Path(ledger): Path<String>, body: Bytes) -
 /// Open an account with limits and metadata.
 #[utoipa::path(post, path = "/v1/ledgers/{ledger}/accounts", params(("ledger" = String, Path, description = "ledger id"), CommandHeaders), request_body = OpenAccountBody,
     responses((status = 201, body = Outcome)))]
-async fn open_account(submit: Submit, Path(ledger): Path<String>, body: Bytes) -> Response {
+async fn open_account(submit: Submit, Ids(ledger): Ids<LedgerId>, body: Bytes) -> Response {
     submit
         .send(true, |_| {
             let b: OpenAccountBody = json(&body)?;
-            Ok(CommandBody::OpenAccount {
-                ledger: ledger_id(&ledger)?,
-                account: field("account", AccountId::parse(b.account))?,
-                limits: limits(b.limits)?,
-                metadata: b.metadata,
-            })
+            let account = field("account", AccountId::parse(b.account))?;
+            Ok(CommandBody::OpenAccount { ledger, account, limits: limits(b.limits)?, metadata: b.metadata })
         })
         .await
 }
@@ -377,15 +437,15 @@ async fn open_account(submit: Submit, Path(ledger): Path<String>, body: Bytes) -
     responses((status = 200, body = Outcome)))]
 async fn update_account(
     submit: Submit,
-    Path((ledger, account)): Path<(String, String)>,
+    Ids((ledger, account)): Ids<(LedgerId, AccountId)>,
     body: Bytes,
 ) -> Response {
     submit
         .send(false, |_| {
             let b: UpdateAccountBody = json(&body)?;
             Ok(CommandBody::UpdateAccount {
-                ledger: ledger_id(&ledger)?,
-                account: field("account", AccountId::parse(account))?,
+                ledger,
+                account,
                 limits: limits(b.limits)?,
                 metadata: b.metadata,
             })
@@ -396,22 +456,15 @@ async fn update_account(
 /// Close an account whose balances and holds are zero.
 #[utoipa::path(post, path = "/v1/ledgers/{ledger}/accounts/{account}/close", params(("ledger" = String, Path, description = "ledger id"), ("account" = String, Path, description = "account id"), CommandHeaders),
     responses((status = 200, body = Outcome)))]
-async fn close_account(submit: Submit, Path((ledger, account)): Path<(String, String)>) -> Response {
-    submit
-        .send(false, |_| {
-            Ok(CommandBody::CloseAccount {
-                ledger: ledger_id(&ledger)?,
-                account: field("account", AccountId::parse(account))?,
-            })
-        })
-        .await
+async fn close_account(submit: Submit, Ids((ledger, account)): Ids<(LedgerId, AccountId)>) -> Response {
+    submit.send(false, |_| Ok(CommandBody::CloseAccount { ledger, account })).await
 }
 
 /// Post a transaction (or hold it as pending with `pending_timeout_ms`).
 #[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions", params(("ledger" = String, Path, description = "ledger id"), CommandHeaders), request_body = TransactionBody,
     responses((status = 201, body = Outcome), (status = 200, description = "deduplicated: the first outcome stands", body = Outcome)))]
-async fn post_transaction(submit: Submit, Path(ledger): Path<String>, body: Bytes) -> Response {
-    submit.send(true, |_| Ok(transfer(&ledger_id(&ledger)?, json(&body)?)?.1)).await
+async fn post_transaction(submit: Submit, Ids(ledger): Ids<LedgerId>, body: Bytes) -> Response {
+    submit.send(true, |_| Ok(transfer(&ledger, json(&body)?)?.1)).await
 }
 
 /// Post many transactions; each is its own command, answered in `results` in request order.
@@ -420,11 +473,10 @@ async fn post_transaction(submit: Submit, Path(ledger): Path<String>, body: Byte
 async fn post_batch(
     State(front): State<Front>,
     caller: Caller,
-    Path(ledger): Path<String>,
+    Ids(ledger): Ids<LedgerId>,
     body: Bytes,
 ) -> Response {
     let commands = (|| {
-        let ledger = ledger_id(&ledger)?;
         let b: BatchBody = json(&body)?;
         if b.transactions.is_empty() || b.transactions.len() > front.batch_max() {
             return Err(Problem::bad_request(format!(
@@ -486,17 +538,13 @@ async fn post_batch(
     responses((status = 200, body = Outcome)))]
 async fn commit_pending(
     submit: Submit,
-    Path((ledger, tx_id)): Path<(String, String)>,
+    Ids((ledger, tx_id)): Ids<(LedgerId, TxId)>,
     body: Bytes,
 ) -> Response {
     submit
         .send(false, |_| {
             let b: CommitBody = json_or_default(&body)?;
-            Ok(CommandBody::CommitPending {
-                ledger: ledger_id(&ledger)?,
-                tx_id: field("tx_id", TxId::parse(tx_id))?,
-                amounts: b.amounts,
-            })
+            Ok(CommandBody::CommitPending { ledger, tx_id, amounts: b.amounts })
         })
         .await
 }
@@ -504,28 +552,19 @@ async fn commit_pending(
 /// Void a pending transaction: release its holds.
 #[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions/{tx_id}/void", params(("ledger" = String, Path, description = "ledger id"), ("tx_id" = String, Path, description = "transaction id"), CommandHeaders),
     responses((status = 200, body = Outcome)))]
-async fn void_pending(submit: Submit, Path((ledger, tx_id)): Path<(String, String)>) -> Response {
-    submit
-        .send(false, |_| {
-            Ok(CommandBody::VoidPending {
-                ledger: ledger_id(&ledger)?,
-                tx_id: field("tx_id", TxId::parse(tx_id))?,
-            })
-        })
-        .await
+async fn void_pending(submit: Submit, Ids((ledger, tx_id)): Ids<(LedgerId, TxId)>) -> Response {
+    submit.send(false, |_| Ok(CommandBody::VoidPending { ledger, tx_id })).await
 }
 
 /// Post the compensating transaction of a posted one, under a new id.
 #[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions/{tx_id}/reverse", params(("ledger" = String, Path, description = "ledger id"), ("tx_id" = String, Path, description = "transaction id"), CommandHeaders), request_body = ReverseBody,
     responses((status = 201, body = Outcome)))]
-async fn reverse(submit: Submit, Path((ledger, original)): Path<(String, String)>, body: Bytes) -> Response {
+async fn reverse(submit: Submit, Ids((ledger, original)): Ids<(LedgerId, TxId)>, body: Bytes) -> Response {
     submit
         .send(true, |_| {
             let b: ReverseBody = json(&body)?;
-            let original = field("original", TxId::parse(original))?;
             let request = TxRequest::Reversal { original, metadata: b.metadata };
-            let tx_id = field("tx_id", TxId::parse(b.tx_id))?;
-            Ok(CommandBody::Transact { ledger: ledger_id(&ledger)?, tx_id, request })
+            Ok(CommandBody::Transact { ledger, tx_id: field("tx_id", TxId::parse(b.tx_id))?, request })
         })
         .await
 }
@@ -534,19 +573,11 @@ async fn reverse(submit: Submit, Path((ledger, original)): Path<(String, String)
 /// make it conditional.
 #[utoipa::path(put, path = "/v1/state/{doc_type}/{key}", params(("doc_type" = String, Path, description = "document type"), ("key" = String, Path, description = "document key"), CommandHeaders), request_body(content = Object, description = "the document, a JSON object"),
     responses((status = 200, body = Outcome)))]
-async fn put_document(
-    submit: Submit,
-    Path((doc_type, key)): Path<(String, String)>,
-    body: Bytes,
-) -> Response {
+async fn put_document(submit: Submit, Ids((doc_type, key)): Ids<(DocType, DocKey)>, body: Bytes) -> Response {
     submit
         .send(false, |headers| {
-            Ok(CommandBody::PutDocument {
-                doc_type: field("doc_type", DocType::parse(doc_type))?,
-                key: field("key", DocKey::parse(key))?,
-                value: document(&body)?,
-                expected_version: expected_version(headers)?,
-            })
+            let (value, expected_version) = (document(&body)?, expected_version(headers)?);
+            Ok(CommandBody::PutDocument { doc_type, key, value, expected_version })
         })
         .await
 }
@@ -554,14 +585,10 @@ async fn put_document(
 /// Delete a state document (`If-Match` makes it conditional).
 #[utoipa::path(delete, path = "/v1/state/{doc_type}/{key}", params(("doc_type" = String, Path, description = "document type"), ("key" = String, Path, description = "document key"), CommandHeaders),
     responses((status = 200, body = Outcome)))]
-async fn delete_document(submit: Submit, Path((doc_type, key)): Path<(String, String)>) -> Response {
+async fn delete_document(submit: Submit, Ids((doc_type, key)): Ids<(DocType, DocKey)>) -> Response {
     submit
         .send(false, |headers| {
-            Ok(CommandBody::DeleteDocument {
-                doc_type: field("doc_type", DocType::parse(doc_type))?,
-                key: field("key", DocKey::parse(key))?,
-                expected_version: expected_version(headers)?,
-            })
+            Ok(CommandBody::DeleteDocument { doc_type, key, expected_version: expected_version(headers)? })
         })
         .await
 }

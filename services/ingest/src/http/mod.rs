@@ -17,14 +17,13 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use rdkafka::message::Header;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::sync::Arc;
 use std::time::Duration;
 use tally_auth::producers::{FRONT_DOOR, PRODUCER_HEADER};
 use tally_codec::Codec;
 use tally_core::{Command, CommandBody, CommandId, DEFAULT_TX_COMMAND_PREFIX, StreamId, command_fingerprint};
 use tally_http::outcome::Outcome;
+use tally_kafka::{Outgoing, Producer};
 use utoipa::OpenApi;
 
 pub use api::ApiDoc;
@@ -55,7 +54,7 @@ pub struct Front {
 }
 
 struct Inner {
-    producer: FutureProducer,
+    producer: Producer,
     commands_topic: String,
     outcomes: Arc<Outcomes>,
     codec: Codec,
@@ -71,8 +70,10 @@ pub enum Reply {
 }
 
 impl Front {
+    /// The front door over `producer` (made with [`Producer::new`]), sending to
+    /// `commands_topic` and answering from `outcomes` (fed by an [`crate::outcomes::OutcomeWatcher`]).
     pub fn new(
-        producer: FutureProducer,
+        producer: Producer,
         commands_topic: String,
         outcomes: Arc<Outcomes>,
         config: HttpConfig,
@@ -125,11 +126,9 @@ impl Front {
     async fn produce(&self, command: &Command) -> Result<(), Problem> {
         let (key, payload) = (command.kafka_key(), self.inner.codec.encode_command(command));
         // The request's trace goes on in the command record's headers, beside who produced it.
-        let headers = tally_kafka::trace_context::current_headers()
-            .insert(Header { key: PRODUCER_HEADER, value: Some(FRONT_DOOR) });
-        let record =
-            FutureRecord::to(&self.inner.commands_topic).key(&key).payload(&payload).headers(headers);
-        if let Err((e, _)) = self.inner.producer.send(record, self.inner.config.wait).await {
+        let headers = tally_kafka::trace_context::current_headers().with(PRODUCER_HEADER, FRONT_DOOR);
+        let record = Outgoing::to(&self.inner.commands_topic, &payload).key(key.as_bytes()).headers(&headers);
+        if let Err(e) = self.inner.producer.send(record, Some(self.inner.config.wait)).await {
             tracing::error!(command_id = %command.command_id, "producing a command: {e}");
             return Err(Problem::unavailable());
         }
@@ -155,6 +154,7 @@ impl Front {
     }
 }
 
+/// The header that names a request's command id.
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
 /// The command `caller` asks for with `body`. Its id is the `Idempotency-Key` header, else the

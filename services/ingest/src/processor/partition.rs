@@ -2,16 +2,15 @@
 //! in batches, one log record per command record.
 
 use super::{ProcessorError, Restored, Shared, SnapshotWritten};
-use super::{intake, metrics};
-use rdkafka::Message;
-use rdkafka::message::{OwnedHeaders, OwnedMessage};
-use rdkafka::producer::FutureRecord;
+use super::{dead_letter, intake, metrics};
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 use tally_core::log::{LogRecord, Replica, Verdict};
 use tally_core::{Actor, Command, CommandBody, CommandId, CommandRecord, LedgerId, TenantId, TxId, decide};
-use tally_kafka::{Assignment, LogTail, blocking, now_ms, trace_context};
+use tally_kafka::{Assignment, Headers, LogTail, Outgoing, Record, trace_context};
+use tally_runtime::now_ms;
+use tally_store::bridge::blocking;
 use tally_store::snapshot::{self, ResumePoint, Snapshot};
 use tokio::sync::mpsc;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -24,7 +23,7 @@ const CLAIM_ATTEMPTS_MAX: u32 = 5;
 pub(super) async fn own(
     shared: Arc<Shared>,
     assignment: Assignment,
-    mut records: mpsc::Receiver<OwnedMessage>,
+    mut records: mpsc::Receiver<Record>,
 ) -> Result<(), ProcessorError> {
     let partition = assignment.partition;
     let (replica, claim) = match take_over(&shared, partition, true).await {
@@ -130,7 +129,7 @@ async fn take_over(
     for _ in 0..CLAIM_ATTEMPTS_MAX {
         let claim =
             LogRecord::Claim { epoch: replica.reader.epoch() + 1, owner: shared.config.owner.clone() };
-        let at = shared.append(partition, &claim).await?;
+        let at = shared.log.append(partition, &claim).await.map_err(ProcessorError::from)?;
         if let Some(covers) = covers.filter(|_| at < tail.position()) {
             return Err(TakeOver::SnapshotAhead { covers, claim: at });
         }
@@ -191,8 +190,8 @@ struct Owner {
 
 impl Owner {
     /// Answers a batch of command records, in order, a round at a time (see [`Owner::answer_round`]).
-    async fn answer(&mut self, batch: &mut Vec<OwnedMessage>) -> Result<(), ProcessorError> {
-        let mut waiting: VecDeque<OwnedMessage> = batch.drain(..).collect();
+    async fn answer(&mut self, batch: &mut Vec<Record>) -> Result<(), ProcessorError> {
+        let mut waiting: VecDeque<Record> = batch.drain(..).collect();
         while !waiting.is_empty() {
             self.answer_round(&mut waiting).await?;
         }
@@ -204,7 +203,7 @@ impl Owner {
     /// are durable before the command offsets are stored. A repeat of a command answered in the
     /// same round ends the round before it: the repeat's event names the first answer's offset,
     /// known only once that answer is appended.
-    async fn answer_round(&mut self, waiting: &mut VecDeque<OwnedMessage>) -> Result<(), ProcessorError> {
+    async fn answer_round(&mut self, waiting: &mut VecDeque<Record>) -> Result<(), ProcessorError> {
         let started = Instant::now();
         let now = now_ms();
         let epoch = self.replica.reader.epoch();
@@ -214,7 +213,7 @@ impl Owner {
         // One allow-list for the whole batch, even if it is reloaded meanwhile.
         let producers = self.shared.config.producers.as_ref().map(|p| p.current_arc());
         while let Some(message) = waiting.pop_front() {
-            let command_offset = message.offset();
+            let command_offset = message.offset;
             if command_offset < self.replica.reader.next_command_offset() {
                 continue; // delivered again (a seek, a restart): already answered
             }
@@ -231,12 +230,12 @@ impl Owner {
                 }
                 Err(why) => {
                     // The record could not be read as a command: its place and key name it.
-                    let key = message.key().map(String::from_utf8_lossy);
+                    let key = message.key_text();
                     tracing::warn!(
                         partition = self.partition,
                         command_offset,
                         key = key.as_deref().unwrap_or(""),
-                        code = why.code,
+                        code = why.reason.code(),
                         "dead-lettered: {}",
                         why.detail
                     );
@@ -255,10 +254,11 @@ impl Owner {
             return Ok(());
         }
         tracing::trace!(partition = self.partition, records = records.len(), "answering a batch");
+        let dead_letter_topic = &self.shared.config.topics.dead_letter;
         for (message, why) in &dead_letters {
-            self.shared.dead_letter(message, why).await?;
+            dead_letter::send(self.shared.producer(), dead_letter_topic, message, why).await?;
         }
-        let offsets = self.shared.append_all(self.partition, &records, &traces).await?;
+        let offsets = self.shared.log.append_all(self.partition, &records, &traces).await?;
         for (record, offset) in records.iter().zip(&offsets) {
             self.replica.place(record, *offset);
         }
@@ -269,7 +269,7 @@ impl Owner {
             }
         }
         for (_, why) in &dead_letters {
-            metrics::DEAD_LETTERS.with_label_values(&[why.code]).inc();
+            metrics::DEAD_LETTERS.with_label_values(&[why.reason.code()]).inc();
         }
         metrics::BATCH_RECORDS.observe(records.len() as f64);
         metrics::BATCH_SECONDS.observe(started.elapsed().as_secs_f64());
@@ -350,11 +350,10 @@ impl Owner {
             let command = expiry_command(&key);
             let payload = self.shared.codec.encode_command(&command);
             let record_key = command.kafka_key();
-            let record = FutureRecord::to(&self.shared.config.topics.commands)
+            let record = Outgoing::to(&self.shared.config.topics.commands, &payload)
                 .partition(self.partition)
-                .key(&record_key)
-                .payload(&payload);
-            self.shared.send(record).await?;
+                .key(record_key.as_bytes());
+            self.shared.producer().send(record, None).await?;
             self.expiring.insert(key);
         }
         Ok(())
@@ -375,8 +374,8 @@ fn expiry_command((tenant, ledger, tx_id): &TxKey) -> Command {
 
 /// The trace headers of the event that answers a traced command: the context of a span for
 /// the processor's answer, a child of the command's. Untraced commands cost nothing here.
-fn answer_trace(message: &OwnedMessage, command_id: &CommandId) -> Option<OwnedHeaders> {
-    let headers = message.headers();
+fn answer_trace(message: &Record, command_id: &CommandId) -> Option<Headers> {
+    let headers = &message.headers;
     if !trace_context::is_traced(headers) {
         return None;
     }

@@ -47,7 +47,7 @@ impl Harness {
         partitions: i32,
     ) -> Harness {
         let kafka = KafkaOptions::new(bootstrap);
-        ensure_topics(&kafka.admin(), &topics.specs(partitions, 1)).await.expect("topics");
+        ensure_topics(&kafka, &topics.specs(partitions, 1)).await.expect("topics");
         let producer = kafka.producer("test").create().expect("producer");
         Harness { broker, kafka, topics, partitions, codec: Codec::new(), producer, sent: Default::default() }
     }
