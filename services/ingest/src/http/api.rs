@@ -322,6 +322,19 @@ impl Submit {
     }
 }
 
+impl Submit {
+    /// [`Submit::send`] of the command `build` makes from the JSON body (400 when it does not
+    /// parse as `T`).
+    async fn send_json<T: DeserializeOwned>(
+        self,
+        created: bool,
+        body: &Bytes,
+        build: impl FnOnce(T) -> Result<CommandBody, Problem>,
+    ) -> Response {
+        self.send(created, |_| build(json(body)?)).await
+    }
+}
+
 /// Ids from the request's path, parsed (a 400 naming the segment when one is not valid).
 struct Ids<T>(T);
 
@@ -340,6 +353,13 @@ impl<T: FromSegments> FromRequestParts<Front> for Ids<T> {
         T::from_segments(segments).map(Ids)
     }
 }
+
+/// A ledger's account, from `/v1/ledgers/{ledger}/accounts/{account}...`.
+type AccountIds = Ids<(LedgerId, AccountId)>;
+/// A ledger's transaction, from `/v1/ledgers/{ledger}/transactions/{tx_id}/...`.
+type TxIds = Ids<(LedgerId, TxId)>;
+/// A document, from `/v1/state/{doc_type}/{key}`.
+type DocIds = Ids<(DocType, DocKey)>;
 
 /// The two segments of a path with two parameters.
 fn two(segments: Vec<String>) -> Result<(String, String), Problem> {
@@ -411,52 +431,37 @@ impl utoipa::Modify for CommandAnswers {
 #[utoipa::path(post, path = "/v1/ledgers/{ledger}/assets", params(("ledger" = String, Path, description = "ledger id"), CommandHeaders), request_body = DefineAssetBody,
     responses((status = 201, body = Outcome)))]
 async fn define_asset(submit: Submit, Ids(ledger): Ids<LedgerId>, body: Bytes) -> Response {
-    submit
-        .send(true, |_| {
-            let b: DefineAssetBody = json(&body)?;
-            Ok(CommandBody::DefineAsset { ledger, asset: field("asset", Asset::parse(&b.asset))? })
-        })
-        .await
+    let build = |b: DefineAssetBody| {
+        Ok(CommandBody::DefineAsset { ledger, asset: field("asset", Asset::parse(&b.asset))? })
+    };
+    submit.send_json(true, &body, build).await
 }
 
 /// Open an account with limits and metadata.
 #[utoipa::path(post, path = "/v1/ledgers/{ledger}/accounts", params(("ledger" = String, Path, description = "ledger id"), CommandHeaders), request_body = OpenAccountBody,
     responses((status = 201, body = Outcome)))]
 async fn open_account(submit: Submit, Ids(ledger): Ids<LedgerId>, body: Bytes) -> Response {
-    submit
-        .send(true, |_| {
-            let b: OpenAccountBody = json(&body)?;
-            let account = field("account", AccountId::parse(b.account))?;
-            Ok(CommandBody::OpenAccount { ledger, account, limits: limits(b.limits)?, metadata: b.metadata })
-        })
-        .await
+    let build = |b: OpenAccountBody| {
+        let account = field("account", AccountId::parse(b.account))?;
+        Ok(CommandBody::OpenAccount { ledger, account, limits: limits(b.limits)?, metadata: b.metadata })
+    };
+    submit.send_json(true, &body, build).await
 }
 
 /// Replace an account's limits and metadata.
 #[utoipa::path(put, path = "/v1/ledgers/{ledger}/accounts/{account}", params(("ledger" = String, Path, description = "ledger id"), ("account" = String, Path, description = "account id"), CommandHeaders), request_body = UpdateAccountBody,
     responses((status = 200, body = Outcome)))]
-async fn update_account(
-    submit: Submit,
-    Ids((ledger, account)): Ids<(LedgerId, AccountId)>,
-    body: Bytes,
-) -> Response {
-    submit
-        .send(false, |_| {
-            let b: UpdateAccountBody = json(&body)?;
-            Ok(CommandBody::UpdateAccount {
-                ledger,
-                account,
-                limits: limits(b.limits)?,
-                metadata: b.metadata,
-            })
-        })
-        .await
+async fn update_account(submit: Submit, Ids((ledger, account)): AccountIds, body: Bytes) -> Response {
+    let build = |b: UpdateAccountBody| {
+        Ok(CommandBody::UpdateAccount { ledger, account, limits: limits(b.limits)?, metadata: b.metadata })
+    };
+    submit.send_json(false, &body, build).await
 }
 
 /// Close an account whose balances and holds are zero.
 #[utoipa::path(post, path = "/v1/ledgers/{ledger}/accounts/{account}/close", params(("ledger" = String, Path, description = "ledger id"), ("account" = String, Path, description = "account id"), CommandHeaders),
     responses((status = 200, body = Outcome)))]
-async fn close_account(submit: Submit, Ids((ledger, account)): Ids<(LedgerId, AccountId)>) -> Response {
+async fn close_account(submit: Submit, Ids((ledger, account)): AccountIds) -> Response {
     submit.send(false, |_| Ok(CommandBody::CloseAccount { ledger, account })).await
 }
 
@@ -536,44 +541,34 @@ async fn post_batch(
 /// Commit a pending transaction, fully or partially (`amounts` per posting).
 #[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions/{tx_id}/commit", params(("ledger" = String, Path, description = "ledger id"), ("tx_id" = String, Path, description = "transaction id"), CommandHeaders), request_body = CommitBody,
     responses((status = 200, body = Outcome)))]
-async fn commit_pending(
-    submit: Submit,
-    Ids((ledger, tx_id)): Ids<(LedgerId, TxId)>,
-    body: Bytes,
-) -> Response {
-    submit
-        .send(false, |_| {
-            let b: CommitBody = json_or_default(&body)?;
-            Ok(CommandBody::CommitPending { ledger, tx_id, amounts: b.amounts })
-        })
-        .await
+async fn commit_pending(submit: Submit, Ids((ledger, tx_id)): TxIds, body: Bytes) -> Response {
+    let build = |b: CommitBody| Ok(CommandBody::CommitPending { ledger, tx_id, amounts: b.amounts });
+    submit.send(false, |_| build(json_or_default(&body)?)).await
 }
 
 /// Void a pending transaction: release its holds.
 #[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions/{tx_id}/void", params(("ledger" = String, Path, description = "ledger id"), ("tx_id" = String, Path, description = "transaction id"), CommandHeaders),
     responses((status = 200, body = Outcome)))]
-async fn void_pending(submit: Submit, Ids((ledger, tx_id)): Ids<(LedgerId, TxId)>) -> Response {
+async fn void_pending(submit: Submit, Ids((ledger, tx_id)): TxIds) -> Response {
     submit.send(false, |_| Ok(CommandBody::VoidPending { ledger, tx_id })).await
 }
 
 /// Post the compensating transaction of a posted one, under a new id.
 #[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions/{tx_id}/reverse", params(("ledger" = String, Path, description = "ledger id"), ("tx_id" = String, Path, description = "transaction id"), CommandHeaders), request_body = ReverseBody,
     responses((status = 201, body = Outcome)))]
-async fn reverse(submit: Submit, Ids((ledger, original)): Ids<(LedgerId, TxId)>, body: Bytes) -> Response {
-    submit
-        .send(true, |_| {
-            let b: ReverseBody = json(&body)?;
-            let request = TxRequest::Reversal { original, metadata: b.metadata };
-            Ok(CommandBody::Transact { ledger, tx_id: field("tx_id", TxId::parse(b.tx_id))?, request })
-        })
-        .await
+async fn reverse(submit: Submit, Ids((ledger, original)): TxIds, body: Bytes) -> Response {
+    let build = |b: ReverseBody| {
+        let request = TxRequest::Reversal { original, metadata: b.metadata };
+        Ok(CommandBody::Transact { ledger, tx_id: field("tx_id", TxId::parse(b.tx_id))?, request })
+    };
+    submit.send_json(true, &body, build).await
 }
 
 /// Put a state document (a JSON object). `If-Match: "<version>"` or `If-None-Match: *`
 /// make it conditional.
 #[utoipa::path(put, path = "/v1/state/{doc_type}/{key}", params(("doc_type" = String, Path, description = "document type"), ("key" = String, Path, description = "document key"), CommandHeaders), request_body(content = Object, description = "the document, a JSON object"),
     responses((status = 200, body = Outcome)))]
-async fn put_document(submit: Submit, Ids((doc_type, key)): Ids<(DocType, DocKey)>, body: Bytes) -> Response {
+async fn put_document(submit: Submit, Ids((doc_type, key)): DocIds, body: Bytes) -> Response {
     submit
         .send(false, |headers| {
             let (value, expected_version) = (document(&body)?, expected_version(headers)?);
@@ -585,7 +580,7 @@ async fn put_document(submit: Submit, Ids((doc_type, key)): Ids<(DocType, DocKey
 /// Delete a state document (`If-Match` makes it conditional).
 #[utoipa::path(delete, path = "/v1/state/{doc_type}/{key}", params(("doc_type" = String, Path, description = "document type"), ("key" = String, Path, description = "document key"), CommandHeaders),
     responses((status = 200, body = Outcome)))]
-async fn delete_document(submit: Submit, Ids((doc_type, key)): Ids<(DocType, DocKey)>) -> Response {
+async fn delete_document(submit: Submit, Ids((doc_type, key)): DocIds) -> Response {
     submit
         .send(false, |headers| {
             Ok(CommandBody::DeleteDocument { doc_type, key, expected_version: expected_version(headers)? })
