@@ -158,6 +158,20 @@ impl PartitionGroup {
         Ok(PartitionGroup { stop, thread: Some(thread) })
     }
 
+    /// Joins the group, owns the partitions it assigns until `cancel` fires, then stops as
+    /// [`PartitionGroup::stop`] does: the whole life of a partition-owning service.
+    pub async fn serve<O: PartitionOwner>(
+        config: GroupConfig,
+        owner: Arc<O>,
+        running: RunningPartitions,
+        cancel: CancellationToken,
+    ) -> Result<(), crate::KafkaError> {
+        let group = PartitionGroup::join(config, owner, running)?;
+        cancel.cancelled().await;
+        group.stop().await;
+        Ok(())
+    }
+
     /// Stops taking records, lets each partition task finish its batch, leaves the group.
     pub async fn stop(mut self) {
         self.stop.cancel();

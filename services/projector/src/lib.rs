@@ -199,12 +199,12 @@ impl Projector {
     pub fn run(self, cancel: CancellationToken) -> Handle<ProjectorStatus> {
         let Projector { shared, group, status } = self;
         let running = status.running.clone();
-        Handle::spawn("projector", cancel.clone(), status, async move {
-            let group = PartitionGroup::join(group, shared, running)?;
-            cancel.cancelled().await;
-            group.stop().await;
-            Ok::<_, ProjectorError>(())
-        })
+        Handle::spawn(
+            "projector",
+            cancel.clone(),
+            status,
+            PartitionGroup::serve(group, shared, running, cancel),
+        )
     }
 }
 

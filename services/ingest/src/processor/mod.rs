@@ -207,11 +207,11 @@ impl Processor {
     pub fn run(self, cancel: CancellationToken) -> Handle<ProcessorStatus> {
         let Processor { shared, group, status } = self;
         let running = status.running.clone();
-        Handle::spawn("processor", cancel.clone(), status, async move {
-            let group = PartitionGroup::join(group, shared, running)?;
-            cancel.cancelled().await;
-            group.stop().await;
-            Ok::<_, ProcessorError>(())
-        })
+        Handle::spawn(
+            "processor",
+            cancel.clone(),
+            status,
+            PartitionGroup::serve(group, shared, running, cancel),
+        )
     }
 }
