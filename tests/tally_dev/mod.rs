@@ -57,7 +57,12 @@ impl Dev {
             .args(["--http-listen", "127.0.0.1:0", "--query-listen", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            // TALLY_TEST_STDERR=1 shows the process's logs (for debugging a test).
+            .stderr(if std::env::var_os("TALLY_TEST_STDERR").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .expect("tally dev starts");
         let stdout = BufReader::new(child.stdout.take().unwrap());

@@ -1,7 +1,9 @@
 //! Routes, parameters and the OpenAPI document (generated from these definitions).
 
 use crate::cursor::{self, After};
-use crate::filtered::{Filtered, filtered};
+use crate::events::{EventFilter, stream_page};
+use crate::filtered::filtered;
+use crate::params::*;
 use crate::position::Reader;
 use crate::views::*;
 use crate::{Query, live};
@@ -12,11 +14,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use tally_core::projection::{EventRef, EventRow};
-use tally_core::{AccountId, Asset, CommandId, DocKey, DocType, LedgerId, StreamId, TenantId, TxId};
+use tally_core::{AccountId, CommandId, DocKey, DocType, LedgerId, StreamId, TenantId, TxId};
 use tally_http::Problem;
 use tally_http::gate::BearerAuth;
 use tally_http::outcome::Outcome;
-use tally_store::projections::{ProjectionStore, Version};
 use tally_store::reads::{
     self, Accounts, Documents, EventsIndex, Outcomes, Statements, TimelinePlace, Transactions,
 };
@@ -155,63 +156,6 @@ pub(crate) struct EventParams {
     #[param(minimum = 1)]
     limit: Option<usize>,
     cursor: Option<String>,
-}
-
-// ---- validation -----------------------------------------------------------------------------
-
-/// A path or query value as an id; malformed is 400.
-pub(crate) fn id<T: TryFrom<String, Error: std::fmt::Display>>(
-    what: &str,
-    value: &str,
-) -> Result<T, Problem> {
-    T::try_from(value.to_owned()).map_err(|e| Problem::bad_request(format!("{what}: {e}")))
-}
-
-fn asset(value: &str) -> Result<Asset, Problem> {
-    Asset::parse(value).map_err(|e| Problem::bad_request(format!("asset: {e}")))
-}
-
-pub(crate) fn stream(value: &str) -> Result<StreamId, Problem> {
-    StreamId::parse(value).map_err(|e| Problem::bad_request(format!("stream: {e}")))
-}
-
-/// Milliseconds since the Unix epoch of an RFC 3339 instant.
-fn instant(what: &str, value: &str) -> Result<i64, Problem> {
-    chrono::DateTime::parse_from_rfc3339(value)
-        .map(|t| t.timestamp_millis())
-        .map_err(|e| Problem::bad_request(format!("{what}: {value:?} is not an RFC 3339 time ({e})")))
-}
-
-/// The page size asked for: default when absent, capped at the store's maximum, never 0.
-pub(crate) fn page_size(query: &Query, limit: Option<usize>) -> Result<usize, Problem> {
-    match limit {
-        Some(0) => Err(Problem::bad_request("limit: must be at least 1")),
-        Some(limit) => Ok(limit.min(reads::PAGE_MAX)),
-        None => Ok(query.config().page_default),
-    }
-}
-
-/// The place a request's cursor names in `list`, if it gave one, as `pick` takes it apart.
-fn resume<T>(
-    cursor: Option<&str>,
-    tenant: &TenantId,
-    list: &str,
-    pick: fn(After) -> Option<T>,
-) -> Result<Option<T>, Problem> {
-    let Some(cursor) = cursor else { return Ok(None) };
-    let wrong = || Problem::bad_request("cursor: it belongs to another list; start again without it");
-    pick(cursor::decode(cursor, tenant, list)?).map(Some).ok_or_else(wrong)
-}
-
-/// Whether a ledger has any event (else it is unknown: 404).
-fn ledger_exists(
-    store: &dyn ProjectionStore,
-    version: Version,
-    tenant: &TenantId,
-    ledger: &LedgerId,
-) -> Result<bool, tally_store::StoreError> {
-    let first = store.stream_events(version, tenant, &StreamId::Ledger(ledger.clone()), 0, 1)?;
-    Ok(!first.items.is_empty())
 }
 
 // ---- accounts -------------------------------------------------------------------------------
@@ -498,51 +442,6 @@ async fn list_documents(
 }
 
 // ---- events ---------------------------------------------------------------------------------
-
-/// Which of a stream's events a search or a live stream wants.
-#[derive(Debug, Clone)]
-pub(crate) struct EventFilter {
-    pub kinds: Option<Vec<String>>,
-    pub from_ms: Option<i64>,
-    pub to_ms: Option<i64>,
-}
-
-impl EventFilter {
-    pub fn parse(kinds: Option<&str>, from: Option<&str>, to: Option<&str>) -> Result<EventFilter, Problem> {
-        let kinds =
-            kinds.map(|k| k.split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_owned).collect());
-        let from_ms = from.map(|f| instant("from", f)).transpose()?;
-        let to_ms = to.map(|t| instant("to", t)).transpose()?;
-        Ok(EventFilter { kinds, from_ms, to_ms })
-    }
-
-    pub fn admits_kind(&self, kind: &str) -> bool {
-        self.kinds.as_ref().is_none_or(|kinds| kinds.iter().any(|k| k == kind))
-    }
-
-    pub fn admits(&self, row: &EventRow) -> bool {
-        self.admits_kind(row.event.body.kind())
-            && self.from_ms.is_none_or(|from| row.event.time_ms >= from)
-            && self.to_ms.is_none_or(|to| row.event.time_ms < to)
-    }
-}
-
-/// A stream's events after stream version `after` that `filter` admits: up to `limit`, reading
-/// at most `scan_max`.
-pub(crate) fn stream_page(
-    store: &dyn ProjectionStore,
-    version: Version,
-    (tenant, stream): (&TenantId, &StreamId),
-    filter: &EventFilter,
-    after: u64,
-    bounds: (usize, usize),
-) -> Result<Filtered<EventRow, u64>, tally_store::StoreError> {
-    let read = |after: Option<&u64>| {
-        store.stream_events(version, tenant, stream, after.copied().unwrap_or(0), reads::PAGE_MAX)
-    };
-    let keep = |row: EventRow| Ok(filter.admits(&row).then_some(row));
-    filtered(Some(after), bounds, read, |row| row.event.stream_version, keep)
-}
 
 /// Longest time range of a search across a tenant's streams (Scylla reads a partition per day).
 const TIMELINE_SPAN_MAX_MS: i64 = 31 * 86_400_000;

@@ -20,8 +20,10 @@
 
 mod api;
 pub mod cursor;
+mod events;
 mod filtered;
 mod live;
+mod params;
 pub mod position;
 pub mod views;
 

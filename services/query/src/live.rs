@@ -4,7 +4,8 @@
 //! reconnects with the last id it saw misses nothing and repeats nothing.
 
 use crate::Query;
-use crate::api::{EventFilter, id, stream, stream_page};
+use crate::events::{EventFilter, stream_page};
+use crate::params::{id, stream};
 use crate::position::Reader;
 use crate::views::EventView;
 use axum::extract::State;

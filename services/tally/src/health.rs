@@ -66,6 +66,7 @@ impl Health {
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
             .with_state(self)
+            .layer(axum::middleware::map_response(tally_http::as_problem))
     }
 }
 

@@ -472,16 +472,25 @@ async fn post_transaction(submit: Submit, Ids(ledger): Ids<LedgerId>, body: Byte
     submit.send(true, |_| Ok(transfer(&ledger, json(&body)?)?.1)).await
 }
 
-/// Post many transactions; each is its own command, answered in `results` in request order.
-#[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions/batch", params(("ledger" = String, Path, description = "ledger id"), CommandHeaders), request_body = BatchBody,
+/// Post many transactions; each is its own command, put in the log in request order and
+/// answered in `results` in request order. Each transaction's command id is its default
+/// (`tx:<tx_id>`): `Idempotency-Key` is refused here.
+#[utoipa::path(post, path = "/v1/ledgers/{ledger}/transactions/batch", params(("ledger" = String, Path, description = "ledger id")), request_body = BatchBody,
     responses((status = 200, body = BatchResult), (status = 400, body = Problem, content_type = "application/problem+json")))]
 async fn post_batch(
     State(front): State<Front>,
     caller: Caller,
     Ids(ledger): Ids<LedgerId>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let commands = (|| {
+        if headers.contains_key(super::IDEMPOTENCY_HEADER) {
+            return Err(Problem::bad_request(format!(
+                "{}: a batch's transactions take their own ids (tx:<tx_id>); send one key per single request",
+                super::IDEMPOTENCY_HEADER
+            )));
+        }
         let b: BatchBody = json(&body)?;
         if b.transactions.is_empty() || b.transactions.len() > front.batch_max() {
             return Err(Problem::bad_request(format!(
@@ -502,24 +511,23 @@ async fn post_batch(
         Err(p) => return p.into_response(),
     };
     let deadline = front.deadline();
-    let replies: Vec<_> = commands
-        .into_iter()
-        .map(|(tx_id, command)| {
-            let front = front.clone();
-            tokio::spawn(async move { (tx_id, front.submit_until(command, deadline).await) })
-        })
-        .collect();
-    let mut results = Vec::with_capacity(replies.len());
-    for reply in replies {
-        let Ok((tx_id, reply)) = reply.await else {
-            return Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error",
-                "the batch was interrupted",
-            )
-            .into_response();
+    // In the log in request order (each is with the broker before the next is sent), so a
+    // later transaction sees the effect of an earlier one; then every answer is awaited at once.
+    let mut sent = Vec::with_capacity(commands.len());
+    for (tx_id, command) in commands {
+        sent.push((tx_id, front.send(command).await));
+    }
+    let replies = futures::future::join_all(sent.into_iter().map(|(tx_id, sent)| async move {
+        let reply = match sent {
+            Ok(sent) => sent.reply(deadline).await,
+            Err(problem) => Err(problem),
         };
-        results.push(match reply {
+        (tx_id, reply)
+    }));
+    let results = replies
+        .await
+        .into_iter()
+        .map(|(tx_id, reply)| match reply {
             Ok(Reply::Done(outcome)) => BatchItem {
                 tx_id,
                 status: outcome.status_code(true).as_u16(),
@@ -533,8 +541,8 @@ async fn post_batch(
                 poll: Some(super::poll_url(&id, &stream, Some(fingerprint))),
             },
             Err(problem) => BatchItem { tx_id, status: problem.status, outcome: None, poll: None },
-        });
-    }
+        })
+        .collect();
     axum::Json(BatchResult { results }).into_response()
 }
 
@@ -588,6 +596,12 @@ async fn delete_document(submit: Submit, Ids((doc_type, key)): DocIds) -> Respon
         .await
 }
 
+/// A command fingerprint as a poll URL carries it: exactly 32 hex digits.
+fn fingerprint_of(text: &str) -> Result<u128, &'static str> {
+    let digits = text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit());
+    digits.then(|| u128::from_str_radix(text, 16).ok()).flatten().ok_or("expected 32 hex digits")
+}
+
 /// Which of the streams that used a command id is meant (`GET /v1/commands/{id}`).
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -606,7 +620,7 @@ pub struct OutcomeQuery {
 /// not know it (outcomes are kept in memory, bounded; older ones are the query service's), 409
 /// when the id was used in several streams and `stream` does not say which, 503 while the
 /// instance is still reading the answers already in the log after a start.
-#[utoipa::path(get, path = "/v1/commands/{command_id}", params(("command_id" = String, Path, description = "command id (the Idempotency-Key it was sent with, or the default id the write answered with)"), OutcomeQuery, CommandHeaders),
+#[utoipa::path(get, path = "/v1/commands/{command_id}", params(("command_id" = String, Path, description = "command id (the Idempotency-Key it was sent with, or the default id the write answered with)"), OutcomeQuery),
     responses((status = 200, body = Outcome), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 async fn command_outcome(
     State(front): State<Front>,
@@ -618,10 +632,7 @@ async fn command_outcome(
         let Query(query) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
         let command_id = field("command_id", CommandId::parse(command_id))?;
         let stream = query.stream.map(|s| field("stream", StreamId::parse(&s))).transpose()?;
-        let fingerprint = query
-            .fingerprint
-            .map(|f| field("fingerprint", u128::from_str_radix(&f, 16).map_err(|_| "expected 32 hex digits")))
-            .transpose()?;
+        let fingerprint = query.fingerprint.map(|f| field("fingerprint", fingerprint_of(&f))).transpose()?;
         Ok::<_, Problem>((command_id, stream, fingerprint))
     })();
     let (command_id, stream, fingerprint) = match parsed {

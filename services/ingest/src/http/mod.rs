@@ -61,6 +61,32 @@ struct Inner {
     config: HttpConfig,
 }
 
+/// A command in the log (or answered already), its answer awaited.
+enum Sent {
+    Answered(Arc<Outcome>),
+    Awaited {
+        receiver: tokio::sync::oneshot::Receiver<Arc<Outcome>>,
+        command_id: CommandId,
+        stream: StreamId,
+        fingerprint: u128,
+    },
+}
+
+impl Sent {
+    /// The answer, or [`Reply::Pending`] if it has not come by `deadline`.
+    async fn reply(self, deadline: tokio::time::Instant) -> Result<Reply, Problem> {
+        match self {
+            Sent::Answered(outcome) => Ok(Reply::Done(outcome)),
+            Sent::Awaited { receiver, command_id, stream, fingerprint } => {
+                match tokio::time::timeout_at(deadline, receiver).await {
+                    Ok(Ok(outcome)) => Ok(Reply::Done(outcome)),
+                    _ => Ok(Reply::Pending(command_id, stream, fingerprint)),
+                }
+            }
+        }
+    }
+}
+
 /// How a submitted command ended, as far as this request knows.
 pub enum Reply {
     Done(Arc<Outcome>),
@@ -99,27 +125,30 @@ impl Front {
     }
 
     /// [`Front::submit`], waiting until `deadline`.
+    async fn submit_until(&self, command: Command, deadline: tokio::time::Instant) -> Result<Reply, Problem> {
+        self.send(command).await?.reply(deadline).await
+    }
+
+    /// Produces the command and registers for its answer; returns once the broker has it (or
+    /// the answer is known). Commands sent one after another are in the log in that order.
     ///
     /// Every request is produced, a repeat too: the log then holds one command record per
     /// request whatever this instance remembers, so what the log holds (and every stream's
     /// versions) never depends on a cache. An answer known here is given at once, but only if
     /// it answers this very command (same fingerprint); a command that reuses an id for
     /// something else waits for its own (conflict) answer.
-    async fn submit_until(&self, command: Command, deadline: tokio::time::Instant) -> Result<Reply, Problem> {
+    async fn send(&self, command: Command) -> Result<Sent, Problem> {
         let stream = command.body.stream();
         let fingerprint = command_fingerprint(&command.body);
         let lookup = self.inner.outcomes.wait(&command.tenant, &stream, &command.command_id, fingerprint);
         let produced = self.produce(&command).await;
         let receiver = match lookup {
             // The answer stands whether or not the repeat reached the log.
-            Lookup::Done(outcome) => return Ok(Reply::Done(outcome)),
+            Lookup::Done(outcome) => return Ok(Sent::Answered(outcome)),
             Lookup::Pending(receiver) => receiver,
         };
         produced?;
-        match tokio::time::timeout_at(deadline, receiver).await {
-            Ok(Ok(outcome)) => Ok(Reply::Done(outcome)),
-            _ => Ok(Reply::Pending(command.command_id, stream, fingerprint)),
-        }
+        Ok(Sent::Awaited { receiver, command_id: command.command_id, stream, fingerprint })
     }
 
     /// Produces `command` to the commands topic, waiting until the broker has it.
@@ -162,6 +191,9 @@ pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 /// fresh unique one. A key in the shape of a default id is refused, so that a key a client chose
 /// for one command can never be taken for another command's default id.
 pub fn command(caller: &Caller, headers: &HeaderMap, body: CommandBody) -> Result<Command, Problem> {
+    if headers.get_all(IDEMPOTENCY_HEADER).iter().nth(1).is_some() {
+        return Err(Problem::bad_request(format!("{IDEMPOTENCY_HEADER}: give one key, not several")));
+    }
     let command_id = match header_text(headers, IDEMPOTENCY_HEADER)? {
         Some(key) => {
             let id = CommandId::parse(key)
