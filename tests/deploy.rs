@@ -2,7 +2,7 @@
 //! own validation, the Helm chart with `helm lint` and `helm template`, the rendered manifests
 //! against Kubernetes' schemas (kubernetes-validate) and against what operators rely on
 //! (`.ci/check_manifests.py`: probes, resource requests, pinned images, non-root). Each tool
-//! that is missing makes its check print that it skipped; `.ci/run` installs them all.
+//! that is missing makes its check print that it skipped; `.ci/test` installs them all.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,7 +22,7 @@ fn runs(program: &Path, args: &[&str]) -> bool {
     Command::new(program).args(args).output().is_ok_and(|o| o.status.success())
 }
 
-/// Helm: `$TALLY_HELM`, else `helm` on the PATH, else where `.ci/run` puts it.
+/// Helm: `$TALLY_HELM`, else `helm` on the PATH, else where `.ci/test` puts it.
 fn helm() -> Option<PathBuf> {
     let candidates = [
         std::env::var_os("TALLY_HELM").map(PathBuf::from),

@@ -127,7 +127,7 @@ fn an_external_broker_is_used_and_partition_mismatches_refused() {
 }
 
 /// The front door against its own OpenAPI document, fuzzed by schemathesis (`st`, installed by
-/// `.ci/run` from PyPI): every response must be documented (status, content type, schema) and
+/// `.ci/test` from PyPI): every response must be documented (status, content type, schema) and
 /// schema-violating requests refused. Business rejections of schema-valid requests (422) are
 /// the ledger's answer, so that one check is left out. Skipped when `st` is not installed.
 #[test]
