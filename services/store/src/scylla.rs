@@ -187,6 +187,8 @@ struct ScanStatements {
     stream: PreparedStatement,
     /// One day of a timeline.
     timeline_day: PreparedStatement,
+    /// The days of a tenant's timeline that have events, in a range.
+    timeline_days: PreparedStatement,
 }
 
 #[derive(Debug)]
@@ -196,6 +198,11 @@ struct Statements {
     checkpoint: PreparedStatement,
     checkpoint_put: PreparedStatement,
     checkpoints_drop: PreparedStatement,
+    /// Records a day of a tenant's timeline as having events.
+    timeline_day_put: PreparedStatement,
+    /// Every (version, tenant) of the day index, to drop a version's.
+    timeline_tenants: PreparedStatement,
+    timeline_days_drop: PreparedStatement,
     versions: PreparedStatement,
     live: PreparedStatement,
     live_switch: PreparedStatement,
@@ -311,8 +318,9 @@ impl ScyllaStore {
         })
     }
 
-    /// A timeline scan: one query per UTC day from the start's, until `limit` rows or the end
-    /// (`to_ms`, else a day past the present) are reached.
+    /// A timeline scan: one query per UTC day that has events (the `timeline_days` index) from
+    /// the start's, until `limit` rows or the end (`to_ms`, else a day past the present) are
+    /// reached.
     fn timeline(
         &self,
         version: Version,
@@ -326,8 +334,12 @@ impl ScyllaStore {
             after.filter(|a| a.0 >= from_ms).unwrap_or((from_ms.saturating_sub(1), i32::MAX, i64::MAX));
         let to_ms =
             to_ms.unwrap_or_else(|| since_epoch().map_or(0, |d| d.as_millis() as i64).saturating_add(DAY_MS));
+        let days: Vec<(i64,)> = self.select(
+            &self.statements.scans.timeline_days,
+            (version as i32, tenant.as_str(), lower.0.div_euclid(DAY_MS), to_ms.div_euclid(DAY_MS)),
+        )?;
         let mut rows = Vec::new();
-        for day in lower.0.div_euclid(DAY_MS)..=to_ms.div_euclid(DAY_MS) {
+        for (day,) in days {
             let left = i32::try_from(limit - rows.len()).unwrap_or(i32::MAX);
             let values = (
                 version as i32,
@@ -430,6 +442,11 @@ impl Statements {
                  AND (time_ms, partition, offset) > (?, ?, ?) AND (time_ms, partition, offset) < (?, ?, ?) LIMIT ?"
             ))
             .await?,
+            timeline_days: prepare(
+                "SELECT day FROM timeline_days WHERE version = ? AND tenant = ? AND day >= ? AND day <= ?"
+                    .into(),
+            )
+            .await?,
         };
         Ok(Statements {
             rows,
@@ -442,6 +459,15 @@ impl Statements {
             )
             .await?,
             checkpoints_drop: prepare("DELETE FROM checkpoints WHERE version = ?".into()).await?,
+            timeline_day_put: prepare(
+                "INSERT INTO timeline_days (version, tenant, day) VALUES (?, ?, ?) USING TIMESTAMP ?".into(),
+            )
+            .await?,
+            timeline_tenants: prepare("SELECT DISTINCT version, tenant FROM timeline_days".into()).await?,
+            timeline_days_drop: prepare(
+                "DELETE FROM timeline_days USING TIMESTAMP ? WHERE version = ? AND tenant = ?".into(),
+            )
+            .await?,
             versions: prepare("SELECT DISTINCT version FROM checkpoints".into()).await?,
             live: prepare("SELECT version FROM projection_live WHERE name = 'live'".into()).await?,
             live_switch: prepare(
@@ -501,7 +527,11 @@ impl ProjectionStore for ScyllaStore {
         let mut batch = Batch::new(BatchType::Logged);
         batch.set_consistency(self.consistency);
         let mut values: Vec<Vec<CqlValue>> = Vec::with_capacity(changes.len() + 1);
+        let mut days = std::collections::BTreeSet::new();
         for (key, row) in changes {
+            if let (RowKey::EventAt { tenant, time_ms, .. }, Some(_)) = (key, row) {
+                days.insert((tenant.as_str(), time_ms.div_euclid(DAY_MS)));
+            }
             let (table, parts) = Table::of(key);
             let statements = &self.statements.rows[&table];
             let mut bound = Vec::new();
@@ -520,6 +550,11 @@ impl ProjectionStore for ScyllaStore {
                 }
             }
             values.push(bound);
+        }
+        for (tenant, day) in days {
+            batch.append_statement(self.statements.timeline_day_put.clone());
+            let (version, tenant) = (CqlValue::Int(version as i32), CqlValue::Text(tenant.to_owned()));
+            values.push(vec![version, tenant, CqlValue::BigInt(day), CqlValue::BigInt(checkpoint)]);
         }
         batch.append_statement(self.statements.checkpoint_put.clone());
         values.push(vec![
@@ -643,6 +678,11 @@ impl ProjectionStore for ScyllaStore {
                 self.block_on(self.session.execute_unpaged(&self.statements.rows[&table].delete, values))?;
             }
         }
+        let tenants: Vec<(i32, String)> = self.select(&self.statements.timeline_tenants, ())?;
+        for (_, tenant) in tenants.into_iter().filter(|(v, _)| *v == version as i32) {
+            let values = (now_us, version as i32, tenant);
+            self.block_on(self.session.execute_unpaged(&self.statements.timeline_days_drop, values))?;
+        }
         self.block_on(self.session.execute_unpaged(&self.statements.checkpoints_drop, (version as i32,)))?;
         Ok(())
     }
@@ -688,7 +728,7 @@ mod tests {
     #[test]
     fn the_schema_file_splits_into_its_statements_with_the_keyspace_filled_in() {
         let statements = schema_statements("ks", "{'class': 'SimpleStrategy', 'replication_factor': 1}");
-        assert_eq!(statements.len(), 11, "{statements:#?}");
+        assert_eq!(statements.len(), 12, "{statements:#?}");
         assert!(statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS ks WITH replication = {'class'"));
         for statement in &statements[1..] {
             assert!(statement.starts_with("CREATE TABLE IF NOT EXISTS ks."), "{statement}");
