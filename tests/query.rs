@@ -51,7 +51,7 @@ impl Api {
     }
 
     fn start_with(args: &[&str]) -> Api {
-        Api { dev: Dev::start(args), http: client() }
+        Api { dev: Dev::start_on_test_broker(args), http: client() }
     }
 
     /// A write to the front door as tenant `acme`; expects it accepted (200 or 201).

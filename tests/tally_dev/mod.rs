@@ -42,6 +42,18 @@ impl Dev {
         Dev::launch(&[keys, args].concat(), &ADDRESSES)
     }
 
+    /// Like [`Dev::start`], but on the real Kafka that `TALLY_TEST_KAFKA` names (`host:port`),
+    /// with topics of a fresh prefix, when it is set; else on `tally dev`'s in-process broker.
+    /// The README's test command sets it for a second run of the broker-facing suites.
+    pub fn start_on_test_broker(args: &[&str]) -> Dev {
+        let Some(kafka) = std::env::var("TALLY_TEST_KAFKA").ok().filter(|s| !s.is_empty()) else {
+            return Dev::start(args);
+        };
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let prefix = format!("dev-{}-{nanos}.", std::process::id());
+        Dev::start(&[args, &["--kafka", &kafka, "--topic-prefix", &prefix]].concat())
+    }
+
     /// Starts `tally dev` without credentials, so that it makes and prints its own key.
     pub fn start_with_its_own_key(args: &[&str]) -> Dev {
         Dev::launch(args, &[&ADDRESSES[..], &[TOKEN]].concat())

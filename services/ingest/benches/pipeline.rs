@@ -89,7 +89,7 @@ async fn run() {
 
     let (mut pipeline, mut raw) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        let h = Harness::on(Some(bootstrap.clone()), None, partitions).await;
+        let h = Harness::on(bootstrap.clone(), true, partitions).await;
         let commands = transfers(&format!("r{round}-"), n);
         let size = commands.iter().map(|c| h.codec.encode_command(c).len()).sum::<usize>() / n;
         let raw_rate =
@@ -109,7 +109,7 @@ async fn run() {
         return;
     }
     for fetch_wait_ms in [tally_kafka::config::DEFAULT_FETCH_WAIT_MS, 5] {
-        let mut h = Harness::on(Some(bootstrap.clone()), None, partitions).await;
+        let mut h = Harness::on(bootstrap.clone(), true, partitions).await;
         h.kafka.fetch_wait_ms = fetch_wait_ms;
         println!("http, consumers' fetch.wait.max.ms = {fetch_wait_ms}:");
         let hop = hop_latency(&h.kafka, &format!("{}hop", h.topics.commands)).await;
@@ -169,7 +169,7 @@ async fn raw_produce_consume(
     n: usize,
     size: usize,
 ) -> f64 {
-    let spec = TopicSpec { name: topic.to_owned(), partitions, replication: 1 };
+    let spec = TopicSpec::plain(topic, partitions);
     ensure_topics(kafka, &[spec]).await.unwrap();
     let payloads: Vec<(String, Vec<u8>)> =
         (0..n).map(|i| (format!("tenant{}/main", i % TENANTS), vec![b'x'; size])).collect();
@@ -244,7 +244,7 @@ fn follow(
 /// p50 and p99 (milliseconds) of one Kafka hop on this broker: a record produced, then read
 /// by a consumer that was waiting for it; 300 times, one after the other.
 async fn hop_latency(kafka: &KafkaOptions, topic: &str) -> (f64, f64) {
-    let spec = TopicSpec { name: topic.to_owned(), partitions: 1, replication: 1 };
+    let spec = TopicSpec::plain(topic, 1);
     ensure_topics(kafka, &[spec]).await.unwrap();
     let consumer: Arc<BaseConsumer> = Arc::new(kafka.reader("bench-hop").create().unwrap());
     let mut assignment = TopicPartitionList::new();

@@ -12,7 +12,7 @@ use std::time::Duration;
 use support::*;
 use tally_core::log::Verdict;
 use tally_ingest::processor::Processor;
-use tally_kafka::topics::Topics;
+use tally_kafka::topics::{TopicLayout, TopicSpec, Topics};
 use tokio_util::sync::CancellationToken;
 
 const PARTITIONS: i32 = 2;
@@ -34,10 +34,12 @@ async fn broker_faults_lose_and_double_nothing() {
     let mock = MockCluster::new(3).expect("mock cluster");
     // The mock cluster has no CreateTopics: the topics exist before the harness looks for them.
     let topics = Topics::with_prefix("faults.");
-    for spec in topics.specs(PARTITIONS, 3) {
+    for spec in topics.specs(&TopicLayout::new(PARTITIONS, 3)) {
         mock.create_topic(&spec.name, spec.partitions, 3).expect("topic");
     }
-    let h = Harness::with_topics(mock.bootstrap_servers(), None, topics.clone(), PARTITIONS).await;
+    // It has no DescribeConfigs either: its topics are checked for their partition count only.
+    let plain: Vec<_> = topics.specs(&TopicLayout::new(PARTITIONS, 3)).into_iter().map(|s| TopicSpec::plain(s.name, s.partitions)).collect();
+    let h = Harness::with_topics(mock.bootstrap_servers(), topics.clone(), &plain, PARTITIONS).await;
     let processor = Processor::build(h.processor("p1")).unwrap().run(CancellationToken::new());
     h.send(&(0..TENANTS).map(|t| define_usd(&tenant(t), "usd")).collect::<Vec<_>>()).await;
     h.settled(SETTLE).await;

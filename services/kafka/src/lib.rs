@@ -50,6 +50,14 @@ pub enum KafkaError {
     Client(#[from] rdkafka::error::KafkaError),
     #[error("topic {topic}: has {actual} partitions, configuration says {expected}")]
     PartitionMismatch { topic: String, expected: i32, actual: i32 },
+    /// An existing topic that must keep every record is configured to delete or compact some.
+    #[error(
+        "topic {topic}: {setting}={value} would lose records ({why}); Tally refuses to run on it. \
+         Set {setting} so that it keeps every record (retention.ms=-1, retention.bytes=-1, \
+         cleanup.policy=delete), e.g. with kafka-configs.sh --alter --entity-type topics \
+         --entity-name {topic} --add-config ..."
+    )]
+    LosesRecords { topic: String, setting: String, value: String, why: String },
     #[error("topic {topic}: {message}")]
     Topic { topic: String, message: String },
     #[error("embedded broker: {0}")]

@@ -1,9 +1,11 @@
-//! Topic administration: create what is missing, refuse what does not match.
+//! Topic administration: create what is missing with the configuration Tally needs, refuse
+//! what does not match (another partition count, or an `events` topic that would lose records).
 
 use crate::KafkaError;
 use crate::config::KafkaOptions;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,14 +31,84 @@ impl Topics {
         }
     }
 
-    /// `commands` and `events` have the same partition count: an event goes to the partition
-    /// number its command came from.
-    pub fn specs(&self, partitions: i32, replication: i32) -> Vec<TopicSpec> {
-        [&self.commands, &self.events, &self.dead_letter]
-            .into_iter()
-            .map(|name| TopicSpec { name: name.clone(), partitions, replication })
-            .collect()
+    /// The three topics as `layout` lays them out. `commands` and `events` have the same
+    /// partition count: an event goes to the partition number its command came from.
+    pub fn specs(&self, layout: &TopicLayout) -> Vec<TopicSpec> {
+        let spec = |name: &String, retention_ms: i64, keeps_every_record| TopicSpec {
+            name: name.clone(),
+            partitions: layout.partitions,
+            replication: layout.replication,
+            configs: layout.configs(retention_ms),
+            keeps_every_record,
+        };
+        vec![
+            spec(&self.commands, layout.commands_retention_ms, false),
+            spec(&self.events, UNLIMITED, true),
+            spec(&self.dead_letter, layout.dead_letter_retention_ms, false),
+        ]
     }
+}
+
+/// Kafka's value for "no limit" of `retention.ms` and `retention.bytes`.
+pub const UNLIMITED: i64 = -1;
+
+/// How Tally's topics are laid out and how long they keep records. `events` is the source of
+/// truth and keeps every record forever; `commands` and the dead-letter topic are inputs and
+/// evidence, kept for a configured time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicLayout {
+    /// Partitions of every topic.
+    pub partitions: i32,
+    /// Replication factor of the topics Tally creates.
+    pub replication: i32,
+    /// `min.insync.replicas` of the topics Tally creates: how many replicas must have a record
+    /// before an `acks=all` producer (every Tally producer) is told it is written.
+    pub min_insync_replicas: i32,
+    /// `retention.ms` of `commands`; -1 keeps them forever.
+    pub commands_retention_ms: i64,
+    /// `retention.ms` of the dead-letter topic; -1 keeps them forever.
+    pub dead_letter_retention_ms: i64,
+}
+
+/// Seven days, Kafka's own default retention: room for a processor to be down over a long
+/// weekend without losing commands it has not read.
+pub const DEFAULT_COMMANDS_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
+/// Thirty days: time for the producing team to look at what was refused.
+pub const DEFAULT_DEAD_LETTER_RETENTION_MS: i64 = 30 * 24 * 3600 * 1000;
+
+impl TopicLayout {
+    /// `partitions` and `replication` with the default retention, and `min.insync.replicas`
+    /// one below the replication factor (2 of 3: a write survives the loss of one broker, and
+    /// one broker can be down without stopping writes), at least 1.
+    pub fn new(partitions: i32, replication: i32) -> TopicLayout {
+        TopicLayout {
+            partitions,
+            replication,
+            min_insync_replicas: default_min_insync_replicas(replication),
+            commands_retention_ms: DEFAULT_COMMANDS_RETENTION_MS,
+            dead_letter_retention_ms: DEFAULT_DEAD_LETTER_RETENTION_MS,
+        }
+    }
+
+    /// The topic configuration of a topic that keeps records for `retention_ms`.
+    fn configs(&self, retention_ms: i64) -> Vec<(String, String)> {
+        let mut configs = vec![
+            ("cleanup.policy", "delete".to_owned()),
+            ("retention.ms", retention_ms.to_string()),
+            ("min.insync.replicas", self.min_insync_replicas.to_string()),
+            // A replica that missed writes must never become leader: it would drop them.
+            ("unclean.leader.election.enable", "false".to_owned()),
+        ];
+        if retention_ms == UNLIMITED {
+            configs.push(("retention.bytes", UNLIMITED.to_string()));
+        }
+        configs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    }
+}
+
+/// One below `replication`, at least 1.
+pub fn default_min_insync_replicas(replication: i32) -> i32 {
+    (replication - 1).max(1)
 }
 
 /// A topic Tally needs, with the partition count it must have.
@@ -48,6 +120,57 @@ pub struct TopicSpec {
     pub partitions: i32,
     /// The replication factor a missing topic is created with (not checked on existing topics).
     pub replication: i32,
+    /// Topic configuration a missing topic is created with (`retention.ms`, ...).
+    pub configs: Vec<(String, String)>,
+    /// The topic is a source of truth: an existing topic whose configuration would delete or
+    /// compact records is refused ([`check_keeps_every_record`]).
+    pub keeps_every_record: bool,
+}
+
+impl TopicSpec {
+    /// A topic with the broker's default configuration, checked for its partition count only
+    /// (for benchmarks and tests of other things).
+    pub fn plain(name: impl Into<String>, partitions: i32) -> TopicSpec {
+        TopicSpec { name: name.into(), partitions, replication: 1, configs: Vec::new(), keeps_every_record: false }
+    }
+
+    /// This spec as the in-process broker needs it. nisshi (`embedded`) deletes the records of a
+    /// topic whose `cleanup.policy` is `delete` once they are older than `retention.ms`, and
+    /// reads Kafka's "unlimited" (-1) as "older than -1 ms", that is every record. Without a
+    /// `cleanup.policy` it deletes nothing, so a topic meant to keep everything leaves it out
+    /// there; [`check_keeps_every_record`] reads a missing policy as Kafka's default, `delete`,
+    /// which the unlimited retention makes harmless.
+    pub fn for_in_process_broker(mut self) -> TopicSpec {
+        let unlimited = UNLIMITED.to_string();
+        if self.configs.iter().any(|(k, v)| k == "retention.ms" && *v == unlimited) {
+            self.configs.retain(|(k, _)| k != "cleanup.policy");
+        }
+        self
+    }
+}
+
+/// Whether a topic with this (described) configuration keeps every record forever; if not, the
+/// error names the first setting that would lose records. A missing setting counts as Kafka's
+/// default: `cleanup.policy` `delete`, `retention.ms` 7 days, `retention.bytes` -1.
+pub fn check_keeps_every_record(
+    topic: &str,
+    configs: &std::collections::BTreeMap<String, String>,
+) -> Result<(), KafkaError> {
+    let setting = |name: &str, default: &str| configs.get(name).map_or(default, String::as_str).to_owned();
+    let refuse = |name: &str, value: String, why: &str| {
+        Err(KafkaError::LosesRecords { topic: topic.to_owned(), setting: name.to_owned(), value, why: why.to_owned() })
+    };
+    let policy = setting("cleanup.policy", "delete");
+    if policy.split(',').any(|p| p.trim() == "compact") {
+        return refuse("cleanup.policy", policy, "compaction keeps only the newest record of each stream");
+    }
+    for name in ["retention.ms", "retention.bytes"] {
+        let value = setting(name, if name == "retention.ms" { "604800000" } else { "-1" });
+        if value.trim() != UNLIMITED.to_string() {
+            return refuse(name, value, "the broker deletes records past this limit");
+        }
+    }
+    Ok(())
 }
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -67,7 +190,10 @@ pub async fn ensure_topics(kafka: &KafkaOptions, specs: &[TopicSpec]) -> Result<
     if !missing.is_empty() {
         let new: Vec<NewTopic> = missing
             .iter()
-            .map(|s| NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(s.replication)))
+            .map(|s| {
+                let topic = NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(s.replication));
+                s.configs.iter().fold(topic, |topic, (k, v)| topic.set(k, v))
+            })
             .collect();
         for result in admin.create_topics(&new, &opts).await? {
             match result {
@@ -89,8 +215,31 @@ pub async fn ensure_topics(kafka: &KafkaOptions, specs: &[TopicSpec]) -> Result<
                 actual,
             });
         }
+        if spec.keeps_every_record {
+            check_keeps_every_record(&spec.name, &describe(&admin, &spec.name).await?)?;
+        }
     }
     Ok(())
+}
+
+/// The configuration of a topic as the broker describes it (every setting, defaults included
+/// on Kafka; only those set on the in-process broker).
+async fn describe(admin: &Admin, topic: &str) -> Result<BTreeMap<String, String>, KafkaError> {
+    let opts =
+        AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT)).request_timeout(Some(ADMIN_TIMEOUT));
+    let failed = |message: String| KafkaError::Topic { topic: topic.to_owned(), message };
+    let results = admin.describe_configs(&[ResourceSpecifier::Topic(topic)], &opts).await?;
+    let resource = results
+        .into_iter()
+        .next()
+        .ok_or_else(|| failed("no configuration described".into()))?
+        .map_err(|code| failed(format!("describing its configuration: {code}")))?;
+    Ok(resource.entries.into_iter().filter_map(|e| Some((e.name, e.value?))).collect())
+}
+
+/// The configuration of a topic as the broker describes it (see [`describe`]).
+pub async fn topic_configs(kafka: &KafkaOptions, topic: &str) -> Result<BTreeMap<String, String>, KafkaError> {
+    describe(&Arc::new(kafka.admin().create()?), topic).await
 }
 
 /// The partition count of a topic, or `None` if the broker does not know it.
@@ -129,5 +278,67 @@ async fn wait_for_partitions(admin: &Admin, topic: &str) -> Result<i32, KafkaErr
             });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn refused_setting(pairs: &[(&str, &str)]) -> Option<String> {
+        match check_keeps_every_record("events", &configs(pairs)) {
+            Ok(()) => None,
+            Err(KafkaError::LosesRecords { setting, .. }) => Some(setting),
+            Err(other) => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn only_unlimited_time_and_size_without_compaction_keeps_every_record() {
+        let keeps = [("cleanup.policy", "delete"), ("retention.ms", "-1"), ("retention.bytes", "-1")];
+        assert_eq!(refused_setting(&keeps), None);
+        // What the in-process broker describes: no policy (Kafka's default `delete` is harmless).
+        assert_eq!(refused_setting(&[("retention.ms", "-1"), ("retention.bytes", "-1")]), None);
+        assert_eq!(refused_setting(&[("retention.ms", "-1")]), None, "retention.bytes defaults to -1");
+        // Kafka's defaults: seven days.
+        assert_eq!(refused_setting(&[]).as_deref(), Some("retention.ms"));
+        assert_eq!(
+            refused_setting(&[("retention.ms", "604800000"), ("retention.bytes", "-1")]).as_deref(),
+            Some("retention.ms")
+        );
+        assert_eq!(
+            refused_setting(&[("retention.ms", "-1"), ("retention.bytes", "1000")]).as_deref(),
+            Some("retention.bytes")
+        );
+        for policy in ["compact", "delete,compact", "compact, delete"] {
+            let pairs = [("cleanup.policy", policy), ("retention.ms", "-1"), ("retention.bytes", "-1")];
+            assert_eq!(refused_setting(&pairs).as_deref(), Some("cleanup.policy"), "{policy}");
+        }
+    }
+
+    #[test]
+    fn events_is_laid_out_to_keep_everything_and_the_inputs_for_their_retention() {
+        let topics = Topics::with_prefix("tally.");
+        let specs = topics.specs(&TopicLayout::new(4, 3));
+        let get = |spec: &TopicSpec, name: &str| {
+            spec.configs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        };
+        let [commands, events, dead_letter] = &specs[..] else { panic!("three topics") };
+        assert!(events.keeps_every_record && !commands.keeps_every_record && !dead_letter.keeps_every_record);
+        check_keeps_every_record(&events.name, &events.configs.iter().cloned().collect()).unwrap();
+        assert_eq!(get(events, "min.insync.replicas").as_deref(), Some("2"), "2 of 3");
+        assert_eq!(get(commands, "retention.ms"), Some(DEFAULT_COMMANDS_RETENTION_MS.to_string()));
+        assert_eq!(get(dead_letter, "retention.ms"), Some(DEFAULT_DEAD_LETTER_RETENTION_MS.to_string()));
+        // The in-process broker: no delete policy on events, the other two keep theirs.
+        let events = events.clone().for_in_process_broker();
+        assert_eq!(get(&events, "cleanup.policy"), None);
+        check_keeps_every_record(&events.name, &events.configs.iter().cloned().collect()).unwrap();
+        assert_eq!(get(&commands.clone().for_in_process_broker(), "cleanup.policy").as_deref(), Some("delete"));
+        assert_eq!(default_min_insync_replicas(1), 1);
+        assert_eq!(default_min_insync_replicas(5), 4);
     }
 }

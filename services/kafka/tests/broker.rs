@@ -126,7 +126,7 @@ async fn wait_for(what: &str, deadline: Instant, cond: impl Fn() -> bool) {
 async fn a_rebalancing_group_loses_and_duplicates_nothing() {
     let broker = EmbeddedBroker::start(BrokerStorage::Memory, 0).await.unwrap();
     let opts = KafkaOptions::new(broker.bootstrap_servers());
-    ensure_topics(&opts, &[TopicSpec { name: TOPIC.into(), partitions: PARTITIONS, replication: 1 }])
+    ensure_topics(&opts, &[TopicSpec::plain(TOPIC, PARTITIONS)])
         .await
         .unwrap();
 
@@ -207,7 +207,7 @@ async fn a_rebalancing_group_loses_and_duplicates_nothing() {
 async fn topics_are_created_with_their_partition_count_and_mismatches_refused() {
     let broker = EmbeddedBroker::start(BrokerStorage::Memory, 0).await.unwrap();
     let opts = KafkaOptions::new(broker.bootstrap_servers());
-    let spec = |name: &str, partitions| TopicSpec { name: name.into(), partitions, replication: 1 };
+    let spec = TopicSpec::plain;
     ensure_topics(&opts, &[spec("a", 4), spec("b", 2)]).await.unwrap();
     // Idempotent.
     ensure_topics(&opts, &[spec("a", 4)]).await.unwrap();

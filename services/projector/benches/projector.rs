@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tally_codec::Codec;
 use tally_core::testkit;
 use tally_kafka::config::KafkaOptions;
-use tally_kafka::topics::{Topics, ensure_topics};
+use tally_kafka::topics::{TopicLayout, TopicSpec, Topics, ensure_topics};
 use tally_kafka::{Assignment, BrokerStorage, EmbeddedBroker, GroupConfig, PartitionGroup, PartitionOwner};
 use tally_kafka::{Record, RunningPartitions};
 use tally_projector::{Projector, ProjectorConfig, ProjectorStatus};
@@ -84,7 +84,8 @@ async fn main() {
 
 async fn fresh_topics(kafka: &KafkaOptions, name: &str) -> Topics {
     let topics = Topics::with_prefix(&format!("bench-{name}-{}.", std::process::id()));
-    ensure_topics(kafka, &topics.specs(PARTITIONS, 1)).await.expect("topics");
+    let specs = topics.specs(&TopicLayout::new(PARTITIONS, 1)).into_iter().map(TopicSpec::for_in_process_broker);
+    ensure_topics(kafka, &specs.collect::<Vec<_>>()).await.expect("topics");
     topics
 }
 

@@ -2,7 +2,7 @@
 
 use crate::health::Health;
 use crate::ingest::{ServiceOptions, start_write_side};
-use crate::kafka::ensure;
+use crate::kafka::{Broker, ensure};
 use crate::project::{ProjectorOptions, start_projector};
 use crate::query::{QueryOptions, query_server};
 use crate::runner::Runner;
@@ -79,7 +79,8 @@ async fn start(
     let kafka = service.kafka(bootstrap);
     let security = service.auth.security(keys, reload).await?;
     let store = crate::store::open(&service.store, opts.data_dir.as_deref()).await?;
-    let topics = ensure(&kafka, &service.topics).await?;
+    let broker = if opts.kafka.is_some() { Broker::Kafka } else { Broker::InProcess };
+    let topics = ensure(&kafka, &service.topics, broker).await?;
     let front = start_write_side(runner, &kafka, service, &topics, store.clone(), reload).await?;
     let admin =
         start_projector(runner, &kafka, &service.topics, &topics.events, &opts.projector, store.clone())?;

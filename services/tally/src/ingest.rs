@@ -3,7 +3,7 @@
 
 use crate::auth::AuthOptions;
 use crate::health::Health;
-use crate::kafka::{TopicOptions, ensure};
+use crate::kafka::{Broker, TopicOptions, ensure};
 use crate::runner::Runner;
 use anyhow::Context;
 use std::sync::Arc;
@@ -152,7 +152,7 @@ pub async fn run(opts: IngestOptions) -> anyhow::Result<()> {
     let started = async {
         let security = service.auth.security(None, &reload).await?;
         let store = crate::store::open(&service.store, opts.data_dir.as_deref()).await?;
-        let topics = ensure(&kafka, &service.topics).await?;
+        let topics = ensure(&kafka, &service.topics, Broker::Kafka).await?;
         let front = start_write_side(&mut runner, &kafka, service, &topics, store.clone(), &reload).await?;
         let health = Health::new().with_broker(&kafka)?.with_store(store).router();
         let http = security.server("http", service.http.http_listen, front.merge(health)).await?;

@@ -1,7 +1,7 @@
 //! `tally project`: the projector service against a Kafka cluster: folds `events` into the
 //! projections, and serves the query API over them.
 
-use crate::kafka::{TopicOptions, ensure};
+use crate::kafka::{Broker, TopicOptions, ensure};
 use crate::projections::Admin;
 use crate::runner::Runner;
 use anyhow::Context;
@@ -81,7 +81,7 @@ pub async fn run(opts: ProjectOptions) -> anyhow::Result<()> {
         let security = opts.auth.security(None, &reload).await?;
         let kafka =
             KafkaOptions { fetch_wait_ms: opts.kafka_fetch_wait_ms, ..KafkaOptions::new(&opts.kafka) };
-        let topics = ensure(&kafka, &opts.topics).await?;
+        let topics = ensure(&kafka, &opts.topics, Broker::Kafka).await?;
         let store = crate::store::open(&opts.store, opts.data_dir.as_deref()).await?;
         let admin = start_projector(
             &mut runner,

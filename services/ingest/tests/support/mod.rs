@@ -1,4 +1,5 @@
-//! A Tally deployment in the test process: the in-process broker, topics with a fresh prefix,
+//! A Tally deployment in the test process: the in-process broker (or the real Kafka that
+//! `TALLY_TEST_KAFKA` names), topics with a fresh prefix,
 //! and a view of the events log as every reader folds it.
 
 #![allow(dead_code, reason = "each test file uses a different part")]
@@ -12,7 +13,7 @@ use tally_core::*;
 use tally_ingest::processor::ProcessorConfig;
 use tally_kafka::LogTail;
 use tally_kafka::config::KafkaOptions;
-use tally_kafka::topics::{Topics, ensure_topics};
+use tally_kafka::topics::{TopicLayout, TopicSpec, Topics, ensure_topics};
 use tally_kafka::{BrokerStorage, EmbeddedBroker};
 
 pub struct Harness {
@@ -26,30 +27,53 @@ pub struct Harness {
     sent: std::sync::Mutex<std::collections::BTreeMap<i32, i64>>,
 }
 
+/// The real Kafka the broker-facing suites run on when `TALLY_TEST_KAFKA` names one
+/// (`host:port`; the README's test command sets it for a second run of those suites), else
+/// `None`: the in-process broker.
+pub fn real_kafka() -> Option<String> {
+    std::env::var("TALLY_TEST_KAFKA").ok().filter(|s| !s.is_empty())
+}
+
 impl Harness {
+    /// Fresh topics of `partitions` partitions on the real Kafka of [`real_kafka`], or on a new
+    /// in-process broker.
     pub async fn start(partitions: i32) -> Harness {
         init_logs();
-        let broker = EmbeddedBroker::start(BrokerStorage::Memory, 0).await.expect("broker starts");
-        Self::on(Some(broker.bootstrap_servers()), Some(broker), partitions).await
+        match real_kafka() {
+            Some(bootstrap) => Self::on(bootstrap, false, partitions).await,
+            None => {
+                let broker = EmbeddedBroker::start(BrokerStorage::Memory, 0).await.expect("broker starts");
+                let mut h = Self::on(broker.bootstrap_servers(), true, partitions).await;
+                h.broker = Some(broker);
+                h
+            }
+        }
     }
 
-    /// Against an existing broker (`bootstrap`).
-    pub async fn on(bootstrap: Option<String>, broker: Option<EmbeddedBroker>, partitions: i32) -> Harness {
+    /// Fresh topics on the broker at `bootstrap` (`in_process`: Tally's in-process broker).
+    pub async fn on(bootstrap: String, in_process: bool, partitions: i32) -> Harness {
         let topics = Topics::with_prefix(&format!("t{}.", uuid_like()));
-        Self::with_topics(bootstrap.expect("a bootstrap address"), broker, topics, partitions).await
+        let mut specs = topics.specs(&TopicLayout::new(partitions, 1));
+        if in_process {
+            specs = specs.into_iter().map(TopicSpec::for_in_process_broker).collect();
+        }
+        Self::with_topics(bootstrap, topics, &specs, partitions).await
     }
 
-    /// With topics of these names (created unless they exist).
-    pub async fn with_topics(
-        bootstrap: String,
-        broker: Option<EmbeddedBroker>,
-        topics: Topics,
-        partitions: i32,
-    ) -> Harness {
+    /// With topics of these names, created as `specs` say unless they exist.
+    pub async fn with_topics(bootstrap: String, topics: Topics, specs: &[TopicSpec], partitions: i32) -> Harness {
         let kafka = KafkaOptions::new(bootstrap);
-        ensure_topics(&kafka, &topics.specs(partitions, 1)).await.expect("topics");
+        ensure_topics(&kafka, specs).await.expect("topics");
         let producer = kafka.producer("test").create().expect("producer");
-        Harness { broker, kafka, topics, partitions, codec: Codec::new(), producer, sent: Default::default() }
+        Harness {
+            broker: None,
+            kafka,
+            topics,
+            partitions,
+            codec: Codec::new(),
+            producer,
+            sent: Default::default(),
+        }
     }
 
     pub fn processor(&self, owner: &str) -> ProcessorConfig {
