@@ -51,7 +51,30 @@ impl Dev {
         };
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
         let prefix = format!("dev-{}-{nanos}.", std::process::id());
-        Dev::start(&[args, &["--kafka", &kafka, "--topic-prefix", &prefix]].concat())
+        let dev = Dev::start(&[args, &["--kafka", &kafka, "--topic-prefix", &prefix]].concat());
+        dev.wait_until_writes_are_answered();
+        dev
+    }
+
+    /// Waits (at most a minute) until a write is answered rather than left pending: on real
+    /// Kafka the processor owns its partitions only once the consumer group has formed, a few
+    /// seconds after start, and until then writes are honestly answered 202. The probe writes
+    /// to tenant globex's ledger `warm-up`, which no test reads.
+    pub fn wait_until_writes_are_answered(&self) {
+        let agent = http_client(Duration::from_secs(10));
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let url = format!("http://{}/v1/ledgers/warm-up/assets", self.http);
+            let probe = agent.post(url).header("authorization", GLOBEX).send(r#"{"asset":"USD/2"}"#);
+            if let Ok(response) = probe
+                && response.status() != 202
+                && !response.status().is_server_error()
+            {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "tally dev answered no write within a minute");
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 
     /// Starts `tally dev` without credentials, so that it makes and prints its own key.
