@@ -4,12 +4,14 @@
 //! - Every statement is prepared once, at connect, with an explicit consistency level
 //!   ([`ScyllaConfig::consistency`], LOCAL_QUORUM by default; LOCAL_SERIAL for the one
 //!   compare-and-set).
-//! - A projector's commit is one logged batch: its rows and its checkpoint, all stamped with
-//!   the checkpoint offset (`USING TIMESTAMP`). Scylla has no isolation across partitions, so a
-//!   reader can see part of a batch while it is being applied; the batch log makes it complete
-//!   eventually, and the stamps make a replayed older batch lose to newer values. Scylla refuses
-//!   batches over `batch_size_fail_threshold_in_kb` (1 MiB by default): keep the projector's
-//!   batch small enough (a transfer changes about seven rows of a few hundred bytes).
+//! - A projector's commit is a sequence of logged batches of 16 KiB of values each (Cassandra
+//!   refuses batches over `batch_size_fail_threshold`, 50 KiB by default; Scylla's is 1 MiB),
+//!   rows first and the checkpoint last, everything stamped with the checkpoint offset
+//!   (`USING TIMESTAMP`). Neither database isolates across partitions, so a reader can see part
+//!   of a commit while it is applied, and a projector that dies mid-commit leaves rows ahead of
+//!   its stored checkpoint; never behind it. Its successor replays from that checkpoint: the
+//!   replayed older values carry lower stamps and lose to the newer ones, and the commit it
+//!   redoes writes the same values with the same stamps, so the rows converge to the fold.
 //! - A checkpoint that would go back, or a commit to a retired version, is refused after a read
 //!   (not atomically: two racing writers both pass, and the timestamps still make the higher
 //!   checkpoint win).
@@ -503,6 +505,40 @@ fn id_bounds(prefix: Option<&str>, after: Option<&str>) -> (String, String) {
     (from, format!("{prefix}\u{7f}"))
 }
 
+/// The most bytes of bound values in one logged batch. Cassandra refuses batches over
+/// `batch_size_fail_threshold` (50 KiB by default; Scylla's is 1 MiB), and a projector batch of
+/// a thousand transfers is about 1 MB: seen refused on Cassandra 5.0. Cassandra counts more
+/// than the values (32 KiB of them measured 50.1 KiB there), hence half of that again.
+const BATCH_BYTES_MAX: usize = 16 * 1024;
+
+/// Splits `writes` into consecutive groups of at most `max_bytes` of bound values each (a
+/// single larger write is a group of its own), in order.
+fn batches_within<T>(writes: Vec<(T, Vec<CqlValue>)>, max_bytes: usize) -> Vec<Vec<(T, Vec<CqlValue>)>> {
+    let mut batches: Vec<Vec<(T, Vec<CqlValue>)>> = Vec::new();
+    let mut bytes = 0;
+    for write in writes {
+        let size: usize = write.1.iter().map(value_bytes).sum();
+        match batches.last_mut() {
+            Some(batch) if bytes + size <= max_bytes => batch.push(write),
+            _ => {
+                batches.push(vec![write]);
+                bytes = 0;
+            }
+        }
+        bytes += size;
+    }
+    batches
+}
+
+/// The serialised size of a bound value, about (the driver adds a few bytes of framing).
+fn value_bytes(value: &CqlValue) -> usize {
+    match value {
+        CqlValue::Blob(bytes) => bytes.len(),
+        CqlValue::Text(text) => text.len(),
+        _ => 8,
+    }
+}
+
 /// Bind values of a row's key: version then the key columns.
 fn key_values(version: Version, parts: Vec<CqlValue>) -> Vec<CqlValue> {
     std::iter::once(CqlValue::Int(version as i32)).chain(parts).collect()
@@ -524,9 +560,7 @@ impl ProjectionStore for ScyllaStore {
     ) -> Result<(), StoreError> {
         let (live, stored) = (self.live_version()?, self.checkpoint(version, partition)?);
         projections::admit_commit(version, live, partition, stored, checkpoint)?;
-        let mut batch = Batch::new(BatchType::Logged);
-        batch.set_consistency(self.consistency);
-        let mut values: Vec<Vec<CqlValue>> = Vec::with_capacity(changes.len() + 1);
+        let mut writes: Vec<(&PreparedStatement, Vec<CqlValue>)> = Vec::with_capacity(changes.len() + 1);
         let mut days = std::collections::BTreeSet::new();
         for (key, row) in changes {
             if let (RowKey::EventAt { tenant, time_ms, .. }, Some(_)) = (key, row) {
@@ -537,33 +571,42 @@ impl ProjectionStore for ScyllaStore {
             let mut bound = Vec::new();
             match row {
                 Some(row) => {
-                    batch.append_statement(statements.upsert.clone());
                     bound.extend(key_values(version, parts));
                     bound.push(CqlValue::Blob(projections::encode(key)));
                     bound.push(CqlValue::Blob(projections::encode(row)));
                     bound.push(CqlValue::BigInt(checkpoint));
+                    writes.push((&statements.upsert, bound));
                 }
                 None => {
-                    batch.append_statement(statements.delete.clone());
                     bound.push(CqlValue::BigInt(checkpoint));
                     bound.extend(key_values(version, parts));
+                    writes.push((&statements.delete, bound));
                 }
             }
-            values.push(bound);
         }
         for (tenant, day) in days {
-            batch.append_statement(self.statements.timeline_day_put.clone());
             let (version, tenant) = (CqlValue::Int(version as i32), CqlValue::Text(tenant.to_owned()));
-            values.push(vec![version, tenant, CqlValue::BigInt(day), CqlValue::BigInt(checkpoint)]);
+            let values = vec![version, tenant, CqlValue::BigInt(day), CqlValue::BigInt(checkpoint)];
+            writes.push((&self.statements.timeline_day_put, values));
         }
-        batch.append_statement(self.statements.checkpoint_put.clone());
-        values.push(vec![
+        // The checkpoint goes last, in the last batch: rows are never behind it.
+        let values = vec![
             CqlValue::Int(version as i32),
             CqlValue::Int(partition),
             CqlValue::BigInt(checkpoint),
             CqlValue::BigInt(checkpoint),
-        ]);
-        self.block_on(self.session.batch(&batch, values))?;
+        ];
+        writes.push((&self.statements.checkpoint_put, values));
+        for chunk in batches_within(writes, BATCH_BYTES_MAX) {
+            let mut batch = Batch::new(BatchType::Logged);
+            batch.set_consistency(self.consistency);
+            let mut values = Vec::with_capacity(chunk.len());
+            for (statement, bound) in chunk {
+                batch.append_statement(statement.clone());
+                values.push(bound);
+            }
+            self.block_on(self.session.batch(&batch, values))?;
+        }
         Ok(())
     }
 
@@ -735,6 +778,17 @@ mod tests {
             assert!(!statement.contains('{') || statement.contains("CLUSTERING"), "unfilled: {statement}");
             assert!(!statement.contains("--") && !statement.ends_with(';'), "{statement}");
         }
+    }
+
+    #[test]
+    fn writes_are_split_in_order_into_batches_within_the_byte_limit() {
+        let write = |n: usize| (n, vec![CqlValue::Blob(vec![0; n])]);
+        let sizes = [10, 20, 30, 50, 5, 100, 1];
+        let batches = batches_within(sizes.iter().map(|&n| write(n)).collect(), 60);
+        let ids: Vec<Vec<usize>> = batches.iter().map(|b| b.iter().map(|(id, _)| *id).collect()).collect();
+        // In order; a write larger than the limit stands alone.
+        assert_eq!(ids, vec![vec![10, 20, 30], vec![50, 5], vec![100], vec![1]]);
+        assert!(batches_within(Vec::<(u8, Vec<CqlValue>)>::new(), 60).is_empty());
     }
 
     #[test]

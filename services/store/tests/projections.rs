@@ -84,6 +84,19 @@ fn conformance(store: &dyn ProjectionStore) {
     for (key, row) in &every_kind {
         assert_eq!(store.row(5, key).unwrap().as_ref(), Some(row), "{key:?}");
     }
+    // A commit of a thousand transfers (about 1 MB of rows) is taken whole: Cassandra refuses
+    // a single batch of that size.
+    let mut big = BTreeMap::new();
+    testkit::fold_into(
+        &mut big,
+        testkit::transfers_log("globex", 1000).iter().enumerate().map(|(o, r)| (o as i64, r)),
+        1,
+    );
+    let changes: Vec<_> = big.iter().map(|(k, r)| (k.clone(), Some(r.clone()))).collect();
+    store.commit(6, 1, &changes, 1000).unwrap();
+    assert_eq!(store.checkpoint(6, 1).unwrap(), Some(1000));
+    assert_eq!(store.rows(6).unwrap(), big);
+    store.drop_version(6).unwrap();
     let removals: Vec<_> = every_kind.keys().map(|k| (k.clone(), None)).collect();
     store.commit(5, 0, &removals, 11).unwrap();
     assert_eq!(store.rows(5).unwrap(), BTreeMap::new());
