@@ -119,7 +119,9 @@ impl Deployment {
         // Each service on the topics, in a consumer group of its own kind (`processor`, `projector`).
         let on_kafka = |mut args: Vec<String>, group: &str| {
             let partitions = PARTITIONS.to_string();
-            args.extend(["--kafka", kafka, "--topic-prefix", &prefix, "--partitions", &partitions].map(str::to_owned));
+            args.extend(
+                ["--kafka", kafka, "--topic-prefix", &prefix, "--partitions", &partitions].map(str::to_owned),
+            );
             args.push(format!("--{group}-group={prefix}{group}"));
             args
         };
@@ -201,7 +203,9 @@ fn transfer_over_http(agent: &ureq::Agent, fronts: &[String; 2], body: &Value, f
             let answer: Value = response.body_mut().read_json().unwrap_or(Value::Null);
             match status {
                 // A retry of a transfer that happened is answered with its first outcome.
-                200 | 201 if ["ACCEPTED", "DEDUPLICATED"].contains(&answer["status"].as_str().unwrap_or("")) => {
+                200 | 201
+                    if ["ACCEPTED", "DEDUPLICATED"].contains(&answer["status"].as_str().unwrap_or("")) =>
+                {
                     return Told::Accepted;
                 }
                 422 if answer["reason"] == "INSUFFICIENT_FUNDS" => return Told::Refused,
@@ -216,7 +220,11 @@ fn transfer_over_http(agent: &ureq::Agent, fronts: &[String; 2], body: &Value, f
 }
 
 /// A client: random transfers between the accounts until `stop`; what it was told of each.
-fn http_client(deployment: Arc<Deployment>, client: usize, stop: Arc<AtomicBool>) -> Vec<(String, Told, Value)> {
+fn http_client(
+    deployment: Arc<Deployment>,
+    client: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<(String, Told, Value)> {
     let agent = tally_dev::http_client(Duration::from_secs(10));
     let mut rng = rand::rngs::StdRng::seed_from_u64(client as u64);
     let mut told = Vec::new();
@@ -350,14 +358,23 @@ async fn a_bank_on_real_kafka_and_cassandra_survives_processes_killed_at_random(
 
     // Every command answered; the rest blocks (the store's client runs a runtime of its own).
     let log = h.settled(Duration::from_secs(180)).await;
-    tokio::task::spawn_blocking(move || check(&log, &deployment, &told, &cassandra, &keyspace)).await.unwrap();
+    tokio::task::spawn_blocking(move || check(&log, &deployment, &told, &cassandra, &keyspace))
+        .await
+        .unwrap();
 }
 
 /// The checks of the module's doc against the settled log and what the clients were told.
-fn check(log: &Log, deployment: &Deployment, told: &[(String, Told, Value)], cassandra: &str, keyspace: &str) {
+fn check(
+    log: &Log,
+    deployment: &Deployment,
+    told: &[(String, Told, Value)],
+    cassandra: &str,
+    keyspace: &str,
+) {
     let agent = tally_dev::http_client(Duration::from_secs(10));
     // Every event projected.
-    let store = ScyllaStore::connect(&ScyllaConfig::new(vec![cassandra.to_owned()], keyspace), false).unwrap();
+    let store =
+        ScyllaStore::connect(&ScyllaConfig::new(vec![cassandra.to_owned()], keyspace), false).unwrap();
     let version = store.live_version().unwrap();
     let ends: Vec<Option<i64>> =
         log.partitions.iter().map(|p| p.records.last().map(|(offset, _, _)| *offset)).collect();
@@ -394,7 +411,8 @@ fn check(log: &Log, deployment: &Deployment, told: &[(String, Told, Value)], cas
             account: tally_core::AccountId::parse(name).unwrap(),
         };
         let Some(Row::Account(row)) = fresh.get(&key) else { panic!("{name} is served but not in the log") };
-        let expected = serde_json::to_value(tally_query::views::AccountView::of("main", name, row.clone())).unwrap();
+        let expected =
+            serde_json::to_value(tally_query::views::AccountView::of("main", name, row.clone())).unwrap();
         assert_eq!(view, &expected, "account {name}");
         for balance in view["balances"].as_array().unwrap() {
             let posted = balance["posted"].as_i64().unwrap();

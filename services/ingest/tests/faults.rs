@@ -38,7 +38,11 @@ async fn broker_faults_lose_and_double_nothing() {
         mock.create_topic(&spec.name, spec.partitions, 3).expect("topic");
     }
     // It has no DescribeConfigs either: its topics are checked for their partition count only.
-    let plain: Vec<_> = topics.specs(&TopicLayout::new(PARTITIONS, 3)).into_iter().map(|s| TopicSpec::plain(s.name, s.partitions)).collect();
+    let plain: Vec<_> = topics
+        .specs(&TopicLayout::new(PARTITIONS, 3))
+        .into_iter()
+        .map(|s| TopicSpec::plain(s.name, s.partitions))
+        .collect();
     let h = Harness::with_topics(mock.bootstrap_servers(), topics.clone(), &plain, PARTITIONS).await;
     let processor = Processor::build(h.processor("p1")).unwrap().run(CancellationToken::new());
     h.send(&(0..TENANTS).map(|t| define_usd(&tenant(t), "usd")).collect::<Vec<_>>()).await;

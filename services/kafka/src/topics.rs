@@ -131,7 +131,13 @@ impl TopicSpec {
     /// A topic with the broker's default configuration, checked for its partition count only
     /// (for benchmarks and tests of other things).
     pub fn plain(name: impl Into<String>, partitions: i32) -> TopicSpec {
-        TopicSpec { name: name.into(), partitions, replication: 1, configs: Vec::new(), keeps_every_record: false }
+        TopicSpec {
+            name: name.into(),
+            partitions,
+            replication: 1,
+            configs: Vec::new(),
+            keeps_every_record: false,
+        }
     }
 
     /// This spec as the in-process broker needs it. nisshi (`embedded`) deletes the records of a
@@ -158,7 +164,12 @@ pub fn check_keeps_every_record(
 ) -> Result<(), KafkaError> {
     let setting = |name: &str, default: &str| configs.get(name).map_or(default, String::as_str).to_owned();
     let refuse = |name: &str, value: String, why: &str| {
-        Err(KafkaError::LosesRecords { topic: topic.to_owned(), setting: name.to_owned(), value, why: why.to_owned() })
+        Err(KafkaError::LosesRecords {
+            topic: topic.to_owned(),
+            setting: name.to_owned(),
+            value,
+            why: why.to_owned(),
+        })
     };
     let policy = setting("cleanup.policy", "delete");
     if policy.split(',').any(|p| p.trim() == "compact") {
@@ -238,7 +249,10 @@ async fn describe(admin: &Admin, topic: &str) -> Result<BTreeMap<String, String>
 }
 
 /// The configuration of a topic as the broker describes it (see [`describe`]).
-pub async fn topic_configs(kafka: &KafkaOptions, topic: &str) -> Result<BTreeMap<String, String>, KafkaError> {
+pub async fn topic_configs(
+    kafka: &KafkaOptions,
+    topic: &str,
+) -> Result<BTreeMap<String, String>, KafkaError> {
     describe(&Arc::new(kafka.admin().create()?), topic).await
 }
 
@@ -337,7 +351,10 @@ mod tests {
         let events = events.clone().for_in_process_broker();
         assert_eq!(get(&events, "cleanup.policy"), None);
         check_keeps_every_record(&events.name, &events.configs.iter().cloned().collect()).unwrap();
-        assert_eq!(get(&commands.clone().for_in_process_broker(), "cleanup.policy").as_deref(), Some("delete"));
+        assert_eq!(
+            get(&commands.clone().for_in_process_broker(), "cleanup.policy").as_deref(),
+            Some("delete")
+        );
         assert_eq!(default_min_insync_replicas(1), 1);
         assert_eq!(default_min_insync_replicas(5), 4);
     }

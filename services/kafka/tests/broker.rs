@@ -126,9 +126,7 @@ async fn wait_for(what: &str, deadline: Instant, cond: impl Fn() -> bool) {
 async fn a_rebalancing_group_loses_and_duplicates_nothing() {
     let broker = EmbeddedBroker::start(BrokerStorage::Memory, 0).await.unwrap();
     let opts = KafkaOptions::new(broker.bootstrap_servers());
-    ensure_topics(&opts, &[TopicSpec::plain(TOPIC, PARTITIONS)])
-        .await
-        .unwrap();
+    ensure_topics(&opts, &[TopicSpec::plain(TOPIC, PARTITIONS)]).await.unwrap();
 
     let seen = Arc::new(Seen::default());
     let deadline = Instant::now() + Duration::from_secs(120);

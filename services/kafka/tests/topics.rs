@@ -84,7 +84,10 @@ async fn an_events_topic_that_would_delete_or_compact_records_is_refused_by_sett
         let refused = ensure_topics(&kafka, &specs_for(&topics, &layout, embedded.is_some())).await;
         match refused {
             Err(KafkaError::LosesRecords { topic, setting: named, value: found, .. }) => {
-                assert_eq!((topic.as_str(), named.as_str(), found.as_str()), (topics.events.as_str(), setting, value));
+                assert_eq!(
+                    (topic.as_str(), named.as_str(), found.as_str()),
+                    (topics.events.as_str(), setting, value)
+                );
             }
             other => panic!("{setting}={value} on events was not refused: {other:?}"),
         }

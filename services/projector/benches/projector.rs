@@ -84,7 +84,8 @@ async fn main() {
 
 async fn fresh_topics(kafka: &KafkaOptions, name: &str) -> Topics {
     let topics = Topics::with_prefix(&format!("bench-{name}-{}.", std::process::id()));
-    let specs = topics.specs(&TopicLayout::new(PARTITIONS, 1)).into_iter().map(TopicSpec::for_in_process_broker);
+    let specs =
+        topics.specs(&TopicLayout::new(PARTITIONS, 1)).into_iter().map(TopicSpec::for_in_process_broker);
     ensure_topics(kafka, &specs.collect::<Vec<_>>()).await.expect("topics");
     topics
 }

@@ -4,8 +4,8 @@
 use anyhow::Context;
 use tally_kafka::config::KafkaOptions;
 use tally_kafka::topics::{
-    DEFAULT_COMMANDS_RETENTION_MS, DEFAULT_DEAD_LETTER_RETENTION_MS, TopicLayout, TopicSpec, Topics, UNLIMITED,
-    ensure_topics,
+    DEFAULT_COMMANDS_RETENTION_MS, DEFAULT_DEAD_LETTER_RETENTION_MS, TopicLayout, TopicSpec, Topics,
+    UNLIMITED, ensure_topics,
 };
 
 /// Where the topics are and how they are laid out; shared by `tally dev`, `tally ingest` and
@@ -79,6 +79,8 @@ pub async fn ensure(kafka: &KafkaOptions, topics: &TopicOptions, broker: Broker)
     if broker == Broker::InProcess {
         specs = specs.into_iter().map(TopicSpec::for_in_process_broker).collect();
     }
-    ensure_topics(kafka, &specs).await.with_context(|| format!("checking topics on {}", kafka.bootstrap_servers))?;
+    ensure_topics(kafka, &specs)
+        .await
+        .with_context(|| format!("checking topics on {}", kafka.bootstrap_servers))?;
     Ok(names)
 }

@@ -61,7 +61,12 @@ impl Harness {
     }
 
     /// With topics of these names, created as `specs` say unless they exist.
-    pub async fn with_topics(bootstrap: String, topics: Topics, specs: &[TopicSpec], partitions: i32) -> Harness {
+    pub async fn with_topics(
+        bootstrap: String,
+        topics: Topics,
+        specs: &[TopicSpec],
+        partitions: i32,
+    ) -> Harness {
         let kafka = KafkaOptions::new(bootstrap);
         ensure_topics(&kafka, specs).await.expect("topics");
         let producer = kafka.producer("test").create().expect("producer");
