@@ -11,7 +11,7 @@
 //! - every transfer a client was told was accepted is POSTED exactly once in the statements of
 //!   both its accounts, and no refused transfer is in any statement.
 //!
-//! Needs `TALLY_TEST_KAFKA` and `TALLY_SCYLLA_NODES` (the README's test command sets both);
+//! Needs `TALLY_TEST_KAFKA` and `TALLY_TEST_SCYLLA` (the README's test command sets both);
 //! without them it prints that it skipped.
 
 #[path = "../services/ingest/tests/support/mod.rs"]
@@ -267,8 +267,8 @@ fn all_pages(agent: &ureq::Agent, url: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bank_on_real_kafka_and_cassandra_survives_processes_killed_at_random() {
-    let (Some(kafka), Ok(cassandra)) = (real_kafka(), std::env::var("TALLY_SCYLLA_NODES")) else {
-        let notice = "skipped the many-process bank test: it needs TALLY_TEST_KAFKA and TALLY_SCYLLA_NODES\n";
+    let (Some(kafka), Ok(cassandra)) = (real_kafka(), std::env::var("TALLY_TEST_SCYLLA")) else {
+        let notice = "skipped the many-process bank test: it needs TALLY_TEST_KAFKA and TALLY_TEST_SCYLLA\n";
         let _ = std::io::Write::write_all(&mut std::io::stderr(), notice.as_bytes());
         return;
     };

@@ -8,7 +8,7 @@
 #   servers.sh stop DIR      stop whatever `start` started under DIR
 #
 # DIR/env sets TALLY_TEST_KAFKA (host:port of the broker, read by the broker-facing suites) and
-# TALLY_SCYLLA_NODES (host:port of Cassandra's CQL port, read by the store's suites). A server
+# TALLY_TEST_SCYLLA (host:port of Cassandra's CQL port, read by the store's suites). A server
 # that cannot be fetched or started is left out of DIR/env with a printed notice; the suites that
 # need it then print that they skipped.
 set -uo pipefail
@@ -171,7 +171,7 @@ start() {
     started="Starting listening for CQL clients"
     if wait_for_line "$(cat "$dir/cassandra/pid")" "$dir/cassandra/cassandra.log" "$started" $CASSANDRA_START_TIMEOUT; then
       echo "cassandra: serving CQL on 127.0.0.1:$(cat "$dir/cassandra/port")"
-      echo "export TALLY_SCYLLA_NODES=127.0.0.1:$(cat "$dir/cassandra/port")" >> "$dir/env"
+      echo "export TALLY_TEST_SCYLLA=127.0.0.1:$(cat "$dir/cassandra/port")" >> "$dir/env"
     else
       echo "notice: Cassandra did not start; the store's Cassandra suites print that they skipped"
     fi

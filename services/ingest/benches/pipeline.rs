@@ -1,5 +1,5 @@
-//! End-to-end benchmark of the command pipeline on the in-process broker. Prints figures; asserts
-//! nothing.
+//! End-to-end benchmark of the command pipeline on the in-process broker, or on a real Kafka.
+//! Prints figures; asserts nothing.
 //!
 //! `cargo bench -p tally-ingest --bench pipeline`
 //!
@@ -15,7 +15,9 @@
 //!
 //! Knobs (environment): `TALLY_BENCH_COMMANDS` (default 50000), `TALLY_BENCH_ROUNDS` (3),
 //! `TALLY_BENCH_PARTITIONS` (2), `TALLY_BENCH_HTTP_SECONDS` (10; 0 skips the HTTP part),
-//! `TALLY_BENCH_HTTP_CLIENTS` (64), `TALLY_BENCH_BROKER` (`memory` or `sqlite`).
+//! `TALLY_BENCH_HTTP_CLIENTS` (64), `TALLY_BENCH_BROKER` (`memory` or `sqlite`: the in-process
+//! broker's storage; `kafka`: the real Kafka at `TALLY_TEST_KAFKA=host:port`, for example the
+//! one `.ci/servers/servers.sh start DIR` starts).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -78,18 +80,26 @@ async fn run() {
     let engine = std::env::var("TALLY_BENCH_BROKER").unwrap_or_else(|_| "memory".into());
     let dir = tempfile::tempdir().unwrap();
     let storage = match engine.as_str() {
-        "sqlite" => BrokerStorage::Sqlite(EmbeddedBroker::sqlite_path(dir.path())),
-        _ => BrokerStorage::Memory,
+        "sqlite" => Some(BrokerStorage::Sqlite(EmbeddedBroker::sqlite_path(dir.path()))),
+        "kafka" => None,
+        _ => Some(BrokerStorage::Memory),
     };
-    let broker = EmbeddedBroker::start(storage, 0).await.expect("broker starts");
-    let bootstrap = broker.bootstrap_servers();
+    let broker = match storage {
+        Some(storage) => Some(EmbeddedBroker::start(storage, 0).await.expect("broker starts")),
+        None => None,
+    };
+    let in_process = broker.is_some();
+    let bootstrap = match &broker {
+        Some(broker) => broker.bootstrap_servers(),
+        None => real_kafka().expect("TALLY_BENCH_BROKER=kafka needs TALLY_TEST_KAFKA=host:port"),
+    };
     println!(
-        "pipeline benchmark: {n} commands per round, {rounds} rounds, {partitions} partitions, broker storage {engine}"
+        "pipeline benchmark: {n} commands per round, {rounds} rounds, {partitions} partitions, broker {engine} ({bootstrap})"
     );
 
     let (mut pipeline, mut raw) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        let h = Harness::on(bootstrap.clone(), true, partitions).await;
+        let h = Harness::on(bootstrap.clone(), in_process, partitions).await;
         let commands = transfers(&format!("r{round}-"), n);
         let size = commands.iter().map(|c| h.codec.encode_command(c).len()).sum::<usize>() / n;
         let raw_rate =
@@ -109,7 +119,7 @@ async fn run() {
         return;
     }
     for fetch_wait_ms in [tally_kafka::config::DEFAULT_FETCH_WAIT_MS, 5] {
-        let mut h = Harness::on(bootstrap.clone(), true, partitions).await;
+        let mut h = Harness::on(bootstrap.clone(), in_process, partitions).await;
         h.kafka.fetch_wait_ms = fetch_wait_ms;
         println!("http, consumers' fetch.wait.max.ms = {fetch_wait_ms}:");
         let hop = hop_latency(&h.kafka, &format!("{}hop", h.topics.commands)).await;

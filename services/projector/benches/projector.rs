@@ -1,7 +1,10 @@
-//! The projector's throughput and lag on the in-process broker. Prints figures; asserts nothing.
+//! The projector's throughput and lag on the in-process broker or a real Kafka, into the embedded
+//! store and, when one is given, Cassandra or Scylla. Prints figures; asserts nothing.
 //!
 //! `cargo bench -p tally-projector --bench projector`
-//! (`TALLY_BENCH_EVENTS`, default 200,000; `TALLY_BENCH_FETCH_WAIT_MS`, default 50)
+//! (`TALLY_BENCH_EVENTS`, default 200,000; `TALLY_BENCH_FETCH_WAIT_MS`, default 50;
+//! `TALLY_TEST_KAFKA=host:port`: a real Kafka instead of the in-process broker;
+//! `TALLY_TEST_SCYLLA=host:port`: also into a fresh keyspace there)
 //!
 //! 1. Throughput: the same events (transfers, as the processor writes them) are consumed by a
 //!    group with a no-op handler, then folded by the projector into an embedded store on disk
@@ -22,7 +25,7 @@ use tally_kafka::{Assignment, BrokerStorage, EmbeddedBroker, GroupConfig, Partit
 use tally_kafka::{Record, RunningPartitions};
 use tally_projector::{Projector, ProjectorConfig, ProjectorStatus};
 use tally_runtime::Handle;
-use tally_store::EmbeddedStore;
+use tally_store::{EmbeddedStore, ScyllaConfig, ScyllaStore};
 use tally_store::projections::ProjectionStore;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -34,9 +37,26 @@ type Store = Arc<dyn ProjectionStore>;
 /// Opens a fresh store at a path.
 type Open = fn(&std::path::Path) -> Store;
 
-/// The embedded stores measured (a candidate to compare goes here; see BENCHMARKS.md).
-const STORES: [(&str, Open); 1] =
-    [("redb", |path| Arc::new(EmbeddedStore::open(&path.with_extension("redb")).unwrap()))];
+/// The stores measured: the embedded one (a candidate to compare goes here; see BENCHMARKS.md),
+/// and Cassandra or Scylla when `TALLY_TEST_SCYLLA` names one.
+fn stores() -> Vec<(&'static str, Open)> {
+    let mut stores: Vec<(&'static str, Open)> =
+        vec![("redb-file", |path| Arc::new(EmbeddedStore::open(&path.with_extension("redb")).unwrap()))];
+    if std::env::var("TALLY_TEST_SCYLLA").is_ok() {
+        stores.push(("cassandra", open_cassandra));
+    }
+    stores
+}
+
+/// A fresh keyspace on `TALLY_TEST_SCYLLA` (replication 1; left behind for inspection).
+fn open_cassandra(_: &std::path::Path) -> Store {
+    let nodes = std::env::var("TALLY_TEST_SCYLLA").unwrap().split(',').map(str::to_owned).collect();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let mut config = ScyllaConfig::new(nodes, format!("tally_bench_{}_{nanos}", std::process::id()));
+    config.replication = "{'class': 'SimpleStrategy', 'replication_factor': 1}".into();
+    // The store's client runs a runtime of its own, which may not start on this one's workers.
+    Arc::new(tokio::task::block_in_place(|| ScyllaStore::connect(&config, true)).unwrap())
+}
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -48,9 +68,14 @@ async fn main() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt().with_env_filter(filter).init();
     let n = env("TALLY_BENCH_EVENTS", 200_000) as usize;
-    let broker = EmbeddedBroker::start(BrokerStorage::Memory, 0).await.expect("broker");
+    let real_kafka = std::env::var("TALLY_TEST_KAFKA").ok().filter(|s| !s.is_empty());
+    let broker = match real_kafka {
+        Some(_) => None,
+        None => Some(EmbeddedBroker::start(BrokerStorage::Memory, 0).await.expect("broker")),
+    };
+    let bootstrap = broker.as_ref().map_or_else(|| real_kafka.clone().unwrap(), |b| b.bootstrap_servers());
     let fetch_wait_ms = env("TALLY_BENCH_FETCH_WAIT_MS", 50) as u32;
-    let kafka = KafkaOptions { fetch_wait_ms, ..KafkaOptions::new(broker.bootstrap_servers()) };
+    let kafka = KafkaOptions { fetch_wait_ms, ..KafkaOptions::new(bootstrap) };
     let codec = Codec::new();
     let logs: Vec<Vec<Vec<u8>>> = (0..PARTITIONS)
         .map(|p| {
@@ -59,34 +84,38 @@ async fn main() {
         })
         .collect();
     let total: usize = logs.iter().map(Vec::len).sum();
-    let topics = fresh_topics(&kafka, "tp").await;
+    let topics = fresh_topics(&kafka, "tp", broker.is_some()).await;
     let producer: FutureProducer = kafka.producer("bench").create().unwrap();
     for (p, log) in logs.iter().enumerate() {
         produce_all(&producer, &topics.events, p as i32, log).await;
     }
-    println!("projector benchmark: {total} events in {PARTITIONS} partitions, fetch wait {fetch_wait_ms} ms");
+    let on = if broker.is_some() { "the in-process broker".to_owned() } else { format!("Kafka at {}", kafka.bootstrap_servers) };
+    println!("projector benchmark: {total} events in {PARTITIONS} partitions on {on}, fetch wait {fetch_wait_ms} ms");
 
     let noop = noop_rate(&kafka, &topics.events, total).await;
     println!("no-op consumer:         {noop:>9.0} events/s");
     let ends: Vec<i64> = logs.iter().map(|log| log.len() as i64 - 1).collect();
-    for (name, open) in STORES {
+    for (name, open) in stores() {
         let dir = tempfile::tempdir().unwrap();
         let projected = projector_rate(&kafka, &topics.events, open(&dir.path().join("rate")), &ends).await;
-        println!("projector ({name}, file): {projected:>9.0} events/s");
+        println!("projector ({name}): {projected:>9.0} events/s");
         println!("  ratio projector / no-op: {:.2} (goal at least 0.5)", projected / noop);
         let rate = projected / 2.0;
-        let (p50, p99, count) = lag_at(&kafka, &codec, rate, name, open(&dir.path().join("lag"))).await;
+        let (p50, p99, count) = lag_at(&kafka, &codec, rate, name, open(&dir.path().join("lag")), broker.is_some()).await;
         println!(
             "  lag at {rate:.0} events/s (half the maximum), {count} events: p50 {p50:.1} ms, p99 {p99:.1} ms (goal p99 at most 50 ms)"
         );
     }
 }
 
-async fn fresh_topics(kafka: &KafkaOptions, name: &str) -> Topics {
-    let topics = Topics::with_prefix(&format!("bench-{name}-{}.", std::process::id()));
-    let specs =
-        topics.specs(&TopicLayout::new(PARTITIONS, 1)).into_iter().map(TopicSpec::for_in_process_broker);
-    ensure_topics(kafka, &specs.collect::<Vec<_>>()).await.expect("topics");
+async fn fresh_topics(kafka: &KafkaOptions, name: &str, in_process: bool) -> Topics {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let topics = Topics::with_prefix(&format!("bench-{name}-{}-{nanos}.", std::process::id()));
+    let mut specs = topics.specs(&TopicLayout::new(PARTITIONS, 1));
+    if in_process {
+        specs = specs.into_iter().map(TopicSpec::for_in_process_broker).collect();
+    }
+    ensure_topics(kafka, &specs).await.expect("topics");
     topics
 }
 
@@ -185,8 +214,9 @@ async fn lag_at(
     rate: f64,
     name: &str,
     store: Store,
+    in_process: bool,
 ) -> (f64, f64, usize) {
-    let topics = fresh_topics(kafka, &format!("lag-{name}")).await;
+    let topics = fresh_topics(kafka, &format!("lag-{name}"), in_process).await;
     let projector = projector(kafka, &topics.events, store.clone());
     while projector.running_partitions().len() < PARTITIONS as usize {
         tokio::time::sleep(Duration::from_millis(10)).await;

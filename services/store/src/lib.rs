@@ -16,7 +16,7 @@
 //!   that sort like the rows ([`keys`]), redb folded faster than fjall (an LSM tree, measured
 //!   beside it on the same events) with a lower p99 lag (BENCHMARKS.md).
 //! - [`ScyllaStore`]: ScyllaDB or Cassandra for production ([`scylla`]); its suites run when
-//!   `TALLY_SCYLLA_NODES` is set.
+//!   `TALLY_TEST_SCYLLA` is set.
 
 pub mod bridge;
 pub mod embedded;
