@@ -25,8 +25,8 @@ use tally_kafka::{Assignment, BrokerStorage, EmbeddedBroker, GroupConfig, Partit
 use tally_kafka::{Record, RunningPartitions};
 use tally_projector::{Projector, ProjectorConfig, ProjectorStatus};
 use tally_runtime::Handle;
-use tally_store::{EmbeddedStore, ScyllaConfig, ScyllaStore};
 use tally_store::projections::ProjectionStore;
+use tally_store::{EmbeddedStore, ScyllaConfig, ScyllaStore};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -89,8 +89,14 @@ async fn main() {
     for (p, log) in logs.iter().enumerate() {
         produce_all(&producer, &topics.events, p as i32, log).await;
     }
-    let on = if broker.is_some() { "the in-process broker".to_owned() } else { format!("Kafka at {}", kafka.bootstrap_servers) };
-    println!("projector benchmark: {total} events in {PARTITIONS} partitions on {on}, fetch wait {fetch_wait_ms} ms");
+    let on = if broker.is_some() {
+        "the in-process broker".to_owned()
+    } else {
+        format!("Kafka at {}", kafka.bootstrap_servers)
+    };
+    println!(
+        "projector benchmark: {total} events in {PARTITIONS} partitions on {on}, fetch wait {fetch_wait_ms} ms"
+    );
 
     let noop = noop_rate(&kafka, &topics.events, total).await;
     println!("no-op consumer:         {noop:>9.0} events/s");
@@ -101,7 +107,8 @@ async fn main() {
         println!("projector ({name}): {projected:>9.0} events/s");
         println!("  ratio projector / no-op: {:.2} (goal at least 0.5)", projected / noop);
         let rate = projected / 2.0;
-        let (p50, p99, count) = lag_at(&kafka, &codec, rate, name, open(&dir.path().join("lag")), broker.is_some()).await;
+        let (p50, p99, count) =
+            lag_at(&kafka, &codec, rate, name, open(&dir.path().join("lag")), broker.is_some()).await;
         println!(
             "  lag at {rate:.0} events/s (half the maximum), {count} events: p50 {p50:.1} ms, p99 {p99:.1} ms (goal p99 at most 50 ms)"
         );
