@@ -129,7 +129,7 @@ fn embedded_in_memory_conforms() {
 }
 
 #[test]
-fn scylla_conforms_when_tally_scylla_nodes_is_set() {
+fn scylla_conforms_when_tally_test_scylla_is_set() {
     scylla_env::with_scylla("the Scylla projections conformance suite", |store| conformance(store));
 }
 

@@ -267,7 +267,7 @@ proptest! {
 }
 
 #[test]
-fn scylla_reads_conform_when_tally_scylla_nodes_is_set() {
+fn scylla_reads_conform_when_tally_test_scylla_is_set() {
     scylla_env::with_scylla("the Scylla reads suite", |store| {
         let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(8));
         // A version per case: the cases share the keyspace.

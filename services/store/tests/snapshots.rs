@@ -122,7 +122,7 @@ fn embedded_in_memory_store_conforms() {
 }
 
 #[test]
-fn scylla_store_conforms_when_tally_scylla_nodes_is_set() {
+fn scylla_store_conforms_when_tally_test_scylla_is_set() {
     scylla_env::with_scylla("the Scylla snapshots conformance suite", |store| conformance(store));
 }
 
