@@ -34,17 +34,17 @@ impl Topics {
     /// The three topics as `layout` lays them out. `commands` and `events` have the same
     /// partition count: an event goes to the partition number its command came from.
     pub fn specs(&self, layout: &TopicLayout) -> Vec<TopicSpec> {
-        let spec = |name: &String, retention_ms: i64, keeps_every_record| TopicSpec {
+        let spec = |name: &String, retention_ms: i64, keeps| TopicSpec {
             name: name.clone(),
             partitions: layout.partitions,
             replication: layout.replication,
             configs: layout.configs(retention_ms),
-            keeps_every_record,
+            keeps,
         };
         vec![
-            spec(&self.commands, layout.commands_retention_ms, false),
-            spec(&self.events, UNLIMITED, true),
-            spec(&self.dead_letter, layout.dead_letter_retention_ms, false),
+            spec(&self.commands, layout.commands_retention_ms, Keeps::Uncompacted),
+            spec(&self.events, UNLIMITED, Keeps::Everything),
+            spec(&self.dead_letter, layout.dead_letter_retention_ms, Keeps::Uncompacted),
         ]
     }
 }
@@ -122,9 +122,21 @@ pub struct TopicSpec {
     pub replication: i32,
     /// Topic configuration a missing topic is created with (`retention.ms`, ...).
     pub configs: Vec<(String, String)>,
-    /// The topic is a source of truth: an existing topic whose configuration would delete or
-    /// compact records is refused ([`check_keeps_every_record`]).
-    pub keeps_every_record: bool,
+    /// What the topic's configuration must keep; an existing topic that would lose more is
+    /// refused ([`check_keeps`]).
+    pub keeps: Keeps,
+}
+
+/// What an existing topic's configuration must keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keeps {
+    /// Not checked (benchmarks, tests of other things).
+    Anything,
+    /// Every record until its retention runs out: no compaction, which would keep only the
+    /// newest record per key, and every command or dead letter is a request of its own.
+    Uncompacted,
+    /// Every record forever: the source of truth.
+    Everything,
 }
 
 impl TopicSpec {
@@ -136,7 +148,7 @@ impl TopicSpec {
             partitions,
             replication: 1,
             configs: Vec::new(),
-            keeps_every_record: false,
+            keeps: Keeps::Anything,
         }
     }
 
@@ -144,7 +156,7 @@ impl TopicSpec {
     /// topic whose `cleanup.policy` is `delete` once they are older than `retention.ms`, and
     /// reads Kafka's "unlimited" (-1) as "older than -1 ms", that is every record. Without a
     /// `cleanup.policy` it deletes nothing, so a topic meant to keep everything leaves it out
-    /// there; [`check_keeps_every_record`] reads a missing policy as Kafka's default, `delete`,
+    /// there; [`check_keeps`] reads a missing policy as Kafka's default, `delete`,
     /// which the unlimited retention makes harmless.
     pub fn for_in_process_broker(mut self) -> TopicSpec {
         let unlimited = UNLIMITED.to_string();
@@ -155,13 +167,13 @@ impl TopicSpec {
     }
 }
 
-/// Whether a topic with this (described) configuration keeps every record forever; if not, the
+/// Whether a topic with this (described) configuration keeps what `keeps` says; if not, the
 /// error names the first setting that would lose records. A missing setting counts as Kafka's
 /// default: `cleanup.policy` `delete`, `retention.ms` 7 days, `retention.bytes` -1.
-pub fn check_keeps_every_record(
-    topic: &str,
-    configs: &std::collections::BTreeMap<String, String>,
-) -> Result<(), KafkaError> {
+pub fn check_keeps(topic: &str, keeps: Keeps, configs: &BTreeMap<String, String>) -> Result<(), KafkaError> {
+    if keeps == Keeps::Anything {
+        return Ok(());
+    }
     let setting = |name: &str, default: &str| configs.get(name).map_or(default, String::as_str).to_owned();
     let refuse = |name: &str, value: String, why: &str| {
         Err(KafkaError::LosesRecords {
@@ -173,7 +185,10 @@ pub fn check_keeps_every_record(
     };
     let policy = setting("cleanup.policy", "delete");
     if policy.split(',').any(|p| p.trim() == "compact") {
-        return refuse("cleanup.policy", policy, "compaction keeps only the newest record of each stream");
+        return refuse("cleanup.policy", policy, "compaction keeps only the newest record of each key");
+    }
+    if keeps != Keeps::Everything {
+        return Ok(());
     }
     for name in ["retention.ms", "retention.bytes"] {
         let value = setting(name, if name == "retention.ms" { "604800000" } else { "-1" });
@@ -190,45 +205,54 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// count (a mismatch would send a stream's events to another partition than its commands).
 pub async fn ensure_topics(kafka: &KafkaOptions, specs: &[TopicSpec]) -> Result<(), KafkaError> {
     let admin: Admin = Arc::new(kafka.admin().create()?);
+    // Existing topics first, so that a refusal leaves nothing created behind it.
     let mut missing = Vec::new();
     for spec in specs {
-        if count_partitions(&admin, &spec.name).await?.is_none() {
-            missing.push(spec);
+        match count_partitions(&admin, &spec.name).await? {
+            Some(actual) => check_existing(&admin, spec, actual).await?,
+            None => missing.push(spec),
         }
+    }
+    if missing.is_empty() {
+        return Ok(());
     }
     let opts =
         AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT)).request_timeout(Some(ADMIN_TIMEOUT));
-    if !missing.is_empty() {
-        let new: Vec<NewTopic> = missing
-            .iter()
-            .map(|s| {
-                let topic = NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(s.replication));
-                s.configs.iter().fold(topic, |topic, (k, v)| topic.set(k, v))
-            })
-            .collect();
-        for result in admin.create_topics(&new, &opts).await? {
-            match result {
-                Ok(_) => {}
-                // Another instance created it meanwhile: checked below like any existing topic.
-                Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => {
-                    return Err(KafkaError::Topic { topic, message: code.to_string() });
-                }
+    let new: Vec<NewTopic> = missing
+        .iter()
+        .map(|s| {
+            let topic = NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(s.replication));
+            s.configs.iter().fold(topic, |topic, (k, v)| topic.set(k, v))
+        })
+        .collect();
+    for result in admin.create_topics(&new, &opts).await? {
+        match result {
+            Ok(_) => {}
+            // Another instance created it meanwhile: checked below like any existing topic.
+            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(KafkaError::Topic { topic, message: code.to_string() });
             }
         }
     }
-    for spec in specs {
-        let actual = wait_for_partitions(&admin, &spec.name).await?;
-        if actual != spec.partitions {
-            return Err(KafkaError::PartitionMismatch {
-                topic: spec.name.clone(),
-                expected: spec.partitions,
-                actual,
-            });
-        }
-        if spec.keeps_every_record {
-            check_keeps_every_record(&spec.name, &describe(&admin, &spec.name).await?)?;
-        }
+    for spec in missing {
+        check_existing(&admin, spec, wait_for_partitions(&admin, &spec.name).await?).await?;
+    }
+    Ok(())
+}
+
+/// An existing topic with `actual` partitions against its spec: the partition count, then what
+/// its configuration must keep.
+async fn check_existing(admin: &Admin, spec: &TopicSpec, actual: i32) -> Result<(), KafkaError> {
+    if actual != spec.partitions {
+        return Err(KafkaError::PartitionMismatch {
+            topic: spec.name.clone(),
+            expected: spec.partitions,
+            actual,
+        });
+    }
+    if spec.keeps != Keeps::Anything {
+        check_keeps(&spec.name, spec.keeps, &describe(admin, &spec.name).await?)?;
     }
     Ok(())
 }
@@ -304,7 +328,7 @@ mod tests {
     }
 
     fn refused_setting(pairs: &[(&str, &str)]) -> Option<String> {
-        match check_keeps_every_record("events", &configs(pairs)) {
+        match check_keeps("events", Keeps::Everything, &configs(pairs)) {
             Ok(()) => None,
             Err(KafkaError::LosesRecords { setting, .. }) => Some(setting),
             Err(other) => panic!("{other}"),
@@ -335,6 +359,18 @@ mod tests {
     }
 
     #[test]
+    fn inputs_may_expire_but_never_be_compacted() {
+        let check = |pairs: &[(&str, &str)]| check_keeps("commands", Keeps::Uncompacted, &configs(pairs));
+        check(&[("cleanup.policy", "delete"), ("retention.ms", "604800000")]).unwrap();
+        check(&[]).unwrap();
+        assert!(matches!(
+            check(&[("cleanup.policy", "compact")]),
+            Err(KafkaError::LosesRecords { setting, .. }) if setting == "cleanup.policy"
+        ));
+        check_keeps("x", Keeps::Anything, &configs(&[("cleanup.policy", "compact")])).unwrap();
+    }
+
+    #[test]
     fn events_is_laid_out_to_keep_everything_and_the_inputs_for_their_retention() {
         let topics = Topics::with_prefix("tally.");
         let specs = topics.specs(&TopicLayout::new(4, 3));
@@ -342,15 +378,18 @@ mod tests {
             spec.configs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
         };
         let [commands, events, dead_letter] = &specs[..] else { panic!("three topics") };
-        assert!(events.keeps_every_record && !commands.keeps_every_record && !dead_letter.keeps_every_record);
-        check_keeps_every_record(&events.name, &events.configs.iter().cloned().collect()).unwrap();
+        assert_eq!(
+            [commands.keeps, events.keeps, dead_letter.keeps],
+            [Keeps::Uncompacted, Keeps::Everything, Keeps::Uncompacted]
+        );
+        check_keeps(&events.name, events.keeps, &events.configs.iter().cloned().collect()).unwrap();
         assert_eq!(get(events, "min.insync.replicas").as_deref(), Some("2"), "2 of 3");
         assert_eq!(get(commands, "retention.ms"), Some(DEFAULT_COMMANDS_RETENTION_MS.to_string()));
         assert_eq!(get(dead_letter, "retention.ms"), Some(DEFAULT_DEAD_LETTER_RETENTION_MS.to_string()));
         // The in-process broker: no delete policy on events, the other two keep theirs.
         let events = events.clone().for_in_process_broker();
         assert_eq!(get(&events, "cleanup.policy"), None);
-        check_keeps_every_record(&events.name, &events.configs.iter().cloned().collect()).unwrap();
+        check_keeps(&events.name, events.keeps, &events.configs.iter().cloned().collect()).unwrap();
         assert_eq!(
             get(&commands.clone().for_in_process_broker(), "cleanup.policy").as_deref(),
             Some("delete")

@@ -8,7 +8,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::time::{Duration, Instant};
 use tally_kafka::config::KafkaOptions;
-use tally_kafka::topics::{TopicLayout, TopicSpec, Topics, ensure_topics, topic_configs};
+use tally_kafka::topics::{TopicLayout, TopicSpec, Topics, ensure_topics, partition_count, topic_configs};
 use tally_kafka::{BrokerStorage, EmbeddedBroker, KafkaError};
 
 /// The real Kafka of `TALLY_TEST_KAFKA`, or `None`.
@@ -91,7 +91,20 @@ async fn an_events_topic_that_would_delete_or_compact_records_is_refused_by_sett
             }
             other => panic!("{setting}={value} on events was not refused: {other:?}"),
         }
+        // Checked before anything is created: nothing left behind to trip the next start.
+        assert_eq!(partition_count(&kafka, &topics.commands).await.unwrap(), None);
     }
+
+    // An input topic may expire records, but compaction would silently drop requests.
+    let topics = Topics::with_prefix(&fresh_prefix("compacted"));
+    let mut existing = TopicSpec::plain(&topics.commands, 1);
+    existing.configs = vec![("cleanup.policy".into(), "compact".into())];
+    ensure_topics(&kafka, &[existing]).await.unwrap();
+    let refused = ensure_topics(&kafka, &specs_for(&topics, &layout, embedded.is_some())).await;
+    assert!(
+        matches!(&refused, Err(KafkaError::LosesRecords { setting, .. }) if setting == "cleanup.policy"),
+        "{refused:?}"
+    );
 }
 
 /// Every record of `topic`'s partition 0, read from the start until the broker has no more.

@@ -194,8 +194,11 @@ fn projector(kafka: &KafkaOptions, topic: &str, store: Store) -> Handle<Projecto
     Projector::build(config).unwrap().run(CancellationToken::new())
 }
 
+/// The stored checkpoints (-1: none). Blocks in place: Cassandra's client runs a runtime of its
+/// own, which may not be entered from this one's workers.
 fn checkpoints(store: &dyn ProjectionStore) -> Vec<i64> {
-    (0..PARTITIONS).map(|p| store.checkpoint(1, p).unwrap().unwrap_or(-1)).collect()
+    let read = || (0..PARTITIONS).map(|p| store.checkpoint(1, p).unwrap().unwrap_or(-1)).collect();
+    tokio::task::block_in_place(read)
 }
 
 /// Events per second folded and committed, from the partitions' restore to the last commit.

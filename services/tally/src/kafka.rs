@@ -28,10 +28,10 @@ pub struct TopicOptions {
     pub min_insync_replicas: Option<i32>,
     /// `retention.ms` of the commands topic Tally creates (-1: forever). The events topic always
     /// keeps every record.
-    #[arg(long, default_value_t = DEFAULT_COMMANDS_RETENTION_MS, value_parser = retention_ms, env = "TALLY_COMMANDS_RETENTION_MS")]
+    #[arg(long, default_value_t = DEFAULT_COMMANDS_RETENTION_MS, value_parser = retention_ms, allow_negative_numbers = true, env = "TALLY_COMMANDS_RETENTION_MS")]
     pub commands_retention_ms: i64,
     /// `retention.ms` of the dead-letter topic Tally creates (-1: forever).
-    #[arg(long, default_value_t = DEFAULT_DEAD_LETTER_RETENTION_MS, value_parser = retention_ms, env = "TALLY_DEAD_LETTER_RETENTION_MS")]
+    #[arg(long, default_value_t = DEFAULT_DEAD_LETTER_RETENTION_MS, value_parser = retention_ms, allow_negative_numbers = true, env = "TALLY_DEAD_LETTER_RETENTION_MS")]
     pub dead_letter_retention_ms: i64,
 }
 
@@ -83,4 +83,33 @@ pub async fn ensure(kafka: &KafkaOptions, topics: &TopicOptions, broker: Broker)
         .await
         .with_context(|| format!("checking topics on {}", kafka.bootstrap_servers))?;
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        topics: TopicOptions,
+    }
+
+    fn parse(args: &[&str]) -> Result<TopicOptions, clap::Error> {
+        Cli::try_parse_from([&["tally"], args].concat()).map(|cli| cli.topics)
+    }
+
+    #[test]
+    fn retention_is_minus_one_or_positive_and_min_insync_at_most_the_replication() {
+        assert_eq!(parse(&["--commands-retention-ms", "-1"]).unwrap().commands_retention_ms, -1);
+        assert_eq!(parse(&["--dead-letter-retention-ms", "-1"]).unwrap().dead_letter_retention_ms, -1);
+        for bad in ["0", "-5", "abc", ""] {
+            assert!(parse(&["--commands-retention-ms", bad]).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse(&["--replication", "3"]).unwrap().layout().unwrap().min_insync_replicas, 2);
+        assert_eq!(parse(&[]).unwrap().layout().unwrap().min_insync_replicas, 1);
+        let above = parse(&["--replication", "1", "--min-insync-replicas", "2"]).unwrap();
+        assert!(above.layout().is_err());
+    }
 }
