@@ -190,8 +190,9 @@ pub fn check_keeps(topic: &str, keeps: Keeps, configs: &BTreeMap<String, String>
     if keeps != Keeps::Everything {
         return Ok(());
     }
-    for name in ["retention.ms", "retention.bytes"] {
-        let value = setting(name, if name == "retention.ms" { "604800000" } else { "-1" });
+    // Kafka's defaults: seven days, no size limit.
+    for (name, default) in [("retention.ms", "604800000"), ("retention.bytes", "-1")] {
+        let value = setting(name, default);
         if value.trim() != UNLIMITED.to_string() {
             return refuse(name, value, "the broker deletes records past this limit");
         }
