@@ -50,6 +50,7 @@ query:
   port: 8082
   env:
     TALLY_QUERY_POSITION_WAIT_MS: {{ .Values.query.positionWaitMs | quote }}
+    TALLY_QUERY_FOLLOW_POLL_MS: {{ .Values.query.followPollMs | quote }}
 {{- end -}}
 
 {{/* Where every container gets its settings: the ConfigMap, and the credentials' Secret. */}}

@@ -28,11 +28,18 @@ pub enum AssetError {
 }
 
 /// An asset: upper-case code and the number of decimal places of its minor unit.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Asset {
     code: Arc<str>,
     scale: u8,
+}
+
+/// As its text, `CODE/DECIMALS`, written straight into the serializer (no `String` built).
+impl Serialize for Asset {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }
 
 impl Asset {

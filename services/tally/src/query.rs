@@ -22,6 +22,11 @@ pub struct QueryOptions {
     /// it names; then it answers 504.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=60_000), env = "TALLY_QUERY_POSITION_WAIT_MS")]
     pub query_position_wait_ms: u64,
+    /// How often (milliseconds) a live event stream (`/v1/events/live`) that has caught up
+    /// reads the store for new events: the longest a new event waits there once readable, and
+    /// one store read per open stream per interval while idle.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000), env = "TALLY_QUERY_FOLLOW_POLL_MS")]
+    pub query_follow_poll_ms: u64,
 }
 
 /// The query API over `store`, behind the gate, bound and ready to run.
@@ -32,6 +37,7 @@ pub async fn query_server(
 ) -> anyhow::Result<HttpServer> {
     let config = QueryConfig {
         position_wait: Duration::from_millis(options.query_position_wait_ms),
+        follow_poll: Duration::from_millis(options.query_follow_poll_ms),
         ..QueryConfig::default()
     };
     let health = crate::health::Health::new().with_store(store.clone()).router();
