@@ -74,7 +74,7 @@ fn transfer(s: usize, tx: &str, i: usize) -> Command {
     let (tenant, ledger, _) = STREAMS[s];
     let posting = Posting {
         source: AccountId::world(),
-        destination: AccountId::parse(&format!("acct-{}", i % ACCOUNTS)).unwrap(),
+        destination: AccountId::parse(format!("acct-{}", i % ACCOUNTS)).unwrap(),
         asset: usd(),
         amount: 100,
     };
