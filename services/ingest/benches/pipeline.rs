@@ -281,6 +281,58 @@ async fn hop_latency(kafka: &KafkaOptions, topic: &str) -> (f64, f64) {
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
+/// Per stage of [`tally_ingest::stages`]: the bucket bounds (seconds) with their cumulative
+/// counts, the sum (seconds) and the count, as the process's default registry holds them now.
+type StageHistograms = std::collections::BTreeMap<String, (Vec<(f64, u64)>, f64, u64)>;
+
+fn stage_histograms() -> StageHistograms {
+    let families = prometheus::gather();
+    let Some(family) = families.iter().find(|f| f.name() == tally_ingest::stages::STAGE_SECONDS_NAME) else {
+        return StageHistograms::new();
+    };
+    family
+        .get_metric()
+        .iter()
+        .map(|m| {
+            let stage = m.get_label().iter().find(|l| l.name() == "stage").unwrap().value().to_owned();
+            let h = m.get_histogram();
+            let buckets = h.get_bucket().iter().map(|b| (b.upper_bound(), b.cumulative_count())).collect();
+            (stage, (buckets, h.get_sample_sum(), h.get_sample_count()))
+        })
+        .collect()
+}
+
+/// What each stage took between two readings: count, mean, and the p50 and p99 as the upper
+/// bounds of the buckets they fall in (so "<= 2 ms" means between the bucket below and 2 ms).
+fn print_stages(before: &StageHistograms, after: &StageHistograms) {
+    println!("    where the time went (tally_command_stage_seconds; p50/p99 are bucket upper bounds):");
+    for stage in tally_ingest::stages::Stage::ALL {
+        let Some((buckets, sum, count)) = after.get(stage.label()) else { continue };
+        let (old_buckets, old_sum, old_count) =
+            before.get(stage.label()).cloned().unwrap_or((Vec::new(), 0.0, 0));
+        let n = count - old_count;
+        if n == 0 {
+            continue;
+        }
+        let delta: Vec<(f64, u64)> = buckets
+            .iter()
+            .enumerate()
+            .map(|(i, (bound, c))| (*bound, c - old_buckets.get(i).map_or(0, |b| b.1)))
+            .collect();
+        let quantile = |q: f64| {
+            let rank = (n as f64 * q).ceil() as u64;
+            delta.iter().find(|(_, c)| *c >= rank).map_or(f64::INFINITY, |(bound, _)| bound * 1e3)
+        };
+        println!(
+            "      {:<12} {n:>8} observed, mean {:>7.2} ms, p50 <= {:>6.1} ms, p99 <= {:>6.1} ms",
+            stage.label(),
+            (sum - old_sum) / n as f64 * 1e3,
+            quantile(0.50),
+            quantile(0.99),
+        );
+    }
+}
+
 /// The front door over TCP: its highest answered rate, then latency at half that rate.
 async fn http_latency(h: &Harness) {
     let seconds = knob("TALLY_BENCH_HTTP_SECONDS", 10);
@@ -339,7 +391,9 @@ async fn http_latency(h: &Harness) {
 
     // Open loop at half the highest rate, and at a low rate for the floor.
     for rate in [max_rate / 2.0, 100.0] {
+        let before = stage_histograms();
         let latencies = open_loop(&client, &base, &next, rate, seconds).await;
+        let stages = stage_histograms();
         let at = |q: f64, part: fn(&(Duration, Duration)) -> Duration| {
             let mut xs: Vec<Duration> = latencies.iter().map(part).collect();
             xs.sort();
@@ -354,6 +408,7 @@ async fn http_latency(h: &Harness) {
             at(0.50, |l| l.1),
             at(0.99, |l| l.1),
         );
+        print_stages(&before, &stages);
     }
 
     server.abort();

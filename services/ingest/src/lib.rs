@@ -7,7 +7,9 @@
 //!   cannot process go to the dead-letter topic ([`processor::dead_letter`]).
 //! - [`outcomes`]: follows the log and tells waiting callers how their command was answered.
 //! - [`http`]: the HTTP front door (axum): one command per request, answered from the log.
+//! - [`stages`]: where a command's time goes between them (a histogram per stage).
 
 pub mod http;
 pub mod outcomes;
 pub mod processor;
+pub mod stages;

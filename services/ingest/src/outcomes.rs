@@ -16,6 +16,7 @@
 //! are kept in memory, bounded; older ones, and those before the snapshot, are the query
 //! service's job.
 
+use crate::stages::Stage;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,7 +26,7 @@ use tally_core::{Answer, CommandId, Event, EventBody, StreamId, TenantId};
 use tally_http::outcome::Outcome;
 use tally_kafka::config::KafkaOptions;
 use tally_kafka::{KafkaError, LogTail};
-use tally_runtime::Handle;
+use tally_runtime::{Handle, now_ms};
 use tally_store::snapshot::{self, SnapshotStore};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -307,6 +308,9 @@ fn follow(
         };
         if let (Verdict::Apply, LogRecord::Event { event, .. }) = (reader.read(&record), &record) {
             answer(outcomes, &mut fetcher, event, read.partition, read.offset);
+            if let Some(appended_ms) = read.timestamp_ms {
+                Stage::Watch.observe_since(appended_ms, now_ms());
+            }
         }
     }
     Ok(())

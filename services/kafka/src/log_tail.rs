@@ -87,6 +87,8 @@ pub struct LogRead {
     pub partition: i32,
     pub offset: i64,
     pub record: Option<LogRecord>,
+    /// The record's timestamp: milliseconds since the Unix epoch when its producer sent it.
+    pub timestamp_ms: Option<i64>,
 }
 
 /// A reader positioned in partitions of the `events` log. librdkafka's consumer blocks, so
@@ -170,7 +172,7 @@ impl LogTail {
     /// The next record of any partition read, waiting up to `wait` (`None`: none came).
     pub fn next(&mut self, codec: &Codec, wait: Duration) -> Result<Option<LogRead>, KafkaError> {
         let Some(record) = self.reader.poll(wait)? else { return Ok(None) };
-        let (partition, offset) = (record.partition, record.offset);
+        let (partition, offset, timestamp_ms) = (record.partition, record.offset, record.timestamp_ms);
         self.positions.insert(partition, offset + 1);
         self.read += 1;
         let record = match codec.decode_log_record(&record.payload) {
@@ -181,7 +183,7 @@ impl LogTail {
                 None
             }
         };
-        Ok(Some(LogRead { partition, offset, record }))
+        Ok(Some(LogRead { partition, offset, record, timestamp_ms }))
     }
 
     /// Folds every record before offset `end` into `replica`; returns the offset of and the

@@ -13,6 +13,7 @@
 mod api;
 
 use crate::outcomes::{Lookup, Outcomes};
+use crate::stages::Stage;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -69,6 +70,8 @@ enum Sent {
         command_id: CommandId,
         stream: StreamId,
         fingerprint: u128,
+        /// When the broker acknowledged the command.
+        acknowledged: std::time::Instant,
     },
 }
 
@@ -77,9 +80,12 @@ impl Sent {
     async fn reply(self, deadline: tokio::time::Instant) -> Result<Reply, Problem> {
         match self {
             Sent::Answered(outcome) => Ok(Reply::Done(outcome)),
-            Sent::Awaited { receiver, command_id, stream, fingerprint } => {
+            Sent::Awaited { receiver, command_id, stream, fingerprint, acknowledged } => {
                 match tokio::time::timeout_at(deadline, receiver).await {
-                    Ok(Ok(outcome)) => Ok(Reply::Done(outcome)),
+                    Ok(Ok(outcome)) => {
+                        Stage::AnswerWait.observe(acknowledged.elapsed());
+                        Ok(Reply::Done(outcome))
+                    }
                     _ => Ok(Reply::Pending(command_id, stream, fingerprint)),
                 }
             }
@@ -141,14 +147,17 @@ impl Front {
         let stream = command.body.stream();
         let fingerprint = command_fingerprint(&command.body);
         let lookup = self.inner.outcomes.wait(&command.tenant, &stream, &command.command_id, fingerprint);
+        let producing = std::time::Instant::now();
         let produced = self.produce(&command).await;
+        let acknowledged = std::time::Instant::now();
         let receiver = match lookup {
             // The answer stands whether or not the repeat reached the log.
             Lookup::Done(outcome) => return Ok(Sent::Answered(outcome)),
             Lookup::Pending(receiver) => receiver,
         };
         produced?;
-        Ok(Sent::Awaited { receiver, command_id: command.command_id, stream, fingerprint })
+        Stage::Produce.observe(acknowledged - producing);
+        Ok(Sent::Awaited { receiver, command_id: command.command_id, stream, fingerprint, acknowledged })
     }
 
     /// Produces `command` to the commands topic, waiting until the broker has it.

@@ -3,6 +3,7 @@
 
 use super::{ProcessorError, Restored, Shared, SnapshotWritten};
 use super::{dead_letter, intake, metrics};
+use crate::stages::Stage;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
@@ -217,6 +218,9 @@ impl Owner {
             if command_offset < self.replica.reader.next_command_offset() {
                 continue; // delivered again (a seek, a restart): already answered
             }
+            if let Some(produced_ms) = message.timestamp_ms {
+                Stage::HandOver.observe_since(produced_ms, now);
+            }
             let (record, trace) = match intake::classify(&self.shared.codec, &message, producers.as_deref()) {
                 Ok(command) if self.answered_this_round(&command) => {
                     debug_assert!(!records.is_empty(), "an unplaced answer outside a round");
@@ -254,11 +258,14 @@ impl Owner {
             return Ok(());
         }
         tracing::trace!(partition = self.partition, records = records.len(), "answering a batch");
+        Stage::Decide.observe(started.elapsed());
+        let appending = Instant::now();
         let dead_letter_topic = &self.shared.config.topics.dead_letter;
         for (message, why) in &dead_letters {
             dead_letter::send(self.shared.producer(), dead_letter_topic, message, why).await?;
         }
         let offsets = self.shared.log.append_all(self.partition, &records, &traces).await?;
+        Stage::Append.observe(appending.elapsed());
         for (record, offset) in records.iter().zip(&offsets) {
             self.replica.place(record, *offset);
         }
