@@ -37,13 +37,23 @@ impl std::fmt::Debug for EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) the store in the file `path`.
+    /// redb's page cache when none is given: 1 GiB, redb's own default.
+    pub const DEFAULT_CACHE_BYTES: usize = 1024 * 1024 * 1024;
+
+    /// Opens (or creates) the store in the file `path`, with the default page cache.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with_cache(path, Self::DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) the store in the file `path`, letting redb cache up to `cache_bytes`
+    /// of its pages in memory (read cache and write buffer together). The cache fills as the
+    /// file grows, so in a busy process it is most of the heap until it reaches this bound.
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Embedded(format!("{}: {e}", dir.display())))?;
         }
-        Self::init(Database::create(path)?)
+        Self::init(Database::builder().set_cache_size(cache_bytes).create(path)?)
     }
 
     /// A store that lives and dies with the process (`tally dev` without `--data-dir`, tests).

@@ -31,6 +31,11 @@ pub struct StoreOptions {
     /// The store backend.
     #[arg(long, value_enum, default_value = "embedded", env = "TALLY_STORE")]
     pub store: Backend,
+    /// Most memory (MiB) the embedded store's file may use to cache its pages (with --data-dir).
+    /// The cache fills as the file grows: in a busy process it is the largest user of memory
+    /// until it reaches this.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_048_576), env = "TALLY_STORE_CACHE_MIB")]
+    pub store_cache_mib: u64,
     /// Scylla contact points, `host:port[,host:port...]` (with --store scylla).
     #[arg(long, value_delimiter = ',', env = "TALLY_SCYLLA_NODES")]
     pub scylla_nodes: Vec<String>,
@@ -66,7 +71,7 @@ pub async fn open(options: &StoreOptions, data_dir: Option<&Path>) -> anyhow::Re
 
 async fn open_backend(options: &StoreOptions, data_dir: Option<&Path>) -> anyhow::Result<Arc<dyn Store>> {
     match options.store {
-        Backend::Embedded => Ok(Arc::new(open_embedded(data_dir)?)),
+        Backend::Embedded => Ok(Arc::new(open_embedded(data_dir, options.store_cache_mib)?)),
         Backend::Scylla => {
             let config = scylla_config(options)?;
             let apply = options.scylla_apply_schema;
@@ -78,11 +83,13 @@ async fn open_backend(options: &StoreOptions, data_dir: Option<&Path>) -> anyhow
     }
 }
 
-fn open_embedded(data_dir: Option<&Path>) -> anyhow::Result<EmbeddedStore> {
+fn open_embedded(data_dir: Option<&Path>, cache_mib: u64) -> anyhow::Result<EmbeddedStore> {
     match data_dir {
         Some(dir) => {
             let path = dir.join("store").join("tally.redb");
-            EmbeddedStore::open(&path).with_context(|| format!("opening the store {}", path.display()))
+            let cache_bytes = usize::try_from(cache_mib << 20).unwrap_or(usize::MAX);
+            EmbeddedStore::open_with_cache(&path, cache_bytes)
+                .with_context(|| format!("opening the store {}", path.display()))
         }
         None => EmbeddedStore::in_memory().context("creating the in-memory store"),
     }
