@@ -8,10 +8,11 @@
 //!    records of the same size produced to a plain topic and consumed back, same clients, same
 //!    broker. Each measurement uses fresh topics; rounds alternate and the median is reported.
 //! 2. HTTP: the front door served over TCP; the highest rate of requests answered with 201 by a
-//!    closed loop of many clients, then an open loop at half that rate. Latency is measured from
-//!    each request's scheduled start (so a stall counts against every request it delays) to its
-//!    answer. Run twice: with the default `fetch.wait.max.ms` and with 5 ms, because the
-//!    in-process broker polls for new records during a fetch's wait instead of being woken.
+//!    closed loop of many clients, then an open loop at half that rate over as many
+//!    connections (wrk2's model). Latency is measured from each request's scheduled start (so a
+//!    stall counts against every request it delays) to its answer. Run twice: with the default
+//!    `fetch.wait.max.ms` and with 5 ms, because the in-process broker polls for new records
+//!    during a fetch's wait instead of being woken.
 //!
 //! Knobs (environment): `TALLY_BENCH_COMMANDS` (default 50000), `TALLY_BENCH_ROUNDS` (3),
 //! `TALLY_BENCH_PARTITIONS` (2), `TALLY_BENCH_HTTP_SECONDS` (10; 0 skips the HTTP part),
@@ -392,7 +393,7 @@ async fn http_latency(h: &Harness) {
     // Open loop at half the highest rate, and at a low rate for the floor.
     for rate in [max_rate / 2.0, 100.0] {
         let before = stage_histograms();
-        let latencies = open_loop(&client, &base, &next, rate, seconds).await;
+        let latencies = open_loop(&base, &next, rate, seconds, clients).await;
         let stages = stage_histograms();
         let at = |q: f64, part: fn(&(Duration, Duration)) -> Duration| {
             let mut xs: Vec<Duration> = latencies.iter().map(part).collect();
@@ -416,41 +417,48 @@ async fn http_latency(h: &Harness) {
     processor.stop().await.unwrap();
 }
 
-/// Requests at `rate` for `seconds`, each started when due (checked every millisecond: a timer
-/// per request cannot fire faster than that). Per request: the time from when it was due to its
-/// answer, and to the processor's decision (the event's time, millisecond resolution).
+/// Requests due at `rate` for `seconds` over `connections` connections, request `i` on
+/// connection `i % connections` (wrk2's model): a request due while its connection is still
+/// busy waits, and the wait counts. Per request: the time from when it was due to its answer,
+/// and to the processor's decision (the event's time, millisecond resolution). A task per
+/// request on one shared client, as this first did, let the client open a new connection for
+/// every request that found none idle (see the query benchmark in BENCHMARKS.md).
 async fn open_loop(
-    client: &HttpClient,
     base: &str,
     next: &Arc<AtomicU64>,
     rate: f64,
     seconds: u64,
+    connections: u64,
 ) -> Vec<(Duration, Duration)> {
     let interval = Duration::from_secs_f64(1.0 / rate);
     let total = (rate * seconds as f64) as u64;
     let start = tokio::time::Instant::now();
-    let mut requests = Vec::with_capacity(total as usize);
-    while (requests.len() as u64) < total {
-        let due = ((start.elapsed().as_secs_f64() / interval.as_secs_f64()) as u64 + 1).min(total);
-        for i in requests.len() as u64..due {
-            let scheduled = start + interval.mul_f64(i as f64);
-            let (client, base, next) = (client.clone(), base.to_owned(), next.clone());
-            requests.push(tokio::spawn(async move {
-                let due_wall = std::time::SystemTime::now() - scheduled.elapsed();
-                let (status, body) = pay(&client, &base, next.fetch_add(1, Ordering::Relaxed)).await;
-                let total = scheduled.elapsed();
-                assert_eq!(status, 201);
-                let outcome: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                let decided = std::time::UNIX_EPOCH
-                    + Duration::from_millis(outcome["event"]["time_ms"].as_u64().unwrap());
-                (total, decided.duration_since(due_wall).unwrap_or_default())
-            }));
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let mut latencies = Vec::with_capacity(requests.len());
-    for r in requests {
-        latencies.push(r.await.unwrap());
+    let senders: Vec<_> = (0..connections)
+        .map(|c| {
+            let (base, next) = (base.to_owned(), next.clone());
+            // One client per connection: its requests go one after another, so it keeps one.
+            let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                for i in (c..total).step_by(connections as usize) {
+                    let scheduled = start + interval.mul_f64(i as f64);
+                    tokio::time::sleep_until(scheduled).await;
+                    let due_wall = std::time::SystemTime::now() - scheduled.elapsed();
+                    let (status, body) = pay(&client, &base, next.fetch_add(1, Ordering::Relaxed)).await;
+                    let took = scheduled.elapsed();
+                    assert_eq!(status, 201);
+                    let outcome: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    let decided = std::time::UNIX_EPOCH
+                        + Duration::from_millis(outcome["event"]["time_ms"].as_u64().unwrap());
+                    latencies.push((took, decided.duration_since(due_wall).unwrap_or_default()));
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(total as usize);
+    for s in senders {
+        latencies.extend(s.await.unwrap());
     }
     latencies
 }
