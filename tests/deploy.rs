@@ -94,12 +94,17 @@ fn the_helm_chart_lints_renders_and_passes_the_manifest_checks() {
     let open = run(&helm, &[&["template", "t", "helm/tally"][..], &REQUIRED[..4]].concat(), None);
     assert!(!open.status.success() && text(&open).contains("auth"), "{}", text(&open));
 
-    // Every credential file mounted (the policy and the ingest's producer allow-list too).
+    // Every credential file mounted (the policy and the ingest's producer allow-list too), and
+    // the schema registry with its credentials.
     let files = [
         "--set",
         "auth.policyConfigMap=tally-policy",
         "--set",
         "auth.producerAllowListConfigMap=tally-producers",
+        "--set",
+        "schemaRegistry.url=https://registry:8081",
+        "--set",
+        "schemaRegistry.existingSecret=tally-registry",
     ];
     let rendered = run(&helm, &[&["template", "t", "helm/tally"][..], &REQUIRED, &files].concat(), None);
     assert!(rendered.status.success(), "{}", text(&rendered));
@@ -109,9 +114,14 @@ fn the_helm_chart_lints_renders_and_passes_the_manifest_checks() {
     {
         assert!(manifests.contains(&format!("kind: {kind}\n")), "no {kind} rendered");
     }
-    for mount in
-        ["/etc/tally/api-keys", "/etc/tally/policy", "/etc/tally/producers", "TALLY_PRODUCER_ALLOW_LIST"]
-    {
+    for mount in [
+        "/etc/tally/api-keys",
+        "/etc/tally/policy",
+        "/etc/tally/producers",
+        "TALLY_PRODUCER_ALLOW_LIST",
+        "TALLY_SCHEMA_REGISTRY_URL",
+        "TALLY_SCHEMA_REGISTRY_PASSWORD",
+    ] {
         assert!(manifests.contains(mount), "{mount} is not in the rendered manifests");
     }
     let checked = run(Path::new("python3"), &[".ci/check_manifests.py"], Some(manifests.as_bytes()));

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Real Apache Kafka (KRaft, one combined broker and controller) and Apache Cassandra for the test
-# suite, from Maven Central jars started with `java -cp`, on free loopback ports.
+# Real Apache Kafka (KRaft, one combined broker and controller), Apache Cassandra and Apicurio
+# Registry (a Confluent-compatible schema registry) for the test suite, from Maven Central
+# artifacts started with `java`, on free loopback ports.
 #
 #   servers.sh fetch         copy the jars into $TALLY_SERVERS_CACHE (once; kept between runs)
-#   servers.sh start DIR     configure and start both servers under DIR, wait until they serve,
+#   servers.sh start DIR     configure and start the servers under DIR, wait until they serve,
 #                            and write DIR/env (the variables the suite reads)
 #   servers.sh stop DIR      stop whatever `start` started under DIR
 #
-# DIR/env sets TALLY_TEST_KAFKA (host:port of the broker, read by the broker-facing suites) and
-# TALLY_TEST_SCYLLA (host:port of Cassandra's CQL port, read by the store's suites). A server
+# DIR/env sets TALLY_TEST_KAFKA (host:port of the broker, read by the broker-facing suites),
+# TALLY_TEST_SCYLLA (host:port of Cassandra's CQL port, read by the store's suites) and
+# TALLY_TEST_SCHEMA_REGISTRY (the registry's Confluent-compatible API URL). A server
 # that cannot be fetched or started is left out of DIR/env with a printed notice; the suites that
 # need it then print that they skipped.
 set -uo pipefail
@@ -17,11 +19,14 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 CACHE="${TALLY_SERVERS_CACHE:-$HOME/.cache/tally-servers}"
 KAFKA_VERSION=4.4.0
 CASSANDRA_VERSION=5.0.8
+APICURIO_VERSION=3.3.3
 KAFKA_JARS="$CACHE/kafka-$KAFKA_VERSION"
 CASSANDRA_JARS="$CACHE/cassandra-$CASSANDRA_VERSION"
+APICURIO_APP="$CACHE/apicurio-registry-$APICURIO_VERSION"
 # Start-up on 2 busy cores: Kafka takes seconds, Cassandra about a minute.
 KAFKA_START_TIMEOUT=180
 CASSANDRA_START_TIMEOUT=420
+APICURIO_START_TIMEOUT=300
 
 # Copies one server's jars (its pom.xml in $HERE/$1) into $2, unless a finished copy is there.
 fetch_jars() {
@@ -36,9 +41,41 @@ fetch_jars() {
     && touch "$into/.complete"
 }
 
+# Apicurio Registry's runnable Quarkus application (the `all` tar.gz of apicurio-registry-app),
+# unpacked into $APICURIO_APP unless a finished copy is there.
+fetch_apicurio() {
+  if [[ -f "$APICURIO_APP/.complete" ]]; then
+    echo "apicurio: application cached in $APICURIO_APP"
+    return 0
+  fi
+  echo "apicurio: fetching io.apicurio:apicurio-registry-app:$APICURIO_VERSION (tar.gz, all) from Maven Central"
+  rm -rf "$APICURIO_APP" && mkdir -p "$APICURIO_APP"
+  mvn -q -B -Dstyle.color=never dependency:copy \
+    -Dartifact="io.apicurio:apicurio-registry-app:$APICURIO_VERSION:tar.gz:all" \
+    -DoutputDirectory="$APICURIO_APP" \
+    && tar -xzf "$APICURIO_APP"/apicurio-registry-app-*-all.tar.gz -C "$APICURIO_APP" \
+    && rm -f "$APICURIO_APP"/apicurio-registry-app-*-all.tar.gz \
+    && touch "$APICURIO_APP/.complete"
+}
+
 fetch() {
   fetch_jars kafka "$KAFKA_JARS" || echo "notice: the Kafka jars could not be fetched"
   fetch_jars cassandra "$CASSANDRA_JARS" || echo "notice: the Cassandra jars could not be fetched"
+  fetch_apicurio || echo "notice: Apicurio Registry could not be fetched"
+}
+
+# A `java` of version 21 or later (Apicurio Registry 3 is built for 21): the default one, or
+# one under /usr/lib/jvm. Prints nothing if there is none.
+java_21() {
+  local candidate major
+  for candidate in java /usr/lib/jvm/*/bin/java; do
+    command -v "$candidate" > /dev/null 2>&1 || continue
+    major=$("$candidate" -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p')
+    if [[ -n "$major" && "${major%%.*}" -ge 21 ]]; then
+      echo "$candidate"
+      return 0
+    fi
+  done
 }
 
 # A free TCP port on 127.0.0.1 (the kernel's choice; closed again at once).
@@ -153,34 +190,56 @@ start_cassandra() {
   echo "$port" > "$dir/port"
 }
 
+start_apicurio() {
+  local dir=$1/apicurio port java
+  [[ -f "$APICURIO_APP/.complete" ]] || { echo "notice: no Apicurio Registry; it is not started"; return 1; }
+  java=$(java_21)
+  [[ -n "$java" ]] || { echo "notice: no Java 21 or later for Apicurio Registry; it is not started"; return 1; }
+  mkdir -p "$dir"
+  port=$(free_port)
+  # In-memory storage (the default): every run starts empty.
+  "$java" -Xms128m -Xmx512m -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$port" \
+    -jar "$APICURIO_APP/quarkus-run.jar" > "$dir/apicurio.log" 2>&1 &
+  echo $! > "$dir/pid"
+  echo "apicurio: starting on 127.0.0.1:$port (pid $(cat "$dir/pid"), $java, log $dir/apicurio.log)"
+  echo "$port" > "$dir/port"
+}
+
+# Waits for server $2 started under $1 to log $3 (for at most $4 seconds); then appends
+# `export $5` with the server's port put in place of PORT to $1/env, or prints $6.
+await_server() {
+  local dir=$1 name=$2 line=$3 timeout=$4 variable=$5 notice=$6 port
+  [[ -f "$dir/$name/pid" ]] || return 0
+  port=$(cat "$dir/$name/port")
+  if wait_for_line "$(cat "$dir/$name/pid")" "$dir/$name/$name.log" "$line" "$timeout"; then
+    echo "$name: serving on 127.0.0.1:$port"
+    echo "export ${variable//PORT/$port}" >> "$dir/env"
+  else
+    echo "notice: $notice"
+  fi
+}
+
 start() {
-  local dir=$1 started
+  local dir=$1
   mkdir -p "$dir"
   : > "$dir/env"
   start_kafka "$dir"
   start_cassandra "$dir"
-  if [[ -f "$dir/kafka/pid" ]]; then
-    if wait_for_line "$(cat "$dir/kafka/pid")" "$dir/kafka/kafka.log" "Kafka Server started" $KAFKA_START_TIMEOUT; then
-      echo "kafka: serving on 127.0.0.1:$(cat "$dir/kafka/port")"
-      echo "export TALLY_TEST_KAFKA=127.0.0.1:$(cat "$dir/kafka/port")" >> "$dir/env"
-    else
-      echo "notice: Kafka did not start; the suites print that they skipped real Kafka"
-    fi
-  fi
-  if [[ -f "$dir/cassandra/pid" ]]; then
-    started="Starting listening for CQL clients"
-    if wait_for_line "$(cat "$dir/cassandra/pid")" "$dir/cassandra/cassandra.log" "$started" $CASSANDRA_START_TIMEOUT; then
-      echo "cassandra: serving CQL on 127.0.0.1:$(cat "$dir/cassandra/port")"
-      echo "export TALLY_TEST_SCYLLA=127.0.0.1:$(cat "$dir/cassandra/port")" >> "$dir/env"
-    else
-      echo "notice: Cassandra did not start; the store's Cassandra suites print that they skipped"
-    fi
-  fi
+  start_apicurio "$dir"
+  await_server "$dir" kafka "Kafka Server started" $KAFKA_START_TIMEOUT \
+    "TALLY_TEST_KAFKA=127.0.0.1:PORT" \
+    "Kafka did not start; the suites print that they skipped real Kafka"
+  await_server "$dir" cassandra "Starting listening for CQL clients" $CASSANDRA_START_TIMEOUT \
+    "TALLY_TEST_SCYLLA=127.0.0.1:PORT" \
+    "Cassandra did not start; the store's Cassandra suites print that they skipped"
+  await_server "$dir" apicurio "Installed features" $APICURIO_START_TIMEOUT \
+    "TALLY_TEST_SCHEMA_REGISTRY=http://127.0.0.1:PORT/apis/ccompat/v7" \
+    "Apicurio Registry did not start; the schema-registry tests print that they skipped"
 }
 
 stop() {
   local dir=$1 server pid
-  for server in kafka cassandra; do
+  for server in kafka cassandra apicurio; do
     [[ -f "$dir/$server/pid" ]] || continue
     pid=$(cat "$dir/$server/pid")
     kill "$pid" 2> /dev/null || continue

@@ -46,3 +46,11 @@ pub fn confluent_header(schema_id: u32) -> [u8; 5] {
     h[1..].copy_from_slice(&schema_id.to_be_bytes());
     h
 }
+
+/// The schema id of a record in the Confluent framing; `None` for any other record.
+pub fn confluent_schema_id(bytes: &[u8]) -> Option<u32> {
+    match split(bytes) {
+        Ok((Framing::Confluent { schema_id }, _)) => Some(schema_id),
+        _ => None,
+    }
+}

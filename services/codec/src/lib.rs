@@ -6,8 +6,9 @@
 //! - Encoding is always Avro single-object encoding: `C3 01`, the 8-byte CRC-64-AVRO fingerprint
 //!   of the writer schema (little-endian), then the datum.
 //! - Decoding also accepts the Confluent framing (`00`, a 4-byte big-endian schema id, the datum)
-//!   for producers that use a schema registry; ids are mapped to schemas with
-//!   [`Codec::register_confluent_id`].
+//!   for producers that use a schema registry, with the writer schemas of the ids given to
+//!   [`Codec::decode_command_with`] ([`Codec::confluent_writer`] checks each; the processor
+//!   fetches them from the registry with `tally-registry`).
 //! - Data written with any committed version of a schema (`schemas/avro/history/`) is resolved
 //!   to the current one.
 //!
@@ -18,9 +19,9 @@ mod schemas;
 mod values;
 mod wire;
 
-pub use framing::{CONFLUENT_MAGIC, Framing, SINGLE_OBJECT_MAGIC, confluent_header};
+pub use framing::{CONFLUENT_MAGIC, Framing, SINGLE_OBJECT_MAGIC, confluent_header, confluent_schema_id};
 pub use schemas::{Kind, SchemaVersion, canonical_form, crc64_avro, fingerprint, history, source};
-pub use wire::Codec;
+pub use wire::{Codec, ConfluentWriter, ConfluentWriters};
 
 /// Largest record accepted for decoding.
 pub const RECORD_LEN_MAX: usize = 1024 * 1024;
@@ -47,12 +48,12 @@ pub enum CodecError {
     /// events topic, `kind` is `event`, though claims and markers are looked up too).
     #[error("no known {kind} schema has fingerprint {fingerprint:016x}")]
     UnknownFingerprint { kind: Kind, fingerprint: u64 },
-    /// Confluent framing with a schema id not registered for this kind of record
-    /// ([`Codec::register_confluent_id`]).
-    #[error("Confluent schema id {0} is not registered for {1} records")]
+    /// Confluent framing with a schema id not among those given for this kind of record
+    /// ([`Codec::decode_command_with`]).
+    #[error("Confluent schema id {0} is not known for {1} records")]
     UnknownSchemaId(u32, Kind),
     /// The datum does not decode with its writer schema, has bytes left after it, or a schema given
-    /// to [`Codec::register_confluent_id`] is unusable; the message says which.
+    /// to [`Codec::confluent_writer`] is unusable; the message says which.
     #[error("Avro data does not match the schema: {0}")]
     Avro(String),
     /// The datum decodes but a field breaks Tally's rules (an id, asset, amount or branch that is

@@ -7,6 +7,7 @@ use crate::{ALLOCATION_MAX, CodecError, RECORD_LEN_MAX};
 use apache_avro::Schema;
 use apache_avro::types::Value;
 use std::collections::HashMap;
+use std::sync::Arc;
 use tally_core::log::LogRecord;
 use tally_core::*;
 
@@ -16,8 +17,43 @@ pub struct Codec {
     event: Family,
     claim: Family,
     dead_lettered: Family,
-    /// Confluent schema-registry ids this deployment accepts, with the writer schema of each.
-    confluent: HashMap<u32, (Kind, Writer)>,
+}
+
+/// The writer schema that a Confluent schema id stands for, checked to be readable as Tally's
+/// current schema of its kind ([`Codec::confluent_writer`]). Cheap to clone (shared).
+#[derive(Clone)]
+pub struct ConfluentWriter(Arc<(Kind, Writer)>);
+
+impl ConfluentWriter {
+    /// The kind of record it was checked for.
+    pub fn kind(&self) -> Kind {
+        self.0.0
+    }
+}
+
+impl std::fmt::Debug for ConfluentWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ConfluentWriter({}, {:016x})", self.0.0, crate::fingerprint(self.0.1.schema()))
+    }
+}
+
+/// The Confluent schema ids a decode accepts, with their writer schemas.
+pub type ConfluentWriters = HashMap<u32, ConfluentWriter>;
+
+/// The schema a datum was written with: an embedded version, or one a registry id stands for.
+enum WriterRef<'a> {
+    Embedded(&'a Writer),
+    Confluent(&'a ConfluentWriter),
+}
+
+impl std::ops::Deref for WriterRef<'_> {
+    type Target = Writer;
+    fn deref(&self) -> &Writer {
+        match self {
+            WriterRef::Embedded(w) => w,
+            WriterRef::Confluent(c) => &c.0.1,
+        }
+    }
 }
 
 impl Default for Codec {
@@ -36,33 +72,44 @@ impl Codec {
             event: Family::load(Kind::Event),
             claim: Family::load(Kind::Claim),
             dead_lettered: Family::load(Kind::DeadLettered),
-            confluent: HashMap::new(),
         }
     }
 
-    /// Accept Confluent-framed records with `schema_id`, written with `writer_schema_json`
-    /// (the schema the registry holds under that id). It must be readable as the current schema.
-    pub fn register_confluent_id(
-        &mut self,
+    /// The writer for Confluent-framed records of `kind` with `schema_id`, written with
+    /// `writer_schema_json` (the Avro schema a registry holds under that id). Fails with
+    /// [`CodecError::Avro`] when that schema does not parse, cannot be read as the current
+    /// schema of `kind` (Avro schema resolution, as the specification's "Schema Resolution"
+    /// section gives it), or has no `body` union.
+    pub fn confluent_writer(
+        &self,
         schema_id: u32,
         kind: Kind,
         writer_schema_json: &str,
-    ) -> Result<(), CodecError> {
-        let writer = Schema::parse_str(writer_schema_json)?;
+    ) -> Result<ConfluentWriter, CodecError> {
+        let in_context = |e: CodecError| match e {
+            CodecError::Avro(why) => CodecError::Avro(format!("schema id {schema_id}: {why}")),
+            other => other,
+        };
+        let writer = self.readable_as_current(kind, writer_schema_json).map_err(in_context)?;
+        Ok(ConfluentWriter(Arc::new((kind, Writer::new(writer).map_err(|e| in_context(e.into()))?))))
+    }
+
+    /// Parses `writer_schema_json` and checks that records written with it can be read as the
+    /// current schema of `kind`: Avro schema resolution, and for commands and events the `body`
+    /// union whose branches Tally maps by name. Fails with [`CodecError::Avro`] saying why not.
+    pub fn readable_as_current(&self, kind: Kind, writer_schema_json: &str) -> Result<Schema, CodecError> {
+        let writer = Schema::parse_str(writer_schema_json)
+            .map_err(|e| CodecError::Avro(format!("not an Avro schema: {e}")))?;
         apache_avro::schema_compatibility::SchemaCompatibility::can_read(
             &writer,
             self.family(kind).current().schema(),
         )
-        .map_err(|e| {
-            CodecError::Avro(format!(
-                "schema id {schema_id} is not readable as the current {kind} schema: {e}"
-            ))
-        })?;
-        if !matches!(&writer, Schema::Record(r) if r.fields.iter().any(|f| f.name == "body")) {
-            return Err(CodecError::Avro(format!("schema id {schema_id} has no body union")));
+        .map_err(|e| CodecError::Avro(format!("not readable as the current {kind} schema: {e}")))?;
+        let has_body = matches!(&writer, Schema::Record(r) if r.fields.iter().any(|f| f.name == "body"));
+        if matches!(kind, Kind::Command | Kind::Event) && !has_body {
+            return Err(CodecError::Avro(format!("no body union, as every {kind} schema has")));
         }
-        self.confluent.insert(schema_id, (kind, Writer::new(writer)?));
-        Ok(())
+        Ok(writer)
     }
 
     /// The fingerprint that single-object headers of new records carry.
@@ -77,9 +124,21 @@ impl Codec {
 
     /// A record of the commands topic, in either framing and any known schema version; every
     /// failure (framing, schema, datum, a field breaking the rules) is a [`CodecError`].
+    /// Confluent-framed records fail with [`CodecError::UnknownSchemaId`]; see
+    /// [`Codec::decode_command_with`].
     pub fn decode_command(&self, bytes: &[u8]) -> Result<Command, CodecError> {
-        let (value, writer, _) = self.decode(&[&self.command], bytes)?;
-        command_from(writer, value)
+        self.decode_command_with(bytes, &ConfluentWriters::new())
+    }
+
+    /// Like [`Codec::decode_command`], also accepting the Confluent schema ids of `confluent`
+    /// (checked for commands).
+    pub fn decode_command_with(
+        &self,
+        bytes: &[u8],
+        confluent: &ConfluentWriters,
+    ) -> Result<Command, CodecError> {
+        let (value, writer, _) = self.decode(&[&self.command], bytes, confluent)?;
+        command_from(&writer, value)
     }
 
     /// A record of the events topic: an event (with the epoch of its writer and the offset of
@@ -105,7 +164,17 @@ impl Codec {
     /// A record of the events topic (event, claim or dead-letter marker), told apart by its writer
     /// schema; fails with a [`CodecError`] like [`Codec::decode_command`].
     pub fn decode_log_record(&self, bytes: &[u8]) -> Result<LogRecord, CodecError> {
-        let (value, writer, kind) = self.decode(&[&self.event, &self.claim, &self.dead_lettered], bytes)?;
+        self.decode_log_record_with(bytes, &ConfluentWriters::new())
+    }
+
+    /// Like [`Codec::decode_log_record`], also accepting the Confluent schema ids of `confluent`.
+    pub fn decode_log_record_with(
+        &self,
+        bytes: &[u8],
+        confluent: &ConfluentWriters,
+    ) -> Result<LogRecord, CodecError> {
+        let families = [&self.event, &self.claim, &self.dead_lettered];
+        let (value, writer, kind) = self.decode(&families, bytes, confluent)?;
         match kind {
             Kind::Claim => {
                 let mut f = Fields::of("claim", value)?;
@@ -119,7 +188,7 @@ impl Codec {
                     reason: f.string("reason")?,
                 })
             }
-            _ => event_from(writer, value),
+            _ => event_from(&writer, value),
         }
     }
 
@@ -152,7 +221,8 @@ impl Codec {
         &'a self,
         families: &[&'a Family],
         bytes: &[u8],
-    ) -> Result<(Value, &'a Writer, Kind), CodecError> {
+        confluent: &'a ConfluentWriters,
+    ) -> Result<(Value, WriterRef<'a>, Kind), CodecError> {
         if bytes.len() > RECORD_LEN_MAX {
             return Err(CodecError::TooLarge(bytes.len()));
         }
@@ -161,10 +231,10 @@ impl Codec {
         let (writer, kind) = match framing {
             Framing::SingleObject { fingerprint } => families
                 .iter()
-                .find_map(|f| f.writer(fingerprint).map(|w| (w, f.kind)))
+                .find_map(|f| f.writer(fingerprint).map(|w| (WriterRef::Embedded(w), f.kind)))
                 .ok_or(CodecError::UnknownFingerprint { kind: expected, fingerprint })?,
-            Framing::Confluent { schema_id } => match self.confluent.get(&schema_id) {
-                Some((kind, writer)) if families.iter().any(|f| f.kind == *kind) => (writer, *kind),
+            Framing::Confluent { schema_id } => match confluent.get(&schema_id) {
+                Some(c) if families.iter().any(|f| f.kind == c.kind()) => (WriterRef::Confluent(c), c.kind()),
                 _ => return Err(CodecError::UnknownSchemaId(schema_id, expected)),
             },
         };

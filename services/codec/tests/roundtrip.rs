@@ -3,7 +3,7 @@
 use proptest::prelude::*;
 use std::collections::BTreeSet;
 use std::sync::LazyLock;
-use tally_codec::{Codec, CodecError, Kind, confluent_header};
+use tally_codec::{Codec, CodecError, ConfluentWriters, Kind, confluent_header};
 use tally_core::log::LogRecord;
 use tally_core::testkit::{history, run};
 use tally_core::*;
@@ -123,19 +123,36 @@ fn wrong_schema_is_an_error() {
 }
 
 #[test]
-fn confluent_framing_is_accepted_for_registered_ids() {
+fn confluent_framing_is_accepted_for_the_ids_given() {
     let event = &sample_events()[0];
     let datum = encode(event)[10..].to_vec();
     let framed: Vec<u8> = confluent_header(42).iter().copied().chain(datum).collect();
     assert!(matches!(CODEC.decode_log_record(&framed), Err(CodecError::UnknownSchemaId(42, Kind::Event))));
 
-    let mut codec = Codec::new();
-    codec.register_confluent_id(42, Kind::Event, tally_codec::source(Kind::Event)).unwrap();
-    assert_eq!(codec.decode_log_record(&framed).unwrap(), logged(event));
-    // An id registered for events is not a command schema.
-    assert!(matches!(codec.decode_command(&framed), Err(CodecError::UnknownSchemaId(42, Kind::Command))));
-    // A registry schema that cannot be read as ours is refused at registration.
-    assert!(codec.register_confluent_id(7, Kind::Event, r#"{"type":"record","name":"Event","namespace":"io.tally","fields":[{"name":"x","type":"int"}]}"#).is_err());
+    let writer = CODEC.confluent_writer(42, Kind::Event, tally_codec::source(Kind::Event)).unwrap();
+    let writers = ConfluentWriters::from([(42, writer)]);
+    assert_eq!(CODEC.decode_log_record_with(&framed, &writers).unwrap(), logged(event));
+    // An id checked for events is not a command schema.
+    assert!(matches!(
+        CODEC.decode_command_with(&framed, &writers),
+        Err(CodecError::UnknownSchemaId(42, Kind::Command))
+    ));
+    // Schemas that cannot be read as ours are refused, each with its reason.
+    let foreign =
+        r#"{"type":"record","name":"Event","namespace":"io.tally","fields":[{"name":"x","type":"int"}]}"#;
+    for (json, why) in [
+        (foreign, "not readable as the current event schema"),
+        ("{not json", "not an Avro schema"),
+        (r#""long""#, "not readable"),
+    ] {
+        let e = CODEC.confluent_writer(7, Kind::Event, json).unwrap_err().to_string();
+        assert!(e.contains("schema id 7") && e.contains(why), "{e}");
+    }
+    // Every committed version of the command schema is a usable writer: producers that
+    // registered an older one keep working.
+    for version in tally_codec::history(Kind::Command) {
+        CODEC.confluent_writer(1, Kind::Command, version.json).unwrap();
+    }
 }
 
 #[test]

@@ -38,6 +38,8 @@ pub struct ProcessorOptions {
     pub snapshot_interval_ms: u64,
     #[command(flatten)]
     pub producers: crate::auth::ProducerOptions,
+    #[command(flatten)]
+    pub registry: crate::registry::RegistryOptions,
 }
 
 /// The HTTP front door.
@@ -104,6 +106,7 @@ impl ProcessorOptions {
         config.batch_max = self.batch_max as usize;
         config.expiry_interval = Duration::from_millis(self.expiry_interval_ms);
         config.producers = self.producers.allow_list(reload).await?;
+        config.schemas = self.registry.lookup(topics).await?;
         if self.snapshot_every > 0 {
             config.snapshots = Some(snapshots);
             config.snapshot_every = self.snapshot_every;

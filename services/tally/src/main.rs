@@ -10,6 +10,7 @@ mod kafka;
 mod project;
 mod projections;
 mod query;
+mod registry;
 mod runner;
 mod shutdown;
 mod store;

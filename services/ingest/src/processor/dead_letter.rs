@@ -11,8 +11,12 @@ use tally_kafka::{Headers, KafkaError, Outgoing, Producer, Record};
 pub enum Reason {
     /// The record has no value.
     Empty,
-    /// Its schema (fingerprint or Confluent id) is not one Tally knows.
+    /// Its schema (fingerprint or Confluent id) is not one Tally knows, nor (with a schema
+    /// registry) one the registry has.
     UnknownSchema,
+    /// Its Confluent schema id names a schema commands cannot be read with: not Avro, or not
+    /// resolvable to Tally's command schema.
+    SchemaUnreadable,
     /// Larger than a command may be (`tally_codec::RECORD_LEN_MAX`).
     TooLarge,
     /// The command names no tenant.
@@ -35,6 +39,7 @@ impl Reason {
         match self {
             Reason::Empty => "EMPTY",
             Reason::UnknownSchema => "UNKNOWN_SCHEMA",
+            Reason::SchemaUnreadable => "SCHEMA_UNREADABLE",
             Reason::TooLarge => "TOO_LARGE",
             Reason::MissingTenant => "MISSING_TENANT",
             Reason::Undecodable => "UNDECODABLE",

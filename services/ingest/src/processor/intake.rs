@@ -2,6 +2,7 @@
 //! here go to the dead-letter topic ([`super::dead_letter`]); processing continues.
 
 use super::dead_letter::{Reason, Unprocessable};
+use super::schemas::BatchSchemas;
 use tally_auth::producers::{PRODUCER_HEADER, ProducerTenants};
 use tally_codec::{Codec, CodecError};
 use tally_core::Command;
@@ -11,15 +12,23 @@ use tally_kafka::Record;
 /// partition, so a key that does not match the body would put the stream's commands in two
 /// partitions (two processors, no ordering). With an allow-list of producers, checks that the
 /// record's producer (its `tally-producer` header) may send for the command's tenant.
-pub fn classify(
+/// Confluent-framed records decode with the writers of `schemas`, or are refused for the reason
+/// it gives.
+pub(super) fn classify(
     codec: &Codec,
     record: &Record,
     producers: Option<&ProducerTenants>,
+    schemas: &BatchSchemas,
 ) -> Result<Command, Unprocessable> {
     if record.payload.is_empty() {
         return Err(Unprocessable::new(Reason::Empty, "the record has no value"));
     }
-    let command = codec.decode_command(&record.payload).map_err(|e| {
+    let command = codec.decode_command_with(&record.payload, &schemas.writers).map_err(|e| {
+        if let CodecError::UnknownSchemaId(id, _) = &e
+            && let Some(why) = schemas.refused.get(id)
+        {
+            return why.clone();
+        }
         let reason = match &e {
             CodecError::UnknownFingerprint { .. } | CodecError::UnknownSchemaId(..) => Reason::UnknownSchema,
             CodecError::TooLarge(_) => Reason::TooLarge,

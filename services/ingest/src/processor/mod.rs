@@ -15,6 +15,9 @@ pub mod dead_letter;
 pub mod intake;
 mod metrics;
 mod partition;
+mod schemas;
+
+pub use schemas::SchemaLookup;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -52,6 +55,9 @@ pub struct ProcessorConfig {
     /// Which tenants each producer of the commands topic may send for; `None`: any producer,
     /// any tenant.
     pub producers: Option<Arc<Reloading<ProducerTenants>>>,
+    /// Where the writer schemas of Confluent-framed commands are fetched; `None`: such records
+    /// are dead-lettered as `UNKNOWN_SCHEMA`.
+    pub schemas: Option<Arc<SchemaLookup>>,
 }
 
 impl ProcessorConfig {
@@ -67,6 +73,7 @@ impl ProcessorConfig {
             snapshot_every: 10_000,
             snapshot_interval: Duration::from_secs(60),
             producers: None,
+            schemas: None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The owner of one partition: restores it from the log, claims it, then answers its commands
 //! in batches, one log record per command record.
 
+use super::schemas::BatchSchemas;
 use super::{ProcessorError, Restored, Shared, SnapshotWritten};
 use super::{dead_letter, intake, metrics};
 use crate::stages::Stage;
@@ -213,6 +214,19 @@ impl Owner {
         let mut dead_letters = Vec::new();
         // One allow-list for the whole batch, even if it is reloaded meanwhile.
         let producers = self.shared.config.producers.as_ref().map(|p| p.current_arc());
+        let schemas = match &self.shared.config.schemas {
+            None => BatchSchemas::default(),
+            Some(lookup) => {
+                let cancel = &self.assignment.cancel;
+                match lookup.batch(&self.shared.codec, waiting.iter(), self.partition, cancel).await {
+                    Some(schemas) => schemas,
+                    None => {
+                        waiting.clear(); // given up while the registry was unavailable: unanswered
+                        return Ok(());
+                    }
+                }
+            }
+        };
         while let Some(message) = waiting.pop_front() {
             let command_offset = message.offset;
             if command_offset < self.replica.reader.next_command_offset() {
@@ -221,33 +235,34 @@ impl Owner {
             if let Some(produced_ms) = message.timestamp_ms {
                 Stage::HandOver.observe_since(produced_ms, now);
             }
-            let (record, trace) = match intake::classify(&self.shared.codec, &message, producers.as_deref()) {
-                Ok(command) if self.answered_this_round(&command) => {
-                    debug_assert!(!records.is_empty(), "an unplaced answer outside a round");
-                    waiting.push_front(message);
-                    break;
-                }
-                Ok(command) => {
-                    let trace = answer_trace(&message, &command.command_id);
-                    let event = decide(&self.replica.state, &command, now);
-                    (LogRecord::Event { epoch, command_offset, event }, trace)
-                }
-                Err(why) => {
-                    // The record could not be read as a command: its place and key name it.
-                    let key = message.key_text();
-                    tracing::warn!(
-                        partition = self.partition,
-                        command_offset,
-                        key = key.as_deref().unwrap_or(""),
-                        code = why.reason.code(),
-                        "dead-lettered: {}",
-                        why.detail
-                    );
-                    let reason = why.marker_reason();
-                    dead_letters.push((message, why));
-                    (LogRecord::DeadLettered { epoch, command_offset, reason }, None)
-                }
-            };
+            let (record, trace) =
+                match intake::classify(&self.shared.codec, &message, producers.as_deref(), &schemas) {
+                    Ok(command) if self.answered_this_round(&command) => {
+                        debug_assert!(!records.is_empty(), "an unplaced answer outside a round");
+                        waiting.push_front(message);
+                        break;
+                    }
+                    Ok(command) => {
+                        let trace = answer_trace(&message, &command.command_id);
+                        let event = decide(&self.replica.state, &command, now);
+                        (LogRecord::Event { epoch, command_offset, event }, trace)
+                    }
+                    Err(why) => {
+                        // The record could not be read as a command: its place and key name it.
+                        let key = message.key_text();
+                        tracing::warn!(
+                            partition = self.partition,
+                            command_offset,
+                            key = key.as_deref().unwrap_or(""),
+                            code = why.reason.code(),
+                            "dead-lettered: {}",
+                            why.detail
+                        );
+                        let reason = why.marker_reason();
+                        dead_letters.push((message, why));
+                        (LogRecord::DeadLettered { epoch, command_offset, reason }, None)
+                    }
+                };
             // Folds the answer exactly as every reader of the log will (its offset comes below).
             let verdict = self.replica.read_unplaced(&record);
             debug_assert_eq!(verdict, Verdict::Apply);

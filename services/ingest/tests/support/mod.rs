@@ -117,7 +117,9 @@ impl Harness {
         }
     }
 
-    fn record_sent(&self, partition: i32, offset: i64) -> (i32, i64) {
+    /// Notes a command record produced to `partition` at `offset` by someone else (so that
+    /// [`Harness::settled`] waits for its answer too).
+    pub fn record_sent(&self, partition: i32, offset: i64) -> (i32, i64) {
         let mut sent = self.sent.lock().unwrap();
         let highest = sent.entry(partition).or_insert(offset);
         *highest = (*highest).max(offset);
