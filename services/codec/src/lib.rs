@@ -15,11 +15,13 @@
 //! Decoding untrusted bytes never panics: every failure is a [`CodecError`].
 
 mod framing;
+mod readable;
 mod schemas;
 mod values;
 mod wire;
 
 pub use framing::{CONFLUENT_MAGIC, Framing, SINGLE_OBJECT_MAGIC, confluent_header, confluent_schema_id};
+pub use readable::WRITER_DEPTH_MAX;
 pub use schemas::{Kind, SchemaVersion, canonical_form, crc64_avro, fingerprint, history, source};
 pub use wire::{Codec, ConfluentWriter, ConfluentWriters};
 

@@ -95,20 +95,14 @@ impl Codec {
     }
 
     /// Parses `writer_schema_json` and checks that records written with it can be read as the
-    /// current schema of `kind`: Avro schema resolution, and for commands and events the `body`
-    /// union whose branches Tally maps by name. Fails with [`CodecError::Avro`] saying why not.
+    /// current schema of `kind` by Tally's rule, stricter than Avro schema resolution
+    /// ([`crate::readable`]: the same types field by field, no promotions, no recursion, at most
+    /// [`crate::WRITER_DEPTH_MAX`] deep). Fails with [`CodecError::Avro`] saying where and why not.
     pub fn readable_as_current(&self, kind: Kind, writer_schema_json: &str) -> Result<Schema, CodecError> {
         let writer = Schema::parse_str(writer_schema_json)
             .map_err(|e| CodecError::Avro(format!("not an Avro schema: {e}")))?;
-        apache_avro::schema_compatibility::SchemaCompatibility::can_read(
-            &writer,
-            self.family(kind).current().schema(),
-        )
-        .map_err(|e| CodecError::Avro(format!("not readable as the current {kind} schema: {e}")))?;
-        let has_body = matches!(&writer, Schema::Record(r) if r.fields.iter().any(|f| f.name == "body"));
-        if matches!(kind, Kind::Command | Kind::Event) && !has_body {
-            return Err(CodecError::Avro(format!("no body union, as every {kind} schema has")));
-        }
+        crate::readable::check(&writer, self.family(kind).current().schema())
+            .map_err(|why| CodecError::Avro(format!("not readable as the current {kind} schema: {why}")))?;
         Ok(writer)
     }
 

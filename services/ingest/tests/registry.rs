@@ -226,8 +226,9 @@ async fn registry_producers_are_processed_and_a_down_registry_delays_without_dea
         &pays(100..110, "own-again", &mut expected),
     );
 
-    // 2. Records whose ids are the record's fault: an id the registry lacks, and a schema that
-    //    is not a command's.
+    // 2. Records whose ids are the record's fault: an id the registry lacks, a schema that is
+    //    not a command's, and a recursive one (Avro resolution would accept it, and a small
+    //    datum could then drive the decoder's recursion until the stack overflows).
     let datum = h.codec.encode_command(&transfer("acme", "bad-1", "world", "user-1", 1))[10..].to_vec();
     let unknown: Vec<u8> = confluent_header(2_000_000_000).iter().copied().chain(datum.clone()).collect();
     let key = transfer("acme", "bad-1", "world", "user-1", 1).kafka_key();
@@ -239,12 +240,28 @@ async fn registry_producers_are_processed_and_a_down_registry_delays_without_dea
         )
         .await
         .unwrap();
-    let unreadable: Vec<u8> = confluent_header(foreign_id).iter().copied().chain(datum).collect();
+    let unreadable: Vec<u8> = confluent_header(foreign_id).iter().copied().chain(datum.clone()).collect();
     h.send_raw(Some(key.as_bytes()), &unreadable, None).await;
+    let mut recursive: serde_json::Value = serde_json::from_str(&variant_schema("next")).unwrap();
+    let fields = recursive["fields"].as_array_mut().unwrap();
+    fields.pop();
+    fields.push(serde_json::json!({"name": "next", "default": null, "type": ["null",
+        {"type": "record", "name": "Node", "fields": [{"name": "n", "type": ["null", "Node"]}]}]}));
+    let subject = format!("{}.recursive-value", h.topics.commands);
+    let recursive_id = registry.register(&subject, &recursive.to_string()).await.unwrap();
+    let deep: Vec<u8> =
+        confluent_header(recursive_id).iter().copied().chain(datum).chain([2; 100_000]).collect();
+    h.send_raw(Some(key.as_bytes()), &deep, None).await;
 
     let log = h.settled(SETTLE).await;
     let reasons = dead_letter_reasons(&log);
-    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.starts_with("SCHEMA_UNREADABLE") && r.contains("io.tally.Node contains itself")),
+        "{reasons:?}"
+    );
     assert!(
         reasons.iter().any(|r| r.starts_with("UNKNOWN_SCHEMA") && r.contains("has no schema id 2000000000")),
         "{reasons:?}"
@@ -282,12 +299,12 @@ async fn registry_producers_are_processed_and_a_down_registry_delays_without_dea
     tokio::time::sleep(Duration::from_secs(4)).await;
     let during = h.log().await;
     assert_eq!(during.outcomes().len(), 111, "nothing is decided while the schema is out of reach");
-    assert_eq!(dead_letter_reasons(&during).len(), 2, "and nothing is dead-lettered for it");
+    assert_eq!(dead_letter_reasons(&during).len(), 3, "and nothing is dead-lettered for it");
     assert!(waits() > waits_before, "the waits are counted");
     proxy.set_up(true);
     let log = h.settled(SETTLE).await;
     assert_eq!(log.outcomes().len(), 141);
-    assert_eq!(dead_letter_reasons(&log).len(), 2);
+    assert_eq!(dead_letter_reasons(&log).len(), 3);
     for (who, amount) in &expected {
         assert_eq!(balance(&log, "acme", who), *amount, "{who}");
     }

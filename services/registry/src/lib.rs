@@ -75,6 +75,9 @@ pub struct RegisteredSchema {
     pub schema: String,
     /// `AVRO`, `PROTOBUF` or `JSON` (the API leaves it out for Avro).
     pub schema_type: String,
+    /// How many other schemas it refers to (Confluent schema references), which this client
+    /// does not fetch.
+    pub references: usize,
 }
 
 /// What the registry holds under a subject, newest version.
@@ -111,6 +114,8 @@ struct SchemaAnswer {
     schema: String,
     #[serde(rename = "schemaType")]
     schema_type: Option<String>,
+    #[serde(default)]
+    references: Vec<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -173,6 +178,7 @@ impl SchemaRegistry {
         Ok(RegisteredSchema {
             schema: answer.schema,
             schema_type: answer.schema_type.unwrap_or_else(|| "AVRO".into()),
+            references: answer.references.len(),
         })
     }
 

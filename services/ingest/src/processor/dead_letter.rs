@@ -60,6 +60,11 @@ impl From<Refusal> for Reason {
     }
 }
 
+/// Longest detail kept, in bytes: the detail is in a header of the dead-letter copy and in the
+/// marker on `events`, which is kept forever, so a decoder's message about a huge input must not
+/// make a small record cost kilobytes there.
+pub const DETAIL_LEN_MAX: usize = 1024;
+
 /// Why a record was dead-lettered: the reason and what was wrong, for people (the
 /// `tally-dead-letter-detail` header).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,8 +74,15 @@ pub struct Unprocessable {
 }
 
 impl Unprocessable {
+    /// `detail` is cut to [`DETAIL_LEN_MAX`] bytes (at a character boundary, ending in `...`).
     pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
-        Unprocessable { reason, detail: detail.into() }
+        let mut detail = detail.into();
+        if detail.len() > DETAIL_LEN_MAX {
+            let cut = (0..=DETAIL_LEN_MAX - 3).rev().find(|i| detail.is_char_boundary(*i)).unwrap_or(0);
+            detail.truncate(cut);
+            detail.push_str("...");
+        }
+        Unprocessable { reason, detail }
     }
 
     /// The text of the dead-letter marker in the log: `CODE: detail`.
@@ -116,4 +128,22 @@ pub async fn send(
         out = out.key(key);
     }
     producer.send(out, None).await.map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_details_are_cut_at_a_character_boundary() {
+        for text in ["a".repeat(5000), "é".repeat(3000), "x".repeat(DETAIL_LEN_MAX), String::new()] {
+            let why = Unprocessable::new(Reason::Undecodable, text.clone());
+            assert!(why.detail.len() <= DETAIL_LEN_MAX, "{}", why.detail.len());
+            if text.len() <= DETAIL_LEN_MAX {
+                assert_eq!(why.detail, text);
+            } else {
+                assert!(why.detail.ends_with("...") && text.starts_with(why.detail.trim_end_matches("...")));
+            }
+        }
+    }
 }

@@ -7,6 +7,7 @@
 //! for it (`tally_schema_registry_waits_total` counts the waits).
 
 use super::dead_letter::{Reason, Unprocessable};
+use futures::StreamExt;
 use prometheus::{IntCounter, register_int_counter};
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -19,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 /// First wait after the registry failed to answer; it doubles up to [`WAIT_MAX`].
 const WAIT_FIRST: Duration = Duration::from_millis(100);
 const WAIT_MAX: Duration = Duration::from_secs(10);
+/// Schema ids a partition asks the registry for at the same time.
+const LOOKUPS_AT_ONCE: usize = 8;
 
 static WAITS: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
@@ -67,16 +70,25 @@ impl SchemaLookup {
         cancel: &CancellationToken,
     ) -> Option<BatchSchemas> {
         let mut batch = BatchSchemas::default();
+        let mut missing = Vec::new();
         for record in records {
             let Some(schema_id) = tally_codec::confluent_schema_id(&record.payload) else { continue };
-            if batch.writers.contains_key(&schema_id) || batch.refused.contains_key(&schema_id) {
+            if batch.writers.contains_key(&schema_id) || missing.contains(&schema_id) {
                 continue;
             }
-            if let Some(writer) = self.kept.get(&schema_id) {
-                batch.writers.insert(schema_id, writer);
-                continue;
+            match self.kept.get(&schema_id) {
+                Some(writer) => drop(batch.writers.insert(schema_id, writer)),
+                None => missing.push(schema_id),
             }
-            match self.fetch(codec, schema_id, partition, cancel).await? {
+        }
+        // A burst of records with many new ids (a hostile or broken producer) costs one request
+        // per id: they go out several at a time, not one after another.
+        let fetches =
+            missing.into_iter().map(|id| async move { (id, self.fetch(codec, id, partition, cancel).await) });
+        let fetched: Vec<_> =
+            futures::stream::iter(fetches).buffer_unordered(LOOKUPS_AT_ONCE).collect().await;
+        for (schema_id, result) in fetched {
+            match result? {
                 Ok(writer) => {
                     self.kept.insert(schema_id, writer.clone());
                     batch.writers.insert(schema_id, writer);
@@ -104,6 +116,14 @@ impl SchemaLookup {
             let unavailable = match self.registry.schema_by_id(schema_id).await {
                 Ok(found) if found.schema_type != "AVRO" => {
                     let detail = format!("schema id {schema_id} is a {} schema, not Avro", found.schema_type);
+                    return Some(Err(Unprocessable::new(Reason::SchemaUnreadable, detail)));
+                }
+                Ok(found) if found.references > 0 => {
+                    let detail = format!(
+                        "schema id {schema_id} refers to {} other schemas (schema references), which Tally \
+                         does not resolve: register the whole schema",
+                        found.references
+                    );
                     return Some(Err(Unprocessable::new(Reason::SchemaUnreadable, detail)));
                 }
                 Ok(found) => {
