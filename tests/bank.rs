@@ -51,8 +51,17 @@ fn two_accounts(rng: &mut impl Rng) -> (usize, usize) {
     (from, (from + rng.random_range(1..ACCOUNTS)) % ACCOUNTS)
 }
 
+/// A free port below Linux's ephemeral range (32768-60999). Each process keeps its port across
+/// restarts, and a port the kernel hands out for outgoing connections (the Kafka and Cassandra
+/// clients make many) could be taken between a kill and the restart: it happened once.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    let mut rng = rand::rng();
+    loop {
+        let port = rng.random_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// One Tally process: how to start it, and the running child if any.

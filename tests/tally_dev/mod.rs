@@ -56,23 +56,36 @@ impl Dev {
         dev
     }
 
-    /// Waits (at most a minute) until a write is answered rather than left pending: on real
-    /// Kafka the processor owns its partitions only once the consumer group has formed, a few
-    /// seconds after start, and until then writes are honestly answered 202. The probe writes
-    /// to tenant globex's ledger `warm-up`, which no test reads.
+    /// Waits (at most a minute) until a write is answered rather than left pending, and then
+    /// until the projection has it: on real Kafka the processor and the projector own their
+    /// partitions only once their consumer groups have formed, each a few seconds after start
+    /// (the projector's can come later), and until then writes are honestly answered 202 and
+    /// reads after them 504. The probe writes to tenant globex's ledger `warm-up`, which no test
+    /// reads.
     pub fn wait_until_writes_are_answered(&self) {
         let agent = http_client(Duration::from_secs(10));
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
+        let position = loop {
             let url = format!("http://{}/v1/ledgers/warm-up/assets", self.http);
             let probe = agent.post(url).header("authorization", GLOBEX).send(r#"{"asset":"USD/2"}"#);
             if let Ok(response) = probe
                 && response.status() != 202
                 && !response.status().is_server_error()
+                && let Some(position) = response.headers().get("tally-position")
             {
-                return;
+                break position.to_str().unwrap().to_owned();
             }
             assert!(std::time::Instant::now() < deadline, "tally dev answered no write within a minute");
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        loop {
+            let url = format!("http://{}/v1/ledgers/warm-up/accounts/world", self.query);
+            let read =
+                agent.get(url).header("authorization", GLOBEX).header("tally-position", &position).call();
+            if read.is_ok_and(|r| r.status() != 504) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "the projection had no write within a minute");
             std::thread::sleep(Duration::from_millis(500));
         }
     }
