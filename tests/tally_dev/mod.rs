@@ -51,7 +51,12 @@ impl Dev {
         };
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
         let prefix = format!("dev-{}-{nanos}.", std::process::id());
-        let dev = Dev::start(&[args, &["--kafka", &kafka, "--topic-prefix", &prefix]].concat());
+        // Groups of their own too: tests run side by side on one Kafka, and processes of one
+        // group rebalance together even when they read different topics (every start would
+        // stall the other tests' processors for seconds).
+        let (processors, projectors) = (format!("{prefix}processor"), format!("{prefix}projector"));
+        let own = ["--kafka", &kafka, "--topic-prefix", &prefix, "--processor-group", &processors];
+        let dev = Dev::start(&[args, &own, &["--projector-group", &projectors]].concat());
         dev.wait_until_writes_are_answered();
         dev
     }
