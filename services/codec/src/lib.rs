@@ -54,10 +54,14 @@ pub enum CodecError {
     /// ([`Codec::decode_command_with`]).
     #[error("Confluent schema id {0} is not known for {1} records")]
     UnknownSchemaId(u32, Kind),
-    /// The datum does not decode with its writer schema, has bytes left after it, or a schema given
-    /// to [`Codec::confluent_writer`] is unusable; the message says which.
+    /// The datum does not decode with its writer schema, or has bytes left after it; the
+    /// message says which.
     #[error("Avro data does not match the schema: {0}")]
     Avro(String),
+    /// A writer schema (from a registry) that records cannot be read with: it does not parse,
+    /// or breaks Tally's rule for writer schemas (`readable.rs`); the message says where and why.
+    #[error("{0}")]
+    UnreadableSchema(String),
     /// The datum decodes but a field breaks Tally's rules (an id, asset, amount or branch that is
     /// not allowed); `field` names it.
     #[error("field {field}: {why}")]

@@ -77,32 +77,30 @@ impl Codec {
 
     /// The writer for Confluent-framed records of `kind` with `schema_id`, written with
     /// `writer_schema_json` (the Avro schema a registry holds under that id). Fails with
-    /// [`CodecError::Avro`] when that schema does not parse, cannot be read as the current
-    /// schema of `kind` (Avro schema resolution, as the specification's "Schema Resolution"
-    /// section gives it), or has no `body` union.
+    /// [`CodecError::UnreadableSchema`] as [`Codec::readable_as_current`] does, the id named.
     pub fn confluent_writer(
         &self,
         schema_id: u32,
         kind: Kind,
         writer_schema_json: &str,
     ) -> Result<ConfluentWriter, CodecError> {
-        let in_context = |e: CodecError| match e {
-            CodecError::Avro(why) => CodecError::Avro(format!("schema id {schema_id}: {why}")),
-            other => other,
-        };
-        let writer = self.readable_as_current(kind, writer_schema_json).map_err(in_context)?;
-        Ok(ConfluentWriter(Arc::new((kind, Writer::new(writer).map_err(|e| in_context(e.into()))?))))
+        let in_context = |why: String| CodecError::UnreadableSchema(format!("schema id {schema_id}: {why}"));
+        let writer =
+            self.readable_as_current(kind, writer_schema_json).map_err(|e| in_context(e.to_string()))?;
+        Ok(ConfluentWriter(Arc::new((kind, Writer::new(writer).map_err(|e| in_context(e.to_string()))?))))
     }
 
     /// Parses `writer_schema_json` and checks that records written with it can be read as the
     /// current schema of `kind` by Tally's rule, stricter than Avro schema resolution
     /// ([`crate::readable`]: the same types field by field, no promotions, no recursion, at most
-    /// [`crate::WRITER_DEPTH_MAX`] deep). Fails with [`CodecError::Avro`] saying where and why not.
+    /// [`crate::WRITER_DEPTH_MAX`] deep). Fails with [`CodecError::UnreadableSchema`] saying where
+    /// and why not.
     pub fn readable_as_current(&self, kind: Kind, writer_schema_json: &str) -> Result<Schema, CodecError> {
         let writer = Schema::parse_str(writer_schema_json)
-            .map_err(|e| CodecError::Avro(format!("not an Avro schema: {e}")))?;
-        crate::readable::check(&writer, self.family(kind).current().schema())
-            .map_err(|why| CodecError::Avro(format!("not readable as the current {kind} schema: {why}")))?;
+            .map_err(|e| CodecError::UnreadableSchema(format!("not an Avro schema: {e}")))?;
+        crate::readable::check(&writer, self.family(kind).current().schema()).map_err(|why| {
+            CodecError::UnreadableSchema(format!("not readable as the current {kind} schema: {why}"))
+        })?;
         Ok(writer)
     }
 

@@ -239,7 +239,7 @@ impl SchemaRegistry {
             if let Some(latest) = self.latest(subject).await? {
                 codec.readable_as_current(kind, &latest.schema).map_err(|e| StartError::Incompatible {
                     subject: subject.to_owned(),
-                    why: format!("its version {} (id {}) is {}", latest.version, latest.id, reason(e)),
+                    why: format!("its version {} (id {}) is {}", latest.version, latest.id, e),
                 })?;
             }
             if let Err(messages) = self.check_compatible(subject, ours).await? {
@@ -350,14 +350,6 @@ pub fn classify<T: serde::de::DeserializeOwned>(
             let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
             Err(unavailable(what, format!("HTTP {status}: {text}")))
         }
-    }
-}
-
-/// Why a schema cannot be used, without the codec's "Avro data does not match" preamble.
-pub fn reason(e: tally_codec::CodecError) -> String {
-    match e {
-        tally_codec::CodecError::Avro(why) => why,
-        other => other.to_string(),
     }
 }
 

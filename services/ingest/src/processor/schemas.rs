@@ -128,8 +128,9 @@ impl SchemaLookup {
                 }
                 Ok(found) => {
                     let writer = codec.confluent_writer(schema_id, Kind::Command, &found.schema);
-                    let unreadable =
-                        |e| Unprocessable::new(Reason::SchemaUnreadable, tally_registry::reason(e));
+                    let unreadable = |e: tally_codec::CodecError| {
+                        Unprocessable::new(Reason::SchemaUnreadable, e.to_string())
+                    };
                     return Some(writer.map_err(unreadable));
                 }
                 Err(RegistryError::NotFound { message, .. }) => {
