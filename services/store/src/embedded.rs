@@ -1,6 +1,7 @@
 //! The embedded backend: one redb file under the data directory, or memory.
 
 use crate::projections::{self, FIRST_VERSION, ProjectionStore, Scan, Version};
+use crate::sinks::SinkStore;
 use crate::snapshot::SnapshotStore;
 use crate::{StoreError, keys};
 use redb::{AccessGuard, Database, ReadableTable, TableDefinition};
@@ -18,6 +19,10 @@ const ROWS: TableDefinition<(u32, &[u8]), &[u8]> = TableDefinition::new("project
 const CHECKPOINTS: TableDefinition<(u32, i32), i64> = TableDefinition::new("projection_checkpoints");
 /// "live" -> the projection version readers read.
 const LIVE: TableDefinition<&str, u32> = TableDefinition::new("projection_live");
+/// (tenant, destination id) -> encoded destination.
+const DESTINATIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("sink_destinations");
+/// (destination uid, events partition) -> encoded delivery record.
+const DELIVERIES: TableDefinition<(&str, i32), &[u8]> = TableDefinition::new("sink_deliveries");
 
 /// The embedded backend: snapshots, projection rows, checkpoints and the live version in one
 /// redb file (or in memory), with ACID write transactions. One process owns the file; opening
@@ -67,6 +72,8 @@ impl EmbeddedStore {
         tx.open_table(ROWS)?;
         tx.open_table(CHECKPOINTS)?;
         tx.open_table(LIVE)?;
+        tx.open_table(DESTINATIONS)?;
+        tx.open_table(DELIVERIES)?;
         tx.commit()?;
         let live = live_of(&db.begin_read()?.open_table(LIVE)?)?;
         Ok(EmbeddedStore { db, live: AtomicU32::new(live) })
@@ -249,6 +256,75 @@ impl ProjectionStore for EmbeddedStore {
             let mut checkpoints = tx.open_table(CHECKPOINTS)?;
             checkpoints.retain_in((version, i32::MIN)..=(version, i32::MAX), |_, _| false)?;
         }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+impl SinkStore for EmbeddedStore {
+    fn create_destination(&self, tenant: &str, id: &str, value: &[u8]) -> Result<bool, StoreError> {
+        let tx = self.db.begin_write()?;
+        let created = {
+            let mut table = tx.open_table(DESTINATIONS)?;
+            let exists = table.get((tenant, id))?.is_some();
+            if !exists {
+                table.insert((tenant, id), value)?;
+            }
+            !exists
+        };
+        tx.commit()?;
+        Ok(created)
+    }
+
+    fn put_destination(&self, tenant: &str, id: &str, value: &[u8]) -> Result<bool, StoreError> {
+        let tx = self.db.begin_write()?;
+        let replaced = {
+            let mut table = tx.open_table(DESTINATIONS)?;
+            let exists = table.get((tenant, id))?.is_some();
+            if exists {
+                table.insert((tenant, id), value)?;
+            }
+            exists
+        };
+        tx.commit()?;
+        Ok(replaced)
+    }
+
+    fn destination(&self, tenant: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let table = self.db.begin_read()?.open_table(DESTINATIONS)?;
+        Ok(table.get((tenant, id))?.map(|v| v.value().to_vec()))
+    }
+
+    fn destinations(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let table = self.db.begin_read()?.open_table(DESTINATIONS)?;
+        let all = table.iter()?.map(|entry| entry.map(|(_, v)| v.value().to_vec()));
+        Ok(all.collect::<Result<_, _>>()?)
+    }
+
+    fn delete_destination(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+        let tx = self.db.begin_write()?;
+        let deleted = tx.open_table(DESTINATIONS)?.remove((tenant, id))?.is_some();
+        tx.commit()?;
+        Ok(deleted)
+    }
+
+    fn deliveries(&self, uid: &str) -> Result<Vec<(i32, Vec<u8>)>, StoreError> {
+        let table = self.db.begin_read()?.open_table(DELIVERIES)?;
+        let range = table.range((uid, i32::MIN)..=(uid, i32::MAX))?;
+        let all = range.map(|entry| entry.map(|(k, v)| (k.value().1, v.value().to_vec())));
+        Ok(all.collect::<Result<_, _>>()?)
+    }
+
+    fn put_delivery(&self, uid: &str, partition: i32, value: &[u8]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(DELIVERIES)?.insert((uid, partition), value)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn delete_deliveries(&self, uid: &str) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(DELIVERIES)?.retain_in((uid, i32::MIN)..=(uid, i32::MAX), |_, _| false)?;
         tx.commit()?;
         Ok(())
     }

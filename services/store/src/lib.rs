@@ -6,6 +6,7 @@
 //!   atomically together, per projection version;
 //! - [`reads`]: what the query side asks of them, one small trait per concern, written once
 //!   over every backend;
+//! - [`sinks`]: the destinations of the sink runner and where each one's delivery stands;
 //! - [`bridge`]: how async services call these synchronous traits.
 //!
 //! Two backends pass one conformance suite per trait (`tests/`):
@@ -25,17 +26,19 @@ pub mod metered;
 pub mod projections;
 pub mod reads;
 pub mod scylla;
+pub mod sinks;
 pub mod snapshot;
 
 pub use embedded::EmbeddedStore;
 pub use projections::ProjectionStore;
 pub use scylla::{ScyllaConfig, ScyllaStore};
+pub use sinks::SinkStore;
 pub use snapshot::{Snapshot, SnapshotError, SnapshotStore};
 
-/// Everything a Tally service keeps: projections and snapshots, on one backend.
-pub trait Store: ProjectionStore + SnapshotStore {}
+/// Everything a Tally service keeps: projections, snapshots and sink state, on one backend.
+pub trait Store: ProjectionStore + SnapshotStore + SinkStore {}
 
-impl<T: ProjectionStore + SnapshotStore> Store for T {}
+impl<T: ProjectionStore + SnapshotStore + SinkStore> Store for T {}
 
 /// Why a store operation failed: the backend failed, stored bytes do not decode, or a rule of
 /// [`ProjectionStore`] refused the write (in which case nothing was changed).

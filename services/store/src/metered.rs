@@ -3,6 +3,7 @@
 //! wrap whichever backend they open, so both are measured the same way.
 
 use crate::projections::{ProjectionStore, Scan, Version};
+use crate::sinks::SinkStore;
 use crate::snapshot::SnapshotStore;
 use crate::{Store, StoreError};
 use prometheus::{HistogramVec, IntCounterVec, register_histogram_vec, register_int_counter_vec};
@@ -120,5 +121,39 @@ impl SnapshotStore for Metered {
         limit: usize,
     ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
         timed("snapshot_read", || self.inner.newest_first(log, partition, at_most, limit))
+    }
+}
+
+impl SinkStore for Metered {
+    fn create_destination(&self, tenant: &str, id: &str, value: &[u8]) -> Result<bool, StoreError> {
+        timed("destination_put", || self.inner.create_destination(tenant, id, value))
+    }
+
+    fn put_destination(&self, tenant: &str, id: &str, value: &[u8]) -> Result<bool, StoreError> {
+        timed("destination_put", || self.inner.put_destination(tenant, id, value))
+    }
+
+    fn destination(&self, tenant: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        timed("destination", || self.inner.destination(tenant, id))
+    }
+
+    fn destinations(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        timed("destinations", || self.inner.destinations())
+    }
+
+    fn delete_destination(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+        timed("destination_delete", || self.inner.delete_destination(tenant, id))
+    }
+
+    fn deliveries(&self, uid: &str) -> Result<Vec<(i32, Vec<u8>)>, StoreError> {
+        timed("deliveries", || self.inner.deliveries(uid))
+    }
+
+    fn put_delivery(&self, uid: &str, partition: i32, value: &[u8]) -> Result<(), StoreError> {
+        timed("delivery_put", || self.inner.put_delivery(uid, partition, value))
+    }
+
+    fn delete_deliveries(&self, uid: &str) -> Result<(), StoreError> {
+        timed("deliveries_delete", || self.inner.delete_deliveries(uid))
     }
 }

@@ -22,6 +22,7 @@
 
 use crate::StoreError;
 use crate::projections::{self, FIRST_VERSION, ProjectionStore, Scan, Version};
+use crate::sinks::SinkStore;
 use crate::snapshot::SnapshotStore;
 use futures::TryStreamExt;
 use scylla::client::session::Session;
@@ -211,6 +212,20 @@ struct Statements {
     snapshot_put: PreparedStatement,
     snapshot_delete: PreparedStatement,
     snapshots_newest: PreparedStatement,
+    sinks: SinkStatements,
+}
+
+/// The sink runner's statements ([`SinkStore`]).
+#[derive(Debug)]
+struct SinkStatements {
+    create: PreparedStatement,
+    replace: PreparedStatement,
+    get: PreparedStatement,
+    all: PreparedStatement,
+    delete: PreparedStatement,
+    deliveries: PreparedStatement,
+    delivery_put: PreparedStatement,
+    deliveries_delete: PreparedStatement,
 }
 
 /// Tally's store on a ScyllaDB or Cassandra cluster.
@@ -489,6 +504,26 @@ impl Statements {
                     .into(),
             )
             .await?,
+            sinks: SinkStatements {
+                create: prepare(
+                    "INSERT INTO sink_destinations (tenant, id, value) VALUES (?, ?, ?) IF NOT EXISTS".into(),
+                )
+                .await?,
+                replace: prepare(
+                    "UPDATE sink_destinations SET value = ? WHERE tenant = ? AND id = ? IF EXISTS".into(),
+                )
+                .await?,
+                get: prepare("SELECT value FROM sink_destinations WHERE tenant = ? AND id = ?".into()).await?,
+                all: prepare("SELECT value FROM sink_destinations".into()).await?,
+                delete: prepare("DELETE FROM sink_destinations WHERE tenant = ? AND id = ? IF EXISTS".into())
+                    .await?,
+                deliveries: prepare("SELECT partition, value FROM sink_deliveries WHERE uid = ?".into()).await?,
+                delivery_put: prepare(
+                    "INSERT INTO sink_deliveries (uid, partition, value) VALUES (?, ?, ?)".into(),
+                )
+                .await?,
+                deliveries_delete: prepare("DELETE FROM sink_deliveries WHERE uid = ?".into()).await?,
+            },
         })
     }
 }
@@ -684,16 +719,12 @@ impl ProjectionStore for ScyllaStore {
     }
 
     fn switch_live(&self, from: Version, to: Version) -> Result<(), StoreError> {
-        let result = self
-            .block_on(self.session.execute_unpaged(&self.statements.live_switch, (to as i32, from as i32)))?;
-        let rows = result.into_rows_result().map_err(scylla_error)?;
-        let applied = rows.first_row::<scylla::value::Row>().map_err(scylla_error)?;
-        match applied.columns.first() {
-            Some(Some(CqlValue::Boolean(true))) => Ok(()),
-            // Not applied: someone else switched (the compare-and-set said so, whatever a
-            // re-read shows now).
-            _ => Err(StoreError::LiveVersionMoved { expected: from, actual: self.live_version()? }),
+        if self.applied(&self.statements.live_switch, (to as i32, from as i32))? {
+            return Ok(());
         }
+        // Not applied: someone else switched (the compare-and-set said so, whatever a re-read
+        // shows now).
+        Err(StoreError::LiveVersionMoved { expected: from, actual: self.live_version()? })
     }
 
     fn versions(&self) -> Result<Vec<Version>, StoreError> {
@@ -764,6 +795,58 @@ impl SnapshotStore for ScyllaStore {
     }
 }
 
+impl ScyllaStore {
+    /// Runs a lightweight transaction and says whether it was applied (its `[applied]` column).
+    fn applied(
+        &self,
+        statement: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<bool, StoreError> {
+        let result = self.block_on(self.session.execute_unpaged(statement, values))?;
+        let rows = result.into_rows_result().map_err(scylla_error)?;
+        let first = rows.first_row::<scylla::value::Row>().map_err(scylla_error)?;
+        Ok(matches!(first.columns.first(), Some(Some(CqlValue::Boolean(true)))))
+    }
+}
+
+impl SinkStore for ScyllaStore {
+    fn create_destination(&self, tenant: &str, id: &str, value: &[u8]) -> Result<bool, StoreError> {
+        self.applied(&self.statements.sinks.create, (tenant, id, value))
+    }
+
+    fn put_destination(&self, tenant: &str, id: &str, value: &[u8]) -> Result<bool, StoreError> {
+        self.applied(&self.statements.sinks.replace, (value, tenant, id))
+    }
+
+    fn destination(&self, tenant: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let found: Option<(Vec<u8>,)> = self.select_one(&self.statements.sinks.get, (tenant, id))?;
+        Ok(found.map(|(value,)| value))
+    }
+
+    fn destinations(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let found: Vec<(Vec<u8>,)> = self.select(&self.statements.sinks.all, ())?;
+        Ok(found.into_iter().map(|(value,)| value).collect())
+    }
+
+    fn delete_destination(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+        self.applied(&self.statements.sinks.delete, (tenant, id))
+    }
+
+    fn deliveries(&self, uid: &str) -> Result<Vec<(i32, Vec<u8>)>, StoreError> {
+        self.select(&self.statements.sinks.deliveries, (uid,))
+    }
+
+    fn put_delivery(&self, uid: &str, partition: i32, value: &[u8]) -> Result<(), StoreError> {
+        self.block_on(self.session.execute_unpaged(&self.statements.sinks.delivery_put, (uid, partition, value)))?;
+        Ok(())
+    }
+
+    fn delete_deliveries(&self, uid: &str) -> Result<(), StoreError> {
+        self.block_on(self.session.execute_unpaged(&self.statements.sinks.deliveries_delete, (uid,)))?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -771,7 +854,7 @@ mod tests {
     #[test]
     fn the_schema_file_splits_into_its_statements_with_the_keyspace_filled_in() {
         let statements = schema_statements("ks", "{'class': 'SimpleStrategy', 'replication_factor': 1}");
-        assert_eq!(statements.len(), 12, "{statements:#?}");
+        assert_eq!(statements.len(), 14, "{statements:#?}");
         assert!(statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS ks WITH replication = {'class'"));
         for statement in &statements[1..] {
             assert!(statement.starts_with("CREATE TABLE IF NOT EXISTS ks."), "{statement}");
