@@ -131,7 +131,44 @@ pub enum EventBody {
     CommandRejected { command: String, reason: Reason, detail: String, conflicts_with: Option<u64> },
 }
 
+/// Every [`EventBody::kind`], in declaration order (filters check names against it).
+pub const EVENT_KINDS: [&str; 15] = [
+    "AssetDefined",
+    "AccountOpened",
+    "AccountUpdated",
+    "AccountClosed",
+    "TransactionPosted",
+    "TransactionPending",
+    "TransactionFailed",
+    "TransactionDeduplicated",
+    "PendingCommitted",
+    "PendingVoided",
+    "PendingExpired",
+    "DocumentPut",
+    "DocumentDeleted",
+    "CommandDeduplicated",
+    "CommandRejected",
+];
+
 impl EventBody {
+    /// The accounts this event names: the account of an account event, the sources and
+    /// destinations of a transaction's postings (a failed transfer's too). Events that name a
+    /// transaction only (commit, void, expiry, a deduplicated request) name no account.
+    pub fn accounts(&self) -> Vec<&AccountId> {
+        match self {
+            EventBody::AccountOpened { account, .. }
+            | EventBody::AccountUpdated { account, .. }
+            | EventBody::AccountClosed { account, .. } => vec![account],
+            EventBody::TransactionPosted { postings, .. } | EventBody::TransactionPending { postings, .. } => {
+                postings_accounts(postings)
+            }
+            EventBody::TransactionFailed { request: TxRequest::Transfer { postings, .. }, .. } => {
+                postings_accounts(postings)
+            }
+            _ => vec![],
+        }
+    }
+
     /// A stable name for the event type (Avro record name, search filter, metrics label).
     pub fn kind(&self) -> &'static str {
         use EventBody::*;
@@ -223,6 +260,10 @@ impl EventBody {
     }
 }
 
+fn postings_accounts(postings: &[Posting]) -> Vec<&AccountId> {
+    postings.iter().flat_map(|p| [&p.source, &p.destination]).collect()
+}
+
 /// A u128 as 32 lowercase hex digits: JSON readers that hold numbers as doubles keep it exact.
 mod hex_u128 {
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
@@ -240,6 +281,23 @@ mod hex_u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_kind_is_listed() {
+        use crate::testkit;
+        use proptest::strategy::{Strategy, ValueTree};
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let history = testkit::history().new_tree(&mut runner).unwrap().current();
+            let (_, events, _) = testkit::run(&history, |_, _| {});
+            for event in events {
+                assert!(EVENT_KINDS.contains(&event.body.kind()), "{} is not listed", event.body.kind());
+                seen.insert(event.body.kind());
+            }
+        }
+        assert!(seen.len() >= 10, "the histories cover few kinds: {seen:?}");
+    }
 
     #[test]
     fn streams_parse_back_from_their_text() {

@@ -135,6 +135,9 @@ id_type!(
 id_type!(
     /// The key of a state document within its type.
     DocKey, "document key");
+id_type!(
+    /// A tenant's name for one of its sink destinations (a webhook, a Kafka topic).
+    DestinationId, "destination id");
 
 /// The name of the per-ledger account that may go negative: where money enters and leaves.
 pub const WORLD: &str = "world";

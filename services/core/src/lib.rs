@@ -24,10 +24,10 @@ pub mod testkit;
 
 pub use asset::{ASSET_CODE_LEN_MAX, ASSET_SCALE_MAX, Amount, Asset, AssetError};
 pub use command::{AssetLimit, Command, CommandBody, Metadata, Posting, TxRequest};
-pub use event::{Answer, Event, EventBody, StreamId};
+pub use event::{Answer, EVENT_KINDS, Event, EventBody, StreamId};
 pub use fingerprint::{command_fingerprint, fingerprint, reversal_fingerprint, transfer_fingerprint};
 pub use ids::{
-    AccountId, Actor, COMMAND_ID_LEN_MAX, CommandId, DEFAULT_TX_COMMAND_PREFIX, DocKey, DocType, ID_LEN_MAX,
+    AccountId, Actor, COMMAND_ID_LEN_MAX, CommandId, DEFAULT_TX_COMMAND_PREFIX, DestinationId, DocKey, DocType, ID_LEN_MAX,
     IdError, LedgerId, STATE_STREAM_PREFIX, TenantId, TxId, WORLD,
 };
 pub use reason::{Reason, Rejection};

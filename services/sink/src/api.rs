@@ -1,0 +1,371 @@
+//! The destinations API: `/admin/destinations`, per tenant (the caller's), admin role (the gate
+//! asks for it on every `/admin/` route). Errors are problem details (RFC 9457).
+//!
+//! | method and path | does |
+//! |---|---|
+//! | `POST /admin/destinations` | creates one (201; a webhook's answer holds its signing secret) |
+//! | `GET /admin/destinations` | lists the tenant's, with each lane's position |
+//! | `GET /admin/destinations/{id}` | one, with each lane's position and parked event |
+//! | `DELETE /admin/destinations/{id}` | deletes one (204); its lanes stop within a refresh |
+//! | `POST /admin/destinations/{id}/pause` | stops delivering (nothing is skipped) |
+//! | `POST /admin/destinations/{id}/resume` | unpauses, and sends parked events again |
+//! | `POST /admin/destinations/{id}/rotate-secret` | a new signing secret; the old ones sign on for `overlap_seconds` |
+
+use crate::destination::{
+    ATTEMPTS_DEFAULT, ATTEMPTS_MAX, Destination, Filter, PER_TENANT_MAX, Start, Target, new_uid,
+};
+use crate::lane::{Lane, Parked};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use tally_core::{DestinationId, TenantId};
+use tally_http::Problem;
+use tally_http::gate::Caller;
+use tally_runtime::now_ms;
+use tally_store::SinkStore;
+use tally_store::bridge::blocking;
+
+/// Largest request body of these routes.
+const BODY_MAX: usize = 64 * 1024;
+/// How long rotated secrets keep signing, unless the request says: 24 hours.
+pub const ROTATION_OVERLAP_DEFAULT_S: u64 = 24 * 3600;
+/// Longest overlap a rotation may ask for: 30 days.
+pub const ROTATION_OVERLAP_MAX_S: u64 = 30 * 24 * 3600;
+
+/// The routes' state: the store and the rule for webhook addresses.
+#[derive(Clone)]
+pub struct Destinations {
+    store: Arc<dyn SinkStore>,
+    private_webhooks: bool,
+}
+
+impl Destinations {
+    /// Routes over `store`; webhooks to private addresses are refused unless `private_webhooks`
+    /// (the runner's `--sink-allow-private-webhooks`).
+    pub fn new(store: Arc<dyn SinkStore>, private_webhooks: bool) -> Destinations {
+        Destinations { store, private_webhooks }
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/admin/destinations", post(create).get(list))
+            .route("/admin/destinations/{id}", get(show).delete(delete))
+            .route("/admin/destinations/{id}/pause", post(pause))
+            .route("/admin/destinations/{id}/resume", post(resume))
+            .route("/admin/destinations/{id}/rotate-secret", post(rotate_secret))
+            .layer(DefaultBodyLimit::max(BODY_MAX))
+            .with_state(self.clone())
+            .layer(axum::middleware::map_response(tally_http::as_problem))
+    }
+
+    /// Runs a store call off the async workers; a failure is logged and answered 503.
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn SinkStore) -> Result<T, tally_store::StoreError> + Send + 'static,
+    ) -> Result<T, Problem> {
+        let store = self.store.clone();
+        blocking(move || f(store.as_ref()).map_err(crate::SinkError::from)).await.map_err(|e| unavailable(&e))
+    }
+
+    async fn get(&self, tenant: &TenantId, id: &str) -> Result<Destination, Problem> {
+        let (tenant_text, id_text) = (tenant.to_string(), id.to_owned());
+        let stored = self.call(move |s| s.destination(&tenant_text, &id_text)).await?;
+        let bytes = stored.ok_or_else(|| Problem::not_found(format!("no destination {id:?}")))?;
+        Destination::decode(&bytes).map_err(|e| corrupt(&e))
+    }
+
+    async fn view(&self, destination: Destination) -> Result<View, Problem> {
+        let uid = destination.uid.clone();
+        let lanes = self.call(move |s| s.deliveries(&uid)).await?;
+        let lanes = lanes
+            .into_iter()
+            .map(|(partition, bytes)| Lane::decode(&bytes).map(|lane| LaneView::of(partition, lane)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| corrupt(&e))?;
+        Ok(View::of(destination, lanes))
+    }
+
+    /// Replaces a stored destination after `change`; 404 if it was deleted meanwhile.
+    async fn update(
+        &self,
+        caller: &Caller,
+        id: &str,
+        change: impl FnOnce(&mut Destination) + Send,
+    ) -> Result<Destination, Problem> {
+        let mut destination = self.get(caller.tenant(), id).await?;
+        change(&mut destination);
+        let (tenant, id_text, bytes) = (caller.tenant().to_string(), id.to_owned(), destination.encode());
+        match self.call(move |s| s.put_destination(&tenant, &id_text, &bytes)).await? {
+            true => Ok(destination),
+            false => Err(Problem::not_found(format!("no destination {id:?}"))),
+        }
+    }
+}
+
+fn unavailable(e: &dyn std::fmt::Display) -> Problem {
+    tracing::error!("sink destinations: {e}");
+    Problem::new(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable", "the destinations could not be read or written right now; retry")
+}
+
+fn corrupt(e: &dyn std::fmt::Display) -> Problem {
+    tracing::error!("a stored sink destination does not decode: {e}");
+    Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error", "the destination could not be read")
+}
+
+/// `POST /admin/destinations`: exactly one of `webhook` and `kafka`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    pub id: String,
+    pub webhook: Option<WebhookSpec>,
+    pub kafka: Option<KafkaSpec>,
+    #[serde(default)]
+    pub filter: Filter,
+    /// `now` (default): events decided from now on; `beginning`: every event in the log.
+    pub start: Option<Start>,
+    /// Attempts at one event before the lane parks (1 to 100, default 10).
+    pub max_attempts: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSpec {
+    pub url: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSpec {
+    pub topic: String,
+}
+
+impl CreateRequest {
+    /// The destination this asks for, of `tenant`, created at `now_ms`; 400 with the reason if
+    /// anything is malformed.
+    fn destination(self, tenant: &TenantId, private_webhooks: bool, now_ms: i64) -> Result<(Destination, Option<String>), Problem> {
+        let bad = |e: String| Problem::bad_request(e);
+        let id = DestinationId::parse(self.id).map_err(|e| bad(e.to_string()))?;
+        let target = match (self.webhook, self.kafka) {
+            (Some(WebhookSpec { url }), None) => Target::Webhook { url },
+            (None, Some(KafkaSpec { topic })) => Target::Kafka { topic },
+            _ => return Err(bad("give exactly one of `webhook` and `kafka`".into())),
+        };
+        target.check(private_webhooks).map_err(bad)?;
+        self.filter.check().map_err(bad)?;
+        let max_attempts = self.max_attempts.unwrap_or(ATTEMPTS_DEFAULT);
+        if !(1..=ATTEMPTS_MAX).contains(&max_attempts) {
+            return Err(bad(format!("max_attempts is 1 to {ATTEMPTS_MAX}")));
+        }
+        let mut destination = Destination {
+            uid: new_uid(tenant, &id, now_ms),
+            tenant: tenant.clone(),
+            id,
+            target,
+            filter: self.filter,
+            start: self.start.unwrap_or(Start::Now),
+            max_attempts,
+            paused: false,
+            replay: 0,
+            created_ms: now_ms,
+            secrets: vec![],
+        };
+        let secret = matches!(destination.target, Target::Webhook { .. }).then(|| destination.rotate_secret(now_ms, 0));
+        Ok((destination, secret))
+    }
+}
+
+/// A destination as the API shows it (secrets are shown once, when made).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct View {
+    pub id: String,
+    #[serde(flatten)]
+    pub target: TargetView,
+    pub filter: Filter,
+    pub start: Start,
+    pub max_attempts: u32,
+    /// `active`, `paused`, or `parked` (some lane stopped on an event that failed every attempt).
+    pub state: String,
+    /// RFC 3339.
+    pub created: String,
+    /// Signing secrets that sign deliveries now (the current one and rotated ones still valid).
+    pub signing_secrets: usize,
+    pub lanes: Vec<LaneView>,
+    /// The new signing secret: only in the answers of a create and a rotation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetView {
+    Webhook { url: String },
+    Kafka { topic: String },
+}
+
+/// Where a destination's delivery stands in one events partition.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LaneView {
+    pub partition: i32,
+    /// The next events offset to deliver or skip.
+    pub next_offset: i64,
+    pub delivered: u64,
+    /// The event the lane stopped on, if it is parked (or was, until the next resume takes).
+    pub parked: Option<Parked>,
+}
+
+impl LaneView {
+    fn of(partition: i32, lane: Lane) -> LaneView {
+        LaneView { partition, next_offset: lane.next_offset, delivered: lane.delivered, parked: lane.parked }
+    }
+}
+
+impl View {
+    fn of(destination: Destination, lanes: Vec<LaneView>) -> View {
+        let parked = lanes.iter().any(|l| l.parked.as_ref().is_some_and(|p| p.replay >= destination.replay));
+        let state = match (destination.paused, parked) {
+            (true, _) => "paused",
+            (false, true) => "parked",
+            (false, false) => "active",
+        };
+        let created = chrono::DateTime::from_timestamp_millis(destination.created_ms)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .unwrap_or_default();
+        View {
+            id: destination.id.to_string(),
+            target: match &destination.target {
+                Target::Webhook { url } => TargetView::Webhook { url: url.clone() },
+                Target::Kafka { topic } => TargetView::Kafka { topic: topic.clone() },
+            },
+            signing_secrets: destination.signing_keys(now_ms()).len(),
+            filter: destination.filter,
+            start: destination.start,
+            max_attempts: destination.max_attempts,
+            state: state.into(),
+            created,
+            lanes,
+            secret: None,
+        }
+    }
+}
+
+async fn create(State(api): State<Destinations>, caller: Caller, Json(request): Json<CreateRequest>) -> Response {
+    let answer = async {
+        let (destination, secret) = request.destination(caller.tenant(), api.private_webhooks, now_ms())?;
+        let (tenant, id, bytes) = (destination.tenant.to_string(), destination.id.to_string(), destination.encode());
+        let count = {
+            let tenant = tenant.clone();
+            api.call(move |s| s.destinations()).await?.iter().filter_map(|b| Destination::decode(b).ok()).filter(|d| d.tenant.as_str() == tenant).count()
+        };
+        if count >= PER_TENANT_MAX {
+            let detail = format!("a tenant has at most {PER_TENANT_MAX} destinations");
+            return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "too many destinations", detail));
+        }
+        if !api.call(move |s| s.create_destination(&tenant, &id, &bytes)).await? {
+            let detail = format!("destination {:?} exists; delete it first or use another id", destination.id.as_str());
+            return Err(Problem::new(StatusCode::CONFLICT, "destination exists", detail));
+        }
+        tracing::info!(tenant = %destination.tenant, destination = %destination.id, "sink destination created");
+        let mut view = View::of(destination, vec![]);
+        view.secret = secret;
+        Ok::<_, Problem>((StatusCode::CREATED, Json(view)))
+    };
+    answer.await.into_response()
+}
+
+async fn list(State(api): State<Destinations>, caller: Caller) -> Response {
+    let answer = async {
+        let tenant = caller.tenant().clone();
+        let stored = api.call(|s| s.destinations()).await?;
+        let mut mine = Vec::new();
+        for bytes in stored {
+            let destination = Destination::decode(&bytes).map_err(|e| corrupt(&e))?;
+            if destination.tenant == tenant {
+                mine.push(api.view(destination).await?);
+            }
+        }
+        mine.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok::<_, Problem>(Json(serde_json::json!({ "destinations": mine })))
+    };
+    answer.await.into_response()
+}
+
+async fn show(State(api): State<Destinations>, caller: Caller, Path(id): Path<String>) -> Response {
+    let answer = async { api.view(api.get(caller.tenant(), &id).await?).await.map(Json) };
+    answer.await.into_response()
+}
+
+async fn delete(State(api): State<Destinations>, caller: Caller, Path(id): Path<String>) -> Response {
+    let answer = async {
+        let destination = api.get(caller.tenant(), &id).await?;
+        let (tenant, id_text, uid) = (caller.tenant().to_string(), id.clone(), destination.uid.clone());
+        if !api.call(move |s| s.delete_destination(&tenant, &id_text)).await? {
+            return Err(Problem::not_found(format!("no destination {id:?}")));
+        }
+        // Positions are per incarnation: left behind they would never be read again.
+        api.call(move |s| s.delete_deliveries(&uid)).await?;
+        tracing::info!(tenant = %caller.tenant(), destination = id, "sink destination deleted");
+        Ok::<_, Problem>(StatusCode::NO_CONTENT)
+    };
+    answer.await.into_response()
+}
+
+async fn pause(State(api): State<Destinations>, caller: Caller, Path(id): Path<String>) -> Response {
+    let answer = async {
+        let destination = api.update(&caller, &id, |d| d.paused = true).await?;
+        api.view(destination).await.map(Json)
+    };
+    answer.await.into_response()
+}
+
+/// Unpauses, and raises the replay count so that parked lanes send their event again.
+async fn resume(State(api): State<Destinations>, caller: Caller, Path(id): Path<String>) -> Response {
+    let answer = async {
+        let destination = api
+            .update(&caller, &id, |d| {
+                d.paused = false;
+                d.replay += 1;
+            })
+            .await?;
+        api.view(destination).await.map(Json)
+    };
+    answer.await.into_response()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateRequest {
+    /// How long the previous secrets keep signing, in seconds (default 24 hours, at most 30
+    /// days; 0 ends them now).
+    pub overlap_seconds: Option<u64>,
+}
+
+async fn rotate_secret(
+    State(api): State<Destinations>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Option<Json<RotateRequest>>,
+) -> Response {
+    let answer = async {
+        let request = body.map(|Json(r)| r).unwrap_or_default();
+        let overlap_s = request.overlap_seconds.unwrap_or(ROTATION_OVERLAP_DEFAULT_S);
+        if overlap_s > ROTATION_OVERLAP_MAX_S {
+            return Err(Problem::bad_request(format!("overlap_seconds is at most {ROTATION_OVERLAP_MAX_S}")));
+        }
+        let current = api.get(caller.tenant(), &id).await?;
+        if !matches!(current.target, Target::Webhook { .. }) {
+            return Err(Problem::bad_request("only webhooks are signed"));
+        }
+        let mut secret = None;
+        let destination = api
+            .update(&caller, &id, |d| secret = Some(d.rotate_secret(now_ms(), overlap_s as i64 * 1000)))
+            .await?;
+        let mut view = api.view(destination).await?;
+        view.secret = secret;
+        Ok(Json(view))
+    };
+    answer.await.into_response()
+}
