@@ -232,6 +232,7 @@ async fn reconcile(
     let gone: Vec<String> = lanes.keys().filter(|uid| !active.contains_key(*uid)).cloned().collect();
     for uid in gone {
         if let Some(lane) = lanes.remove(&uid) {
+            tracing::info!(partition, uid, "sink lane stopping: its destination was paused or deleted");
             stop_lane(lane).await;
         }
     }
@@ -257,6 +258,7 @@ async fn reconcile(
             }
         };
         if restart {
+            tracing::info!(partition, uid, "sink lane starting");
             let lane = start_lane(shared.clone(), partition, destination, owner.child_token());
             lanes.insert(uid, lane);
         }

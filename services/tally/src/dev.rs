@@ -6,6 +6,7 @@ use crate::kafka::{Broker, ensure};
 use crate::project::{ProjectorOptions, start_projector};
 use crate::query::{QueryOptions, query_server};
 use crate::runner::Runner;
+use crate::sink::{SinkOptions, start_sink};
 use anyhow::Context;
 use std::path::PathBuf;
 use tally_kafka::topics::Topics;
@@ -30,6 +31,8 @@ pub struct DevOptions {
     projector: ProjectorOptions,
     #[command(flatten)]
     query: QueryOptions,
+    #[command(flatten)]
+    sink: SinkOptions,
 }
 
 pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
@@ -66,8 +69,8 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
 }
 
 /// Starts every service of `tally dev` on `runner` against the cluster at `bootstrap`: the
-/// processor, the outcome watcher, the projector, the query API, and last the front door
-/// (with the admin and health routes on its listener). Returns the topics.
+/// processor, the outcome watcher, the projector, the sink runner, the query API, and last the
+/// front door (with the admin and health routes on its listener). Returns the topics.
 async fn start(
     opts: &DevOptions,
     bootstrap: &str,
@@ -84,10 +87,11 @@ async fn start(
     let front = start_write_side(runner, &kafka, service, &topics, store.clone(), reload).await?;
     let admin =
         start_projector(runner, &kafka, &service.topics, &topics.events, &opts.projector, store.clone())?;
+    let destinations = start_sink(runner, &kafka, &topics.events, &opts.sink, store.clone())?;
     let query = query_server(&opts.query, store.clone(), &security).await?;
     runner.start(|cancel| query.run(cancel));
     let health = Health::new().with_broker(&kafka)?.with_store(store).router();
-    let app = front.merge(admin.router()).merge(health);
+    let app = front.merge(admin.router()).merge(destinations.router()).merge(health);
     let http = security.server("http", service.http.http_listen, app).await?;
     runner.start(|cancel| http.run(cancel));
     Ok(topics)
@@ -134,7 +138,7 @@ fn print_banner(opts: &DevOptions, bootstrap: &str, topics: &Topics, embedded: b
     );
     println!("  tally projections status --url http://{}", opts.service.http.http_listen);
     println!();
-    println!("Running: the command processor, the HTTP front door, the projector and the query API.");
+    println!("Running: the command processor, the HTTP front door, the projector, the sink runner and the query API.");
     println!("Ctrl-C stops.");
 }
 

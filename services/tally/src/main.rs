@@ -13,6 +13,7 @@ mod query;
 mod registry;
 mod runner;
 mod shutdown;
+mod sink;
 mod store;
 mod telemetry;
 mod tools;

@@ -1,5 +1,6 @@
 //! `tally project`: the projector service against a Kafka cluster: folds `events` into the
-//! projections, and serves the query API over them.
+//! projections, serves the query API over them, and runs the sink runner (whose destinations
+//! live in the same store).
 
 use crate::kafka::{Broker, TopicOptions, ensure};
 use crate::projections::Admin;
@@ -39,6 +40,8 @@ pub struct ProjectOptions {
     store: crate::store::StoreOptions,
     #[command(flatten)]
     query: crate::query::QueryOptions,
+    #[command(flatten)]
+    sink: crate::sink::SinkOptions,
     #[command(flatten)]
     shutdown: crate::shutdown::ShutdownOptions,
     #[command(flatten)]
@@ -91,10 +94,13 @@ pub async fn run(opts: ProjectOptions) -> anyhow::Result<()> {
             &opts.projector,
             store.clone(),
         )?;
+        let destinations =
+            crate::sink::start_sink(&mut runner, &kafka, &topics.events, &opts.sink, store.clone())?;
         let query = crate::query::query_server(&opts.query, store.clone(), &security).await?;
         runner.start(|cancel| query.run(cancel));
         let health = crate::health::Health::new().with_broker(&kafka)?.with_store(store).router();
-        let admin = security.server("admin", opts.admin_listen, admin.router().merge(health)).await?;
+        let routes = admin.router().merge(destinations.router()).merge(health);
+        let admin = security.server("admin", opts.admin_listen, routes).await?;
         runner.start(|cancel| admin.run(cancel));
         tracing::info!(events = %topics.events, "projector running");
         Ok(())
