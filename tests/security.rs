@@ -218,6 +218,16 @@ fn cases() -> Vec<Case> {
         Case::read(Query, "/v1/events?stream=main", 200, 200),
         Case::read(Query, "/v1/events/live?stream=main", 200, 200),
         Case::read(Http, "/admin/projections", 200, 403),
+        Case::read(Http, "/admin/destinations", 200, 403),
+        Case::read(Http, "/admin/destinations/no-such-hook", 404, 403),
+        Case::write(
+            "POST",
+            "/admin/destinations",
+            Some(json!({"id": "matrix-hook", "webhook": {"url": "https://hooks.example.com/matrix"}})),
+            201,
+            403,
+        ),
+        Case::write("POST", "/admin/destinations/matrix-hook/pause", None, 200, 403),
         // Last: acme's key starts a rebuild (the live version keeps serving meanwhile).
         Case::write("POST", "/admin/projections/rebuild", None, 202, 403),
     ]

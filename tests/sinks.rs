@@ -311,7 +311,8 @@ fn verify_with_reference_library(secrets: &[String], deliveries: Vec<(Received, 
 fn a_flaky_webhook_gets_every_event_that_counts_in_order_signed_across_a_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_str().unwrap();
-    let args = [&SINK_ARGS[..], &["--data-dir", data_dir]].concat();
+    let args = tally_dev::on_test_broker(&[&SINK_ARGS[..], &["--data-dir", data_dir]].concat());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let receiver = Receiver::start(0.25, 0.1);
     let dev = Dev::start(&args);
     dev.wait_until_writes_are_answered();
@@ -379,7 +380,7 @@ fn a_flaky_webhook_gets_every_event_that_counts_in_order_signed_across_a_sigkill
 
 #[test]
 fn a_receiver_that_is_down_is_parked_while_others_flow_and_a_resume_replays_it() {
-    let dev = Dev::start(&SINK_ARGS);
+    let dev = Dev::start_on_test_broker(&SINK_ARGS);
     let good = Receiver::start(0.0, 0.0);
     let later = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let down_url = format!("http://{}/hook", later.local_addr().unwrap());
@@ -442,11 +443,13 @@ fn a_receiver_that_is_down_is_parked_while_others_flow_and_a_resume_replays_it()
 
 #[test]
 fn a_rebuild_and_a_pause_send_nothing_again_and_a_kafka_destination_carries_keys_and_ids() {
-    let dev = Dev::start(&SINK_ARGS);
+    let dev = Dev::start_on_test_broker(&SINK_ARGS);
     let receiver = Receiver::start(0.0, 0.0);
     create(&dev, json!({"id": "hook", "webhook": {"url": receiver.url()}, "start": "beginning"}));
-    create_topic(&dev.kafka, "acme-movements");
-    create(&dev, json!({"id": "feed", "kafka": {"topic": "acme-movements"}, "start": "beginning"}));
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let topic = format!("acme-movements-{nanos}");
+    create_topic(&dev.kafka, &topic);
+    create(&dev, json!({"id": "feed", "kafka": {"topic": topic}, "start": "beginning"}));
     let mut positions = workload(&dev, "r", 15);
     let expected = events_that_count(&dev, &positions);
     wait_until(Duration::from_secs(60), "every event delivered", || all_delivered(&receiver, &expected));
@@ -477,7 +480,7 @@ fn a_rebuild_and_a_pause_send_nothing_again_and_a_kafka_destination_carries_keys
     assert_eq!(check_deliveries(&receiver.delivered(), &expected), 0);
 
     // The Kafka destination: every event, keyed by stream, with its id in a header, as JSON.
-    let records = wait_for_records(&dev.kafka, "acme-movements", expected.len());
+    let records = wait_for_records(&dev.kafka, &topic, expected.len());
     let mut ids = Vec::new();
     for (key, id_header, payload) in &records {
         let body: Value = serde_json::from_slice(payload).unwrap();

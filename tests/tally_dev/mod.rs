@@ -46,18 +46,11 @@ impl Dev {
     /// with topics of a fresh prefix, when it is set; else on `tally dev`'s in-process broker.
     /// The README's test command sets it for a second run of the broker-facing suites.
     pub fn start_on_test_broker(args: &[&str]) -> Dev {
-        let Some(kafka) = std::env::var("TALLY_TEST_KAFKA").ok().filter(|s| !s.is_empty()) else {
-            return Dev::start(args);
-        };
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let prefix = format!("dev-{}-{nanos}.", std::process::id());
-        // Groups of their own too: tests run side by side on one Kafka, and processes of one
-        // group rebalance together even when they read different topics (every start would
-        // stall the other tests' processors for seconds).
-        let (processors, projectors) = (format!("{prefix}processor"), format!("{prefix}projector"));
-        let own = ["--kafka", &kafka, "--topic-prefix", &prefix, "--processor-group", &processors];
-        let dev = Dev::start(&[args, &own, &["--projector-group", &projectors]].concat());
-        dev.wait_until_writes_are_answered();
+        let args = on_test_broker(args);
+        let dev = Dev::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        if std::env::var("TALLY_TEST_KAFKA").is_ok_and(|s| !s.is_empty()) {
+            dev.wait_until_writes_are_answered();
+        }
         dev
     }
 
@@ -172,6 +165,25 @@ impl Drop for Dev {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `args` for a `tally dev` on the real Kafka that `TALLY_TEST_KAFKA` names, when it is set:
+/// topics and consumer groups of a fresh prefix (tests run side by side on one Kafka, and
+/// processes of one group rebalance together even when they read different topics, so every
+/// start would stall the other tests' processors for seconds). Unchanged without it. Starting
+/// twice with the same result restarts the same deployment.
+pub fn on_test_broker(args: &[&str]) -> Vec<String> {
+    let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let Some(kafka) = std::env::var("TALLY_TEST_KAFKA").ok().filter(|s| !s.is_empty()) else {
+        return all;
+    };
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let prefix = format!("dev-{}-{nanos}.", std::process::id());
+    all.extend(["--kafka".into(), kafka, "--topic-prefix".into(), prefix.clone()]);
+    for role in ["processor", "projector", "sink"] {
+        all.extend([format!("--{role}-group"), format!("{prefix}{role}")]);
+    }
+    all
 }
 
 /// Runs `tally ARGS` to completion; fails the test when it fails.
