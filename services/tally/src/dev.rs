@@ -166,7 +166,7 @@ mod tests {
         let (reload, mut runner) = (CancellationToken::new(), Runner::new(&opts.service.shutdown));
         let keys = Some(crate::auth::dev_key(None).unwrap().1);
         start(&opts, &broker.bootstrap_servers(), keys, &reload, &mut runner).await.unwrap();
-        assert_eq!(runner.services(), ["processor", "outcome watcher", "projector", "query", "http"]);
+        assert_eq!(runner.services(), ["processor", "outcome watcher", "projector", "sink", "query", "http"]);
         assert!(runner.kill("http"), "the front door runs");
         let ran =
             tokio::time::timeout(Duration::from_secs(30), runner.run_until(Ok(()), std::future::pending()));
