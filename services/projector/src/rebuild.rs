@@ -13,8 +13,9 @@
 //! version instead of writing a frozen one. At the switch the new version may be a batch or two
 //! behind what the old one showed; the live projector folds that gap within moments.
 //!
-//! Replaying the log runs no side effects: folding only computes rows (Tally has no sinks yet;
-//! when it does, they must not hang off the fold).
+//! Replaying the log runs no side effects: folding only computes rows. The sinks
+//! (`tally-sink`) read the log themselves with positions of their own, so a rebuild sends
+//! nothing again (tested in `tests/sinks.rs`).
 
 use crate::{Projector, ProjectorConfig, ProjectorError, Target};
 use std::sync::Arc;
