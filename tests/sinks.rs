@@ -68,7 +68,11 @@ impl Receiver {
                                 body,
                                 delivered,
                             });
-                            if delivered { axum::http::StatusCode::NO_CONTENT } else { axum::http::StatusCode::INTERNAL_SERVER_ERROR }
+                            if delivered {
+                                axum::http::StatusCode::NO_CONTENT
+                            } else {
+                                axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                            }
                         }
                     }),
                 );
@@ -118,7 +122,9 @@ fn call(addr: &str, method: &str, path: &str, auth: &str, body: Option<Value>) -
     let url = format!("http://{addr}{path}");
     let request = ureq::http::Request::builder().method(method).uri(url).header("authorization", auth);
     let response = match body {
-        Some(body) => client().run(request.header("content-type", "application/json").body(body.to_string()).unwrap()),
+        Some(body) => {
+            client().run(request.header("content-type", "application/json").body(body.to_string()).unwrap())
+        }
         None => client().run(request.body(()).unwrap()),
     };
     let mut response = response.unwrap();
@@ -142,7 +148,8 @@ const SINK_ARGS: [&str; 7] = [
 /// Writes through the front door as `auth`; returns the command's `Tally-Position`.
 fn write(dev: &Dev, auth: &str, path: &str, body: Value, key: Option<&str>) -> String {
     let url = format!("http://{}{path}", dev.http);
-    let mut request = client().post(url).header("authorization", auth).header("content-type", "application/json");
+    let mut request =
+        client().post(url).header("authorization", auth).header("content-type", "application/json");
     if let Some(key) = key {
         request = request.header("idempotency-key", key);
     }
@@ -164,7 +171,11 @@ fn workload(dev: &Dev, tag: &str, n: usize) -> Positions {
     write(dev, GLOBEX, "/v1/ledgers/main/assets", json!({"asset": "USD/2"}), None);
     for i in 0..n {
         let ledger = if i % 2 == 0 { "main" } else { "ops" };
-        let (source, amount) = if i % 5 == 4 { (format!("acct-{tag}-{}", i - 1), 1_000_000) } else { ("world".into(), 100 + i as i64) };
+        let (source, amount) = if i % 5 == 4 {
+            (format!("acct-{tag}-{}", i - 1), 1_000_000)
+        } else {
+            ("world".into(), 100 + i as i64)
+        };
         let body = json!({"tx_id": format!("{tag}-{i}"), "postings": [{"source": source, "destination": format!("acct-{tag}-{i}"), "asset": "USD/2", "amount": amount}]});
         let key = format!("k-{tag}-{i}");
         write(dev, ACME, &format!("/v1/ledgers/{ledger}/transactions"), body.clone(), Some(&key));
@@ -205,8 +216,12 @@ fn events_that_count(dev: &Dev, positions: &Positions) -> Vec<(String, String, u
                 path.push_str(&format!("&cursor={c}"));
             }
             let url = format!("http://{}{path}", dev.query);
-            let mut response =
-                client().get(url).header("authorization", ACME).header("tally-position", position).call().unwrap();
+            let mut response = client()
+                .get(url)
+                .header("authorization", ACME)
+                .header("tally-position", position)
+                .call()
+                .unwrap();
             assert_eq!(response.status(), 200);
             let page: Value = response.body_mut().read_json().unwrap();
             for item in page["items"].as_array().unwrap() {
@@ -291,7 +306,9 @@ fn verify_with_reference_library(secrets: &[String], deliveries: Vec<(Received, 
         .output()
         .is_ok_and(|o| o.status.success());
     if !available {
-        println!("skipped the signature check: python3 with standardwebhooks is not available (pip install standardwebhooks)");
+        println!(
+            "skipped the signature check: python3 with standardwebhooks is not available (pip install standardwebhooks)"
+        );
         return;
     }
     let deliveries: Vec<Value> = deliveries
@@ -316,7 +333,10 @@ fn a_flaky_webhook_gets_every_event_that_counts_in_order_signed_across_a_sigkill
     let receiver = Receiver::start(0.25, 0.1);
     let dev = Dev::start(&args);
     dev.wait_until_writes_are_answered();
-    let created = create(&dev, json!({"id": "ledgers", "webhook": {"url": receiver.url()}, "start": "beginning", "max_attempts": 100}));
+    let created = create(
+        &dev,
+        json!({"id": "ledgers", "webhook": {"url": receiver.url()}, "start": "beginning", "max_attempts": 100}),
+    );
     let first_secret = created["secret"].as_str().unwrap().to_owned();
     assert!(first_secret.starts_with("whsec_"), "{created}");
 
@@ -331,8 +351,13 @@ fn a_flaky_webhook_gets_every_event_that_counts_in_order_signed_across_a_sigkill
     dev.wait_until_writes_are_answered();
 
     // A rotation with an hour's overlap: later deliveries are signed by both secrets.
-    let (status, rotated) =
-        call(&dev.http, "POST", "/admin/destinations/ledgers/rotate-secret", ACME, Some(json!({"overlap_seconds": 3600})));
+    let (status, rotated) = call(
+        &dev.http,
+        "POST",
+        "/admin/destinations/ledgers/rotate-secret",
+        ACME,
+        Some(json!({"overlap_seconds": 3600})),
+    );
     assert_eq!(status, 200, "{rotated}");
     let second_secret = rotated["secret"].as_str().unwrap().to_owned();
     assert_eq!(rotated["signing_secrets"], 2, "{rotated}");
@@ -386,7 +411,10 @@ fn a_receiver_that_is_down_is_parked_while_others_flow_and_a_resume_replays_it()
     let down_url = format!("http://{}/hook", later.local_addr().unwrap());
     drop(later); // nothing listens there for now
     create(&dev, json!({"id": "good", "webhook": {"url": good.url()}, "start": "beginning"}));
-    create(&dev, json!({"id": "down", "webhook": {"url": down_url}, "start": "beginning", "max_attempts": 3}));
+    create(
+        &dev,
+        json!({"id": "down", "webhook": {"url": down_url}, "start": "beginning", "max_attempts": 3}),
+    );
     let posted = create(
         &dev,
         json!({"id": "posted-main", "webhook": {"url": good.url()}, "start": "beginning", "filter": {"event_types": ["TransactionPosted"], "ledgers": ["main"], "account_prefixes": ["acct-p-1"]}}),
@@ -395,26 +423,55 @@ fn a_receiver_that_is_down_is_parked_while_others_flow_and_a_resume_replays_it()
 
     let positions = workload(&dev, "p", 20);
     let expected = events_that_count(&dev, &positions);
-    wait_until(Duration::from_secs(60), "the good receiver got everything", || all_delivered(&good, &expected));
+    wait_until(Duration::from_secs(60), "the good receiver got everything", || {
+        all_delivered(&good, &expected)
+    });
 
     // The down destination is parked on its first event after 3 attempts; the others flowed.
     wait_until(Duration::from_secs(60), "the down destination parked", || {
         call(&dev.http, "GET", "/admin/destinations/down", ACME, None).1["state"] == "parked"
     });
-    let (_, down) = call(&dev.http, "GET", "/admin/destinations/down", ACME, None);
-    let parked: Vec<&Value> = down["lanes"].as_array().unwrap().iter().filter(|l| !l["parked"].is_null()).collect();
+    // The operator's view, through the CLI: which lane is parked on which event, and why.
+    let down: Value = serde_json::from_slice(&destinations(&dev, &["show", "down"]).stdout).unwrap();
+    let parked: Vec<&Value> =
+        down["lanes"].as_array().unwrap().iter().filter(|l| !l["parked"].is_null()).collect();
     assert!(!parked.is_empty(), "{down}");
     for lane in &parked {
         assert_eq!(lane["parked"]["attempts"], 3, "{down}");
         assert!(lane["parked"]["error"].as_str().unwrap().contains("connect"), "{down}");
         assert_eq!(lane["delivered"], 0, "{down}");
     }
+    let metrics = client()
+        .get(format!("http://{}/metrics", dev.http))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let series = |name: &str, destination: &str| -> Vec<f64> {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name) && l.contains(&format!("destination=\"{destination}\"")))
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+            .collect()
+    };
+    assert_eq!(series("tally_sink_parked", "down").iter().sum::<f64>(), parked.len() as f64, "{metrics}");
+    assert_eq!(series("tally_sink_failed_attempts_total", "down"), vec![3.0 * parked.len() as f64]);
+    assert_eq!(series("tally_sink_delivered_total", "good"), vec![expected.len() as f64]);
+    assert!(series("tally_sink_lag_records", "good").iter().all(|lag| *lag == 0.0), "{metrics}");
 
     // The receiver comes up; a resume sends what was parked, in order.
-    let back = Receiver::start_on(std::net::TcpListener::bind(down_url.trim_start_matches("http://").trim_end_matches("/hook")).unwrap(), 0.0, 0.0);
-    let (status, resumed) = call(&dev.http, "POST", "/admin/destinations/down/resume", ACME, None);
-    assert_eq!(status, 200, "{resumed}");
-    wait_until(Duration::from_secs(60), "the resumed destination caught up", || all_delivered(&back, &expected));
+    let back = Receiver::start_on(
+        std::net::TcpListener::bind(down_url.trim_start_matches("http://").trim_end_matches("/hook"))
+            .unwrap(),
+        0.0,
+        0.0,
+    );
+    let resumed: Value = serde_json::from_slice(&destinations(&dev, &["resume", "down"]).stdout).unwrap();
+    assert_eq!(resumed["id"], "down", "{resumed}");
+    wait_until(Duration::from_secs(60), "the resumed destination caught up", || {
+        all_delivered(&back, &expected)
+    });
     assert_eq!(check_deliveries(&back.delivered(), &expected), 0, "no crash, so no duplicate");
     wait_until(Duration::from_secs(10), "the state is active again", || {
         call(&dev.http, "GET", "/admin/destinations/down", ACME, None).1["state"] == "active"
@@ -425,7 +482,9 @@ fn a_receiver_that_is_down_is_parked_while_others_flow_and_a_resume_replays_it()
     let bodies: BTreeMap<String, String> = good.delivered().into_iter().map(|r| (r.id, r.body)).collect();
     let filtered: BTreeSet<&str> = expected
         .iter()
-        .filter(|(id, stream, _, kind)| stream == "main" && kind == "TransactionPosted" && bodies[id].contains("\"acct-p-1"))
+        .filter(|(id, stream, _, kind)| {
+            stream == "main" && kind == "TransactionPosted" && bodies[id].contains("\"acct-p-1")
+        })
         .map(|(id, ..)| id.as_str())
         .collect();
     assert!(!filtered.is_empty());
@@ -476,7 +535,11 @@ fn a_rebuild_and_a_pause_send_nothing_again_and_a_kafka_destination_carries_keys
     let expected = events_that_count(&dev, &positions);
     wait_until(Duration::from_secs(30), "the event after the pause", || all_delivered(&receiver, &expected));
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(receiver.delivered().len(), before + 1, "exactly the one new event, after the rebuild and the pause");
+    assert_eq!(
+        receiver.delivered().len(),
+        before + 1,
+        "exactly the one new event, after the rebuild and the pause"
+    );
     assert_eq!(check_deliveries(&receiver.delivered(), &expected), 0);
 
     // The Kafka destination: every event, keyed by stream, with its id in a header, as JSON.
@@ -501,14 +564,20 @@ fn the_destinations_api_refuses_bad_input_and_keeps_tenants_apart() {
     let hook = |url: &str| json!({"id": "h", "webhook": {"url": url}});
     let refused = [
         (json!({"id": "h"}), "exactly one"),
-        (json!({"id": "h", "webhook": {"url": "https://example.com"}, "kafka": {"topic": "t"}}), "exactly one"),
+        (
+            json!({"id": "h", "webhook": {"url": "https://example.com"}, "kafka": {"topic": "t"}}),
+            "exactly one",
+        ),
         (json!({"id": "a/b", "webhook": {"url": "https://example.com"}}), "destination id"),
         (hook("http://example.com/hook"), "https"),
         (hook("https://127.0.0.1/hook"), "private"),
         (hook("https://169.254.169.254/latest/meta-data"), "private"),
         (hook("https://user:pw@example.com/"), "credentials"),
         (json!({"id": "h", "kafka": {"topic": "a b"}}), "topic"),
-        (json!({"id": "h", "webhook": {"url": "https://example.com"}, "filter": {"event_types": ["Nope"]}}), "unknown event type"),
+        (
+            json!({"id": "h", "webhook": {"url": "https://example.com"}, "filter": {"event_types": ["Nope"]}}),
+            "unknown event type",
+        ),
         (json!({"id": "h", "webhook": {"url": "https://example.com"}, "max_attempts": 0}), "max_attempts"),
         (json!({"id": "h", "webhook": {"url": "https://example.com"}, "colour": "red"}), "colour"),
     ];
@@ -521,10 +590,15 @@ fn the_destinations_api_refuses_bad_input_and_keeps_tenants_apart() {
     assert_eq!(listed["destinations"], json!([]), "nothing was created by refused requests");
 
     create(&dev, hook("https://hooks.example.com/tally"));
-    let (status, _) = call(&dev.http, "POST", "/admin/destinations", ACME, Some(hook("https://hooks.example.com/other")));
+    let (status, _) =
+        call(&dev.http, "POST", "/admin/destinations", ACME, Some(hook("https://hooks.example.com/other")));
     assert_eq!(status, 409);
     // Another tenant neither sees it nor can change it; a read-only key cannot reach the routes.
-    for (method, path) in [("GET", "/admin/destinations/h"), ("POST", "/admin/destinations/h/pause"), ("DELETE", "/admin/destinations/h")] {
+    for (method, path) in [
+        ("GET", "/admin/destinations/h"),
+        ("POST", "/admin/destinations/h/pause"),
+        ("DELETE", "/admin/destinations/h"),
+    ] {
         let (status, _) = call(&dev.http, method, path, GLOBEX, None);
         assert_eq!(status, 403, "{method} {path}: globex's key has no admin role");
         let (status, _) = call(&dev.http, method, path, ACME_READ_ONLY, None);
@@ -532,7 +606,13 @@ fn the_destinations_api_refuses_bad_input_and_keeps_tenants_apart() {
     }
     let (status, _) = call(&dev.http, "GET", "/admin/destinations/other", ACME, None);
     assert_eq!(status, 404);
-    let (status, _) = call(&dev.http, "POST", "/admin/destinations/h/rotate-secret", ACME, Some(json!({"overlap_seconds": 99_999_999})));
+    let (status, _) = call(
+        &dev.http,
+        "POST",
+        "/admin/destinations/h/rotate-secret",
+        ACME,
+        Some(json!({"overlap_seconds": 99_999_999})),
+    );
     assert_eq!(status, 400);
     let (status, _) = call(&dev.http, "DELETE", "/admin/destinations/h", ACME, None);
     assert_eq!(status, 204);
@@ -540,12 +620,22 @@ fn the_destinations_api_refuses_bad_input_and_keeps_tenants_apart() {
     assert_eq!(status, 404);
 }
 
+/// `tally destinations ARGS` against `dev` as acme's administrator.
+fn destinations(dev: &Dev, args: &[&str]) -> std::process::Output {
+    let token = ACME.trim_start_matches("Bearer ");
+    let url = format!("http://{}", dev.http);
+    tally_dev::tally(&[&["destinations", "--url", &url, "--token", token][..], args].concat())
+}
+
 fn create_topic(kafka: &str, topic: &str) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    let admin: AdminClient<_> = rdkafka::ClientConfig::new().set("bootstrap.servers", kafka).create().unwrap();
+    let admin: AdminClient<_> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", kafka).create().unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let created = runtime
-        .block_on(admin.create_topics(&[NewTopic::new(topic, 2, TopicReplication::Fixed(1))], &AdminOptions::new()))
+        .block_on(
+            admin.create_topics(&[NewTopic::new(topic, 2, TopicReplication::Fixed(1))], &AdminOptions::new()),
+        )
         .unwrap();
     assert!(created.iter().all(Result::is_ok), "{created:?}");
 }

@@ -159,9 +159,8 @@ impl EventBody {
             EventBody::AccountOpened { account, .. }
             | EventBody::AccountUpdated { account, .. }
             | EventBody::AccountClosed { account, .. } => vec![account],
-            EventBody::TransactionPosted { postings, .. } | EventBody::TransactionPending { postings, .. } => {
-                postings_accounts(postings)
-            }
+            EventBody::TransactionPosted { postings, .. }
+            | EventBody::TransactionPending { postings, .. } => postings_accounts(postings),
             EventBody::TransactionFailed { request: TxRequest::Transfer { postings, .. }, .. } => {
                 postings_accounts(postings)
             }

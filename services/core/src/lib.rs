@@ -27,8 +27,8 @@ pub use command::{AssetLimit, Command, CommandBody, Metadata, Posting, TxRequest
 pub use event::{Answer, EVENT_KINDS, Event, EventBody, StreamId};
 pub use fingerprint::{command_fingerprint, fingerprint, reversal_fingerprint, transfer_fingerprint};
 pub use ids::{
-    AccountId, Actor, COMMAND_ID_LEN_MAX, CommandId, DEFAULT_TX_COMMAND_PREFIX, DestinationId, DocKey, DocType, ID_LEN_MAX,
-    IdError, LedgerId, STATE_STREAM_PREFIX, TenantId, TxId, WORLD,
+    AccountId, Actor, COMMAND_ID_LEN_MAX, CommandId, DEFAULT_TX_COMMAND_PREFIX, DestinationId, DocKey,
+    DocType, ID_LEN_MAX, IdError, LedgerId, STATE_STREAM_PREFIX, TenantId, TxId, WORLD,
 };
 pub use reason::{Reason, Rejection};
 pub use rules::{apply, decide, validate};

@@ -11,6 +11,11 @@
 //! | `POST /admin/destinations/{id}/resume` | unpauses, and sends parked events again |
 //! | `POST /admin/destinations/{id}/rotate-secret` | a new signing secret; the old ones sign on for `overlap_seconds` |
 
+#![allow(
+    clippy::result_large_err,
+    reason = "a Problem is the error of a request that is answered right away; its size costs nothing worth boxing"
+)]
+
 use crate::destination::{
     ATTEMPTS_DEFAULT, ATTEMPTS_MAX, Destination, Filter, PER_TENANT_MAX, Start, Target, new_uid,
 };
@@ -108,7 +113,11 @@ impl Destinations {
 
 fn unavailable(e: &dyn std::fmt::Display) -> Problem {
     tracing::error!("sink destinations: {e}");
-    Problem::new(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable", "the destinations could not be read or written right now; retry")
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily unavailable",
+        "the destinations could not be read or written right now; retry",
+    )
 }
 
 fn corrupt(e: &dyn std::fmt::Display) -> Problem {
@@ -146,7 +155,12 @@ pub struct KafkaSpec {
 impl CreateRequest {
     /// The destination this asks for, of `tenant`, created at `now_ms`; 400 with the reason if
     /// anything is malformed.
-    fn destination(self, tenant: &TenantId, private_webhooks: bool, now_ms: i64) -> Result<(Destination, Option<String>), Problem> {
+    fn destination(
+        self,
+        tenant: &TenantId,
+        private_webhooks: bool,
+        now_ms: i64,
+    ) -> Result<(Destination, Option<String>), Problem> {
         let bad = |e: String| Problem::bad_request(e);
         let id = DestinationId::parse(self.id).map_err(|e| bad(e.to_string()))?;
         let target = match (self.webhook, self.kafka) {
@@ -173,7 +187,8 @@ impl CreateRequest {
             created_ms: now_ms,
             secrets: vec![],
         };
-        let secret = matches!(destination.target, Target::Webhook { .. }).then(|| destination.rotate_secret(now_ms, 0));
+        let secret = matches!(destination.target, Target::Webhook { .. })
+            .then(|| destination.rotate_secret(now_ms, 0));
         Ok((destination, secret))
     }
 }
@@ -252,20 +267,33 @@ impl View {
     }
 }
 
-async fn create(State(api): State<Destinations>, caller: Caller, Json(request): Json<CreateRequest>) -> Response {
+async fn create(
+    State(api): State<Destinations>,
+    caller: Caller,
+    Json(request): Json<CreateRequest>,
+) -> Response {
     let answer = async {
         let (destination, secret) = request.destination(caller.tenant(), api.private_webhooks, now_ms())?;
-        let (tenant, id, bytes) = (destination.tenant.to_string(), destination.id.to_string(), destination.encode());
+        let (tenant, id, bytes) =
+            (destination.tenant.to_string(), destination.id.to_string(), destination.encode());
         let count = {
             let tenant = tenant.clone();
-            api.call(move |s| s.destinations()).await?.iter().filter_map(|b| Destination::decode(b).ok()).filter(|d| d.tenant.as_str() == tenant).count()
+            api.call(move |s| s.destinations())
+                .await?
+                .iter()
+                .filter_map(|b| Destination::decode(b).ok())
+                .filter(|d| d.tenant.as_str() == tenant)
+                .count()
         };
         if count >= PER_TENANT_MAX {
             let detail = format!("a tenant has at most {PER_TENANT_MAX} destinations");
             return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "too many destinations", detail));
         }
         if !api.call(move |s| s.create_destination(&tenant, &id, &bytes)).await? {
-            let detail = format!("destination {:?} exists; delete it first or use another id", destination.id.as_str());
+            let detail = format!(
+                "destination {:?} exists; delete it first or use another id",
+                destination.id.as_str()
+            );
             return Err(Problem::new(StatusCode::CONFLICT, "destination exists", detail));
         }
         tracing::info!(tenant = %destination.tenant, destination = %destination.id, "sink destination created");

@@ -113,7 +113,11 @@ impl Filter {
         let ledger_ok = self.ledgers.is_empty()
             || matches!(&event.stream, StreamId::Ledger(ledger) if self.ledgers.contains(ledger));
         let account_ok = self.account_prefixes.is_empty()
-            || event.body.accounts().iter().any(|a| self.account_prefixes.iter().any(|p| a.as_str().starts_with(p)));
+            || event
+                .body
+                .accounts()
+                .iter()
+                .any(|a| self.account_prefixes.iter().any(|p| a.as_str().starts_with(p)));
         kind_ok && ledger_ok && account_ok
     }
 }
@@ -177,14 +181,21 @@ pub fn is_private(host: &url::Host<&str>) -> bool {
 pub fn is_private_ip(ip: std::net::IpAddr) -> bool {
     match ip {
         std::net::IpAddr::V4(v4) => {
-            v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast()
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
                 || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64 // carrier-grade NAT, RFC 6598
         }
         std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => is_private_ip(std::net::IpAddr::V4(v4)),
             None => {
                 let first = v6.segments()[0];
-                v6.is_loopback() || v6.is_unspecified() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+                v6.is_loopback()
+                    || v6.is_unspecified()
+                    || (first & 0xfe00) == 0xfc00
+                    || (first & 0xffc0) == 0xfe80
             }
         },
     }
@@ -325,7 +336,8 @@ mod tests {
         assert!(slash.check().is_err());
         let empty = Filter { account_prefixes: vec!["".into()], ..Filter::default() };
         assert!(empty.check().is_err());
-        let many = Filter { event_types: vec!["DocumentPut".into(); FILTER_ENTRIES_MAX + 1], ..Filter::default() };
+        let many =
+            Filter { event_types: vec!["DocumentPut".into(); FILTER_ENTRIES_MAX + 1], ..Filter::default() };
         assert!(many.check().is_err());
     }
 
@@ -379,7 +391,10 @@ mod tests {
 
     #[test]
     fn a_destination_reads_back_as_stored() {
-        let mut d = destination(Filter { ledgers: vec![LedgerId::parse("main").unwrap()], ..Filter::default() }, Start::Beginning);
+        let mut d = destination(
+            Filter { ledgers: vec![LedgerId::parse("main").unwrap()], ..Filter::default() },
+            Start::Beginning,
+        );
         d.rotate_secret(0, 0);
         assert_eq!(Destination::decode(&d.encode()).unwrap(), d);
     }

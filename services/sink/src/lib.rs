@@ -11,7 +11,7 @@
 //! - [`signature`]: Standard Webhooks signatures (pure);
 //! - [`outlet`]: one attempt at a webhook POST or a Kafka record;
 //! - [`runner`]: the consumer group, the lanes, retries, parking;
-//! - [`api`]: `/admin/destinations`.
+//! - [`api`]: the routes under `/admin/destinations`.
 //!
 //! The consumers' view of all this is `docs/consumers.md`.
 

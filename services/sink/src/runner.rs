@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 use tally_codec::Codec;
 use tally_core::Event;
 use tally_kafka::config::KafkaOptions;
-use tally_kafka::{Assignment, GroupConfig, LogRead, LogTail, PartitionGroup, PartitionOwner, Producer, Record};
+use tally_kafka::{
+    Assignment, GroupConfig, LogRead, LogTail, PartitionGroup, PartitionOwner, Producer, Record,
+};
 use tally_runtime::{Handle, now_ms};
 use tally_store::bridge::blocking;
 use tally_store::{SinkStore, StoreError};
@@ -108,7 +110,11 @@ impl SinkStatus {
 
     fn own(&self, partition: i32, owned: bool) {
         let mut set = self.owned.lock().expect("not poisoned");
-        if owned { set.insert(partition) } else { set.remove(&partition) };
+        if owned {
+            set.insert(partition)
+        } else {
+            set.remove(&partition)
+        };
     }
 }
 
@@ -130,8 +136,8 @@ impl SinkRunner {
     /// Prepares a runner: its HTTP client and Kafka producer (nothing is joined yet).
     pub fn build(config: SinkConfig) -> Result<SinkRunner, SinkError> {
         let producer = Arc::new(Producer::new(&config.kafka, "sink")?);
-        let outlets =
-            Outlets::new(producer, config.attempt_timeout, config.private_webhooks).map_err(SinkError::Setup)?;
+        let outlets = Outlets::new(producer, config.attempt_timeout, config.private_webhooks)
+            .map_err(SinkError::Setup)?;
         let group = GroupConfig {
             kafka: config.kafka.clone(),
             topic: config.events.clone(),
@@ -181,7 +187,9 @@ struct RunningLane {
 enum LaneEnd {
     Stopped,
     /// Parked under this replay count: started again only after a resume raises it.
-    Parked { replay: u64 },
+    Parked {
+        replay: u64,
+    },
     /// Failed (logged): started again at the next refresh.
     Failed,
 }
@@ -294,7 +302,8 @@ async fn run_lane(
         let d = destination.borrow();
         (d.tenant.to_string(), d.id.to_string())
     };
-    let mut runner = LaneRunner { shared, partition, destination, cancel, labels: [tenant, id, partition.to_string()] };
+    let mut runner =
+        LaneRunner { shared, partition, destination, cancel, labels: [tenant, id, partition.to_string()] };
     match runner.run().await {
         Ok(end) => end,
         Err(e) => {
@@ -348,7 +357,8 @@ impl LaneRunner {
         if lane.parked.take().is_some() {
             self.save(&destination.uid, &lane).await?;
         }
-        let reader = LaneReader::spawn(&self.shared, self.partition, lane.next_offset, self.cancel.child_token())?;
+        let reader =
+            LaneReader::spawn(&self.shared, self.partition, lane.next_offset, self.cancel.child_token())?;
         let end = self.deliver_all(&mut lane, reader).await;
         // Whatever ended the lane, what it delivered is stored (a parked lane stored already).
         self.save(&destination.uid, &lane).await?;
@@ -441,7 +451,12 @@ impl LaneRunner {
                     at_ms: now_ms(),
                 });
             }
-            tracing::debug!(partition = self.partition, event = message.id, attempts, "delivery failed: {error}");
+            tracing::debug!(
+                partition = self.partition,
+                event = message.id,
+                attempts,
+                "delivery failed: {error}"
+            );
             let wait = backoff(attempts, config.backoff_base, config.backoff_max, random_unit());
             tokio::select! {
                 _ = self.cancel.cancelled() => return Delivery::Cancelled,
@@ -462,7 +477,8 @@ impl LaneRunner {
     }
 
     async fn save(&self, uid: &str, lane: &Lane) -> Result<(), SinkError> {
-        let (store, uid, partition, bytes) = (self.shared.config.store.clone(), uid.to_owned(), self.partition, lane.encode());
+        let (store, uid, partition, bytes) =
+            (self.shared.config.store.clone(), uid.to_owned(), self.partition, lane.encode());
         blocking(move || Ok::<_, SinkError>(store.put_delivery(&uid, partition, &bytes)?)).await
     }
 }
@@ -480,7 +496,12 @@ const READ_AHEAD: usize = 256;
 const END_EVERY: Duration = Duration::from_secs(1);
 
 impl LaneReader {
-    fn spawn(shared: &Shared, partition: i32, from: i64, cancel: CancellationToken) -> Result<LaneReader, SinkError> {
+    fn spawn(
+        shared: &Shared,
+        partition: i32,
+        from: i64,
+        cancel: CancellationToken,
+    ) -> Result<LaneReader, SinkError> {
         let (sender, records) = mpsc::channel(READ_AHEAD);
         let end = Arc::new(AtomicI64::new(from));
         let (kafka, topic, codec, seen) =

@@ -513,11 +513,13 @@ impl Statements {
                     "UPDATE sink_destinations SET value = ? WHERE tenant = ? AND id = ? IF EXISTS".into(),
                 )
                 .await?,
-                get: prepare("SELECT value FROM sink_destinations WHERE tenant = ? AND id = ?".into()).await?,
+                get: prepare("SELECT value FROM sink_destinations WHERE tenant = ? AND id = ?".into())
+                    .await?,
                 all: prepare("SELECT value FROM sink_destinations".into()).await?,
                 delete: prepare("DELETE FROM sink_destinations WHERE tenant = ? AND id = ? IF EXISTS".into())
                     .await?,
-                deliveries: prepare("SELECT partition, value FROM sink_deliveries WHERE uid = ?".into()).await?,
+                deliveries: prepare("SELECT partition, value FROM sink_deliveries WHERE uid = ?".into())
+                    .await?,
                 delivery_put: prepare(
                     "INSERT INTO sink_deliveries (uid, partition, value) VALUES (?, ?, ?)".into(),
                 )
@@ -837,7 +839,9 @@ impl SinkStore for ScyllaStore {
     }
 
     fn put_delivery(&self, uid: &str, partition: i32, value: &[u8]) -> Result<(), StoreError> {
-        self.block_on(self.session.execute_unpaged(&self.statements.sinks.delivery_put, (uid, partition, value)))?;
+        self.block_on(
+            self.session.execute_unpaged(&self.statements.sinks.delivery_put, (uid, partition, value)),
+        )?;
         Ok(())
     }
 

@@ -138,7 +138,9 @@ fn print_banner(opts: &DevOptions, bootstrap: &str, topics: &Topics, embedded: b
     );
     println!("  tally projections status --url http://{}", opts.service.http.http_listen);
     println!();
-    println!("Running: the command processor, the HTTP front door, the projector, the sink runner and the query API.");
+    println!(
+        "Running: the command processor, the HTTP front door, the projector, the sink runner and the query API."
+    );
     println!("Ctrl-C stops.");
 }
 

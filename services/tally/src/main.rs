@@ -1,8 +1,10 @@
 //! `tally`: one binary for every role. `tally dev` runs everything in one process; the other
 //! subcommands are tools around a running deployment.
 
+mod admin;
 mod auth;
 mod config;
+mod destinations;
 mod dev;
 mod health;
 mod ingest;
@@ -53,6 +55,9 @@ enum Command {
     Schema(store::SchemaOptions),
     /// Projection administration through a running projector's admin routes: status, rebuild.
     Projections(projections::ProjectionsOptions),
+    /// The sink's destinations through a running tally dev or tally project: list, show,
+    /// create, pause, resume (replays parked events), rotate-secret, delete.
+    Destinations(destinations::DestinationsOptions),
     /// Produce one command (JSON, see README) to the commands topic, Avro-encoded.
     Send(tools::SendOptions),
     /// Print the records of a topic (commands or events) as JSON lines.
@@ -100,6 +105,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Query(opts) => query::run(opts).await,
             Command::Schema(opts) => store::apply_schema(opts).await,
             Command::Projections(opts) => projections::run(opts).await,
+            Command::Destinations(opts) => destinations::run(opts).await,
             Command::Send(opts) => tools::send(opts).await,
             Command::Tail(opts) => tools::tail(opts).await,
             Command::Keys(opts) => auth::keys(opts),

@@ -4,12 +4,14 @@
 //! The embedded store belongs to one process, so a rebuild runs inside that process; the
 //! command asks for it over HTTP and follows its progress. The routes need the admin role.
 
-use anyhow::{Context, bail};
+use crate::admin::AdminClient;
+use anyhow::bail;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -139,16 +141,8 @@ async fn start_rebuild(State(admin): State<Admin>) -> Response {
 pub struct ProjectionsOptions {
     #[command(subcommand)]
     command: ProjectionsCommand,
-    /// Admin address of the process that runs the projector (`tally dev`: its HTTP address;
-    /// `tally project`: its --admin-listen).
-    #[arg(long, global = true, default_value = "http://127.0.0.1:8080", env = "TALLY_ADMIN_URL")]
-    url: String,
-    /// An API key or JWT with the admin role.
-    #[arg(long, global = true, env = "TALLY_TOKEN")]
-    token: Option<String>,
-    /// PEM certificate of a private CA to trust for an https:// --url (beside the usual roots).
-    #[arg(long, global = true, env = "TALLY_CA_CERT")]
-    ca_cert: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    admin: crate::admin::AdminConnection,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -161,10 +155,11 @@ enum ProjectionsCommand {
 }
 
 pub async fn run(opts: ProjectionsOptions) -> anyhow::Result<()> {
-    let client = AdminClient::new(&opts)?;
+    let client = AdminClient::new(&opts.admin)?;
     match opts.command {
         ProjectionsCommand::Status => {
-            let status: serde_json::Value = client.get().await?;
+            let status: serde_json::Value =
+                client.call(Method::GET, "/admin/projections", None, StatusCode::OK).await?;
             println!("{}", serde_json::to_string_pretty(&status)?);
             Ok(())
         }
@@ -175,7 +170,8 @@ pub async fn run(opts: ProjectionsOptions) -> anyhow::Result<()> {
 /// Asks for a rebuild and follows it to the switch with a progress bar (plain lines when not
 /// on a terminal).
 async fn rebuild(client: &AdminClient) -> anyhow::Result<()> {
-    client.post_rebuild().await?;
+    let _: serde_json::Value =
+        client.call(Method::POST, "/admin/projections/rebuild", None, StatusCode::ACCEPTED).await?;
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template(
             "{msg} [{bar:40}] {human_pos}/{human_len} records ({per_sec}, eta {eta})",
@@ -186,7 +182,7 @@ async fn rebuild(client: &AdminClient) -> anyhow::Result<()> {
     let terminal = !bar.is_hidden();
     let mut last_line = Instant::now();
     loop {
-        let status: Status = client.get().await?;
+        let status: Status = client.call(Method::GET, "/admin/projections", None, StatusCode::OK).await?;
         match status.rebuild {
             Some(RebuildState::Running(p)) => {
                 bar.set_message(format!("version {} (live {})", p.version, p.live));
@@ -212,51 +208,5 @@ async fn rebuild(client: &AdminClient) -> anyhow::Result<()> {
             Some(RebuildState::Starting) | None => {}
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// A small HTTP client for the admin routes.
-struct AdminClient {
-    base: String,
-    token: Option<String>,
-    http: reqwest::Client,
-}
-
-impl AdminClient {
-    fn new(opts: &ProjectionsOptions) -> anyhow::Result<AdminClient> {
-        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(30));
-        if let Some(path) = &opts.ca_cert {
-            let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem).context("--ca-cert")?);
-        }
-        let base = opts.url.trim_end_matches('/').to_owned();
-        Ok(AdminClient { base, token: opts.token.clone(), http: http.build()? })
-    }
-
-    async fn get<T: serde::de::DeserializeOwned>(&self) -> anyhow::Result<T> {
-        let (status, body) = self.send(reqwest::Method::GET, "/admin/projections").await?;
-        if status != StatusCode::OK {
-            bail!("GET /admin/projections: {status}: {}", String::from_utf8_lossy(&body));
-        }
-        serde_json::from_slice(&body).context("reading the status")
-    }
-
-    async fn post_rebuild(&self) -> anyhow::Result<()> {
-        let (status, body) = self.send(reqwest::Method::POST, "/admin/projections/rebuild").await?;
-        if status != StatusCode::ACCEPTED {
-            bail!("could not start a rebuild: {status}: {}", String::from_utf8_lossy(&body));
-        }
-        Ok(())
-    }
-
-    async fn send(&self, method: reqwest::Method, path: &str) -> anyhow::Result<(StatusCode, Vec<u8>)> {
-        let url = format!("{}{path}", self.base);
-        let mut request = self.http.request(method.clone(), &url);
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.with_context(|| format!("{method} {url}"))?;
-        let status = StatusCode::from_u16(response.status().as_u16())?;
-        Ok((status, response.bytes().await?.to_vec()))
     }
 }
