@@ -26,10 +26,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use tally_core::{DestinationId, TenantId};
 use tally_http::Problem;
 use tally_http::gate::Caller;
+use tally_kafka::TopicReader;
+use tally_kafka::config::KafkaOptions;
 use tally_runtime::now_ms;
 use tally_store::SinkStore;
 use tally_store::bridge::blocking;
@@ -41,18 +44,43 @@ pub const ROTATION_OVERLAP_DEFAULT_S: u64 = 24 * 3600;
 /// Longest overlap a rotation may ask for: 30 days.
 pub const ROTATION_OVERLAP_MAX_S: u64 = 30 * 24 * 3600;
 
-/// The routes' state: the store and the rule for webhook addresses.
+/// The routes' state: the store, the rule for webhook addresses, and the log (where a new
+/// destination with `start: now` starts).
 #[derive(Clone)]
 pub struct Destinations {
     store: Arc<dyn SinkStore>,
     private_webhooks: bool,
+    log: Arc<(KafkaOptions, String)>,
 }
 
 impl Destinations {
-    /// Routes over `store`; webhooks to private addresses are refused unless `private_webhooks`
-    /// (the runner's `--sink-allow-private-webhooks`).
-    pub fn new(store: Arc<dyn SinkStore>, private_webhooks: bool) -> Destinations {
-        Destinations { store, private_webhooks }
+    /// Routes over `store` for the `events` topic on `kafka`; webhooks to private addresses are
+    /// refused unless `private_webhooks` (the runner's `--sink-allow-private-webhooks`).
+    pub fn new(
+        store: Arc<dyn SinkStore>,
+        private_webhooks: bool,
+        kafka: KafkaOptions,
+        events: impl Into<String>,
+    ) -> Destinations {
+        Destinations { store, private_webhooks, log: Arc::new((kafka, events.into())) }
+    }
+
+    /// Where each events partition ends now (one past its last record, as the broker says).
+    async fn log_ends(&self) -> Result<BTreeMap<i32, i64>, Problem> {
+        let log = self.log.clone();
+        let ends = blocking(move || {
+            let reader = TopicReader::open(&log.0, "sink-admin", &log.1)?;
+            let partitions = reader.partition_count()?;
+            (0..partitions).map(|p| Ok((p, reader.watermarks(p)?.1))).collect::<Result<_, crate::SinkError>>()
+        });
+        ends.await.map_err(|e| {
+            tracing::error!("reading the events partitions' ends: {e}");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily unavailable",
+                "the events log could not be read right now; retry",
+            )
+        })
     }
 
     pub fn router(&self) -> Router {
@@ -181,6 +209,7 @@ impl CreateRequest {
             target,
             filter: self.filter,
             start: self.start.unwrap_or(Start::Now),
+            start_offsets: BTreeMap::new(),
             max_attempts,
             paused: false,
             replay: 0,
@@ -273,7 +302,11 @@ async fn create(
     Json(request): Json<CreateRequest>,
 ) -> Response {
     let answer = async {
-        let (destination, secret) = request.destination(caller.tenant(), api.private_webhooks, now_ms())?;
+        let (mut destination, secret) =
+            request.destination(caller.tenant(), api.private_webhooks, now_ms())?;
+        if destination.start == Start::Now {
+            destination.start_offsets = api.log_ends().await?;
+        }
         let (tenant, id, bytes) =
             (destination.tenant.to_string(), destination.id.to_string(), destination.encode());
         let count = {

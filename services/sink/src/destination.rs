@@ -31,6 +31,11 @@ pub struct Destination {
     pub target: Target,
     pub filter: Filter,
     pub start: Start,
+    /// Where each events partition ended when the destination was created (`start: now`):
+    /// its lanes deliver from these offsets on. Empty for `start: beginning`; a partition
+    /// missing here (added later) starts at 0.
+    #[serde(default)]
+    pub start_offsets: std::collections::BTreeMap<i32, i64>,
     /// Attempts at one event before its lane is parked (1 to [`ATTEMPTS_MAX`]).
     pub max_attempts: u32,
     /// Paused by an operator: nothing is delivered until resumed (nothing is skipped either).
@@ -67,7 +72,8 @@ pub struct Secret {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Start {
-    /// Events decided at or after the destination's creation (by their `time_ms`).
+    /// Events written to the log after the destination was created: from each partition's end
+    /// as the broker reported it then (`start_offsets`).
     Now,
     /// Every event of the tenant in the log.
     Beginning,
@@ -213,11 +219,18 @@ fn check_topic(topic: &str) -> Result<(), String> {
 }
 
 impl Destination {
-    /// Whether `event`, which counts in the log, goes to this destination.
+    /// Whether `event`, which counts in the log, goes to this destination (its tenant's, and
+    /// passing its filter; where the destination starts is [`Destination::starts_at`]).
     pub fn wants(&self, event: &Event) -> bool {
-        event.tenant == self.tenant
-            && (self.start == Start::Beginning || event.time_ms >= self.created_ms)
-            && self.filter.matches(event)
+        event.tenant == self.tenant && self.filter.matches(event)
+    }
+
+    /// The first events offset of `partition` whose events this destination receives.
+    pub fn starts_at(&self, partition: i32) -> i64 {
+        match self.start {
+            Start::Beginning => 0,
+            Start::Now => self.start_offsets.get(&partition).copied().unwrap_or(0),
+        }
     }
 
     /// The keys that sign a delivery at `now_ms`: the current secret and the rotated ones that
@@ -276,6 +289,7 @@ mod tests {
             target: Target::Webhook { url: "https://example.com/hook".into() },
             filter,
             start,
+            start_offsets: [(0, 7)].into(),
             max_attempts: ATTEMPTS_DEFAULT,
             paused: false,
             replay: 0,
@@ -312,20 +326,23 @@ mod tests {
             prop_assert!(whole.matches(first));
         }
 
-        /// Another tenant's events never pass, whatever the filter; `Start::Now` drops exactly
-        /// the events decided before the creation.
+        /// Another tenant's events never pass, whatever the filter.
         #[test]
-        fn only_the_tenants_events_from_the_start_pass(events in events(), created_ms in 0i64..100_000) {
-            let mut now = destination(Filter::default(), Start::Now);
-            now.tenant = events.first().map_or(now.tenant, |e| e.tenant.clone());
-            now.created_ms = created_ms;
-            let beginning = Destination { start: Start::Beginning, ..now.clone() };
+        fn only_the_tenants_events_pass(events in events()) {
+            let mut d = destination(Filter::default(), Start::Beginning);
+            d.tenant = events.first().map_or(d.tenant, |e| e.tenant.clone());
             for event in &events {
-                let own = event.tenant == now.tenant;
-                prop_assert_eq!(beginning.wants(event), own);
-                prop_assert_eq!(now.wants(event), own && event.time_ms >= created_ms);
+                prop_assert_eq!(d.wants(event), event.tenant == d.tenant);
             }
         }
+    }
+
+    #[test]
+    fn a_destination_starts_where_the_log_ended_at_its_creation_or_at_the_beginning() {
+        let now = destination(Filter::default(), Start::Now);
+        assert_eq!((now.starts_at(0), now.starts_at(1)), (7, 0), "a partition added later starts at 0");
+        let beginning = destination(Filter::default(), Start::Beginning);
+        assert_eq!(beginning.starts_at(0), 0);
     }
 
     #[test]

@@ -32,7 +32,7 @@ use tally_kafka::{
 };
 use tally_runtime::{Handle, now_ms};
 use tally_store::bridge::blocking;
-use tally_store::{SinkStore, StoreError};
+use tally_store::{SinkStore, SnapshotStore, StoreError, snapshot};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +47,9 @@ pub struct SinkConfig {
     pub group_id: String,
     /// Where destinations and lane positions are kept.
     pub store: Arc<dyn SinkStore>,
+    /// The processor's snapshots: a new lane that starts late in the log (`start: now`)
+    /// restores its reader from one instead of reading the log from offset 0.
+    pub snapshots: Option<Arc<dyn SnapshotStore>>,
     /// How often each owned partition re-reads the destinations (new, changed, paused, resumed
     /// or deleted ones take effect within this).
     pub refresh: Duration,
@@ -70,6 +73,7 @@ impl SinkConfig {
             events: events.into(),
             group_id: "tally-sink".into(),
             store,
+            snapshots: None,
             refresh: Duration::from_secs(1),
             checkpoint_every: Duration::from_millis(200),
             attempt_timeout: Duration::from_secs(5),
@@ -348,7 +352,10 @@ impl LaneRunner {
 
     async fn run(&mut self) -> Result<LaneEnd, SinkError> {
         let destination = self.current();
-        let mut lane = self.load(&destination.uid).await?.unwrap_or_default();
+        let mut lane = match self.load(&destination.uid).await? {
+            Some(lane) => lane,
+            None => self.first_lane(destination.starts_at(self.partition)).await?,
+        };
         if lane.is_parked(destination.replay) {
             metrics::PARKED.with_label_values(&self.labels()).set(1);
             return Ok(LaneEnd::Parked { replay: lane.parked.as_ref().map_or(0, |p| p.replay) });
@@ -359,13 +366,21 @@ impl LaneRunner {
         }
         let reader =
             LaneReader::spawn(&self.shared, self.partition, lane.next_offset, self.cancel.child_token())?;
-        let end = self.deliver_all(&mut lane, reader).await;
+        let start = destination.starts_at(self.partition);
+        let end = self.deliver_all(&mut lane, reader, start).await;
         // Whatever ended the lane, what it delivered is stored (a parked lane stored already).
         self.save(&destination.uid, &lane).await?;
         end
     }
 
-    async fn deliver_all(&mut self, lane: &mut Lane, mut reader: LaneReader) -> Result<LaneEnd, SinkError> {
+    /// Delivers what the lane reads, from the records at `start` on (those before it are only
+    /// judged, to keep the reader's position).
+    async fn deliver_all(
+        &mut self,
+        lane: &mut Lane,
+        mut reader: LaneReader,
+        start: i64,
+    ) -> Result<LaneEnd, SinkError> {
         let uid = self.current().uid.clone();
         let mut flush = tokio::time::interval(self.shared.config.checkpoint_every);
         let mut dirty = false;
@@ -393,7 +408,7 @@ impl LaneRunner {
                 Some(record) => lane.judge(record),
                 None => (None, lane.reader),
             };
-            if let Some(event) = event.filter(|e| self.current().wants(e)) {
+            if let Some(event) = event.filter(|e| read.offset >= start && self.current().wants(e)) {
                 match self.deliver(event, read.offset).await {
                     Delivery::Delivered => {
                         lane.delivered += 1;
@@ -464,6 +479,26 @@ impl LaneRunner {
             }
             metrics::RETRIES.with_label_values(&self.destination_labels()).inc();
         }
+    }
+
+    /// A lane that has never run: at offset 0 with a fresh reader, or, when it starts at
+    /// `start` > 0, at the newest snapshot that covers no more than `start - 1` (its reader
+    /// position is the log's there).
+    async fn first_lane(&self, start: i64) -> Result<Lane, SinkError> {
+        let Some(snapshots) = self.shared.config.snapshots.clone().filter(|_| start > 0) else {
+            return Ok(Lane::default());
+        };
+        let (events, partition) = (self.shared.config.events.clone(), self.partition);
+        let resume = blocking(move || {
+            Ok::<_, SinkError>(snapshot::resume_point(
+                Some(snapshots.as_ref()),
+                &events,
+                partition,
+                start - 1,
+            ))
+        })
+        .await?;
+        Ok(Lane { next_offset: resume.next, reader: resume.replica.reader, ..Lane::default() })
     }
 
     async fn load(&self, uid: &str) -> Result<Option<Lane>, SinkError> {

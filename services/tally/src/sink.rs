@@ -8,7 +8,7 @@ use std::time::Duration;
 use tally_kafka::config::KafkaOptions;
 use tally_sink::api::Destinations;
 use tally_sink::{SinkConfig, SinkRunner};
-use tally_store::{SinkStore, Store};
+use tally_store::{SinkStore, SnapshotStore, Store};
 
 /// How the sink runner delivers; shared by `tally dev` and `tally project`.
 #[derive(clap::Args, Debug, Clone)]
@@ -46,8 +46,10 @@ pub fn start_sink(
     options: &SinkOptions,
     store: Arc<dyn Store>,
 ) -> anyhow::Result<Destinations> {
+    let snapshots: Arc<dyn SnapshotStore> = store.clone();
     let store: Arc<dyn SinkStore> = store;
     let config = SinkConfig {
+        snapshots: Some(snapshots),
         group_id: options.sink_group.clone(),
         refresh: Duration::from_millis(options.sink_refresh_ms),
         attempt_timeout: Duration::from_millis(options.sink_attempt_timeout_ms),
@@ -58,5 +60,5 @@ pub fn start_sink(
     };
     let sink = SinkRunner::build(config).context("building the sink runner")?;
     runner.start(|cancel| sink.run(cancel));
-    Ok(Destinations::new(store, options.sink_allow_private_webhooks))
+    Ok(Destinations::new(store, options.sink_allow_private_webhooks, kafka.clone(), events))
 }
