@@ -509,6 +509,11 @@ fn a_rebuild_and_a_pause_send_nothing_again_and_a_kafka_destination_carries_keys
     let topic = format!("acme-movements-{nanos}");
     create_topic(&dev.kafka, &topic);
     create(&dev, json!({"id": "feed", "kafka": {"topic": topic}, "start": "beginning"}));
+    let avro_topic = format!("{topic}-avro");
+    create_topic(&dev.kafka, &avro_topic);
+    let avro =
+        json!({"id": "feed-avro", "kafka": {"topic": avro_topic, "format": "avro"}, "start": "beginning"});
+    assert_eq!(create(&dev, avro)["kafka"]["format"], "avro");
     let mut positions = workload(&dev, "r", 15);
     let expected = events_that_count(&dev, &positions);
     wait_until(Duration::from_secs(60), "every event delivered", || all_delivered(&receiver, &expected));
@@ -573,6 +578,20 @@ fn a_rebuild_and_a_pause_send_nothing_again_and_a_kafka_destination_carries_keys
     let unique: BTreeSet<&String> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len(), "each event once on the topic");
     assert_eq!(unique, expected.iter().map(|(id, ..)| id).collect::<BTreeSet<_>>());
+
+    // The Avro destination: the events topic's own event records, read back with Tally's codec.
+    let codec = tally_codec::Codec::new();
+    let records = wait_for_records(&dev.kafka, &avro_topic, expected.len());
+    let mut avro_ids = BTreeSet::new();
+    for (key, id_header, payload) in &records {
+        let Ok(tally_core::log::LogRecord::Event { event, .. }) = codec.decode_log_record(payload) else {
+            panic!("{id_header}: not an Avro event record");
+        };
+        assert_eq!(&event.event_id(), id_header);
+        assert_eq!(key, &event.kafka_key());
+        avro_ids.insert(event.event_id());
+    }
+    assert_eq!(avro_ids, unique.into_iter().cloned().collect(), "the same events in both formats");
 }
 
 #[test]

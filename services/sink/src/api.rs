@@ -17,7 +17,7 @@
 )]
 
 use crate::destination::{
-    ATTEMPTS_DEFAULT, ATTEMPTS_MAX, Destination, Filter, PER_TENANT_MAX, Start, Target, new_uid,
+    ATTEMPTS_DEFAULT, ATTEMPTS_MAX, Destination, Filter, KafkaFormat, PER_TENANT_MAX, Start, Target, new_uid,
 };
 use crate::lane::{Lane, Parked};
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -178,6 +178,9 @@ pub struct WebhookSpec {
 #[serde(deny_unknown_fields)]
 pub struct KafkaSpec {
     pub topic: String,
+    /// `json` (default) or `avro`.
+    #[serde(default)]
+    pub format: KafkaFormat,
 }
 
 impl CreateRequest {
@@ -193,7 +196,7 @@ impl CreateRequest {
         let id = DestinationId::parse(self.id).map_err(|e| bad(e.to_string()))?;
         let target = match (self.webhook, self.kafka) {
             (Some(WebhookSpec { url }), None) => Target::Webhook { url },
-            (None, Some(KafkaSpec { topic })) => Target::Kafka { topic },
+            (None, Some(KafkaSpec { topic, format })) => Target::Kafka { topic, format },
             _ => return Err(bad("give exactly one of `webhook` and `kafka`".into())),
         };
         target.check(private_webhooks).map_err(bad)?;
@@ -226,8 +229,9 @@ impl CreateRequest {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct View {
     pub id: String,
+    /// `{"webhook": {"url"}}` or `{"kafka": {"topic", "format"}}`.
     #[serde(flatten)]
-    pub target: TargetView,
+    pub target: Target,
     pub filter: Filter,
     pub start: Start,
     pub max_attempts: u32,
@@ -241,13 +245,6 @@ pub struct View {
     /// The new signing secret: only in the answers of a create and a rotation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TargetView {
-    Webhook { url: String },
-    Kafka { topic: String },
 }
 
 /// Where a destination's delivery stands in one events partition.
@@ -280,10 +277,7 @@ impl View {
             .unwrap_or_default();
         View {
             id: destination.id.to_string(),
-            target: match &destination.target {
-                Target::Webhook { url } => TargetView::Webhook { url: url.clone() },
-                Target::Kafka { topic } => TargetView::Kafka { topic: topic.clone() },
-            },
+            target: destination.target.clone(),
             signing_secrets: destination.signing_keys(now_ms()).len(),
             filter: destination.filter,
             start: destination.start,

@@ -55,8 +55,24 @@ pub struct Destination {
 pub enum Target {
     /// An HTTP POST of each event as JSON, signed (Standard Webhooks).
     Webhook { url: String },
-    /// A Kafka topic of the same cluster: each event as JSON, keyed by its stream.
-    Kafka { topic: String },
+    /// A Kafka topic of the same cluster: each event keyed by its stream, as `format` says.
+    Kafka {
+        topic: String,
+        #[serde(default)]
+        format: KafkaFormat,
+    },
+}
+
+/// How a Kafka destination writes each event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaFormat {
+    /// The JSON document a webhook gets (`crate::outlet::Message`).
+    #[default]
+    Json,
+    /// The events topic's own Avro event record, in single-object encoding (the schema
+    /// `schemas/avro/event.avsc`, whose fingerprint the first bytes carry).
+    Avro,
 }
 
 /// A webhook signing secret: `whsec_` + base64 of its key.
@@ -134,7 +150,7 @@ impl Target {
     pub fn check(&self, private_allowed: bool) -> Result<(), String> {
         match self {
             Target::Webhook { url } => check_url(url, private_allowed),
-            Target::Kafka { topic } => check_topic(topic),
+            Target::Kafka { topic, .. } => check_topic(topic),
         }
     }
 
@@ -384,7 +400,7 @@ mod tests {
 
     #[test]
     fn topic_names_follow_kafka() {
-        let check = |t: &str| Target::Kafka { topic: t.into() }.check(false);
+        let check = |t: &str| Target::Kafka { topic: t.into(), format: KafkaFormat::Json }.check(false);
         assert!(check("movements.acme-v1").is_ok());
         for bad in ["", ".", "..", "a b", "a/b", &"a".repeat(TOPIC_LEN_MAX + 1)] {
             assert!(check(bad).is_err(), "{bad}");

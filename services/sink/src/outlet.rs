@@ -1,18 +1,22 @@
 //! Sending one event to a destination: a signed webhook POST or a Kafka record. One attempt
 //! here; retries, backoff and parking are the runner's.
 
-use crate::destination::{Destination, Target, is_private_ip};
+use crate::destination::{Destination, KafkaFormat, Target, is_private_ip};
 use crate::signature;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tally_codec::Codec;
 use tally_core::Event;
+use tally_core::log::LogRecord;
 use tally_kafka::{Headers, Outgoing, Producer};
 
 /// Header of a Kafka destination's records: the event id (`tenant/stream@version`).
 pub const EVENT_ID_HEADER: &str = "tally-event-id";
 /// Header of a Kafka destination's records: the event kind (`TransactionPosted`, ...).
 pub const EVENT_TYPE_HEADER: &str = "tally-event-type";
+/// `content-type` header of an Avro destination's records.
+pub const AVRO_CONTENT_TYPE: &str = "application/vnd.apache.avro.single-object";
 /// Longest response body read back from a failing webhook, for the error message.
 const RESPONSE_EXCERPT_MAX: usize = 200;
 
@@ -58,13 +62,19 @@ pub enum AttemptError {
 pub struct Outlets {
     http: reqwest::Client,
     producer: Arc<Producer>,
+    codec: Arc<Codec>,
     timeout: Duration,
 }
 
 impl Outlets {
     /// `timeout` bounds each attempt. Unless `private_allowed`, webhooks are never sent to a
     /// loopback, private or link-local address, whatever their host name resolves to.
-    pub fn new(producer: Arc<Producer>, timeout: Duration, private_allowed: bool) -> Result<Outlets, String> {
+    pub fn new(
+        producer: Arc<Producer>,
+        codec: Arc<Codec>,
+        timeout: Duration,
+        private_allowed: bool,
+    ) -> Result<Outlets, String> {
         let mut http = reqwest::Client::builder()
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
@@ -72,24 +82,30 @@ impl Outlets {
         if !private_allowed {
             http = http.dns_resolver(Arc::new(PublicOnly));
         }
-        Ok(Outlets { http: http.build().map_err(|e| e.to_string())?, producer, timeout })
+        Ok(Outlets { http: http.build().map_err(|e| e.to_string())?, producer, codec, timeout })
     }
 
-    /// One attempt at sending `message` to `destination`, at `now_ms`.
+    /// One attempt at sending `message` to `destination`, at `now_ms`. `record` is the log
+    /// record the message's event was read from (what an Avro destination gets).
     pub async fn send(
         &self,
         destination: &Destination,
         message: &Message<'_>,
+        record: &LogRecord,
         now_ms: i64,
     ) -> Result<(), AttemptError> {
-        let body = serde_json::to_vec(message).expect("an event serialises");
+        let json = || serde_json::to_vec(message).expect("an event serialises");
         match &destination.target {
-            Target::Webhook { url } => self.post(destination, url, &message.id, &body, now_ms).await,
-            Target::Kafka { topic } => {
+            Target::Webhook { url } => self.post(destination, url, &message.id, &json(), now_ms).await,
+            Target::Kafka { topic, format } => {
+                let (body, content_type) = match format {
+                    KafkaFormat::Json => (json(), "application/json"),
+                    KafkaFormat::Avro => (self.codec.encode_log_record(record), AVRO_CONTENT_TYPE),
+                };
                 let headers = Headers::new()
                     .with(EVENT_ID_HEADER, &message.id)
                     .with(EVENT_TYPE_HEADER, message.kind)
-                    .with("content-type", "application/json");
+                    .with("content-type", content_type);
                 let key = message.data.kafka_key();
                 let record = Outgoing::to(topic, &body).key(key.as_bytes()).headers(&headers);
                 self.producer.send(record, Some(self.timeout)).await?;

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tally_codec::Codec;
 use tally_core::Event;
+use tally_core::log::LogRecord;
 use tally_kafka::config::KafkaOptions;
 use tally_kafka::{
     Assignment, GroupConfig, LogRead, LogTail, PartitionGroup, PartitionOwner, Producer, Record,
@@ -140,7 +141,8 @@ impl SinkRunner {
     /// Prepares a runner: its HTTP client and Kafka producer (nothing is joined yet).
     pub fn build(config: SinkConfig) -> Result<SinkRunner, SinkError> {
         let producer = Arc::new(Producer::new(&config.kafka, "sink")?);
-        let outlets = Outlets::new(producer, config.attempt_timeout, config.private_webhooks)
+        let codec = Arc::new(Codec::new());
+        let outlets = Outlets::new(producer, codec.clone(), config.attempt_timeout, config.private_webhooks)
             .map_err(SinkError::Setup)?;
         let group = GroupConfig {
             kafka: config.kafka.clone(),
@@ -149,7 +151,7 @@ impl SinkRunner {
             role: "sink",
             queue: 1,
         };
-        let shared = Shared { config, codec: Arc::new(Codec::new()), outlets, status: SinkStatus::default() };
+        let shared = Shared { config, codec, outlets, status: SinkStatus::default() };
         Ok(SinkRunner { shared: Arc::new(shared), group })
     }
 
@@ -408,8 +410,9 @@ impl LaneRunner {
                 Some(record) => lane.judge(record),
                 None => (None, lane.reader),
             };
-            if let Some(event) = event.filter(|e| read.offset >= start && self.current().wants(e)) {
-                match self.deliver(event, read.offset).await {
+            let wanted = event.filter(|e| read.offset >= start && self.current().wants(e));
+            if let (Some(event), Some(record)) = (wanted, &read.record) {
+                match self.deliver(event, record, read.offset).await {
                     Delivery::Delivered => {
                         lane.delivered += 1;
                         metrics::DELIVERED.with_label_values(&self.destination_labels()).inc();
@@ -443,7 +446,7 @@ impl LaneRunner {
 
     /// Sends one event, retrying with backoff until it is delivered, every attempt failed, or
     /// the lane is told to stop.
-    async fn deliver(&self, event: &Event, offset: i64) -> Delivery {
+    async fn deliver(&self, event: &Event, record: &LogRecord, offset: i64) -> Delivery {
         let message = Message::of(event, self.partition, offset);
         let config = &self.shared.config;
         let mut attempts = 0;
@@ -451,7 +454,7 @@ impl LaneRunner {
             attempts += 1;
             // The newest settings each attempt: a rotated secret signs the retries.
             let destination = self.current();
-            let error = match self.shared.outlets.send(&destination, &message, now_ms()).await {
+            let error = match self.shared.outlets.send(&destination, &message, record, now_ms()).await {
                 Ok(()) => return Delivery::Delivered,
                 Err(e) => e.to_string(),
             };
