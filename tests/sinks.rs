@@ -459,6 +459,44 @@ fn a_receiver_that_is_down_is_parked_while_others_flow_and_a_resume_replays_it()
     assert_eq!(series("tally_sink_failed_attempts_total", "down"), vec![3.0 * parked.len() as f64]);
     assert_eq!(series("tally_sink_delivered_total", "good"), vec![expected.len() as f64]);
     assert!(series("tally_sink_lag_records", "good").iter().all(|lag| *lag == 0.0), "{metrics}");
+    // A parked lane falls behind, and its lag says so.
+    wait_until(Duration::from_secs(10), "the parked lanes' lag", || {
+        let metrics = client()
+            .get(format!("http://{}/metrics", dev.http))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        metrics.lines().any(|l| {
+            l.starts_with("tally_sink_lag_records")
+                && l.contains("destination=\"down\"")
+                && !l.ends_with(" 0")
+        })
+    });
+
+    // A lane that keeps failing shows the event it retries, before it parks; a deleted
+    // destination's series go.
+    create(
+        &dev,
+        json!({"id": "struggling", "webhook": {"url": down_url}, "start": "beginning", "max_attempts": 100}),
+    );
+    wait_until(Duration::from_secs(20), "the struggling lane's failures", || {
+        let (_, d) = call(&dev.http, "GET", "/admin/destinations/struggling", ACME, None);
+        d["lanes"].as_array().unwrap().iter().any(|l| l["failing"]["attempts"].as_u64() >= Some(2))
+    });
+    let (status, _) = call(&dev.http, "DELETE", "/admin/destinations/struggling", ACME, None);
+    assert_eq!(status, 204);
+    wait_until(Duration::from_secs(10), "the deleted destination's series gone", || {
+        let metrics = client()
+            .get(format!("http://{}/metrics", dev.http))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        !metrics.contains("destination=\"struggling\"")
+    });
 
     // The receiver comes up; a resume sends what was parked, in order.
     let back = Receiver::start_on(
@@ -616,6 +654,10 @@ fn the_destinations_api_refuses_bad_input_and_keeps_tenants_apart() {
         ),
         (json!({"id": "h", "webhook": {"url": "https://example.com"}, "max_attempts": 0}), "max_attempts"),
         (json!({"id": "h", "webhook": {"url": "https://example.com"}, "colour": "red"}), "colour"),
+        (json!(["h", {"url": "https://example.com"}, null, {}, "now", 5]), "JSON object"),
+        (json!({"id": "h", "kafka": {"topic": "tally.events"}}), "Tally's own topics"),
+        (json!({"id": "h", "kafka": {"topic": "tally.anything"}}), "Tally's own topics"),
+        (json!({"id": "h", "kafka": {"topic": "no-such-topic"}}), "does not exist"),
     ];
     for (body, said) in refused {
         let (status, problem) = call(&dev.http, "POST", "/admin/destinations", ACME, Some(body.clone()));
@@ -624,6 +666,22 @@ fn the_destinations_api_refuses_bad_input_and_keeps_tenants_apart() {
     }
     let (_, listed) = call(&dev.http, "GET", "/admin/destinations", ACME, None);
     assert_eq!(listed["destinations"], json!([]), "nothing was created by refused requests");
+
+    // Changes racing each other are all kept: a pause and two rotations at once.
+    for round in 0..5 {
+        let id = format!("race-{round}");
+        create(&dev, json!({"id": id, "webhook": {"url": "https://hooks.example.com/race"}}));
+        let changes = ["pause", "rotate-secret", "rotate-secret"].map(|change| {
+            let (http, path) = (dev.http.clone(), format!("/admin/destinations/{id}/{change}"));
+            std::thread::spawn(move || call(&http, "POST", &path, ACME, None).0)
+        });
+        for change in changes {
+            assert_eq!(change.join().unwrap(), 200);
+        }
+        let (_, raced) = call(&dev.http, "GET", &format!("/admin/destinations/{id}"), ACME, None);
+        assert_eq!((&raced["state"], &raced["signing_secrets"]), (&json!("paused"), &json!(3)), "{raced}");
+        call(&dev.http, "DELETE", &format!("/admin/destinations/{id}"), ACME, None);
+    }
 
     create(&dev, hook("https://hooks.example.com/tally"));
     let (status, _) =
@@ -639,6 +697,12 @@ fn the_destinations_api_refuses_bad_input_and_keeps_tenants_apart() {
         assert_eq!(status, 403, "{method} {path}: globex's key has no admin role");
         let (status, _) = call(&dev.http, method, path, ACME_READ_ONLY, None);
         assert_eq!(status, 403, "{method} {path}");
+    }
+    let long = format!("/admin/destinations/{}", "x".repeat(5000));
+    for path in ["/admin/destinations/other", "/admin/destinations/a%2Fb", &long] {
+        let (status, problem) = call(&dev.http, "GET", path, ACME, None);
+        assert_eq!(status, 404, "{path}");
+        assert!(problem.to_string().len() < 300, "the id is not echoed: {problem}");
     }
     let (status, _) = call(&dev.http, "GET", "/admin/destinations/other", ACME, None);
     assert_eq!(status, 404);

@@ -19,7 +19,8 @@
 use crate::destination::{
     ATTEMPTS_DEFAULT, ATTEMPTS_MAX, Destination, Filter, KafkaFormat, PER_TENANT_MAX, Start, Target, new_uid,
 };
-use crate::lane::{Lane, Parked};
+use crate::lane::{Failing, Lane, Parked};
+use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -33,6 +34,7 @@ use tally_http::Problem;
 use tally_http::gate::Caller;
 use tally_kafka::TopicReader;
 use tally_kafka::config::KafkaOptions;
+use tally_kafka::topics::Topics;
 use tally_runtime::now_ms;
 use tally_store::SinkStore;
 use tally_store::bridge::blocking;
@@ -50,26 +52,40 @@ pub const ROTATION_OVERLAP_MAX_S: u64 = 30 * 24 * 3600;
 pub struct Destinations {
     store: Arc<dyn SinkStore>,
     private_webhooks: bool,
-    log: Arc<(KafkaOptions, String)>,
+    log: Arc<Log>,
+    /// Held while a create counts the tenant's destinations and stores one, so concurrent
+    /// creates in this process cannot pass the limit together.
+    creating: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The cluster and Tally's own topics on it (which no destination may write).
+struct Log {
+    kafka: KafkaOptions,
+    topics: Topics,
+    /// The prefix of Tally's topics (`--topic-prefix`); no destination topic may start with it.
+    prefix: String,
 }
 
 impl Destinations {
-    /// Routes over `store` for the `events` topic on `kafka`; webhooks to private addresses are
-    /// refused unless `private_webhooks` (the runner's `--sink-allow-private-webhooks`).
+    /// Routes over `store` for Tally's `topics` (named with `prefix`) on `kafka`; webhooks to
+    /// private addresses are refused unless `private_webhooks` (the runner's
+    /// `--sink-allow-private-webhooks`).
     pub fn new(
         store: Arc<dyn SinkStore>,
         private_webhooks: bool,
         kafka: KafkaOptions,
-        events: impl Into<String>,
+        topics: Topics,
+        prefix: &str,
     ) -> Destinations {
-        Destinations { store, private_webhooks, log: Arc::new((kafka, events.into())) }
+        let log = Log { kafka, topics, prefix: prefix.to_owned() };
+        Destinations { store, private_webhooks, log: Arc::new(log), creating: Arc::default() }
     }
 
     /// Where each events partition ends now (one past its last record, as the broker says).
     async fn log_ends(&self) -> Result<BTreeMap<i32, i64>, Problem> {
         let log = self.log.clone();
         let ends = blocking(move || {
-            let reader = TopicReader::open(&log.0, "sink-admin", &log.1)?;
+            let reader = TopicReader::open(&log.kafka, "sink-admin", &log.topics.events)?;
             let partitions = reader.partition_count()?;
             (0..partitions).map(|p| Ok((p, reader.watermarks(p)?.1))).collect::<Result<_, crate::SinkError>>()
         });
@@ -104,40 +120,89 @@ impl Destinations {
         blocking(move || f(store.as_ref()).map_err(crate::SinkError::from)).await.map_err(|e| unavailable(&e))
     }
 
+    /// Refuses a Kafka destination's topic when it is one of Tally's own (or has their prefix),
+    /// does not exist, or is another tenant's destination topic.
+    async fn check_topic(&self, destination: &Destination, others: &[Destination]) -> Result<(), Problem> {
+        let Target::Kafka { topic, .. } = &destination.target else { return Ok(()) };
+        let own = [&self.log.topics.commands, &self.log.topics.events, &self.log.topics.dead_letter];
+        let prefixed = !self.log.prefix.is_empty() && topic.starts_with(&self.log.prefix);
+        if own.contains(&topic) || prefixed {
+            let detail =
+                format!("{topic:?} is one of Tally's own topics (or has their prefix {:?})", self.log.prefix);
+            return Err(Problem::bad_request(detail));
+        }
+        let taken = others.iter().any(|d| {
+            d.tenant != destination.tenant
+                && matches!(&d.target, Target::Kafka { topic: t, .. } if t == topic)
+        });
+        if taken {
+            let detail = format!("topic {topic:?} is another tenant's destination");
+            return Err(Problem::new(StatusCode::CONFLICT, "topic taken", detail));
+        }
+        let (log, name) = (self.log.clone(), topic.clone());
+        let partitions = blocking(move || {
+            Ok::<_, crate::SinkError>(TopicReader::open(&log.kafka, "sink-admin", &name)?.partition_count()?)
+        });
+        match partitions.await {
+            Ok(0) => Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "no such topic",
+                format!("topic {topic:?} does not exist on Tally's Kafka cluster; create it first"),
+            )),
+            Ok(_) => Ok(()),
+            Err(e) => Err(unavailable(&e)),
+        }
+    }
+
     async fn get(&self, tenant: &TenantId, id: &str) -> Result<Destination, Problem> {
-        let (tenant_text, id_text) = (tenant.to_string(), id.to_owned());
+        Ok(self.read(tenant, id).await?.0)
+    }
+
+    /// The stored destination and its bytes (what a replace compares with); 404 for an id
+    /// that is not the tenant's, or not an id at all (not echoed back: it may be anything).
+    async fn read(&self, tenant: &TenantId, id: &str) -> Result<(Destination, Vec<u8>), Problem> {
+        let missing = || Problem::not_found("no such destination");
+        let id = DestinationId::parse(id).map_err(|_| missing())?;
+        let (tenant_text, id_text) = (tenant.to_string(), id.to_string());
         let stored = self.call(move |s| s.destination(&tenant_text, &id_text)).await?;
-        let bytes = stored.ok_or_else(|| Problem::not_found(format!("no destination {id:?}")))?;
-        Destination::decode(&bytes).map_err(|e| corrupt(&e))
+        let bytes = stored.ok_or_else(missing)?;
+        Ok((Destination::decode(&bytes).map_err(|e| corrupt(&e))?, bytes))
     }
 
     async fn view(&self, destination: Destination) -> Result<View, Problem> {
-        let uid = destination.uid.clone();
+        let (uid, replay) = (destination.uid.clone(), destination.replay);
         let lanes = self.call(move |s| s.deliveries(&uid)).await?;
         let lanes = lanes
             .into_iter()
-            .map(|(partition, bytes)| Lane::decode(&bytes).map(|lane| LaneView::of(partition, lane)))
+            .map(|(partition, bytes)| Lane::decode(&bytes).map(|lane| LaneView::of(partition, lane, replay)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| corrupt(&e))?;
         Ok(View::of(destination, lanes))
     }
 
-    /// Replaces a stored destination after `change`; 404 if it was deleted meanwhile.
+    /// Replaces a stored destination after `change`, if nobody changed it since it was read
+    /// (else reads it again and applies `change` to that, a few times); 404 if it is gone.
     async fn update(
         &self,
         caller: &Caller,
         id: &str,
-        change: impl FnOnce(&mut Destination) + Send,
+        mut change: impl FnMut(&mut Destination) + Send,
     ) -> Result<Destination, Problem> {
-        let mut destination = self.get(caller.tenant(), id).await?;
-        change(&mut destination);
-        let (tenant, id_text, bytes) = (caller.tenant().to_string(), id.to_owned(), destination.encode());
-        match self.call(move |s| s.put_destination(&tenant, &id_text, &bytes)).await? {
-            true => Ok(destination),
-            false => Err(Problem::not_found(format!("no destination {id:?}"))),
+        for _ in 0..UPDATE_TRIES {
+            let (mut destination, current) = self.read(caller.tenant(), id).await?;
+            change(&mut destination);
+            let (tenant, id_text, bytes) = (caller.tenant().to_string(), id.to_owned(), destination.encode());
+            if self.call(move |s| s.replace_destination(&tenant, &id_text, &current, &bytes)).await? {
+                return Ok(destination);
+            }
         }
+        let detail = "the destination is being changed by others right now; retry";
+        Err(Problem::new(StatusCode::CONFLICT, "changed meanwhile", detail))
     }
 }
+
+/// Attempts of one change against concurrent ones before it gives up with 409.
+const UPDATE_TRIES: usize = 16;
 
 fn unavailable(e: &dyn std::fmt::Display) -> Problem {
     tracing::error!("sink destinations: {e}");
@@ -254,19 +319,29 @@ pub struct LaneView {
     /// The next events offset to deliver or skip.
     pub next_offset: i64,
     pub delivered: u64,
-    /// The event the lane stopped on, if it is parked (or was, until the next resume takes).
+    /// The event the lane is parked on (until the destination is resumed).
     pub parked: Option<Parked>,
+    /// The event the lane is retrying now, if its last attempt failed.
+    pub failing: Option<Failing>,
 }
 
 impl LaneView {
-    fn of(partition: i32, lane: Lane) -> LaneView {
-        LaneView { partition, next_offset: lane.next_offset, delivered: lane.delivered, parked: lane.parked }
+    /// The view of `lane` in `partition` of a destination resumed `replay` times.
+    fn of(partition: i32, lane: Lane, replay: u64) -> LaneView {
+        let parked = lane.parked.filter(|p| p.replay >= replay);
+        LaneView {
+            partition,
+            next_offset: lane.next_offset,
+            delivered: lane.delivered,
+            parked,
+            failing: lane.failing,
+        }
     }
 }
 
 impl View {
     fn of(destination: Destination, lanes: Vec<LaneView>) -> View {
-        let parked = lanes.iter().any(|l| l.parked.as_ref().is_some_and(|p| p.replay >= destination.replay));
+        let parked = lanes.iter().any(|l| l.parked.is_some());
         let state = match (destination.paused, parked) {
             (true, _) => "paused",
             (false, true) => "parked",
@@ -290,32 +365,28 @@ impl View {
     }
 }
 
-async fn create(
-    State(api): State<Destinations>,
-    caller: Caller,
-    Json(request): Json<CreateRequest>,
-) -> Response {
+async fn create(State(api): State<Destinations>, caller: Caller, body: Bytes) -> Response {
     let answer = async {
+        let request: CreateRequest = json_body(&body)?;
         let (mut destination, secret) =
             request.destination(caller.tenant(), api.private_webhooks, now_ms())?;
+        let _one_at_a_time = api.creating.lock().await;
+        let others: Vec<Destination> = api
+            .call(|s| s.destinations())
+            .await?
+            .iter()
+            .filter_map(|b| Destination::decode(b).ok())
+            .collect();
+        if others.iter().filter(|d| d.tenant == destination.tenant).count() >= PER_TENANT_MAX {
+            let detail = format!("a tenant has at most {PER_TENANT_MAX} destinations");
+            return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "too many destinations", detail));
+        }
+        api.check_topic(&destination, &others).await?;
         if destination.start == Start::Now {
             destination.start_offsets = api.log_ends().await?;
         }
         let (tenant, id, bytes) =
             (destination.tenant.to_string(), destination.id.to_string(), destination.encode());
-        let count = {
-            let tenant = tenant.clone();
-            api.call(move |s| s.destinations())
-                .await?
-                .iter()
-                .filter_map(|b| Destination::decode(b).ok())
-                .filter(|d| d.tenant.as_str() == tenant)
-                .count()
-        };
-        if count >= PER_TENANT_MAX {
-            let detail = format!("a tenant has at most {PER_TENANT_MAX} destinations");
-            return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "too many destinations", detail));
-        }
         if !api.call(move |s| s.create_destination(&tenant, &id, &bytes)).await? {
             let detail = format!(
                 "destination {:?} exists; delete it first or use another id",
@@ -329,6 +400,17 @@ async fn create(
         Ok::<_, Problem>((StatusCode::CREATED, Json(view)))
     };
     answer.await.into_response()
+}
+
+/// A JSON request body, whatever its `content-type` says (as the `/v1` routes read theirs);
+/// 400 with serde's message when it does not parse.
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
+    let bad = |e: serde_json::Error| Problem::bad_request(format!("the body is not a valid request: {e}"));
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(bad)?;
+    if !value.is_object() {
+        return Err(Problem::bad_request("the body must be a JSON object"));
+    }
+    serde_json::from_value(value).map_err(bad)
 }
 
 async fn list(State(api): State<Destinations>, caller: Caller) -> Response {
@@ -358,7 +440,7 @@ async fn delete(State(api): State<Destinations>, caller: Caller, Path(id): Path<
         let destination = api.get(caller.tenant(), &id).await?;
         let (tenant, id_text, uid) = (caller.tenant().to_string(), id.clone(), destination.uid.clone());
         if !api.call(move |s| s.delete_destination(&tenant, &id_text)).await? {
-            return Err(Problem::not_found(format!("no destination {id:?}")));
+            return Err(Problem::not_found("no such destination"));
         }
         // Positions are per incarnation: left behind they would never be read again.
         api.call(move |s| s.delete_deliveries(&uid)).await?;
@@ -402,10 +484,11 @@ async fn rotate_secret(
     State(api): State<Destinations>,
     caller: Caller,
     Path(id): Path<String>,
-    body: Option<Json<RotateRequest>>,
+    body: Bytes,
 ) -> Response {
     let answer = async {
-        let request = body.map(|Json(r)| r).unwrap_or_default();
+        let request: RotateRequest =
+            if body.is_empty() { RotateRequest::default() } else { json_body(&body)? };
         let overlap_s = request.overlap_seconds.unwrap_or(ROTATION_OVERLAP_DEFAULT_S);
         if overlap_s > ROTATION_OVERLAP_MAX_S {
             return Err(Problem::bad_request(format!("overlap_seconds is at most {ROTATION_OVERLAP_MAX_S}")));

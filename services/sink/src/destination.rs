@@ -15,8 +15,9 @@ pub const TOPIC_LEN_MAX: usize = 249;
 pub const ATTEMPTS_MAX: u32 = 100;
 /// Delivery attempts of one event before its lane is parked, unless configured.
 pub const ATTEMPTS_DEFAULT: u32 = 10;
-/// Most destinations per tenant.
-pub const PER_TENANT_MAX: usize = 100;
+/// Most destinations per tenant. Each costs a Kafka reader (and a thread) per events
+/// partition in the sink that owns it, so the bound is kept low.
+pub const PER_TENANT_MAX: usize = 20;
 /// Most signing secrets a webhook holds at once (the current one and rotated ones still valid).
 pub const SECRETS_MAX: usize = 5;
 
@@ -167,6 +168,9 @@ fn check_url(text: &str, private_allowed: bool) -> Result<(), String> {
     if text.len() > URL_LEN_MAX {
         return Err(format!("the URL is longer than {URL_LEN_MAX} bytes"));
     }
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("the URL holds spaces or control characters".into());
+    }
     let url = url::Url::parse(text).map_err(|e| format!("the URL does not parse: {e}"))?;
     if !url.username().is_empty() || url.password().is_some() {
         return Err("the URL may not carry credentials".into());
@@ -199,27 +203,53 @@ pub fn is_private(host: &url::Host<&str>) -> bool {
     }
 }
 
-/// [`is_private`] for an address.
+/// [`is_private`] for an address: anything that is not a public unicast address. IPv6
+/// addresses that carry an IPv4 one (mapped, compatible, NAT64, 6to4) are judged by it.
 pub fn is_private_ip(ip: std::net::IpAddr) -> bool {
     match ip {
-        std::net::IpAddr::V4(v4) => {
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64 // carrier-grade NAT, RFC 6598
-        }
-        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => is_private_ip(std::net::IpAddr::V4(v4)),
-            None => {
-                let first = v6.segments()[0];
-                v6.is_loopback()
-                    || v6.is_unspecified()
-                    || (first & 0xfe00) == 0xfc00
-                    || (first & 0xffc0) == 0xfe80
+        std::net::IpAddr::V4(v4) => is_private_v4(v4),
+        std::net::IpAddr::V6(v6) => {
+            if let Some(v4) = embedded_v4(v6) {
+                return is_private_v4(v4);
             }
-        },
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00 // unique local, RFC 4193
+                || (first & 0xffc0) == 0xfe80 // link-local
+                || (first & 0xffc0) == 0xfec0 // site-local (deprecated, RFC 3879)
+                || (first == 0x2001 && v6.segments()[1] == 0x0db8) // documentation, RFC 3849
+        }
+    }
+}
+
+fn is_private_v4(v4: std::net::Ipv4Addr) -> bool {
+    let [a, b, c, _] = v4.octets();
+    v4.is_loopback()
+        || v4.is_private()
+        || v4.is_link_local()
+        || v4.is_unspecified()
+        || v4.is_broadcast()
+        || v4.is_multicast()
+        || v4.is_documentation()
+        || a == 0 // "this network", RFC 791
+        || (a == 100 && (b & 0xc0) == 64) // carrier-grade NAT, RFC 6598
+        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments, RFC 6890
+        || (a == 198 && (b & 0xfe) == 18) // benchmarking, RFC 2544
+        || a >= 240 // reserved, RFC 1112
+}
+
+/// The IPv4 address an IPv6 one carries: mapped (`::ffff:a.b.c.d`), compatible (`::a.b.c.d`),
+/// NAT64 (`64:ff9b::a.b.c.d`, RFC 6052) or 6to4 (`2002:AABB:CCDD::`, RFC 3056).
+fn embedded_v4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let s = v6.segments();
+    let from = |hi: u16, lo: u16| Some(std::net::Ipv4Addr::from(((hi as u32) << 16) | lo as u32));
+    match s {
+        [0, 0, 0, 0, 0, 0xffff, hi, lo] | [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => from(hi, lo),
+        [0, 0, 0, 0, 0, 0, hi, lo] if (hi, lo) != (0, 0) && (hi, lo) != (0, 1) => from(hi, lo),
+        [0x2002, hi, lo, ..] => from(hi, lo),
+        _ => None,
     }
 }
 
@@ -388,11 +418,24 @@ mod tests {
             "https://[fd00::1]/h",
             "https://[::ffff:192.168.0.1]/h",
             "https://100.64.0.1/h",
+            "https://[::127.0.0.1]/h",
+            "https://[64:ff9b::7f00:1]/h",
+            "https://[2002:7f00:1::]/h",
+            "https://[fec0::1]/h",
+            "https://0.1.2.3/h",
+            "https://192.0.0.192/h",
+            "https://198.18.0.1/h",
+            "https://224.0.0.1/h",
+            "https://240.0.0.1/h",
         ] {
             assert!(check(private, false).is_err(), "{private}");
             assert!(check(private, true).is_ok(), "{private}");
         }
+        assert!(check("https://[2606:4700::1111]/h", false).is_ok(), "a public IPv6 address");
+        assert!(check("https://1.1.1.1/h", false).is_ok());
         assert!(check("https://user:pw@example.com/", true).is_err());
+        assert!(check("https://example.com/a\r\nX-Injected: 1", true).is_err());
+        assert!(check(" https://example.com/", true).is_err());
         assert!(check("ftp://example.com/", true).is_err());
         assert!(check("not a url", true).is_err());
         assert!(check(&format!("https://example.com/{}", "a".repeat(URL_LEN_MAX)), true).is_err());

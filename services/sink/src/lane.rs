@@ -21,6 +21,23 @@ pub struct Lane {
     /// Set when an event failed every attempt: the lane stops on it until the destination
     /// is resumed.
     pub parked: Option<Parked>,
+    /// Set while the lane retries an event whose last attempt failed (cleared once it is
+    /// delivered), so an operator sees a struggling lane before it parks.
+    #[serde(default)]
+    pub failing: Option<Failing>,
+}
+
+/// The event a lane is retrying.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failing {
+    pub offset: i64,
+    pub event_id: String,
+    /// Attempts so far, all failed.
+    pub attempts: u32,
+    /// The last attempt's error (cut to [`ERROR_LEN_MAX`] bytes).
+    pub error: String,
+    /// When the first attempt failed, in milliseconds since the Unix epoch.
+    pub since_ms: i64,
 }
 
 /// The event a lane stopped on, and why.

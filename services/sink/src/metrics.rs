@@ -56,3 +56,14 @@ pub static PARKED: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     )
     .expect("registered once")
 });
+
+/// Drops the series of a deleted destination's lane in `partition` (and its counters).
+pub fn forget(tenant: &str, destination: &str, partition: i32) {
+    let partition = partition.to_string();
+    for gauge in [&LAG_EVENTS, &LAG_MS, &PARKED] {
+        let _ = gauge.remove_label_values(&[tenant, destination, &partition]);
+    }
+    for counter in [&DELIVERED, &FAILED, &RETRIES] {
+        let _ = counter.remove_label_values(&[tenant, destination]);
+    }
+}

@@ -17,7 +17,7 @@ pub const EVENT_ID_HEADER: &str = "tally-event-id";
 pub const EVENT_TYPE_HEADER: &str = "tally-event-type";
 /// `content-type` header of an Avro destination's records.
 pub const AVRO_CONTENT_TYPE: &str = "application/vnd.apache.avro.single-object";
-/// Longest response body read back from a failing webhook, for the error message.
+/// Most bytes of a failing webhook's answer read back, for the error message.
 const RESPONSE_EXCERPT_MAX: usize = 200;
 
 /// One event as it goes out, with where it is in the log.
@@ -108,8 +108,16 @@ impl Outlets {
                     .with("content-type", content_type);
                 let key = message.data.kafka_key();
                 let record = Outgoing::to(topic, &body).key(key.as_bytes()).headers(&headers);
-                self.producer.send(record, Some(self.timeout)).await?;
-                Ok(())
+                // Bounded like a webhook: librdkafka would otherwise wait out its own message
+                // timeout (a missing topic, an unreachable broker). A record still delivered
+                // after this is a duplicate with the same id, as after a crash.
+                let sent = tokio::time::timeout(self.timeout, self.producer.send(record, Some(self.timeout)));
+                match sent.await {
+                    Ok(delivered) => delivered.map(|_| ()).map_err(AttemptError::Kafka),
+                    Err(_) => {
+                        Err(AttemptError::Transport(format!("no acknowledgement within {:?}", self.timeout)))
+                    }
+                }
             }
         }
     }
@@ -140,10 +148,23 @@ impl Outlets {
         if status.is_success() {
             return Ok(());
         }
-        let text = response.text().await.unwrap_or_default();
-        let excerpt: String = text.chars().take(RESPONSE_EXCERPT_MAX).collect();
-        Err(AttemptError::Status { status: status.as_u16(), excerpt })
+        Err(AttemptError::Status { status: status.as_u16(), excerpt: excerpt(response).await })
     }
+}
+
+/// The start of a failing answer's body, for the error message: at most
+/// [`RESPONSE_EXCERPT_MAX`] bytes are read, whatever the receiver sends.
+async fn excerpt(mut response: reqwest::Response) -> String {
+    let mut start = Vec::new();
+    while start.len() < RESPONSE_EXCERPT_MAX {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                start.extend_from_slice(&chunk[..chunk.len().min(RESPONSE_EXCERPT_MAX - start.len())])
+            }
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&start).into_owned()
 }
 
 /// An error and its causes, `: `-separated (reqwest's own message names only the outermost).

@@ -16,7 +16,7 @@
 //! - Nothing here depends on the projections: a rebuild or a replay of them sends nothing.
 
 use crate::destination::Destination;
-use crate::lane::{ERROR_LEN_MAX, Lane, Parked, backoff};
+use crate::lane::{ERROR_LEN_MAX, Failing, Lane, Parked, backoff};
 use crate::metrics;
 use crate::outlet::{Message, Outlets};
 use std::collections::{BTreeSet, HashMap};
@@ -29,7 +29,7 @@ use tally_core::Event;
 use tally_core::log::LogRecord;
 use tally_kafka::config::KafkaOptions;
 use tally_kafka::{
-    Assignment, GroupConfig, LogRead, LogTail, PartitionGroup, PartitionOwner, Producer, Record,
+    Assignment, GroupConfig, LogRead, LogTail, PartitionGroup, PartitionOwner, Producer, Record, TopicReader,
 };
 use tally_runtime::{Handle, now_ms};
 use tally_store::bridge::blocking;
@@ -203,24 +203,43 @@ enum LaneEnd {
 async fn own_partition(shared: Arc<Shared>, assignment: Assignment) -> Result<(), SinkError> {
     let partition = assignment.partition;
     shared.status.own(partition, true);
-    let mut lanes: HashMap<String, RunningLane> = HashMap::new();
+    let mut lanes = Lanes::default();
+    let mut idle_reader = None;
     let mut refresh = tokio::time::interval(shared.config.refresh);
     loop {
         tokio::select! {
             biased;
             _ = assignment.cancel.cancelled() => break,
             _ = refresh.tick() => {
-                if let Err(e) = reconcile(&shared, partition, &mut lanes, &assignment.cancel).await {
+                let reconciled = reconcile(&shared, partition, &mut lanes, &assignment.cancel, &mut idle_reader);
+                if let Err(e) = reconciled.await {
                     tracing::warn!(partition, "reading the sink destinations: {e}");
                 }
             }
         }
     }
-    for (_, lane) in lanes.drain() {
-        stop_lane(lane).await;
+    // Every lane finishes its delivery in flight and stores its position before the
+    // partition is given up.
+    for (uid, lane) in lanes.running.drain() {
+        lanes.stopping.insert(uid, stop_lane(lane));
+    }
+    for (_, task) in lanes.stopping.drain() {
+        if let Some(task) = task {
+            let _ = task.await;
+        }
     }
     shared.status.own(partition, false);
     Ok(())
+}
+
+/// The lanes of one owned partition.
+#[derive(Default)]
+struct Lanes {
+    running: HashMap<String, RunningLane>,
+    /// Lanes told to stop whose delivery in flight may not have ended yet: their destination
+    /// gets no new lane here until they have (two lanes of one destination would race).
+    /// Nothing waits for them meanwhile, so a receiver that hangs delays nobody else.
+    stopping: HashMap<String, Option<JoinHandle<LaneEnd>>>,
 }
 
 /// Makes the partition's lanes match the stored destinations: starts lanes for active ones,
@@ -228,30 +247,45 @@ async fn own_partition(shared: Arc<Shared>, assignment: Assignment) -> Result<()
 async fn reconcile(
     shared: &Arc<Shared>,
     partition: i32,
-    lanes: &mut HashMap<String, RunningLane>,
+    lanes: &mut Lanes,
     owner: &CancellationToken,
+    idle_reader: &mut Option<TopicReader>,
 ) -> Result<(), SinkError> {
+    lanes.stopping.retain(|_, task| task.as_ref().is_some_and(|t| !t.is_finished()));
     let store = shared.config.store.clone();
     let stored = blocking(move || Ok::<_, SinkError>(store.destinations()?)).await?;
-    let mut active: HashMap<String, Arc<Destination>> = HashMap::new();
+    let mut all: HashMap<String, Arc<Destination>> = HashMap::new();
     for bytes in stored {
         match Destination::decode(&bytes) {
-            Ok(d) if !d.paused => {
-                active.insert(d.uid.clone(), Arc::new(d));
+            Ok(d) => {
+                all.insert(d.uid.clone(), Arc::new(d));
             }
-            Ok(_) => {}
             Err(e) => tracing::error!("a stored sink destination does not decode: {e}"),
         }
     }
-    let gone: Vec<String> = lanes.keys().filter(|uid| !active.contains_key(*uid)).cloned().collect();
-    for uid in gone {
-        if let Some(lane) = lanes.remove(&uid) {
-            tracing::info!(partition, uid, "sink lane stopping: its destination was paused or deleted");
-            stop_lane(lane).await;
+    let stopping: Vec<String> =
+        lanes.running.keys().filter(|uid| all.get(*uid).is_none_or(|d| d.paused)).cloned().collect();
+    for uid in stopping {
+        let Some(lane) = lanes.running.remove(&uid) else { continue };
+        let deleted = !all.contains_key(&uid);
+        tracing::info!(partition, uid, deleted, "sink lane stopping: its destination was paused or deleted");
+        let destination = lane.destination.borrow().clone();
+        lanes.stopping.insert(uid, stop_lane(lane));
+        if deleted {
+            metrics::forget(destination.tenant.as_str(), destination.id.as_str(), partition);
         }
     }
-    for (uid, destination) in active {
-        let restart = match lanes.get_mut(&uid) {
+    // Lanes that do not run (paused, parked): their lag is reported from here.
+    let mut idle = Vec::new();
+    for (uid, destination) in all {
+        if destination.paused {
+            idle.push(destination);
+            continue;
+        }
+        if lanes.stopping.contains_key(&uid) {
+            continue; // its previous lane is still finishing a delivery
+        }
+        let restart = match lanes.running.get_mut(&uid) {
             None => true,
             Some(lane) => {
                 if lane.ended.is_none() && lane.task.is_finished() {
@@ -274,10 +308,53 @@ async fn reconcile(
         if restart {
             tracing::info!(partition, uid, "sink lane starting");
             let lane = start_lane(shared.clone(), partition, destination, owner.child_token());
-            lanes.insert(uid, lane);
+            lanes.running.insert(uid, lane);
+        } else if lanes.running.get(&uid).is_some_and(|l| l.ended.is_some()) {
+            idle.push(destination);
         }
     }
+    report_idle_lag(shared, partition, idle, idle_reader).await;
     Ok(())
+}
+
+/// Sets the lag gauge of lanes that do not run (their destination is paused, or they are
+/// parked), from their stored positions and the partition's end: such a lane falls behind.
+async fn report_idle_lag(
+    shared: &Arc<Shared>,
+    partition: i32,
+    idle: Vec<Arc<Destination>>,
+    reader: &mut Option<TopicReader>,
+) {
+    if idle.is_empty() {
+        return;
+    }
+    let (config, taken) = (shared.config.clone(), reader.take());
+    let measured = blocking(move || {
+        let reader = match taken {
+            Some(reader) => reader,
+            None => TopicReader::open(&config.kafka, "sink", &config.events)?,
+        };
+        let end = reader.watermarks(partition)?.1;
+        let mut lags = Vec::new();
+        for destination in idle {
+            let stored = config.store.deliveries(&destination.uid)?;
+            let lane = stored.iter().find(|(p, _)| *p == partition).and_then(|(_, b)| Lane::decode(b).ok());
+            if let Some(lane) = lane {
+                lags.push((destination, (end - lane.next_offset).max(0)));
+            }
+        }
+        Ok::<_, SinkError>((reader, lags))
+    });
+    match measured.await {
+        Ok((kept, lags)) => {
+            *reader = Some(kept);
+            for (d, lag) in lags {
+                let labels = [d.tenant.as_str(), d.id.as_str(), &partition.to_string()];
+                metrics::LAG_EVENTS.with_label_values(&labels).set(lag);
+            }
+        }
+        Err(e) => tracing::debug!(partition, "measuring the lag of idle sink lanes: {e}"),
+    }
 }
 
 fn start_lane(
@@ -291,11 +368,10 @@ fn start_lane(
     RunningLane { destination: sender, cancel, task, ended: None }
 }
 
-async fn stop_lane(lane: RunningLane) {
+/// Tells a lane to stop; returns its task if it has not ended yet.
+fn stop_lane(lane: RunningLane) -> Option<JoinHandle<LaneEnd>> {
     lane.cancel.cancel();
-    if lane.ended.is_none() {
-        let _ = lane.task.await;
-    }
+    lane.ended.is_none().then_some(lane.task)
 }
 
 async fn run_lane(
@@ -412,7 +488,7 @@ impl LaneRunner {
             };
             let wanted = event.filter(|e| read.offset >= start && self.current().wants(e));
             if let (Some(event), Some(record)) = (wanted, &read.record) {
-                match self.deliver(event, record, read.offset).await {
+                match self.deliver(lane, &uid, event, record, read.offset).await {
                     Delivery::Delivered => {
                         lane.delivered += 1;
                         metrics::DELIVERED.with_label_values(&self.destination_labels()).inc();
@@ -446,7 +522,14 @@ impl LaneRunner {
 
     /// Sends one event, retrying with backoff until it is delivered, every attempt failed, or
     /// the lane is told to stop.
-    async fn deliver(&self, event: &Event, record: &LogRecord, offset: i64) -> Delivery {
+    async fn deliver(
+        &self,
+        lane: &mut Lane,
+        uid: &str,
+        event: &Event,
+        record: &LogRecord,
+        offset: i64,
+    ) -> Delivery {
         let message = Message::of(event, self.partition, offset);
         let config = &self.shared.config;
         let mut attempts = 0;
@@ -455,26 +538,35 @@ impl LaneRunner {
             // The newest settings each attempt: a rotated secret signs the retries.
             let destination = self.current();
             let error = match self.shared.outlets.send(&destination, &message, record, now_ms()).await {
-                Ok(()) => return Delivery::Delivered,
-                Err(e) => e.to_string(),
+                Ok(()) => {
+                    lane.failing = None;
+                    return Delivery::Delivered;
+                }
+                Err(e) => cut(e.to_string()),
             };
             metrics::FAILED.with_label_values(&self.destination_labels()).inc();
             if attempts >= destination.max_attempts {
-                return Delivery::Failed(Parked {
-                    replay: destination.replay,
-                    offset,
-                    event_id: message.id,
-                    attempts,
-                    error: cut(error),
-                    at_ms: now_ms(),
-                });
+                lane.failing = None;
+                let (replay, event_id, at_ms) = (destination.replay, message.id, now_ms());
+                return Delivery::Failed(Parked { replay, offset, event_id, attempts, error, at_ms });
             }
-            tracing::debug!(
-                partition = self.partition,
-                event = message.id,
-                attempts,
-                "delivery failed: {error}"
-            );
+            if attempts == 1 {
+                tracing::warn!(
+                    partition = self.partition,
+                    tenant = self.labels[0],
+                    destination = self.labels[1],
+                    event = message.id,
+                    "delivery failed ({error}); retrying with backoff, {} attempts at most",
+                    destination.max_attempts
+                );
+            }
+            // Where the lane stands shows the struggle before it parks (the position is
+            // unchanged: storing it is never ahead of what was delivered).
+            let since_ms = lane.failing.as_ref().map_or_else(now_ms, |f| f.since_ms);
+            lane.failing = Some(Failing { offset, event_id: message.id.clone(), attempts, error, since_ms });
+            if let Err(e) = self.save(uid, lane).await {
+                tracing::warn!(partition = self.partition, "storing a failing lane: {e}");
+            }
             let wait = backoff(attempts, config.backoff_base, config.backoff_max, random_unit());
             tokio::select! {
                 _ = self.cancel.cancelled() => return Delivery::Cancelled,

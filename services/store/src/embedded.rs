@@ -276,15 +276,21 @@ impl SinkStore for EmbeddedStore {
         Ok(created)
     }
 
-    fn put_destination(&self, tenant: &str, id: &str, value: &[u8]) -> Result<bool, StoreError> {
+    fn replace_destination(
+        &self,
+        tenant: &str,
+        id: &str,
+        current: &[u8],
+        value: &[u8],
+    ) -> Result<bool, StoreError> {
         let tx = self.db.begin_write()?;
         let replaced = {
             let mut table = tx.open_table(DESTINATIONS)?;
-            let exists = table.get((tenant, id))?.is_some();
-            if exists {
+            let holds = table.get((tenant, id))?.is_some_and(|stored| stored.value() == current);
+            if holds {
                 table.insert((tenant, id), value)?;
             }
-            exists
+            holds
         };
         tx.commit()?;
         Ok(replaced)

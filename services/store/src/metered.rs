@@ -129,8 +129,14 @@ impl SinkStore for Metered {
         timed("destination_put", || self.inner.create_destination(tenant, id, value))
     }
 
-    fn put_destination(&self, tenant: &str, id: &str, value: &[u8]) -> Result<bool, StoreError> {
-        timed("destination_put", || self.inner.put_destination(tenant, id, value))
+    fn replace_destination(
+        &self,
+        tenant: &str,
+        id: &str,
+        current: &[u8],
+        value: &[u8],
+    ) -> Result<bool, StoreError> {
+        timed("destination_put", || self.inner.replace_destination(tenant, id, current, value))
     }
 
     fn destination(&self, tenant: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError> {

@@ -510,7 +510,7 @@ impl Statements {
                 )
                 .await?,
                 replace: prepare(
-                    "UPDATE sink_destinations SET value = ? WHERE tenant = ? AND id = ? IF EXISTS".into(),
+                    "UPDATE sink_destinations SET value = ? WHERE tenant = ? AND id = ? IF value = ?".into(),
                 )
                 .await?,
                 get: prepare("SELECT value FROM sink_destinations WHERE tenant = ? AND id = ?".into())
@@ -816,8 +816,14 @@ impl SinkStore for ScyllaStore {
         self.applied(&self.statements.sinks.create, (tenant, id, value))
     }
 
-    fn put_destination(&self, tenant: &str, id: &str, value: &[u8]) -> Result<bool, StoreError> {
-        self.applied(&self.statements.sinks.replace, (value, tenant, id))
+    fn replace_destination(
+        &self,
+        tenant: &str,
+        id: &str,
+        current: &[u8],
+        value: &[u8],
+    ) -> Result<bool, StoreError> {
+        self.applied(&self.statements.sinks.replace, (value, tenant, id, current))
     }
 
     fn destination(&self, tenant: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError> {

@@ -11,7 +11,9 @@ use crate::StoreError;
 /// Destinations and delivery records on one backend.
 ///
 /// - A destination is stored under `(tenant, id)`; [`SinkStore::create_destination`] refuses
-///   an id the tenant already uses, [`SinkStore::put_destination`] replaces an existing one.
+///   an id the tenant already uses, [`SinkStore::replace_destination`] replaces one only if it
+///   still holds what the caller read (a compare-and-set: two admins changing one destination
+///   at once never lose either change, the second one retries).
 ///   (On Scylla all three writes are lightweight transactions, never mixed with plain writes.)
 /// - A delivery record is stored under `(uid, partition)`, where `uid` is the destination's
 ///   unique incarnation id (a destination deleted and created again under the same id has
@@ -19,8 +21,15 @@ use crate::StoreError;
 pub trait SinkStore: Send + Sync {
     /// Stores a new destination; `Ok(false)` (and nothing written) if `(tenant, id)` exists.
     fn create_destination(&self, tenant: &str, id: &str, value: &[u8]) -> Result<bool, StoreError>;
-    /// Replaces the destination `(tenant, id)`; `Ok(false)` (and nothing written) if absent.
-    fn put_destination(&self, tenant: &str, id: &str, value: &[u8]) -> Result<bool, StoreError>;
+    /// Replaces the destination `(tenant, id)` with `value` if it holds `current`; `Ok(false)`
+    /// (and nothing written) if it is absent or holds something else.
+    fn replace_destination(
+        &self,
+        tenant: &str,
+        id: &str,
+        current: &[u8],
+        value: &[u8],
+    ) -> Result<bool, StoreError>;
     /// The destination `(tenant, id)`, if stored.
     fn destination(&self, tenant: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Every destination of every tenant (what a sink runner delivers to), in no set order.

@@ -12,8 +12,9 @@ fn conforms(store: &dyn SinkStore) {
     assert!(store.create_destination("globex", "hook", b"g1").unwrap(), "ids are per tenant");
     assert_eq!(store.destination("globex", "nothing").unwrap(), None);
 
-    assert!(store.put_destination("acme", "hook", b"v2").unwrap());
-    assert!(!store.put_destination("acme", "absent", b"x").unwrap(), "a replace creates nothing");
+    assert!(store.replace_destination("acme", "hook", b"v1", b"v2").unwrap());
+    assert!(!store.replace_destination("acme", "hook", b"v1", b"lost").unwrap(), "v1 is no longer there");
+    assert!(!store.replace_destination("acme", "absent", b"", b"x").unwrap(), "a replace creates nothing");
     assert_eq!(store.destination("acme", "absent").unwrap(), None);
     let mut all = store.destinations().unwrap();
     all.sort();

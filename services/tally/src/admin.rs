@@ -14,7 +14,7 @@ pub struct AdminConnection {
     #[arg(long, global = true, default_value = "http://127.0.0.1:8080", env = "TALLY_ADMIN_URL")]
     url: String,
     /// An API key or JWT with the admin role.
-    #[arg(long, global = true, env = "TALLY_TOKEN")]
+    #[arg(long, global = true, env = "TALLY_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// PEM certificate of a private CA to trust for an https:// --url (beside the usual roots).
     #[arg(long, global = true, env = "TALLY_CA_CERT")]

@@ -87,7 +87,8 @@ async fn start(
     let front = start_write_side(runner, &kafka, service, &topics, store.clone(), reload).await?;
     let admin =
         start_projector(runner, &kafka, &service.topics, &topics.events, &opts.projector, store.clone())?;
-    let destinations = start_sink(runner, &kafka, &topics.events, &opts.sink, store.clone())?;
+    let prefix = &service.topics.topic_prefix;
+    let destinations = start_sink(runner, &kafka, &topics, prefix, &opts.sink, store.clone())?;
     let query = query_server(&opts.query, store.clone(), &security).await?;
     runner.start(|cancel| query.run(cancel));
     let health = Health::new().with_broker(&kafka)?.with_store(store).router();

@@ -39,14 +39,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run everything in one process: an in-process Kafka broker, the topics, the processor,
-    /// the HTTP front door, the projector and the query API. Memory only unless --data-dir is
-    /// given.
+    /// the HTTP front door, the projector, the sink runner and the query API. Memory only
+    /// unless --data-dir is given.
     Dev(dev::DevOptions),
     /// The ingest service: the command processor (owns partitions of the commands topic
     /// through a consumer group; run as many instances as you like).
     Ingest(ingest::IngestOptions),
     /// The projector service: folds the events topic into the projections (owns partitions of
-    /// events through a consumer group; one instance per embedded store).
+    /// events through a consumer group; one instance per embedded store), serves the query
+    /// API, and runs the sink runner (the tenants' destinations).
     Project(project::ProjectOptions),
     /// The query API alone, over a shared store (--store scylla); `tally project` serves it
     /// over the embedded store.

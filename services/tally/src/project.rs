@@ -94,8 +94,9 @@ pub async fn run(opts: ProjectOptions) -> anyhow::Result<()> {
             &opts.projector,
             store.clone(),
         )?;
+        let prefix = &opts.topics.topic_prefix;
         let destinations =
-            crate::sink::start_sink(&mut runner, &kafka, &topics.events, &opts.sink, store.clone())?;
+            crate::sink::start_sink(&mut runner, &kafka, &topics, prefix, &opts.sink, store.clone())?;
         let query = crate::query::query_server(&opts.query, store.clone(), &security).await?;
         runner.start(|cancel| query.run(cancel));
         let health = crate::health::Health::new().with_broker(&kafka)?.with_store(store).router();

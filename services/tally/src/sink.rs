@@ -6,6 +6,7 @@ use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
 use tally_kafka::config::KafkaOptions;
+use tally_kafka::topics::Topics;
 use tally_sink::api::Destinations;
 use tally_sink::{SinkConfig, SinkRunner};
 use tally_store::{SinkStore, SnapshotStore, Store};
@@ -38,14 +39,17 @@ pub struct SinkOptions {
     pub sink_refresh_ms: u64,
 }
 
-/// Starts the sink runner over `events` on `runner`; returns the destinations' admin routes.
+/// Starts the sink runner over the events topic of `topics` (named with `topic_prefix`) on
+/// `runner`; returns the destinations' admin routes.
 pub fn start_sink(
     runner: &mut Runner,
     kafka: &KafkaOptions,
-    events: &str,
+    topics: &Topics,
+    topic_prefix: &str,
     options: &SinkOptions,
     store: Arc<dyn Store>,
 ) -> anyhow::Result<Destinations> {
+    let events = topics.events.as_str();
     let snapshots: Arc<dyn SnapshotStore> = store.clone();
     let store: Arc<dyn SinkStore> = store;
     let config = SinkConfig {
@@ -60,5 +64,6 @@ pub fn start_sink(
     };
     let sink = SinkRunner::build(config).context("building the sink runner")?;
     runner.start(|cancel| sink.run(cancel));
-    Ok(Destinations::new(store, options.sink_allow_private_webhooks, kafka.clone(), events))
+    let private = options.sink_allow_private_webhooks;
+    Ok(Destinations::new(store, private, kafka.clone(), topics.clone(), topic_prefix))
 }
