@@ -720,6 +720,54 @@ fn the_destinations_api_refuses_bad_input_and_keeps_tenants_apart() {
     assert_eq!(status, 404);
 }
 
+#[test]
+fn an_avro_destination_with_a_schema_registry_is_read_by_an_outside_consumer() {
+    let Some(registry) = std::env::var("TALLY_TEST_SCHEMA_REGISTRY").ok().filter(|s| !s.is_empty()) else {
+        println!("skipped: TALLY_TEST_SCHEMA_REGISTRY is not set (no schema registry to test against)");
+        return;
+    };
+    let python = std::process::Command::new("python3")
+        .args(["-c", "import confluent_kafka.schema_registry.avro"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !python {
+        println!("skipped: python3 with confluent-kafka[avro,schemaregistry] is not available");
+        return;
+    }
+    let dev = Dev::start_on_test_broker(&[&SINK_ARGS[..], &["--schema-registry-url", &registry]].concat());
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let topic = format!("acme-registry-{nanos}");
+    create_topic(&dev.kafka, &topic);
+    let created = create(
+        &dev,
+        json!({"id": "feed", "kafka": {"topic": topic, "format": "avro"}, "start": "beginning"}),
+    );
+    let schema_id = created["kafka"]["schema_id"].as_u64().expect("a registered schema id");
+    let expected = events_that_count(&dev, &workload(&dev, "s", 10));
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/interop/registry_consumer.py");
+    let out = std::process::Command::new("python3")
+        .args([script, &dev.kafka, &topic, &registry, &expected.len().to_string()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    let read: Vec<Value> = said.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let ids: BTreeSet<&str> = read.iter().map(|r| r["event_id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        expected.iter().map(|(id, ..)| id.as_str()).collect(),
+        "each event, read through the registry"
+    );
+    for record in &read {
+        assert_eq!(record["id_header"], record["event_id"]);
+        assert!(record["key"].as_str().unwrap().starts_with("acme/"));
+    }
+    // The records carry the id the registry gave the destination's subject.
+    let framed = wait_for_records(&dev.kafka, &topic, 1);
+    assert_eq!(tally_codec::confluent_schema_id(&framed[0].2), Some(schema_id as u32));
+}
+
 /// `tally destinations ARGS` against `dev` as acme's administrator.
 fn destinations(dev: &Dev, args: &[&str]) -> std::process::Output {
     let token = ACME.trim_start_matches("Bearer ");

@@ -47,10 +47,35 @@ pub fn confluent_header(schema_id: u32) -> [u8; 5] {
     h
 }
 
+/// A record in single-object encoding (as [`crate::Codec`] writes them) re-framed in the
+/// Confluent framing under `schema_id`: the same datum behind `00` + the id.
+///
+/// # Panics
+/// If `single_object` does not start with a single-object header (only Tally's own encodings
+/// are passed here).
+pub fn as_confluent(single_object: &[u8], schema_id: u32) -> Vec<u8> {
+    let Ok((Framing::SingleObject { .. }, datum)) = split(single_object) else {
+        panic!("as_confluent takes a record in single-object encoding");
+    };
+    confluent_header(schema_id).iter().chain(datum).copied().collect()
+}
+
 /// The schema id of a record in the Confluent framing; `None` for any other record.
 pub fn confluent_schema_id(bytes: &[u8]) -> Option<u32> {
     match split(bytes) {
         Ok((Framing::Confluent { schema_id }, _)) => Some(schema_id),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_single_object_record_reframed_keeps_its_datum_behind_the_id() {
+        let single: Vec<u8> = single_object_header(0xfeed).iter().chain(b"datum").copied().collect();
+        let framed = as_confluent(&single, 7);
+        assert_eq!(split(&framed).unwrap(), (Framing::Confluent { schema_id: 7 }, &b"datum"[..]));
     }
 }

@@ -20,7 +20,9 @@ mod schemas;
 mod values;
 mod wire;
 
-pub use framing::{CONFLUENT_MAGIC, Framing, SINGLE_OBJECT_MAGIC, confluent_header, confluent_schema_id};
+pub use framing::{
+    CONFLUENT_MAGIC, Framing, SINGLE_OBJECT_MAGIC, as_confluent, confluent_header, confluent_schema_id,
+};
 pub use readable::WRITER_DEPTH_MAX;
 pub use schemas::{Kind, SchemaVersion, canonical_form, crc64_avro, fingerprint, history, source};
 pub use wire::{Codec, ConfluentWriter, ConfluentWriters};

@@ -235,27 +235,38 @@ impl SchemaRegistry {
     ) -> Result<Vec<Registered>, StartError> {
         let mut registered = Vec::new();
         for (subject, kind) in [(commands_subject, Kind::Command), (events_subject, Kind::Event)] {
-            let ours = tally_codec::source(kind);
-            if let Some(latest) = self.latest(subject).await? {
-                codec.readable_as_current(kind, &latest.schema).map_err(|e| StartError::Incompatible {
-                    subject: subject.to_owned(),
-                    why: format!("its version {} (id {}) is {}", latest.version, latest.id, e),
-                })?;
-            }
-            if let Err(messages) = self.check_compatible(subject, ours).await? {
-                return Err(StartError::Incompatible {
-                    subject: subject.to_owned(),
-                    why: format!(
-                        "the registry finds Tally's {kind} schema incompatible with it: {}",
-                        messages.join("; ")
-                    ),
-                });
-            }
-            let id = self.register(subject, ours).await?;
-            tracing::info!(subject, %kind, id, "schema registered");
-            registered.push(Registered { subject: subject.to_owned(), kind, id });
+            registered.push(self.register_tally_schema(codec, subject, kind).await?);
         }
         Ok(registered)
+    }
+
+    /// Registers Tally's `kind` schema under `subject` after the checks
+    /// [`SchemaRegistry::register_tally_schemas`] makes (also for a sink's destination topic).
+    pub async fn register_tally_schema(
+        &self,
+        codec: &Codec,
+        subject: &str,
+        kind: Kind,
+    ) -> Result<Registered, StartError> {
+        let ours = tally_codec::source(kind);
+        if let Some(latest) = self.latest(subject).await? {
+            codec.readable_as_current(kind, &latest.schema).map_err(|e| StartError::Incompatible {
+                subject: subject.to_owned(),
+                why: format!("its version {} (id {}) is {}", latest.version, latest.id, e),
+            })?;
+        }
+        if let Err(messages) = self.check_compatible(subject, ours).await? {
+            return Err(StartError::Incompatible {
+                subject: subject.to_owned(),
+                why: format!(
+                    "the registry finds Tally's {kind} schema incompatible with it: {}",
+                    messages.join("; ")
+                ),
+            });
+        }
+        let id = self.register(subject, ours).await?;
+        tracing::info!(subject, %kind, id, "schema registered");
+        Ok(Registered { subject: subject.to_owned(), kind, id })
     }
 
     fn endpoint(&self, segments: &[&str]) -> Url {

@@ -29,12 +29,14 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use tally_codec::{Codec, Kind};
 use tally_core::{DestinationId, TenantId};
 use tally_http::Problem;
 use tally_http::gate::Caller;
 use tally_kafka::TopicReader;
 use tally_kafka::config::KafkaOptions;
 use tally_kafka::topics::Topics;
+use tally_registry::{SchemaRegistry, StartError, value_subject};
 use tally_runtime::now_ms;
 use tally_store::SinkStore;
 use tally_store::bridge::blocking;
@@ -58,26 +60,31 @@ pub struct Destinations {
     creating: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// The cluster and Tally's own topics on it (which no destination may write).
+/// The cluster and Tally's own topics on it (which no destination may write), and the schema
+/// registry, if one is configured (Avro destination topics then get their subject).
 struct Log {
     kafka: KafkaOptions,
     topics: Topics,
     /// The prefix of Tally's topics (`--topic-prefix`); no destination topic may start with it.
     prefix: String,
+    registry: Option<SchemaRegistry>,
+    codec: Codec,
 }
 
 impl Destinations {
     /// Routes over `store` for Tally's `topics` (named with `prefix`) on `kafka`; webhooks to
     /// private addresses are refused unless `private_webhooks` (the runner's
-    /// `--sink-allow-private-webhooks`).
+    /// `--sink-allow-private-webhooks`). With a `registry`, an Avro destination's topic gets
+    /// Tally's event schema under `<topic>-value` and its records the Confluent framing.
     pub fn new(
         store: Arc<dyn SinkStore>,
         private_webhooks: bool,
         kafka: KafkaOptions,
         topics: Topics,
         prefix: &str,
+        registry: Option<SchemaRegistry>,
     ) -> Destinations {
-        let log = Log { kafka, topics, prefix: prefix.to_owned() };
+        let log = Log { kafka, topics, prefix: prefix.to_owned(), registry, codec: Codec::new() };
         Destinations { store, private_webhooks, log: Arc::new(log), creating: Arc::default() }
     }
 
@@ -151,6 +158,28 @@ impl Destinations {
             )),
             Ok(_) => Ok(()),
             Err(e) => Err(unavailable(&e)),
+        }
+    }
+
+    /// With a schema registry, registers Tally's event schema under an Avro destination
+    /// topic's subject and keeps the id it gets (its records are then Confluent-framed).
+    async fn register_schema(&self, destination: &mut Destination) -> Result<(), Problem> {
+        let Some(registry) = &self.log.registry else { return Ok(()) };
+        let Target::Kafka { topic, format: KafkaFormat::Avro, schema_id } = &mut destination.target else {
+            return Ok(());
+        };
+        let subject = value_subject(topic);
+        match registry.register_tally_schema(&self.log.codec, &subject, Kind::Event).await {
+            Ok(registered) => {
+                *schema_id = Some(registered.id);
+                Ok(())
+            }
+            Err(StartError::Incompatible { why, .. }) => Err(Problem::new(
+                StatusCode::CONFLICT,
+                "schema incompatible",
+                format!("subject {subject} of the schema registry: {why}"),
+            )),
+            Err(StartError::Registry(e)) => Err(unavailable(&e)),
         }
     }
 
@@ -261,7 +290,7 @@ impl CreateRequest {
         let id = DestinationId::parse(self.id).map_err(|e| bad(e.to_string()))?;
         let target = match (self.webhook, self.kafka) {
             (Some(WebhookSpec { url }), None) => Target::Webhook { url },
-            (None, Some(KafkaSpec { topic, format })) => Target::Kafka { topic, format },
+            (None, Some(KafkaSpec { topic, format })) => Target::Kafka { topic, format, schema_id: None },
             _ => return Err(bad("give exactly one of `webhook` and `kafka`".into())),
         };
         target.check(private_webhooks).map_err(bad)?;
@@ -382,6 +411,7 @@ async fn create(State(api): State<Destinations>, caller: Caller, body: Bytes) ->
             return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "too many destinations", detail));
         }
         api.check_topic(&destination, &others).await?;
+        api.register_schema(&mut destination).await?;
         if destination.start == Start::Now {
             destination.start_offsets = api.log_ends().await?;
         }

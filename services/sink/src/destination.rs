@@ -61,6 +61,10 @@ pub enum Target {
         topic: String,
         #[serde(default)]
         format: KafkaFormat,
+        /// For `avro` with a schema registry: the id the registry gave Tally's event schema
+        /// under `<topic>-value`; records are then in the Confluent framing (`00` + this id).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        schema_id: Option<u32>,
     },
 }
 
@@ -71,8 +75,9 @@ pub enum KafkaFormat {
     /// The JSON document a webhook gets (`crate::outlet::Message`).
     #[default]
     Json,
-    /// The events topic's own Avro event record, in single-object encoding (the schema
-    /// `schemas/avro/event.avsc`, whose fingerprint the first bytes carry).
+    /// The events topic's own Avro event record (the schema `schemas/avro/event.avsc`): in
+    /// single-object encoding, or in the Confluent framing when a schema registry is
+    /// configured.
     Avro,
 }
 
@@ -443,7 +448,9 @@ mod tests {
 
     #[test]
     fn topic_names_follow_kafka() {
-        let check = |t: &str| Target::Kafka { topic: t.into(), format: KafkaFormat::Json }.check(false);
+        let check = |t: &str| {
+            Target::Kafka { topic: t.into(), format: KafkaFormat::Json, schema_id: None }.check(false)
+        };
         assert!(check("movements.acme-v1").is_ok());
         for bad in ["", ".", "..", "a b", "a/b", &"a".repeat(TOPIC_LEN_MAX + 1)] {
             assert!(check(bad).is_err(), "{bad}");

@@ -17,6 +17,8 @@ pub const EVENT_ID_HEADER: &str = "tally-event-id";
 pub const EVENT_TYPE_HEADER: &str = "tally-event-type";
 /// `content-type` header of an Avro destination's records.
 pub const AVRO_CONTENT_TYPE: &str = "application/vnd.apache.avro.single-object";
+/// `content-type` header of an Avro destination's records in the Confluent framing.
+pub const CONFLUENT_CONTENT_TYPE: &str = "application/vnd.confluent.avro";
 /// Most bytes of a failing webhook's answer read back, for the error message.
 const RESPONSE_EXCERPT_MAX: usize = 200;
 
@@ -97,10 +99,14 @@ impl Outlets {
         let json = || serde_json::to_vec(message).expect("an event serialises");
         match &destination.target {
             Target::Webhook { url } => self.post(destination, url, &message.id, &json(), now_ms).await,
-            Target::Kafka { topic, format } => {
-                let (body, content_type) = match format {
-                    KafkaFormat::Json => (json(), "application/json"),
-                    KafkaFormat::Avro => (self.codec.encode_log_record(record), AVRO_CONTENT_TYPE),
+            Target::Kafka { topic, format, schema_id } => {
+                let (body, content_type) = match (format, schema_id) {
+                    (KafkaFormat::Json, _) => (json(), "application/json"),
+                    (KafkaFormat::Avro, None) => (self.codec.encode_log_record(record), AVRO_CONTENT_TYPE),
+                    (KafkaFormat::Avro, Some(id)) => {
+                        let single_object = self.codec.encode_log_record(record);
+                        (tally_codec::as_confluent(&single_object, *id), CONFLUENT_CONTENT_TYPE)
+                    }
                 };
                 let headers = Headers::new()
                     .with(EVENT_ID_HEADER, &message.id)

@@ -88,7 +88,8 @@ async fn start(
     let admin =
         start_projector(runner, &kafka, &service.topics, &topics.events, &opts.projector, store.clone())?;
     let prefix = &service.topics.topic_prefix;
-    let destinations = start_sink(runner, &kafka, &topics, prefix, &opts.sink, store.clone())?;
+    let registry = service.processor.registry.client()?;
+    let destinations = start_sink(runner, &kafka, &topics, prefix, &opts.sink, store.clone(), registry)?;
     let query = query_server(&opts.query, store.clone(), &security).await?;
     runner.start(|cancel| query.run(cancel));
     let health = Health::new().with_broker(&kafka)?.with_store(store).router();

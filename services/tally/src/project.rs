@@ -43,6 +43,8 @@ pub struct ProjectOptions {
     #[command(flatten)]
     sink: crate::sink::SinkOptions,
     #[command(flatten)]
+    registry: crate::registry::RegistryOptions,
+    #[command(flatten)]
     shutdown: crate::shutdown::ShutdownOptions,
     #[command(flatten)]
     auth: crate::auth::AuthOptions,
@@ -95,8 +97,16 @@ pub async fn run(opts: ProjectOptions) -> anyhow::Result<()> {
             store.clone(),
         )?;
         let prefix = &opts.topics.topic_prefix;
-        let destinations =
-            crate::sink::start_sink(&mut runner, &kafka, &topics, prefix, &opts.sink, store.clone())?;
+        let registry = opts.registry.client()?;
+        let destinations = crate::sink::start_sink(
+            &mut runner,
+            &kafka,
+            &topics,
+            prefix,
+            &opts.sink,
+            store.clone(),
+            registry,
+        )?;
         let query = crate::query::query_server(&opts.query, store.clone(), &security).await?;
         runner.start(|cancel| query.run(cancel));
         let health = crate::health::Health::new().with_broker(&kafka)?.with_store(store).router();

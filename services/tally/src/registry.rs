@@ -17,7 +17,8 @@ pub struct RegistryOptions {
     /// `/apis/ccompat/v7`, Redpanda, Karapace). With it, Tally registers its command and event
     /// schemas under `<topic>-value` at start (refusing to start on an incompatible subject) and
     /// reads commands in the Confluent framing (`00` + schema id) by fetching their writer
-    /// schemas. Without it, such records are dead-lettered as UNKNOWN_SCHEMA.
+    /// schemas; Avro sink destinations get the event schema under `<their topic>-value` and the
+    /// same framing. Without it, such commands are dead-lettered as UNKNOWN_SCHEMA.
     #[arg(long, env = "TALLY_SCHEMA_REGISTRY_URL")]
     pub schema_registry_url: Option<url::Url>,
     /// User name for HTTP basic authentication to the registry.
@@ -48,6 +49,21 @@ impl RegistryOptions {
     /// the lookup the processor fetches writer schemas with. Fails when the registry cannot be
     /// reached or a subject holds a schema Tally's is incompatible with.
     pub async fn lookup(&self, topics: &Topics) -> anyhow::Result<Option<Arc<SchemaLookup>>> {
+        let Some(registry) = self.client()? else { return Ok(None) };
+        let url = registry.url().clone();
+        registry
+            .register_tally_schemas(
+                &Codec::new(),
+                &value_subject(&topics.commands),
+                &value_subject(&topics.events),
+            )
+            .await
+            .with_context(|| format!("registering Tally's schemas with the schema registry at {url}"))?;
+        Ok(Some(Arc::new(SchemaLookup::new(registry, self.schema_registry_schemas_kept))))
+    }
+
+    /// A client of the configured registry (`None` without --schema-registry-url).
+    pub fn client(&self) -> anyhow::Result<Option<SchemaRegistry>> {
         let Some(url) = &self.schema_registry_url else { return Ok(None) };
         let mut config = RegistryConfig::new(url.clone());
         config.timeout = Duration::from_millis(self.schema_registry_timeout_ms);
@@ -60,15 +76,6 @@ impl RegistryOptions {
                 .with_context(|| format!("--schema-registry-ca-file {}", path.display()))?;
             config.ca_pem = Some(pem);
         }
-        let registry = SchemaRegistry::new(config)?;
-        registry
-            .register_tally_schemas(
-                &Codec::new(),
-                &value_subject(&topics.commands),
-                &value_subject(&topics.events),
-            )
-            .await
-            .with_context(|| format!("registering Tally's schemas with the schema registry at {url}"))?;
-        Ok(Some(Arc::new(SchemaLookup::new(registry, self.schema_registry_schemas_kept))))
+        Ok(Some(SchemaRegistry::new(config)?))
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tally_kafka::config::KafkaOptions;
 use tally_kafka::topics::Topics;
+use tally_registry::SchemaRegistry;
 use tally_sink::api::Destinations;
 use tally_sink::{SinkConfig, SinkRunner};
 use tally_store::{SinkStore, SnapshotStore, Store};
@@ -40,7 +41,8 @@ pub struct SinkOptions {
 }
 
 /// Starts the sink runner over the events topic of `topics` (named with `topic_prefix`) on
-/// `runner`; returns the destinations' admin routes.
+/// `runner`; returns the destinations' admin routes (which register Avro destination topics'
+/// subjects with `registry`, when one is configured).
 pub fn start_sink(
     runner: &mut Runner,
     kafka: &KafkaOptions,
@@ -48,6 +50,7 @@ pub fn start_sink(
     topic_prefix: &str,
     options: &SinkOptions,
     store: Arc<dyn Store>,
+    registry: Option<SchemaRegistry>,
 ) -> anyhow::Result<Destinations> {
     let events = topics.events.as_str();
     let snapshots: Arc<dyn SnapshotStore> = store.clone();
@@ -65,5 +68,5 @@ pub fn start_sink(
     let sink = SinkRunner::build(config).context("building the sink runner")?;
     runner.start(|cancel| sink.run(cancel));
     let private = options.sink_allow_private_webhooks;
-    Ok(Destinations::new(store, private, kafka.clone(), topics.clone(), topic_prefix))
+    Ok(Destinations::new(store, private, kafka.clone(), topics.clone(), topic_prefix, registry))
 }
