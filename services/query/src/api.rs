@@ -1,6 +1,6 @@
 //! Routes, parameters and the OpenAPI document (generated from these definitions).
 
-use crate::cursor::{self, After};
+use crate::cursor::{self, After, TimelinePass};
 use crate::events::{EventFilter, stream_page};
 use crate::filtered::filtered;
 use crate::params::*;
@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use tally_core::projection::{EventRef, EventRow};
 use tally_core::{AccountId, CommandId, DocKey, DocType, LedgerId, StreamId, TenantId, TxId};
 use tally_http::Problem;
@@ -199,10 +200,10 @@ async fn list_accounts(
             s.accounts(v, &tenant, &ledger_id, prefix.as_ref(), after.as_ref(), limit).map(Some)
         })?
         .ok_or_else(|| Problem::not_found(format!("no ledger {ledger}")))?;
-    Ok(Json(Page {
-        next_cursor: page.next.map(|last| cursor::encode(&tenant, &list, After::Account(last))),
-        items: page.items.into_iter().map(|(id, a)| AccountView::of(&ledger, id.as_str(), a)).collect(),
-    }))
+    Ok(Json(Page::new(
+        page.items.into_iter().map(|(id, a)| AccountView::of(&ledger, id.as_str(), a)).collect(),
+        page.next.map(|last| cursor::encode(&tenant, &list, After::Account(last))),
+    )))
 }
 
 #[utoipa::path(get, path = "/v1/ledgers/{ledger}/accounts/{account}/statement",
@@ -230,12 +231,10 @@ async fn statement(
             s.statement(v, &tenant, &ledger_id, &account_id, only.as_ref(), before, limit).map(Some)
         })?
         .ok_or_else(|| Problem::not_found(format!("no account {account} in ledger {ledger}")))?;
-    Ok(Json(Page {
-        next_cursor: page
-            .next
-            .map(|(offset, line)| cursor::encode(&tenant, &list, After::Line(offset, line))),
-        items: page.items.into_iter().map(LineView::of).collect(),
-    }))
+    Ok(Json(Page::new(
+        page.items.into_iter().map(LineView::of).collect(),
+        page.next.map(|(offset, line)| cursor::encode(&tenant, &list, After::Line(offset, line))),
+    )))
 }
 
 #[utoipa::path(get, path = "/v1/ledgers/{ledger}/accounts/{account}/balance",
@@ -438,7 +437,7 @@ async fn list_documents(
     })?;
     let next =
         found.more.then(|| found.last.map(|last| cursor::encode(&tenant, &list, After::Document(last))));
-    Ok(Json(Page { items: found.items, next_cursor: next.flatten() }))
+    Ok(Json(Page::new(found.items, next.flatten())))
 }
 
 // ---- events ---------------------------------------------------------------------------------
@@ -463,14 +462,17 @@ async fn search_events(
         params.to.as_deref().unwrap_or("")
     );
     let cursor = params.cursor.as_deref();
-    let (rows, next) = match params.stream.as_deref() {
-        Some(name) => in_stream(&query, (&tenant, stream(name)?), &filter, (cursor, &list), limit)?,
+    let (rows, next, resume) = match params.stream.as_deref() {
+        Some(name) => {
+            let (rows, next) = in_stream(&query, (&tenant, stream(name)?), &filter, (cursor, &list), limit)?;
+            (rows, next, None)
+        }
         None => across_streams(&query, &tenant, &filter, (cursor, &list), limit)?,
     };
-    Ok(Json(Page {
-        next_cursor: next.map(|next| cursor::encode(&tenant, &list, next)),
-        items: rows.into_iter().map(EventView::of).collect::<Result<_, _>>()?,
-    }))
+    let items = rows.into_iter().map(EventView::of).collect::<Result<_, _>>()?;
+    let mut page = Page::new(items, next.map(|next| cursor::encode(&tenant, &list, next)));
+    page.resume_cursor = resume.map(|resume| cursor::encode(&tenant, &list, resume));
+    Ok(Json(page))
 }
 
 /// A search within one stream, in stream order.
@@ -492,15 +494,17 @@ fn in_stream(
     Ok((found.items, next))
 }
 
-/// A search across all of a tenant's streams, in time order: `from` is required and the range
-/// spans at most 31 days. Kinds are in the timeline itself: only the events wanted are read.
+/// A search across all of a tenant's streams, in time order within each pass
+/// ([`TimelinePass`]): `from` is required and the range spans at most 31 days. Kinds are in
+/// the timeline itself: only the events wanted are read. Returns the rows, the next page's
+/// place, and, when the pass is over, where the next pass starts.
 fn across_streams(
     query: &Query,
     tenant: &TenantId,
     filter: &EventFilter,
     (cursor, list): (Option<&str>, &str),
     limit: usize,
-) -> Result<(Vec<EventRow>, Option<After>), Problem> {
+) -> Result<(Vec<EventRow>, Option<After>, Option<After>), Problem> {
     let Some(from_ms) = filter.from_ms else {
         return Err(Problem::bad_request(
             "from: required when no stream is given (a search across streams is by time)",
@@ -510,21 +514,45 @@ fn across_streams(
     if to_ms.saturating_sub(from_ms) > TIMELINE_SPAN_MAX_MS {
         return Err(Problem::bad_request("from, to: a search across streams spans at most 31 days"));
     }
-    let after = resume(cursor, tenant, list, |a| match a {
-        After::TimelinePlace(time, partition, offset) => Some((time, partition, offset)),
+    let pass = resume(cursor, tenant, list, |a| match a {
+        After::Timeline(pass) => Some(pass),
         _ => None,
-    })?;
+    })?
+    .unwrap_or_default();
     let bounds = (limit, query.config().scan_max);
-    let found = query.read_live(|s, v| {
+    let (found, upto) = query.read_live(|s, v| {
+        let upto: BTreeMap<i32, i64> = match &pass.upto {
+            Some(pinned) => pinned.iter().copied().collect(),
+            None => s.checkpoints(v)?,
+        };
+        let seen: BTreeMap<i32, i64> = pass.seen.iter().copied().collect();
+        // In this pass: above what earlier passes showed, up to what this one pinned.
+        let in_pass = |partition: i32, offset: i64| {
+            seen.get(&partition).is_none_or(|s| offset > *s)
+                && upto.get(&partition).is_some_and(|u| offset <= *u)
+        };
         let read = |after: Option<&TimelinePlace>| {
             s.timeline(v, tenant, (from_ms, Some(to_ms)), after.copied(), reads::PAGE_MAX)
         };
-        let keep = |(_, at): (TimelinePlace, EventRef)| match filter.admits_kind(&at.kind) {
+        let keep = |((_, partition, offset), at): (TimelinePlace, EventRef)| match in_pass(partition, offset)
+            && filter.admits_kind(&at.kind)
+        {
             true => s.stream_event(v, tenant, &at.stream, at.stream_version),
             false => Ok(None),
         };
-        filtered(after, bounds, read, |(place, _)| *place, keep)
+        Ok((filtered(pass.after, bounds, read, |(place, _)| *place, keep)?, upto))
     })?;
-    let next = found.last.filter(|_| found.more).map(|(t, p, o)| After::TimelinePlace(t, p, o));
-    Ok((found.items, next))
+    let pinned = || upto.iter().map(|(p, o)| (*p, *o)).collect::<Vec<_>>();
+    if found.more {
+        let next = TimelinePass { after: found.last, seen: pass.seen.clone(), upto: Some(pinned()) };
+        return Ok((found.items, Some(After::Timeline(next)), None));
+    }
+    // The pass is over: the next one shows what was projected after this one pinned.
+    let mut seen: BTreeMap<i32, i64> = pass.seen.into_iter().collect();
+    for (partition, offset) in upto {
+        let shown = seen.entry(partition).or_insert(offset);
+        *shown = (*shown).max(offset);
+    }
+    let next_pass = TimelinePass { after: None, seen: seen.into_iter().collect(), upto: None };
+    Ok((found.items, None, Some(After::Timeline(next_pass))))
 }

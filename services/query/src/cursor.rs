@@ -19,8 +19,26 @@ pub enum After {
     Document(DocKey),
     /// A stream's events: the last stream version shown.
     StreamVersion(u64),
-    /// A place in a tenant's timeline: (time, partition, offset).
-    TimelinePlace(i64, i32, i64),
+    /// A tenant's timeline, read in passes ([`TimelinePass`]).
+    Timeline(TimelinePass),
+}
+
+/// Where a reading of a tenant's timeline (the search across streams, by time) stands.
+///
+/// Partitions are projected independently, so an event can become readable after another
+/// with a later time was read. A reading therefore goes in passes over the time range: a pass
+/// reads the rows of each partition up to the checkpoint it pinned when it began (`upto`), in
+/// time order, and skips those an earlier pass showed (`seen`). When a pass ends, its `upto`
+/// becomes the next pass's `seen`: every event in the range is shown once, in the first pass
+/// that began after it was projected, and none twice.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelinePass {
+    /// The last place shown in this pass, (time, partition, offset); `None`: the pass begins.
+    pub after: Option<(i64, i32, i64)>,
+    /// Per partition, the offset up to which earlier passes showed everything.
+    pub seen: Vec<(i32, i64)>,
+    /// Per partition, the checkpoint this pass reads up to; `None`: pinned when it begins.
+    pub upto: Option<Vec<(i32, i64)>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -31,8 +49,9 @@ struct Body {
     after: After,
 }
 
-/// Longest cursor accepted, in characters (real ones are far shorter).
-const CURSOR_LEN_MAX: usize = 1024;
+/// Longest cursor accepted, in characters: a timeline's carries two offsets per partition (some
+/// 19 KB for the most partitions a topic may have here, 1,024); the others are far shorter.
+const CURSOR_LEN_MAX: usize = 32 * 1024;
 
 /// The cursor for `tenant`'s `list` after `after`: the postcard bytes of all three, base64url
 /// without padding (RFC 4648 section 5). Opaque to clients; not signed, but only ever accepted

@@ -17,6 +17,18 @@ pub struct Page<T> {
     pub items: Vec<T>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
+    /// On the last page of a search across streams (`/v1/events` without `stream`): the cursor
+    /// that goes on later with exactly the events of the range that were not shown yet (those
+    /// projected since, whatever their time). Pass it as `cursor` to read them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// A page of `items`, with the next page's cursor if the list goes on.
+    pub fn new(items: Vec<T>, next_cursor: Option<String>) -> Page<T> {
+        Page { items, next_cursor, resume_cursor: None }
+    }
 }
 
 /// RFC 3339, UTC, milliseconds.

@@ -152,6 +152,12 @@ impl ProjectionStore for EmbeddedStore {
         Ok(table.get((version, partition))?.map(|v| v.value()))
     }
 
+    fn checkpoints(&self, version: Version) -> Result<BTreeMap<i32, i64>, StoreError> {
+        let table = self.db.begin_read()?.open_table(CHECKPOINTS)?;
+        let range = table.range((version, i32::MIN)..=(version, i32::MAX))?;
+        Ok(range.map(|entry| entry.map(|(k, v)| (k.value().1, v.value()))).collect::<Result<_, _>>()?)
+    }
+
     fn commit(
         &self,
         version: Version,

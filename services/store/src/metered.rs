@@ -58,6 +58,10 @@ impl ProjectionStore for Metered {
         timed("checkpoint", || self.inner.checkpoint(version, partition))
     }
 
+    fn checkpoints(&self, version: Version) -> Result<BTreeMap<i32, i64>, StoreError> {
+        timed("checkpoints", || self.inner.checkpoints(version))
+    }
+
     fn commit(
         &self,
         version: Version,

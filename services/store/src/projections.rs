@@ -29,6 +29,9 @@ pub trait ProjectionStore: Send + Sync + std::fmt::Debug {
     /// The last events offset of `partition` that version `version` covers (`None`: nothing yet).
     fn checkpoint(&self, version: Version, partition: i32) -> Result<Option<i64>, StoreError>;
 
+    /// Every partition's checkpoint of version `version` (partitions with none are absent).
+    fn checkpoints(&self, version: Version) -> Result<BTreeMap<i32, i64>, StoreError>;
+
     /// Applies `changes` and moves the partition's checkpoint to `checkpoint`, all or nothing.
     /// Fails (and changes nothing) with [`StoreError::CheckpointBackwards`] when `checkpoint` is
     /// below the stored one, and with [`StoreError::VersionRetired`] when `version` is below the

@@ -199,6 +199,8 @@ struct Statements {
     rows: BTreeMap<Table, RowStatements>,
     scans: ScanStatements,
     checkpoint: PreparedStatement,
+    /// Every partition's checkpoint of a version.
+    checkpoints: PreparedStatement,
     checkpoint_put: PreparedStatement,
     checkpoints_drop: PreparedStatement,
     /// Records a day of a tenant's timeline as having events.
@@ -470,6 +472,8 @@ impl Statements {
             scans,
             checkpoint: prepare("SELECT offset FROM checkpoints WHERE version = ? AND partition = ?".into())
                 .await?,
+            checkpoints: prepare("SELECT partition, offset FROM checkpoints WHERE version = ?".into())
+                .await?,
             checkpoint_put: prepare(
                 "INSERT INTO checkpoints (version, partition, offset) VALUES (?, ?, ?) USING TIMESTAMP ?"
                     .into(),
@@ -586,6 +590,11 @@ impl ProjectionStore for ScyllaStore {
         let found: Option<(i64,)> =
             self.select_one(&self.statements.checkpoint, (version as i32, partition))?;
         Ok(found.map(|(offset,)| offset))
+    }
+
+    fn checkpoints(&self, version: Version) -> Result<BTreeMap<i32, i64>, StoreError> {
+        let found: Vec<(i32, i64)> = self.select(&self.statements.checkpoints, (version as i32,))?;
+        Ok(found.into_iter().collect())
     }
 
     fn commit(

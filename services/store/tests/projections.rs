@@ -59,6 +59,10 @@ fn conformance(store: &dyn ProjectionStore) {
     assert_eq!(store.checkpoint(2, 0).unwrap(), Some(0));
     assert_eq!(store.rows(2).unwrap(), BTreeMap::from([(b.clone(), outcome_row(9))]));
     assert_eq!(store.rows(1).unwrap(), BTreeMap::from([(a.clone(), outcome_row(3))]));
+    store.commit(1, 3, &[], 41).unwrap();
+    assert_eq!(store.checkpoints(1).unwrap(), BTreeMap::from([(0, 3), (3, 41)]), "every partition's");
+    assert_eq!(store.checkpoints(2).unwrap(), BTreeMap::from([(0, 0)]));
+    assert_eq!(store.checkpoints(7).unwrap(), BTreeMap::new());
 
     // Every kind of row goes in and comes back as written (each has its own table in Scylla).
     let mut every_kind = BTreeMap::new();
