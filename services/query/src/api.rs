@@ -462,10 +462,10 @@ async fn search_events(
         params.to.as_deref().unwrap_or("")
     );
     let cursor = params.cursor.as_deref();
-    let (rows, next, resume) = match params.stream.as_deref() {
+    let EventsFound { rows, next, resume } = match params.stream.as_deref() {
         Some(name) => {
             let (rows, next) = in_stream(&query, (&tenant, stream(name)?), &filter, (cursor, &list), limit)?;
-            (rows, next, None)
+            EventsFound { rows, next, resume: None }
         }
         None => across_streams(&query, &tenant, &filter, (cursor, &list), limit)?,
     };
@@ -473,6 +473,14 @@ async fn search_events(
     let mut page = Page::new(items, next.map(|next| cursor::encode(&tenant, &list, next)));
     page.resume_cursor = resume.map(|resume| cursor::encode(&tenant, &list, resume));
     Ok(Json(page))
+}
+
+/// A page of an event search: its rows, where the next page starts, and (at the end of a
+/// search across streams) where the next pass starts.
+struct EventsFound {
+    rows: Vec<EventRow>,
+    next: Option<After>,
+    resume: Option<After>,
 }
 
 /// A search within one stream, in stream order.
@@ -504,7 +512,7 @@ fn across_streams(
     filter: &EventFilter,
     (cursor, list): (Option<&str>, &str),
     limit: usize,
-) -> Result<(Vec<EventRow>, Option<After>, Option<After>), Problem> {
+) -> Result<EventsFound, Problem> {
     let Some(from_ms) = filter.from_ms else {
         return Err(Problem::bad_request(
             "from: required when no stream is given (a search across streams is by time)",
@@ -545,7 +553,7 @@ fn across_streams(
     let pinned = || upto.iter().map(|(p, o)| (*p, *o)).collect::<Vec<_>>();
     if found.more {
         let next = TimelinePass { after: found.last, seen: pass.seen.clone(), upto: Some(pinned()) };
-        return Ok((found.items, Some(After::Timeline(next)), None));
+        return Ok(EventsFound { rows: found.items, next: Some(After::Timeline(next)), resume: None });
     }
     // The pass is over: the next one shows what was projected after this one pinned.
     let mut seen: BTreeMap<i32, i64> = pass.seen.into_iter().collect();
@@ -554,5 +562,5 @@ fn across_streams(
         *shown = (*shown).max(offset);
     }
     let next_pass = TimelinePass { after: None, seen: seen.into_iter().collect(), upto: None };
-    Ok((found.items, None, Some(After::Timeline(next_pass))))
+    Ok(EventsFound { rows: found.items, next: None, resume: Some(After::Timeline(next_pass)) })
 }
