@@ -746,10 +746,13 @@ fn an_avro_destination_with_a_schema_registry_is_read_by_an_outside_consumer() {
     let expected = events_that_count(&dev, &workload(&dev, "s", 10));
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/interop/registry_consumer.py");
-    let out = std::process::Command::new("python3")
+    let consumer = std::process::Command::new("python3")
         .args([script, &dev.kafka, &topic, &registry, &expected.len().to_string()])
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let out = within(Duration::from_secs(90), consumer);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
     let read: Vec<Value> = said.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -766,6 +769,20 @@ fn an_avro_destination_with_a_schema_registry_is_read_by_an_outside_consumer() {
     // The records carry the id the registry gave the destination's subject.
     let framed = wait_for_records(&dev.kafka, &topic, 1);
     assert_eq!(tally_codec::confluent_schema_id(&framed[0].2), Some(schema_id as u32));
+}
+
+/// The output of `child` once it exits; killed (and the test failed) if it runs past `limit`.
+fn within(limit: Duration, mut child: std::process::Child) -> std::process::Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("still running after {limit:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.wait_with_output().unwrap()
 }
 
 /// `tally destinations ARGS` against `dev` as acme's administrator.
