@@ -225,6 +225,8 @@ pub fn is_private_ip(ip: std::net::IpAddr) -> bool {
                 || (first & 0xffc0) == 0xfe80 // link-local
                 || (first & 0xffc0) == 0xfec0 // site-local (deprecated, RFC 3879)
                 || (first == 0x2001 && v6.segments()[1] == 0x0db8) // documentation, RFC 3849
+                || (first == 0x2001 && v6.segments()[1] == 0) // Teredo, RFC 4380 (tunnels to any IPv4)
+                || (first == 0x64 && v6.segments()[1] == 0xff9b && v6.segments()[2] == 1) // local NAT64, RFC 8215
         }
     }
 }
@@ -432,6 +434,8 @@ mod tests {
             "https://198.18.0.1/h",
             "https://224.0.0.1/h",
             "https://240.0.0.1/h",
+            "https://[64:ff9b:1::7f00:1]/h",
+            "https://[2001:0:4136:e378:8000:63bf:80ff:fffe]/h",
         ] {
             assert!(check(private, false).is_err(), "{private}");
             assert!(check(private, true).is_ok(), "{private}");
