@@ -310,7 +310,7 @@ impl SchemaRegistry {
                     Err(e) => Err(unavailable(what, format!("reading the answer: {e}"))),
                 }
             }
-            Err(e) => Err(unavailable(what, describe(&e))),
+            Err(e) => Err(unavailable(what, tally_runtime::error_chain(&e))),
         };
         metrics::count(kind, &result);
         result
@@ -366,18 +366,6 @@ pub fn classify<T: serde::de::DeserializeOwned>(
 
 fn unavailable(what: &str, why: String) -> RegistryError {
     RegistryError::Unavailable { request: what.to_owned(), why }
-}
-
-/// A transport error with its causes (reqwest's own message leaves out "connection refused").
-fn describe(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

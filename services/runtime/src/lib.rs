@@ -10,6 +10,8 @@
 //!   [`Handle::stop`] does both steps. The `tally` binary's runner starts services in order, stops them in reverse, and
 //!   stops everything when one ends on its own.
 //! - The clock Tally decides and measures lag by ([`now_ms`]).
+//! - Retry waits spread at random ([`jittered`]), and errors written with their causes
+//!   ([`error_chain`]).
 
 use std::future::Future;
 use std::ops::Deref;
@@ -137,6 +139,30 @@ impl<S> Deref for Handle<S> {
     fn deref(&self) -> &S {
         &self.status
     }
+}
+
+/// `wait` spread over its upper half: `draw` in [0, 1) picks the point ("equal jitter", so that
+/// tasks that failed together do not all retry together, and none retries at once).
+pub fn spread(wait: std::time::Duration, draw: f64) -> std::time::Duration {
+    wait / 2 + wait.mul_f64(draw.clamp(0.0, 1.0) / 2.0)
+}
+
+/// [`spread`] with a random draw.
+pub fn jittered(wait: std::time::Duration) -> std::time::Duration {
+    spread(wait, rand::random::<f64>())
+}
+
+/// An error and its causes, `: `-separated (an HTTP client's own message names only the
+/// outermost).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]

@@ -100,8 +100,7 @@ impl Lane {
 /// the random draw), so lanes that failed together do not retry together.
 pub fn backoff(failures: u32, base: Duration, cap: Duration, jitter: f64) -> Duration {
     let exponent = failures.saturating_sub(1).min(30);
-    let full = base.saturating_mul(1 << exponent).min(cap);
-    full / 2 + full.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
+    tally_runtime::spread(base.saturating_mul(1 << exponent).min(cap), jitter)
 }
 
 #[cfg(test)]

@@ -149,7 +149,7 @@ impl Outlets {
             .body(body.to_vec())
             .send()
             .await
-            .map_err(|e| AttemptError::Transport(error_chain(&e)))?;
+            .map_err(|e| AttemptError::Transport(tally_runtime::error_chain(&e)))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -171,18 +171,6 @@ async fn excerpt(mut response: reqwest::Response) -> String {
         }
     }
     String::from_utf8_lossy(&start).into_owned()
-}
-
-/// An error and its causes, `: `-separated (reqwest's own message names only the outermost).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// A resolver that drops loopback, private and link-local addresses, so a webhook host name

@@ -567,7 +567,7 @@ impl LaneRunner {
             if let Err(e) = self.save(uid, lane).await {
                 tracing::warn!(partition = self.partition, "storing a failing lane: {e}");
             }
-            let wait = backoff(attempts, config.backoff_base, config.backoff_max, random_unit());
+            let wait = backoff(attempts, config.backoff_base, config.backoff_max, rand::random());
             tokio::select! {
                 _ = self.cancel.cancelled() => return Delivery::Cancelled,
                 _ = tokio::time::sleep(wait) => {}
@@ -678,12 +678,4 @@ fn cut(mut error: String) -> String {
         error.truncate(at);
     }
     error
-}
-
-/// A random number in [0, 1) (backoff jitter).
-fn random_unit() -> f64 {
-    let mut bytes = [0u8; 8];
-    // Jitter only spreads retries out: without a random source, none is as good.
-    let _ = getrandom::fill(&mut bytes);
-    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }

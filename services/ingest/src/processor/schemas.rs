@@ -145,15 +145,9 @@ impl SchemaLookup {
             tracing::warn!(partition, schema_id, wait_ms = wait.as_millis() as u64, "waiting: {unavailable}");
             tokio::select! {
                 _ = cancel.cancelled() => return None,
-                _ = tokio::time::sleep(jittered(wait)) => {}
+                _ = tokio::time::sleep(tally_runtime::jittered(wait)) => {}
             }
             wait = (wait * 2).min(WAIT_MAX);
         }
     }
-}
-
-/// `wait` spread over its upper half, so that partitions that failed together do not all ask
-/// again together.
-fn jittered(wait: Duration) -> Duration {
-    wait.mul_f64(0.5 + rand::random::<f64>() / 2.0)
 }
