@@ -146,7 +146,7 @@ const SINK_ARGS: [&str; 7] = [
 ];
 
 /// Writes through the front door as `auth`; returns the command's `Tally-Position`.
-fn write(dev: &Dev, auth: &str, path: &str, body: Value, key: Option<&str>) -> String {
+fn write(dev: &Dev, auth: &str, path: &str, body: impl std::fmt::Display, key: Option<&str>) -> String {
     let url = format!("http://{}{path}", dev.http);
     let mut request =
         client().post(url).header("authorization", auth).header("content-type", "application/json");
@@ -183,9 +183,19 @@ fn workload(dev: &Dev, tag: &str, n: usize) -> Positions {
             write(dev, ACME, &format!("/v1/ledgers/{ledger}/transactions"), body, Some(&key));
         }
         if i % 10 == 0 {
-            let body = json!({"tx_id": format!("{tag}-g{i}"), "postings": [{"source": "world", "destination": "g", "asset": "USD/2", "amount": 1}]});
-            write(dev, GLOBEX, "/v1/ledgers/main/transactions", body, None);
+            // The same transaction id, ledger name and key in another tenant.
+            let body = json!({"tx_id": format!("{tag}-{i}"), "postings": [{"source": "world", "destination": "g", "asset": "USD/2", "amount": 1}]});
+            write(dev, GLOBEX, "/v1/ledgers/main/transactions", body, Some(&key));
         }
+    }
+    // Amounts at the limit: i128::MAX minor units posted, then the same again, which would
+    // overflow the account's balance and is refused.
+    // (Written as text: serde_json's `Value` holds no integer above u64.)
+    for tx in ["max", "max-again"] {
+        let body = format!(
+            r#"{{"tx_id":"{tag}-{tx}","postings":[{{"source":"world","destination":"acct-{tag}-max","asset":"USD/2","amount":{AMOUNT_MAX}}}]}}"#
+        );
+        write(dev, ACME, "/v1/ledgers/main/transactions", body, None);
     }
     let mut positions = Positions::new();
     for ledger in ["main", "ops"] {
@@ -193,6 +203,9 @@ fn workload(dev: &Dev, tag: &str, n: usize) -> Positions {
     }
     positions
 }
+
+/// The largest amount there is (minor units), as JSON writes it.
+const AMOUNT_MAX: i128 = i128::MAX;
 
 /// The position of the last write of each ledger.
 type Positions = BTreeMap<&'static str, String>;
@@ -371,6 +384,10 @@ fn a_flaky_webhook_gets_every_event_that_counts_in_order_signed_across_a_sigkill
 
     let delivered = receiver.delivered();
     let repeated = check_deliveries(&delivered, &expected);
+    assert!(
+        delivered.iter().any(|r| r.body.contains(&format!("\"amount\":{AMOUNT_MAX}"))),
+        "the largest amount goes out exactly"
+    );
     let kinds: BTreeSet<&str> = expected.iter().map(|(.., kind)| kind.as_str()).collect();
     for kind in ["TransactionPosted", "TransactionFailed", "CommandDeduplicated", "AssetDefined"] {
         assert!(kinds.contains(kind), "the workload made no {kind}: {kinds:?}");
@@ -673,6 +690,22 @@ fn the_destinations_api_refuses_bad_input_and_keeps_tenants_apart() {
         let (_, raced) = call(&dev.http, "GET", &format!("/admin/destinations/{id}"), ACME, None);
         assert_eq!((&raced["state"], &raced["signing_secrets"]), (&json!("paused"), &json!(3)), "{raced}");
         call(&dev.http, "DELETE", &format!("/admin/destinations/{id}"), ACME, None);
+    }
+
+    // The per-tenant limit holds against creates racing each other: 30 at once, 20 made.
+    let racing: Vec<_> = (0..30)
+        .map(|n| {
+            let http = dev.http.clone();
+            let body =
+                json!({"id": format!("limit-{n}"), "webhook": {"url": "https://hooks.example.com/limit"}});
+            std::thread::spawn(move || call(&http, "POST", "/admin/destinations", ACME, Some(body)).0)
+        })
+        .collect();
+    let statuses: Vec<u16> = racing.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 20, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 201 || *s == 422), "{statuses:?}");
+    for n in 0..30 {
+        call(&dev.http, "DELETE", &format!("/admin/destinations/limit-{n}"), ACME, None);
     }
 
     create(&dev, hook("https://hooks.example.com/tally"));
