@@ -9,6 +9,7 @@
 
 pub mod gate;
 pub mod metrics;
+pub mod openapi;
 pub mod outcome;
 pub mod position;
 mod problem;

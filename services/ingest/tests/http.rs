@@ -126,6 +126,30 @@ async fn requests_are_answered_from_the_log() {
     let (status, _) = call(&app, "GET", "/v1/commands/tx:t1", Some("globex"), "").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "another tenant's command is unknown");
 
+    // An amount is any JSON form of an integer, read exactly (JSON Schema's integers); a
+    // fraction, or a value beyond i128, is malformed.
+    let amount_as = |tx: &str, amount: &str| {
+        format!(
+            r#"{{"tx_id":"{tx}","postings":[{{"source":"world","destination":"alice","asset":"USD/2","amount":{amount}}}]}}"#
+        )
+    };
+    for (tx, amount, expected) in [("t3", "5e1", Some(50)), ("t4", "0.7e2", Some(70))].into_iter().chain([
+        ("t5", "2.5", None),
+        ("t6", "1e39", None),
+        ("t7", "170141183460469231731687303715884105728", None),
+    ]) {
+        let (status, body) =
+            call(&app, "POST", "/v1/ledgers/main/transactions", Some("acme"), &amount_as(tx, amount)).await;
+        match expected {
+            Some(minor_units) => {
+                assert_eq!(status, StatusCode::CREATED, "{amount}: {body}");
+                let postings = &body["event"]["body"]["TransactionPosted"]["postings"];
+                assert_eq!(postings[0]["amount"], minor_units, "{amount}: {body}");
+            }
+            None => assert_eq!(status, StatusCode::BAD_REQUEST, "{amount}: {body}"),
+        }
+    }
+
     // Bad input: clear 4xx, nothing produced.
     let (status, problem) = call(&app, "POST", "/v1/ledgers/main/transactions", None, pay).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
@@ -138,9 +162,15 @@ async fn requests_are_answered_from_the_log() {
     let (status, doc) = call(&app, "GET", "/openapi.json", None, "").await;
     assert_eq!(status, StatusCode::OK);
     assert!(doc["paths"]["/v1/ledgers/{ledger}/transactions"]["post"].is_object(), "{doc}");
+    // The document declares this instance's batch limit, and the ledger's rules on single
+    // transactions only: a batch answers a transaction that breaks them in its results.
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(schemas["BatchBody"]["properties"]["transactions"]["maxItems"], 3, "{doc}");
+    assert_eq!(schemas["PostingBody"]["properties"]["amount"]["minimum"], 1);
+    assert!(schemas["BatchPostingBody"]["properties"]["amount"]["minimum"].as_f64().unwrap() < 0.0);
 
     let log = service.h.log().await;
-    assert_eq!(log.outcomes().len(), 3, "define, t1, t2: the repeated request produced nothing");
+    assert_eq!(log.outcomes().len(), 5, "define, t1, t2, t3, t4: the repeated request produced nothing");
     service.stop().await;
 }
 

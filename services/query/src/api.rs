@@ -91,7 +91,7 @@ pub(crate) fn routes() -> Router<Query> {
         .route("/v1/state/{doc_type}/{key}", get(get_document))
         .route("/v1/events", get(search_events))
         .route("/v1/events/live", get(live::follow_events))
-        .route("/openapi.json", get(|| async { Json(crate::openapi()) }))
+        .route("/openapi.json", get(|| async { tally_http::openapi::response(&crate::openapi()) }))
         .fallback(|| async { Problem::not_found("no such route") })
 }
 
@@ -108,6 +108,7 @@ struct ReadHeaders {
 
 /// Paging of a list.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListParams {
     /// Only ids (keys) that start with this.
@@ -120,6 +121,7 @@ pub(crate) struct ListParams {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StatementParams {
     /// Only this asset (`USD/2`); default: every asset of the account, merged.
@@ -131,6 +133,7 @@ pub(crate) struct StatementParams {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct BalanceParams {
     /// The instant, RFC 3339 (`2026-11-23T10:00:00Z`).
@@ -141,10 +144,11 @@ pub(crate) struct BalanceParams {
 
 /// Events: which ones.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EventParams {
     /// The stream: a ledger id, or `state/TYPE/KEY` for a document. Without it, every stream of
-    /// the tenant, in time order: then `from` is required and the range spans at most 31 days.
+    /// the tenant, in time order (in passes: see `resume_cursor`).
     stream: Option<String>,
     /// Only these kinds of event, comma-separated (`TransactionPosted,PendingCommitted`).
     #[serde(rename = "type")]
@@ -286,6 +290,7 @@ async fn get_transaction(
 
 /// Which command a command id names (`GET /v1/commands/{id}`).
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct OutcomeParams {
     /// The command's stream: its ledger, or `state/TYPE/KEY` for a document. A command id names
@@ -442,9 +447,6 @@ async fn list_documents(
 
 // ---- events ---------------------------------------------------------------------------------
 
-/// Longest time range of a search across a tenant's streams (Scylla reads a partition per day).
-const TIMELINE_SPAN_MAX_MS: i64 = 31 * 86_400_000;
-
 #[utoipa::path(get, path = "/v1/events", params(EventParams, ReadHeaders),
     responses((status = 200, body = Page<EventView>)))]
 async fn search_events(
@@ -503,9 +505,11 @@ fn in_stream(
 }
 
 /// A search across all of a tenant's streams, in time order within each pass
-/// ([`TimelinePass`]): `from` is required and the range spans at most 31 days. Kinds are in
-/// the timeline itself: only the events wanted are read. Returns the rows, the next page's
-/// place, and, when the pass is over, where the next pass starts.
+/// ([`TimelinePass`]), from `from` (default: the first event) to `to` (default: no end). A page
+/// reads at most `scan_max` timeline rows whatever the range (both stores skip days without
+/// events), so no range is too long. Kinds are in the timeline itself: only the events wanted
+/// are read. Returns the rows, the next page's place, and, when the pass is over, where the
+/// next pass starts.
 fn across_streams(
     query: &Query,
     tenant: &TenantId,
@@ -513,15 +517,9 @@ fn across_streams(
     (cursor, list): (Option<&str>, &str),
     limit: usize,
 ) -> Result<EventsFound, Problem> {
-    let Some(from_ms) = filter.from_ms else {
-        return Err(Problem::bad_request(
-            "from: required when no stream is given (a search across streams is by time)",
-        ));
-    };
-    let to_ms = filter.to_ms.unwrap_or(from_ms.saturating_add(TIMELINE_SPAN_MAX_MS));
-    if to_ms.saturating_sub(from_ms) > TIMELINE_SPAN_MAX_MS {
-        return Err(Problem::bad_request("from, to: a search across streams spans at most 31 days"));
-    }
+    let from_ms = filter.from_ms.unwrap_or(i64::MIN);
+    // A range that ends before it begins is empty (and no store is asked for an inverted range).
+    let to_ms = filter.to_ms.map(|to_ms| to_ms.max(from_ms));
     let pass = resume(cursor, tenant, list, |a| match a {
         After::Timeline(pass) => Some(pass),
         _ => None,
@@ -540,7 +538,7 @@ fn across_streams(
                 && upto.get(&partition).is_some_and(|u| offset <= *u)
         };
         let read = |after: Option<&TimelinePlace>| {
-            s.timeline(v, tenant, (from_ms, Some(to_ms)), after.copied(), reads::PAGE_MAX)
+            s.timeline(v, tenant, (from_ms, to_ms), after.copied(), reads::PAGE_MAX)
         };
         let keep = |((_, partition, offset), at): (TimelinePlace, EventRef)| match in_pass(partition, offset)
             && filter.admits_kind(&at.kind)

@@ -127,7 +127,11 @@ fn store_unavailable() -> Problem {
     )
 }
 
-/// The OpenAPI document of the query API.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    <ApiDoc as utoipa::OpenApi>::openapi()
+/// The OpenAPI document of the query API (OpenAPI 3.1, as JSON), with the server's checks
+/// declared ([`tally_http::openapi`]).
+pub fn openapi() -> serde_json::Value {
+    let mut doc =
+        serde_json::to_value(<ApiDoc as utoipa::OpenApi>::openapi()).expect("the document serialises");
+    tally_http::openapi::declare_checks(&mut doc, tally_http::openapi::Configured::default());
+    doc
 }

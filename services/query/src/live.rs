@@ -23,6 +23,7 @@ use tally_store::reads::PAGE_MAX;
 use utoipa::IntoParams;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LiveParams {
     /// The stream: a ledger id, or `state/TYPE/KEY` for a document.

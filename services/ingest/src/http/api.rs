@@ -1,6 +1,6 @@
 //! Routes, request bodies and the OpenAPI document (generated from these definitions).
 
-use super::{Caller, Front, Problem, Reply, pending, respond};
+use super::{Caller, Front, Problem, Reply, integers, pending, respond};
 use crate::outcomes::Peek;
 use axum::Router;
 use axum::body::Bytes;
@@ -59,7 +59,10 @@ pub(super) fn routes() -> Router<Front> {
         .route("/v1/ledgers/{ledger}/transactions/{tx_id}/reverse", post(reverse))
         .route("/v1/state/{doc_type}/{key}", put(put_document).delete(delete_document))
         .route("/v1/commands/{command_id}", get(command_outcome))
-        .route("/openapi.json", get(|| async { axum::Json(super::openapi()) }))
+        .route(
+            "/openapi.json",
+            get(|State(front): State<Front>| async move { tally_http::openapi::response(&front.openapi()) }),
+        )
         .fallback(|| async { Problem::not_found("no such route") })
 }
 
@@ -108,6 +111,7 @@ pub struct DefineAssetBody {
 pub struct LimitBody {
     asset: String,
     /// Lowest available balance in minor units (negative: a credit line); absent: unbounded.
+    #[serde(default, deserialize_with = "integers::optional_integer")]
     min_balance: Option<i128>,
 }
 
@@ -143,7 +147,9 @@ pub struct PostingBody {
     /// kept exactly. Answers write amounts the same way; a client whose JSON parser turns
     /// numbers into doubles must read them with one that keeps big integers (for example
     /// `JSON.parse` with a reviver that reads the source text, or a big-number JSON library),
-    /// or read the `events` topic, where amounts are Avro decimals.
+    /// or read the `events` topic, where amounts are Avro decimals. Any JSON form of an
+    /// integer is read exactly (`250`, `250.0`, `2.5e2`).
+    #[serde(deserialize_with = "integers::integer")]
     amount: i128,
 }
 
@@ -157,6 +163,7 @@ pub struct TransactionBody {
     #[serde(default)]
     metadata: BTreeMap<String, String>,
     /// Hold the funds as a pending transaction for this long (milliseconds).
+    #[serde(default, deserialize_with = "integers::optional_integer")]
     pending_timeout_ms: Option<u64>,
 }
 
@@ -191,6 +198,7 @@ pub struct BatchResult {
 #[serde(deny_unknown_fields)]
 pub struct CommitBody {
     /// Amounts to commit per posting (partial commit); absent: everything held.
+    #[serde(default, deserialize_with = "integers::optional_integers")]
     amounts: Option<Vec<i128>>,
 }
 

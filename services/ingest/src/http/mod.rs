@@ -11,6 +11,7 @@
 )]
 
 mod api;
+mod integers;
 
 use crate::outcomes::{Lookup, Outcomes};
 use crate::stages::Stage;
@@ -187,6 +188,11 @@ impl Front {
         self.inner.config.batch_max
     }
 
+    /// The front door's OpenAPI document, for this instance's configuration.
+    fn openapi(&self) -> serde_json::Value {
+        openapi(&self.inner.config)
+    }
+
     fn deadline(&self) -> tokio::time::Instant {
         tokio::time::Instant::now() + self.inner.config.wait
     }
@@ -251,7 +257,13 @@ fn pending(command_id: &CommandId, stream: &StreamId, fingerprint: Option<u128>)
     response
 }
 
-/// The OpenAPI document of the front door.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+/// The OpenAPI document of the front door (OpenAPI 3.1, as JSON), with the server's checks
+/// declared ([`tally_http::openapi`]) for `config`'s limits.
+pub fn openapi(config: &HttpConfig) -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serialises");
+    tally_http::openapi::declare_checks(
+        &mut doc,
+        tally_http::openapi::Configured { batch_max: Some(config.batch_max) },
+    );
+    doc
 }
