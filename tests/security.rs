@@ -703,3 +703,103 @@ fn tally_dev_without_credentials_prints_a_key_that_works_and_keeps_it_in_its_dat
         "the same key after a restart"
     );
 }
+
+/// A response policy (`data.tally.response`) hides one metadata key from read-only callers in
+/// every read that would show it (an account, a page of accounts, a transaction, events, the
+/// live stream, a command's outcome) and refuses one document type to them; an admin of the
+/// same tenant sees everything. The amounts around the removed fields keep every digit.
+#[test]
+fn a_response_policy_hides_a_metadata_key_from_read_only_callers() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.rego");
+    std::fs::write(&policy, RESPONSE_POLICY).unwrap();
+    let dev = Dev::start(&["--policy", policy.to_str().unwrap(), "--kafka-fetch-wait-ms", "5"]);
+    let private = json!({"email": "alice@example.com", "note": "kept-note"});
+    write_ok(&dev, "POST", "/v1/ledgers/main/assets", json!({"asset": "USD/2"}));
+    write_ok(&dev, "POST", "/v1/ledgers/main/accounts", json!({"account": "alice", "metadata": private}));
+    let mut pay = transfer("t-1", "alice", 1, false);
+    pay["postings"][0]["amount"] = json!(u64::MAX); // not a double: 2^64 - 1 has 64 significant bits
+    pay["metadata"] = private.clone();
+    write_ok(&dev, "POST", "/v1/ledgers/main/transactions", pay);
+    let last = write_ok(&dev, "PUT", "/v1/state/payroll/p-1", json!({"salary": 1}));
+    let position = last["position"].as_str().unwrap().to_owned();
+
+    let reads = [
+        (&dev.query, "/v1/ledgers/main/accounts/alice"),
+        (&dev.query, "/v1/ledgers/main/accounts"),
+        (&dev.query, "/v1/ledgers/main/transactions/t-1"),
+        (&dev.query, "/v1/events?stream=main"),
+        (&dev.http, "/v1/commands/tx:t-1"),
+    ];
+    for (base, path) in reads {
+        let admin = call_as(base, path, ACME, &position);
+        assert_eq!(admin.status, 200, "{path}: {}", admin.body);
+        assert!(admin.body.contains("alice@example.com") && admin.body.contains("kept-note"), "{path}");
+        let reader = call_as(base, path, ACME_READ_ONLY, &position);
+        assert_eq!(reader.status, 200, "{path}: {}", reader.body);
+        assert!(!reader.body.contains("example.com"), "{path}: {}", reader.body);
+        assert!(reader.body.contains("kept-note"), "{path}: {}", reader.body);
+        serde_json::from_str::<Value>(&reader.body).unwrap();
+    }
+    let balance = call_as(&dev.query, "/v1/ledgers/main/accounts/alice", ACME_READ_ONLY, &position);
+    assert!(balance.body.contains(&u64::MAX.to_string()), "{}", balance.body);
+
+    // The live stream, event by event.
+    let events = live_data(&dev, ACME_READ_ONLY, 3);
+    assert!(events.iter().all(|e| !e.contains("example.com")), "{events:?}");
+    assert!(events.iter().any(|e| e.contains("kept-note")), "{events:?}");
+    assert!(live_data(&dev, ACME, 3).iter().any(|e| e.contains("alice@example.com")));
+
+    // A denied answer is a 403, for the reader only.
+    assert_eq!(call_as(&dev.query, "/v1/state/payroll/p-1", ACME_READ_ONLY, &position).status, 403);
+    assert_eq!(call_as(&dev.query, "/v1/state/payroll/p-1", ACME, &position).status, 200);
+}
+
+/// Read-only callers (no `write` role) get no `email` metadata and no payroll documents.
+const RESPONSE_POLICY: &str = r#"
+package tally
+
+default allow := true
+
+read_only if not "write" in input.roles
+
+hidden := [
+    ["metadata", "email"],
+    ["items", "*", "metadata", "email"],
+    ["event", "body", "*", "metadata", "email"],
+    ["items", "*", "event", "body", "*", "metadata", "email"],
+]
+
+response := {"remove": hidden} if {
+    read_only
+    not startswith(input.path, "/v1/state/payroll")
+}
+
+response := {"deny": true} if {
+    read_only
+    startswith(input.path, "/v1/state/payroll")
+}
+"#;
+
+fn call_as(base: &str, path: &str, auth: &str, position: &str) -> Reply {
+    let agent = tally_dev::http_client(Duration::from_secs(30));
+    let mut response = agent
+        .get(format!("http://{base}{path}"))
+        .header("authorization", auth)
+        .header("tally-position", position)
+        .call()
+        .unwrap();
+    Reply { status: response.status().as_u16(), body: response.body_mut().read_to_string().unwrap() }
+}
+
+/// The `data` of the first `count` events of the live stream of ledger `main`, as `auth` gets them.
+fn live_data(dev: &Dev, auth: &str, count: usize) -> Vec<String> {
+    use std::io::BufRead;
+    let agent = tally_dev::http_client(Duration::from_secs(30));
+    let response = agent
+        .get(format!("http://{}/v1/events/live?stream=main", dev.query))
+        .header("authorization", auth)
+        .call();
+    let lines = std::io::BufReader::new(response.unwrap().into_body().into_reader()).lines();
+    lines.map(Result::unwrap).filter_map(|l| l.strip_prefix("data:").map(str::to_owned)).take(count).collect()
+}

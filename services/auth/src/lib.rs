@@ -209,4 +209,23 @@ impl Authenticator {
             _ => Ok(()),
         }
     }
+
+    /// Whether the policy judges the answers to reads ([`policy::Policy::judge_response`]).
+    pub fn judges_responses(&self) -> bool {
+        self.policy.as_ref().is_some_and(|policy| policy.current().judges_responses())
+    }
+
+    /// What the policy says of `answer` (JSON text), a read's answer to `who`'s `access`:
+    /// [`policy::ResponseVerdict::Pass`] without a policy or its response rule.
+    pub fn judge_response(
+        &self,
+        who: &Principal,
+        access: Access<'_>,
+        answer: &str,
+    ) -> policy::ResponseVerdict {
+        match &self.policy {
+            Some(policy) => policy.current().judge_response(who, access, answer),
+            None => policy::ResponseVerdict::Pass,
+        }
+    }
 }

@@ -8,6 +8,14 @@
 //! {"subject": "key:ops-1", "tenant": "acme", "roles": ["read", "write"],
 //!  "action": "write", "method": "POST", "path": "/v1/ledgers/main/transactions"}
 //! ```
+//!
+//! A policy may also judge what a read answers, with a rule `data.tally.response` asked once
+//! per answer (each event of a live stream is an answer) with the same input plus `response`,
+//! the answer's JSON. It is an object: `{"deny": true}` refuses the answer (403; a live stream
+//! leaves the event out), `{"remove": [["metadata", "email"], ["items", "*", "metadata",
+//! "email"]]}` removes those fields (a path names object members from the answer's root, and
+//! `*` every member or element at its place). Undefined lets the answer through as it is;
+//! anything else, an evaluation error included, refuses it.
 
 use crate::{Access, Action, Principal};
 use regorus::{CompiledPolicy, Engine, Value};
@@ -15,9 +23,25 @@ use regorus::{CompiledPolicy, Engine, Value};
 /// The rule every request is answered by.
 const RULE: &str = "data.tally.allow";
 
-/// A policy compiled for its one rule, evaluated per request without copying the engine.
+/// The rule a read's answer is judged by, when the policy defines it.
+const RESPONSE_RULE: &str = "data.tally.response";
+
+/// A policy compiled for its rules, evaluated per request without copying the engine.
 pub struct Policy {
     compiled: CompiledPolicy,
+    /// `data.tally.response`, when the policy defines it.
+    response: Option<CompiledPolicy>,
+}
+
+/// What the policy says of a read's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseVerdict {
+    /// As it is.
+    Pass,
+    /// Refused.
+    Deny,
+    /// Without the fields at these paths (object member names from the root; `*`: every one).
+    Remove(Vec<Vec<String>>),
 }
 
 impl Policy {
@@ -34,7 +58,42 @@ impl Policy {
         let compiled = engine
             .compile_with_entrypoint(&RULE.into())
             .map_err(|e| format!("the policy must define {RULE} ({e})"))?;
-        Ok(Policy { compiled })
+        // A module that parsed compiles for any rule it defines: an error here means it has none.
+        let response = engine.compile_with_entrypoint(&RESPONSE_RULE.into()).ok();
+        if response.is_none() {
+            tracing::info!("the policy defines no {RESPONSE_RULE}: answers to reads are not filtered");
+        }
+        Ok(Policy { compiled, response })
+    }
+
+    /// Whether the policy judges the answers to reads (defines `data.tally.response`).
+    pub fn judges_responses(&self) -> bool {
+        self.response.is_some()
+    }
+
+    /// What `data.tally.response` says of `answer` (JSON text) to `who`'s `access`; `Pass` when
+    /// the policy does not define it. Anything but undefined or a well-formed verdict, an
+    /// evaluation error included (logged as a warning), is `Deny`.
+    pub fn judge_response(&self, who: &Principal, access: Access<'_>, answer: &str) -> ResponseVerdict {
+        let Some(rule) = &self.response else { return ResponseVerdict::Pass };
+        let judged = Value::from_json_str(answer).and_then(|response| {
+            let mut input = input(who, access);
+            input.as_object_mut()?.insert(Value::from("response"), response);
+            rule.eval_with_input(input)
+        });
+        match judged.map(|verdict| response_verdict(&verdict)) {
+            Ok(Some(verdict)) => verdict,
+            Ok(None) => {
+                tracing::warn!(
+                    "{RESPONSE_RULE} is not {{deny: bool, remove: [[names]]}}: refusing the answer"
+                );
+                ResponseVerdict::Deny
+            }
+            Err(e) => {
+                tracing::warn!("{RESPONSE_RULE} failed, refusing the answer: {e}");
+                ResponseVerdict::Deny
+            }
+        }
     }
 
     /// Whether `data.tally.allow` is `true` for the input document of `who` and `access`. Anything
@@ -72,6 +131,36 @@ fn input(who: &Principal, access: Access<'_>) -> Value {
 
 fn action_name(action: Action) -> &'static str {
     action.role().name()
+}
+
+/// The verdict `data.tally.response` gave, if it is well formed.
+fn response_verdict(verdict: &Value) -> Option<ResponseVerdict> {
+    if *verdict == Value::Undefined {
+        return Some(ResponseVerdict::Pass);
+    }
+    let object = verdict.as_object().ok()?;
+    let known = ["deny", "remove"];
+    if object.keys().any(|k| !known.iter().any(|name| *k == Value::from(*name))) {
+        return None;
+    }
+    match object.get(&Value::from("deny")) {
+        Some(Value::Bool(true)) => return Some(ResponseVerdict::Deny),
+        Some(Value::Bool(false)) | None => {}
+        Some(_) => return None,
+    }
+    let Some(remove) = object.get(&Value::from("remove")) else { return Some(ResponseVerdict::Pass) };
+    let path = |path: &Value| -> Option<Vec<String>> {
+        let names = path.as_array().ok()?;
+        let names: Option<Vec<String>> =
+            names.iter().map(|n| n.as_string().ok().map(|s| s.to_string())).collect();
+        names.filter(|names| !names.is_empty())
+    };
+    let paths: Option<Vec<Vec<String>>> = match remove {
+        Value::Array(paths) => paths.iter().map(path).collect(),
+        Value::Set(paths) => paths.iter().map(path).collect(),
+        _ => None,
+    };
+    paths.map(ResponseVerdict::Remove)
 }
 
 #[cfg(test)]
@@ -125,6 +214,37 @@ allow if {
     fn what_the_policy_does_not_allow_is_denied() {
         let silent = Policy::parse(b"package tally\n\nallow if input.action == \"nothing\"\n").unwrap();
         assert!(!silent.allows(&who("key:alice"), access(Action::Read, "/v1/events")));
+    }
+
+    #[test]
+    fn the_response_rule_denies_removes_or_lets_through_and_refuses_what_it_cannot_read() {
+        let read = |path| Access { action: Action::Read, method: "GET", path };
+        let answer = r#"{"metadata": {"email": "a@x", "note": "n"}}"#;
+        let policy = Policy::parse(
+            br#"package tally
+allow := true
+response := {"deny": true} if startswith(input.path, "/v1/state/payroll")
+response := {"remove": [["metadata", "email"]]} if input.response.metadata.email
+response := {"remove": "metadata"} if input.path == "/malformed"
+response := {"other": 1} if input.path == "/unknown-member"
+"#,
+        )
+        .unwrap();
+        assert!(policy.judges_responses());
+        let alice = who("key:alice");
+        assert_eq!(policy.judge_response(&alice, read("/v1/state/payroll/p"), answer), ResponseVerdict::Deny);
+        let remove = ResponseVerdict::Remove(vec![vec!["metadata".into(), "email".into()]]);
+        assert_eq!(policy.judge_response(&alice, read("/v1/ledgers/main/accounts/a"), answer), remove);
+        assert_eq!(
+            policy.judge_response(&alice, read("/v1/x"), r#"{"metadata": {}}"#),
+            ResponseVerdict::Pass
+        );
+        assert_eq!(policy.judge_response(&alice, read("/malformed"), "{}"), ResponseVerdict::Deny);
+        assert_eq!(policy.judge_response(&alice, read("/unknown-member"), "{}"), ResponseVerdict::Deny);
+        assert_eq!(policy.judge_response(&alice, read("/v1/x"), "not json"), ResponseVerdict::Deny);
+        let without = Policy::parse(POLICY.as_bytes()).unwrap();
+        assert!(!without.judges_responses());
+        assert_eq!(without.judge_response(&alice, read("/v1/x"), answer), ResponseVerdict::Pass);
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! - The action is read for `GET`/`HEAD`, admin under `/admin/`, write otherwise.
 //! - The authenticated caller goes into the request's extensions; handlers take it as a
 //!   [`Caller`], so a handler cannot run without one.
+//! - When the policy judges answers (`data.tally.response`), a successful answer to a read goes
+//!   through it on the way out ([`crate::answers`]).
 
 use crate::Problem;
 use axum::Router;
@@ -141,7 +143,11 @@ fn cors(origins: &[String]) -> Result<Option<CorsLayer>, String> {
 
 async fn check(State(gate): State<Gate>, mut request: Request, next: Next) -> Response {
     match admit(&gate.inner, &mut request) {
-        Ok(()) => next.run(request).await,
+        Ok(None) => next.run(request).await,
+        Ok(Some(read)) => {
+            let answer = next.run(request).await;
+            crate::answers::judged(gate.inner.auth.clone(), read, answer).await
+        }
         Err(refusal) => {
             REFUSED.with_label_values(&[refusal.status().as_str()]).inc();
             refusal
@@ -149,8 +155,9 @@ async fn check(State(gate): State<Gate>, mut request: Request, next: Next) -> Re
     }
 }
 
-/// Lets the request through (with its caller in the extensions), or answers for it.
-fn admit(gate: &Inner, request: &mut Request) -> Result<(), Response> {
+/// Lets the request through (with its caller in the extensions), or answers for it. A read
+/// whose answer the policy judges comes back to be judged.
+fn admit(gate: &Inner, request: &mut Request) -> Result<Option<crate::answers::Read>, Response> {
     let header_bytes: usize = request.headers().iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
     if header_bytes > gate.header_bytes_max {
         let detail =
@@ -159,7 +166,7 @@ fn admit(gate: &Inner, request: &mut Request) -> Result<(), Response> {
             .into_response());
     }
     if PUBLIC_PATHS.contains(&request.uri().path()) {
-        return Ok(());
+        return Ok(None);
     }
     let who = gate.auth.authenticate(bearer(request)?).map_err(refused)?;
     if let Some(limiter) = &gate.limiter {
@@ -171,8 +178,14 @@ fn admit(gate: &Inner, request: &mut Request) -> Result<(), Response> {
     let access =
         Access { action: action(request), method: request.method().as_str(), path: request.uri().path() };
     gate.auth.authorize(&who, access).map_err(refused)?;
+    let read =
+        (access.action == Action::Read && gate.auth.judges_responses()).then(|| crate::answers::Read {
+            who: who.clone(),
+            method: access.method.to_owned(),
+            path: access.path.to_owned(),
+        });
     request.extensions_mut().insert(who);
-    Ok(())
+    Ok(read)
 }
 
 fn action(request: &Request) -> Action {

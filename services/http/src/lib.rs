@@ -7,6 +7,7 @@
     reason = "a Problem is the error of a request that is answered right away; its size costs nothing worth boxing"
 )]
 
+mod answers;
 pub mod gate;
 pub mod metrics;
 pub mod openapi;

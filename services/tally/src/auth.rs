@@ -50,7 +50,9 @@ pub struct AuthOptions {
     #[arg(long, default_value = "roles", env = "TALLY_JWT_ROLES_CLAIM")]
     pub jwt_roles_claim: String,
     /// Rego policy (package `tally`) asked about every request after the role check; only what
-    /// `data.tally.allow` allows passes. Re-read when it changes.
+    /// `data.tally.allow` allows passes. If it defines `data.tally.response`, that judges every
+    /// answer to a read: deny it, or remove named fields (docs/security.md). Re-read when it
+    /// changes.
     #[arg(long, env = "TALLY_POLICY")]
     pub policy: Option<PathBuf>,
     /// How often (milliseconds) the keys, JWKS and policy files are looked at for changes.
