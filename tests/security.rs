@@ -270,7 +270,7 @@ fn every_endpoint_answers_each_kind_of_caller_as_it_should_and_tenants_never_see
     let dev = matrix_dev(&["--kafka-fetch-wait-ms", "5"]);
     let position = seed_acme(&dev);
     // The projection has every seeded write before the reads run.
-    let reply = call_with_position(&dev.query, "/v1/ledgers/main/transactions/t-1", &position);
+    let reply = call_as(&dev.query, "/v1/ledgers/main/transactions/t-1", ACME, &position);
     assert_eq!(reply.status, 200, "{}", reply.body);
 
     let mut failures = Vec::new();
@@ -335,11 +335,12 @@ fn every_endpoint_answers_each_kind_of_caller_as_it_should_and_tenants_never_see
     assert_eq!(call(&dev.query, "GET", "/v1/state/profile/doc-globexkey", Some(ACME), None).status, 404);
 }
 
-fn call_with_position(base: &str, path: &str, position: &str) -> Reply {
+/// A read as `auth` once the projection has `position`.
+fn call_as(base: &str, path: &str, auth: &str, position: &str) -> Reply {
     let agent = tally_dev::http_client(Duration::from_secs(30));
     let mut response = agent
         .get(format!("http://{base}{path}"))
-        .header("authorization", ACME)
+        .header("authorization", auth)
         .header("tally-position", position)
         .call()
         .unwrap();
@@ -348,7 +349,7 @@ fn call_with_position(base: &str, path: &str, position: &str) -> Reply {
 
 /// Every event of `stream` as acme, once the projection has `position`.
 fn events(dev: &Dev, stream: &str, position: &str) -> Vec<Value> {
-    let reply = call_with_position(&dev.query, &format!("/v1/events?stream={stream}&limit=1000"), position);
+    let reply = call_as(&dev.query, &format!("/v1/events?stream={stream}&limit=1000"), ACME, position);
     assert_eq!(reply.status, 200, "{}", reply.body);
     let page: Value = serde_json::from_str(&reply.body).unwrap();
     page["items"].as_array().unwrap().clone()
@@ -780,17 +781,6 @@ response := {"deny": true} if {
     startswith(input.path, "/v1/state/payroll")
 }
 "#;
-
-fn call_as(base: &str, path: &str, auth: &str, position: &str) -> Reply {
-    let agent = tally_dev::http_client(Duration::from_secs(30));
-    let mut response = agent
-        .get(format!("http://{base}{path}"))
-        .header("authorization", auth)
-        .header("tally-position", position)
-        .call()
-        .unwrap();
-    Reply { status: response.status().as_u16(), body: response.body_mut().read_to_string().unwrap() }
-}
 
 /// The `data` of the first `count` events of the live stream of ledger `main`, as `auth` gets them.
 fn live_data(dev: &Dev, auth: &str, count: usize) -> Vec<String> {

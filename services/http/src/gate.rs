@@ -178,12 +178,13 @@ fn admit(gate: &Inner, request: &mut Request) -> Result<Option<crate::answers::R
     let access =
         Access { action: action(request), method: request.method().as_str(), path: request.uri().path() };
     gate.auth.authorize(&who, access).map_err(refused)?;
-    let read =
-        (access.action == Action::Read && gate.auth.judges_responses()).then(|| crate::answers::Read {
-            who: who.clone(),
-            method: access.method.to_owned(),
-            path: access.path.to_owned(),
-        });
+    // A GET's answer (HEAD answers carry no body to judge).
+    let judged = request.method() == Method::GET && gate.auth.judges_responses();
+    let read = judged.then(|| crate::answers::Read {
+        who: who.clone(),
+        method: access.method.to_owned(),
+        path: access.path.to_owned(),
+    });
     request.extensions_mut().insert(who);
     Ok(read)
 }
