@@ -45,8 +45,8 @@ pub fn response(doc: &Value) -> axum::response::Response {
 /// Limits a deployment configures, which the document declares too.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Configured {
-    /// Most transactions in one batch request (`--http-batch-max`); `None` where the API has
-    /// no batch route.
+    /// Most transactions in one batch request (the front door's `HttpConfig::batch_max`);
+    /// `None` where the API has no batch route.
     pub batch_max: Option<usize>,
 }
 
