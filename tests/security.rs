@@ -751,9 +751,17 @@ fn a_response_policy_hides_a_metadata_key_from_read_only_callers() {
     assert!(events.iter().any(|e| e.contains("kept-note")), "{events:?}");
     assert!(live_data(&dev, ACME, 3).iter().any(|e| e.contains("alice@example.com")));
 
-    // A denied answer is a 403, for the reader only.
+    // A denied answer is a 403, for the reader only, also when asked under its ETag (a 304
+    // would say that the document exists at that version).
     assert_eq!(call_as(&dev.query, "/v1/state/payroll/p-1", ACME_READ_ONLY, &position).status, 403);
     assert_eq!(call_as(&dev.query, "/v1/state/payroll/p-1", ACME, &position).status, 200);
+    let agent = tally_dev::http_client(Duration::from_secs(30));
+    let conditional = |auth: &str| {
+        let url = format!("http://{}/v1/state/payroll/p-1", dev.query);
+        let sent = agent.get(url).header("authorization", auth).header("if-none-match", "\"1\"").call();
+        sent.unwrap().status().as_u16()
+    };
+    assert_eq!((conditional(ACME_READ_ONLY), conditional(ACME)), (403, 200));
 }
 
 /// Read-only callers (no `write` role) get no `email` metadata and no payroll documents.

@@ -185,6 +185,11 @@ fn admit(gate: &Inner, request: &mut Request) -> Result<Option<crate::answers::R
         method: access.method.to_owned(),
         path: access.path.to_owned(),
     });
+    if judged {
+        // A 304 has no body to judge, and would tell a caller the policy denies that the
+        // document exists at that version: a judged read is answered in full.
+        request.headers_mut().remove(header::IF_NONE_MATCH);
+    }
     request.extensions_mut().insert(who);
     Ok(read)
 }
