@@ -722,7 +722,14 @@ fn a_response_policy_hides_a_metadata_key_from_read_only_callers() {
     pay["postings"][0]["amount"] = json!(u64::MAX); // not a double: 2^64 - 1 has 64 significant bits
     pay["metadata"] = private.clone();
     write_ok(&dev, "POST", "/v1/ledgers/main/transactions", pay);
-    let last = write_ok(&dev, "PUT", "/v1/state/payroll/p-1", json!({"salary": 1}));
+    // Refused for funds: the failed transaction's event keeps its request, metadata included.
+    let overdraw = json!({"tx_id": "t-2", "metadata": private,
+        "postings": [{"source": "bob", "destination": "alice", "asset": "USD/2", "amount": 5}]});
+    let failed = call(&dev.http, "POST", "/v1/ledgers/main/transactions", Some(ACME), Some(&overdraw));
+    assert_eq!(failed.status, 422, "{}", failed.body);
+    let payroll = write_ok(&dev, "PUT", "/v1/state/payroll/p-1", json!({"salary": 1}));
+    let payroll_command = payroll["command_id"].as_str().unwrap().to_owned();
+    let last = write_ok(&dev, "PUT", "/v1/state/contacts/c-1", json!({"email": "carol@example.com"}));
     let position = last["position"].as_str().unwrap().to_owned();
 
     let reads = [
@@ -751,10 +758,24 @@ fn a_response_policy_hides_a_metadata_key_from_read_only_callers() {
     assert!(events.iter().any(|e| e.contains("kept-note")), "{events:?}");
     assert!(live_data(&dev, ACME, 3).iter().any(|e| e.contains("alice@example.com")));
 
-    // A denied answer is a 403, for the reader only, also when asked under its ETag (a 304
-    // would say that the document exists at that version).
-    assert_eq!(call_as(&dev.query, "/v1/state/payroll/p-1", ACME_READ_ONLY, &position).status, 403);
-    assert_eq!(call_as(&dev.query, "/v1/state/payroll/p-1", ACME, &position).status, 200);
+    // A denied answer is a 403, for the reader only, wherever the payroll document shows: read
+    // directly (under a percent-encoded path too), in a page, in events, in a command's outcome;
+    // and a filter on the hidden field is refused.
+    let outcome = format!("/v1/commands/{payroll_command}?stream=state/payroll/p-1");
+    let denied = [
+        (&dev.query, "/v1/state/payroll/p-1"),
+        (&dev.query, "/v1/state/%70ayroll/p-1"),
+        (&dev.query, "/v1/state/payroll"),
+        (&dev.query, "/v1/events?stream=state/payroll/p-1"),
+        (&dev.query, "/v1/events?type=DocumentPut"),
+        (&dev.query, &outcome),
+        (&dev.http, &outcome),
+        (&dev.query, "/v1/state/contacts?field.email=carol%40example.com"),
+    ];
+    for (base, path) in denied {
+        assert_eq!(call_as(base, path, ACME_READ_ONLY, &position).status, 403, "{path}");
+        assert_eq!(call_as(base, path, ACME, &position).status, 200, "{path}");
+    }
     let agent = tally_dev::http_client(Duration::from_secs(30));
     let conditional = |auth: &str| {
         let url = format!("http://{}/v1/state/payroll/p-1", dev.query);
@@ -762,6 +783,16 @@ fn a_response_policy_hides_a_metadata_key_from_read_only_callers() {
         sent.unwrap().status().as_u16()
     };
     assert_eq!((conditional(ACME_READ_ONLY), conditional(ACME)), (403, 200));
+    // A HEAD is answered as the judged GET: its status, and the length of what is left.
+    let head = |path: &str| {
+        let sent = agent.head(format!("http://{}{path}", dev.query)).header("authorization", ACME_READ_ONLY);
+        let response = sent.call().unwrap();
+        let length = response.headers().get("content-length").map(|v| v.to_str().unwrap().to_owned());
+        (response.status().as_u16(), length)
+    };
+    assert_eq!(head("/v1/state/payroll/p-1").0, 403);
+    let account = call_as(&dev.query, "/v1/ledgers/main/accounts/alice", ACME_READ_ONLY, &position);
+    assert_eq!(head("/v1/ledgers/main/accounts/alice"), (200, Some(account.body.len().to_string())));
 }
 
 /// Read-only callers (no `write` role) get no `email` metadata and no payroll documents.
@@ -772,21 +803,30 @@ default allow := true
 
 read_only if not "write" in input.roles
 
-hidden := [
-    ["metadata", "email"],
-    ["items", "*", "metadata", "email"],
-    ["event", "body", "*", "metadata", "email"],
-    ["items", "*", "event", "body", "*", "metadata", "email"],
-]
-
-response := {"remove": hidden} if {
+# Readers may not select documents by a field their answers hide.
+allow := false if {
     read_only
-    not startswith(input.path, "/v1/state/payroll")
+    input.query["field.email"]
+}
+
+# An answer that shows a payroll document, wherever it sits: the document, a page of them, an
+# event of one (a search, the live stream), a command's outcome.
+shows_payroll if {
+    walk(input.response, [path, value])
+    count(path) > 0
+    path[count(path) - 1] == "doc_type"
+    value == "payroll"
 }
 
 response := {"deny": true} if {
     read_only
-    startswith(input.path, "/v1/state/payroll")
+    shows_payroll
+}
+
+# `**`: at any depth (an account, a page, an event's body, a failed transaction's request).
+response := {"remove": [["**", "metadata", "email"]]} if {
+    read_only
+    not shows_payroll
 }
 "#;
 
@@ -800,4 +840,80 @@ fn live_data(dev: &Dev, auth: &str, count: usize) -> Vec<String> {
         .call();
     let lines = std::io::BufReader::new(response.unwrap().into_body().into_reader()).lines();
     lines.map(Result::unwrap).filter_map(|l| l.strip_prefix("data:").map(str::to_owned)).take(count).collect()
+}
+
+/// An open live stream is judged with the policy and the keys of the moment: a response rule
+/// added while it is open applies to its next event, and a key revoked while it is open ends it
+/// before the next event.
+#[test]
+fn an_open_live_stream_follows_policy_changes_and_revocations() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let (keys, policy) = (dir.path().join("keys.toml"), dir.path().join("policy.rego"));
+    let (reader, reader_entry) = new_key("reader", "acme");
+    let out = tally(&["keys", "new", "--id", "writer", "--tenant", "acme", "--roles", "read,write"]);
+    let (secret, writer_entry) = String::from_utf8(out.stdout)
+        .unwrap()
+        .split_once('\n')
+        .map(|(s, e)| (s.to_owned(), e.to_owned()))
+        .unwrap();
+    let writer = format!("Bearer {secret}");
+    std::fs::write(&keys, format!("{reader_entry}{writer_entry}")).unwrap();
+    std::fs::write(&policy, "package tally\n\nallow := true\n").unwrap();
+    let dev = Dev::start(&[
+        "--api-keys",
+        keys.to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+        "--auth-reload-ms",
+        "100",
+        "--kafka-fetch-wait-ms",
+        "5",
+    ]);
+    let open = |account: &str| {
+        let body = json!({"account": account, "metadata": {"email": format!("{account}@example.com")}});
+        let reply = call(&dev.http, "POST", "/v1/ledgers/main/accounts", Some(&writer), Some(&body));
+        assert_eq!(reply.status, 201, "{}", reply.body);
+    };
+    open("a1");
+    // The reader's stream, line by line over a channel; `None` when it ends.
+    let (lines, received) = std::sync::mpsc::channel::<Option<String>>();
+    let url = format!("http://{}/v1/events/live?stream=main", dev.query);
+    let auth = reader.clone();
+    std::thread::spawn(move || {
+        let agent = tally_dev::http_client(Duration::from_secs(60));
+        let response = agent.get(url).header("authorization", &auth).call().unwrap();
+        for line in std::io::BufReader::new(response.into_body().into_reader()).lines() {
+            match line {
+                Ok(line) if line.starts_with("data:") => lines.send(Some(line)).unwrap(),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        let _ = lines.send(None);
+    });
+    let next = || received.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(next().unwrap().contains("a1@example.com"), "no response rule yet: as it is");
+
+    std::fs::write(
+        &policy,
+        "package tally\n\nallow := true\n\nresponse := {\"remove\": [[\"**\", \"email\"]]}\n",
+    )
+    .unwrap();
+    let hidden = Instant::now() + Duration::from_secs(10);
+    while call(&dev.query, "GET", "/v1/ledgers/main/accounts/a1", Some(&reader), None)
+        .body
+        .contains("a1@example.com")
+    {
+        assert!(Instant::now() < hidden, "the policy was never reloaded");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    open("a2");
+    let a2 = next().unwrap();
+    assert!(a2.contains("\"a2\"") && !a2.contains("example.com"), "the open stream has the new rule: {a2}");
+
+    std::fs::write(&keys, &writer_entry).unwrap();
+    status_until(&dev, &reader, 401, Duration::from_secs(10));
+    open("a3");
+    assert_eq!(next(), None, "the revoked key's stream ends before the next event");
 }

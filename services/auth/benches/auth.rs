@@ -52,7 +52,8 @@ fn main() {
     let policy = Reloading::fixed("policy", Policy::parse(POLICY.as_bytes()).unwrap());
     let with_policy = Authenticator::new().with_keys(keys).with_policy(policy);
     let who = roles_only.authenticate(Some(&key)).unwrap();
-    let access = Access { action: Action::Write, method: "POST", path: "/v1/ledgers/main/transactions" };
+    let access =
+        Access { action: Action::Write, method: "POST", path: "/v1/ledgers/main/transactions", query: "" };
 
     println!("auth benchmark: {iterations} iterations per step, one thread");
     let roles = time(iterations, || roles_only.authorize(&who, access).is_ok());

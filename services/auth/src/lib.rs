@@ -125,8 +125,11 @@ pub struct Access<'a> {
     pub action: Action,
     /// The HTTP method, as sent (`GET`, `POST`, ...).
     pub method: &'a str,
-    /// The request's path (the resource).
+    /// The request's path (the resource), percent-decoded: as the routes read it, so that
+    /// `/v1/state/%70ayroll` is `/v1/state/payroll` to a policy too.
     pub path: &'a str,
+    /// The request's query string as sent (`application/x-www-form-urlencoded`; empty if none).
+    pub query: &'a str,
 }
 
 /// Why a caller was not let through. The HTTP gate answers [`AuthError::Missing`] and

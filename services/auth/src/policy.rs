@@ -6,8 +6,12 @@
 //!
 //! ```json
 //! {"subject": "key:ops-1", "tenant": "acme", "roles": ["read", "write"],
-//!  "action": "write", "method": "POST", "path": "/v1/ledgers/main/transactions"}
+//!  "action": "write", "method": "POST", "path": "/v1/ledgers/main/transactions",
+//!  "query": {"limit": ["10"]}}
 //! ```
+//!
+//! `path` is percent-decoded (as the routes read it) and `query` holds the decoded parameters,
+//! each name with its values in order.
 //!
 //! A policy may also judge what a read answers, with a rule `data.tally.response` asked once
 //! per answer (each event of a live stream is an answer) with the same input plus `response`,
@@ -119,6 +123,7 @@ fn input(who: &Principal, access: Access<'_>) -> Value {
         ("action", Value::from(action_name(access.action))),
         ("method", Value::from(access.method)),
         ("path", Value::from(access.path)),
+        ("query", query(access.query)),
     ];
     let mut input = Value::new_object();
     if let Ok(object) = input.as_object_mut() {
@@ -127,6 +132,21 @@ fn input(who: &Principal, access: Access<'_>) -> Value {
         }
     }
     input
+}
+
+/// The decoded parameters of a query string: each name with its values in order.
+fn query(raw: &str) -> Value {
+    let mut parameters: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
+    for (name, value) in form_urlencoded::parse(raw.as_bytes()) {
+        parameters.entry(name.into_owned()).or_default().push(Value::from(value.as_ref()));
+    }
+    let mut object = Value::new_object();
+    if let Ok(fields) = object.as_object_mut() {
+        for (name, values) in parameters {
+            fields.insert(Value::from(name.as_str()), Value::from(values));
+        }
+    }
+    object
 }
 
 fn action_name(action: Action) -> &'static str {
@@ -196,7 +216,7 @@ allow if {
     }
 
     fn access(action: Action, path: &str) -> Access<'_> {
-        Access { action, method: "POST", path }
+        Access { action, method: "POST", path, query: "" }
     }
 
     #[test]
@@ -218,7 +238,7 @@ allow if {
 
     #[test]
     fn the_response_rule_denies_removes_or_lets_through_and_refuses_what_it_cannot_read() {
-        let read = |path| Access { action: Action::Read, method: "GET", path };
+        let read = |path| Access { action: Action::Read, method: "GET", path, query: "" };
         let answer = r#"{"metadata": {"email": "a@x", "note": "n"}}"#;
         let policy = Policy::parse(
             br#"package tally
@@ -245,6 +265,16 @@ response := {"other": 1} if input.path == "/unknown-member"
         let without = Policy::parse(POLICY.as_bytes()).unwrap();
         assert!(!without.judges_responses());
         assert_eq!(without.judge_response(&alice, read("/v1/x"), answer), ResponseVerdict::Pass);
+    }
+
+    #[test]
+    fn the_query_is_in_the_input_decoded() {
+        let policy = Policy::parse(b"package tally\nallow if not input.query[\"field.email\"]\n").unwrap();
+        let with = |query| Access { action: Action::Read, method: "GET", path: "/v1/state/docs", query };
+        let alice = who("key:alice");
+        assert!(policy.allows(&alice, with("limit=5")));
+        assert!(!policy.allows(&alice, with("field.email=a%40x")));
+        assert!(!policy.allows(&alice, with("limit=5&field.%65mail=a")));
     }
 
     #[test]

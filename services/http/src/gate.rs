@@ -156,7 +156,7 @@ async fn check(State(gate): State<Gate>, mut request: Request, next: Next) -> Re
 }
 
 /// Lets the request through (with its caller in the extensions), or answers for it. A read
-/// whose answer the policy judges comes back to be judged.
+/// comes back, for its answer to be judged ([`crate::answers`]).
 fn admit(gate: &Inner, request: &mut Request) -> Result<Option<crate::answers::Read>, Response> {
     let header_bytes: usize = request.headers().iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
     if header_bytes > gate.header_bytes_max {
@@ -175,20 +175,29 @@ fn admit(gate: &Inner, request: &mut Request) -> Result<Option<crate::answers::R
         }
         limiter.check_key(&who.limit_key).map_err(|_| too_many())?;
     }
-    let access =
-        Access { action: action(request), method: request.method().as_str(), path: request.uri().path() };
+    // The routes decode the path's parameters, so the policy reads the path decoded too.
+    let path = percent_encoding::percent_decode_str(request.uri().path())
+        .decode_utf8()
+        .map_err(|_| Problem::bad_request("the path is not UTF-8 once percent-decoded").into_response())?;
+    let query = request.uri().query().unwrap_or_default();
+    let access = Access { action: action(request), method: request.method().as_str(), path: &path, query };
     gate.auth.authorize(&who, access).map_err(refused)?;
-    // A GET's answer (HEAD answers carry no body to judge).
-    let judged = request.method() == Method::GET && gate.auth.judges_responses();
-    let read = judged.then(|| crate::answers::Read {
+    let read = (access.action == Action::Read).then(|| crate::answers::Read {
         who: who.clone(),
+        token: bearer(request).ok().flatten().map(str::to_owned),
         method: access.method.to_owned(),
-        path: access.path.to_owned(),
+        path: path.clone().into_owned(),
+        query: query.to_owned(),
+        head: request.method() == Method::HEAD,
     });
-    if judged {
-        // A 304 has no body to judge, and would tell a caller the policy denies that the
-        // document exists at that version: a judged read is answered in full.
+    if gate.auth.judges_responses() {
+        // A judged read is answered in full: a 304 has no body to judge (and would tell a
+        // caller the policy refuses that a document exists at that version), and a HEAD is
+        // answered as the GET it stands for would be, once judged.
         request.headers_mut().remove(header::IF_NONE_MATCH);
+        if request.method() == Method::HEAD {
+            *request.method_mut() = Method::GET;
+        }
     }
     request.extensions_mut().insert(who);
     Ok(read)

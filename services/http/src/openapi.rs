@@ -86,8 +86,9 @@ fn asset() -> Value {
 /// A `Tally-Position` token as [`crate::position`] writes it: `<partition>-<offset>.<tag>`.
 /// Only the writer's tenant's tag is accepted, which no schema can say.
 fn position() -> Value {
-    let partition = "(?:[0-9]|[1-9][0-9]|[1-9][0-9][0-9]|10[01][0-9]|102[0-3])";
-    json!({"type": "string", "pattern": format!("^{partition}-[0-9]{{1,18}}\\.[0-9a-f]{{16}}$")})
+    // Leading zeros are read past, as Rust's integer parsing does.
+    let partition = "0*(?:[0-9]|[1-9][0-9]|[1-9][0-9][0-9]|10[01][0-9]|102[0-3])";
+    json!({"type": "string", "pattern": format!("^{partition}-0*[0-9]{{1,18}}\\.[0-9a-f]{{16}}$")})
 }
 
 /// An amount in minor units as the front door reads it: a JSON integer in `i128`'s range.
@@ -118,6 +119,10 @@ fn parameter(name: &str) -> Option<Value> {
         "fingerprint" => json!({"type": "string", "pattern": "^[0-9A-Fa-f]{32}$"}),
         "at" | "from" | "to" => json!({"type": "string", "format": "date-time"}),
         "limit" => json!({"type": "integer", "minimum": 1, "maximum": usize::MAX}),
+        // Opaque: only a `next_cursor` or `resume_cursor` the API gave is valid (base64url).
+        "cursor" => {
+            json!({"type": "string", "minLength": 1, "maxLength": 32 * 1024, "pattern": "^[A-Za-z0-9_-]+$"})
+        }
         "after" | "last-event-id" => unsigned(),
         _ => return None,
     })
@@ -130,7 +135,7 @@ fn parsed(name: &str, configured: Configured) -> Option<Value> {
         "asset" => asset(),
         "amount" | "min_balance" => amount(),
         "amounts" => json!({"type": "array", "items": amount()}),
-        "pending_timeout_ms" => unsigned(),
+        "pending_timeout_ms" => json!({"type": "integer", "minimum": 0, "maximum": i64::MAX}),
         "transactions" => json!({"minItems": 1, "maxItems": configured.batch_max?}),
         _ => return None,
     })
@@ -214,6 +219,11 @@ fn copy_batch_items(doc: &mut Value) {
     for name in &copied {
         let mut copy = doc["components"]["schemas"][name].clone();
         rename(&mut copy);
+        let judged = "In a batch each one is judged by the ledger's rules on its own: one that breaks \
+            them (a positive amount, counts and sizes, a pending timeout of 1 ms to 30 days, as the \
+            single route's schema declares) gets its 422 in the results, and the others go on.";
+        let description = copy["description"].as_str().unwrap_or_default().to_owned();
+        copy["description"] = json!(format!("{description}\n\n{judged}").trim().to_owned());
         doc["components"]["schemas"][format!("{prefix}{name}")] = copy;
     }
     rename(&mut doc["components"]["schemas"][batch]["properties"][field]["items"]);

@@ -150,6 +150,21 @@ async fn requests_are_answered_from_the_log() {
         }
     }
 
+    // A pending timeout the log cannot carry (an Avro long) is malformed, not lost on the way.
+    let hold = r#"{"tx_id":"t8","postings":[{"source":"world","destination":"alice","asset":"USD/2","amount":1}],"pending_timeout_ms":9223372036854775808}"#;
+    let (status, problem) = call(&app, "POST", "/v1/ledgers/main/transactions", Some("acme"), hold).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    // Documents are JSON that readers can read as values: numbers that fit a double, 64 levels.
+    let nested = |levels: usize| format!("{}1{}", r#"{"a":"#.repeat(levels), "}".repeat(levels));
+    for (document, expected) in [
+        (r#"{"n":1e400}"#.to_owned(), StatusCode::BAD_REQUEST),
+        (nested(65), StatusCode::BAD_REQUEST),
+        (nested(64), StatusCode::OK),
+    ] {
+        let (status, problem) = call(&app, "PUT", "/v1/state/deep/d1", Some("acme"), &document).await;
+        assert_eq!(status, expected, "{problem}");
+    }
+
     // Bad input: clear 4xx, nothing produced.
     let (status, problem) = call(&app, "POST", "/v1/ledgers/main/transactions", None, pay).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
@@ -170,7 +185,7 @@ async fn requests_are_answered_from_the_log() {
     assert!(schemas["BatchPostingBody"]["properties"]["amount"]["minimum"].as_f64().unwrap() < 0.0);
 
     let log = service.h.log().await;
-    assert_eq!(log.outcomes().len(), 5, "define, t1, t2, t3, t4: the repeated request produced nothing");
+    assert_eq!(log.outcomes().len(), 6, "define, t1, t2, t3, t4, d1: the repeated request produced nothing");
     service.stop().await;
 }
 

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use tally_core::projection::{EventRef, EventRow};
 use tally_core::{AccountId, CommandId, DocKey, DocType, LedgerId, StreamId, TenantId, TxId};
 use tally_http::Problem;
@@ -396,16 +396,19 @@ fn serde_urlencoded_params(query: &str) -> Result<ListParams, Problem> {
         .map_err(|e| Problem::bad_request(e.body_text()))
 }
 
-/// A served document's value, parsed for its fields (it is JSON: the view was built from it).
-fn parsed(value: &serde_json::value::RawValue) -> serde_json::Value {
-    serde_json::from_str(value.get()).expect("a document view holds JSON")
-}
-
-fn matches_filters(value: &serde_json::Value, filters: &[(String, String)]) -> bool {
-    filters.iter().all(|(field, wanted)| match value.get(field) {
-        Some(serde_json::Value::String(s)) => s == wanted,
-        Some(other) => serde_json::from_str::<serde_json::Value>(wanted).is_ok_and(|w| &w == other),
-        None => false,
+/// Whether a document's top-level fields equal `filters`. A field that cannot be read as a
+/// JSON value here (a number beyond a double, nesting past serde_json's limit: documents
+/// written before the front door refused those) matches nothing.
+fn matches_filters(value: &serde_json::value::RawValue, filters: &[(String, String)]) -> bool {
+    use serde_json::Value;
+    let fields = serde_json::from_str::<HashMap<String, &serde_json::value::RawValue>>(value.get());
+    let Ok(fields) = fields else { return false };
+    filters.iter().all(|(field, wanted)| {
+        match fields.get(field).map(|raw| serde_json::from_str::<Value>(raw.get())) {
+            Some(Ok(Value::String(s))) => &s == wanted,
+            Some(Ok(other)) => serde_json::from_str::<Value>(wanted).is_ok_and(|w| w == other),
+            Some(Err(_)) | None => false,
+        }
     })
 }
 
@@ -436,7 +439,7 @@ async fn list_documents(
         let keep = |(key, doc): (DocKey, _)| {
             let view = DocumentView::of(doc_type.as_str(), key.as_str(), doc)
                 .map_err(|problem| tally_store::StoreError::Corrupt(problem.detail))?;
-            Ok(view.filter(|view| filters.is_empty() || matches_filters(&parsed(&view.value), &filters)))
+            Ok(view.filter(|view| filters.is_empty() || matches_filters(&view.value, &filters)))
         };
         filtered(after, (limit, scan_max), read, |(key, _)| key.clone(), keep)
     })?;

@@ -162,8 +162,9 @@ pub struct TransactionBody {
     postings: Vec<PostingBody>,
     #[serde(default)]
     metadata: BTreeMap<String, String>,
-    /// Hold the funds as a pending transaction for this long (milliseconds).
-    #[serde(default, deserialize_with = "integers::optional_integer")]
+    /// Hold the funds as a pending transaction for this long (milliseconds; the log carries it
+    /// as an Avro `long`, so at most 2^63 - 1 is well formed).
+    #[serde(default, deserialize_with = "integers::optional_long")]
     pending_timeout_ms: Option<u64>,
 }
 
@@ -273,17 +274,43 @@ fn document(body: &Bytes) -> Result<String, Problem> {
         .map_err(|e| Problem::bad_request(format!("a document is UTF-8 JSON: {e}")))?;
     serde_json::from_str::<HashMap<String, &serde_json::value::RawValue>>(text)
         .map_err(|e| Problem::bad_request(format!("a document is a JSON object: {e}")))?;
+    // Readers (field filters, response policies) read documents as JSON values: every number
+    // must fit a double, and the nesting must leave room under their limits.
+    let value = serde_json::from_str::<serde_json::Value>(text).map_err(|e| {
+        let rule =
+            format!("numbers that fit a double (about ±1.8e308), at most {DOCUMENT_DEPTH_MAX} levels deep");
+        Problem::bad_request(format!("a document is JSON with {rule}: {e}"))
+    })?;
+    if depth(&value) > DOCUMENT_DEPTH_MAX {
+        return Err(Problem::bad_request(format!("a document nests at most {DOCUMENT_DEPTH_MAX} levels")));
+    }
     Ok(text.trim().to_owned())
+}
+
+/// Deepest nesting of a document (objects and arrays), leaving room under serde_json's and the
+/// policy engine's limit of 128 for the answers that hold documents.
+const DOCUMENT_DEPTH_MAX: usize = 64;
+
+/// How deep `value` nests: 1 for a flat object.
+fn depth(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Object(members) => 1 + members.values().map(depth).max().unwrap_or(0),
+        serde_json::Value::Array(elements) => 1 + elements.iter().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// `If-Match: "3"` (or `3`) expects version 3; `If-None-Match: *` expects no document.
 fn expected_version(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
     if let Some(v) = headers.get("if-match") {
         let text = v.to_str().unwrap_or_default().trim().trim_start_matches("W/").trim_matches('"');
+        // The log carries the version as an Avro `long`.
         return text
-            .parse()
+            .parse::<u64>()
+            .ok()
+            .filter(|v| i64::try_from(*v).is_ok())
             .map(Some)
-            .map_err(|_| Problem::bad_request("If-Match: expected a version number"));
+            .ok_or_else(|| Problem::bad_request("If-Match: expected a version number (at most 2^63 - 1)"));
     }
     match headers.get("if-none-match").map(|v| v.to_str().unwrap_or_default().trim()) {
         Some("*") => Ok(Some(0)),

@@ -84,6 +84,12 @@ pub(crate) fn optional_integer<'de, D: Deserializer<'de>, T: TryFrom<i128>>(
         .ok_or_else(|| D::Error::custom(format!("{} is not an integer in range", raw.get())))
 }
 
+/// An optional whole number that the log carries as an Avro `long`: 0 to 2^63 - 1.
+pub(crate) fn optional_long<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let value: Option<i64> = optional_integer(d)?;
+    value.map(|v| u64::try_from(v).map_err(|_| D::Error::custom(format!("{v} is negative")))).transpose()
+}
+
 /// An optional list of integer fields (`null` or absent is `None`; give it `#[serde(default)]`).
 pub(crate) fn optional_integers<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<i128>>, D::Error> {
     let raw = Option::<Vec<Box<RawValue>>>::deserialize(d)?;
