@@ -117,6 +117,10 @@ fn parameter(name: &str) -> Option<Value> {
         "asset" => asset(),
         crate::POSITION_HEADER => position(),
         "fingerprint" => json!({"type": "string", "pattern": "^[0-9A-Fa-f]{32}$"}),
+        // The front door's conditions on documents (the query API documents neither header):
+        // a version read as a `u64` up to an Avro long, in quotes or weak or bare; or `*`.
+        "if-match" => json!({"type": "string", "pattern": "^(?:W/)*\"*\\+?0*[0-9]{1,18}\"*$"}),
+        "if-none-match" => json!({"type": "string", "enum": ["*"]}),
         "at" | "from" | "to" => json!({"type": "string", "format": "date-time"}),
         "limit" => json!({"type": "integer", "minimum": 1, "maximum": usize::MAX}),
         // Opaque: only a `next_cursor` or `resume_cursor` the API gave is valid (base64url).

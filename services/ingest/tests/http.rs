@@ -164,6 +164,17 @@ async fn requests_are_answered_from_the_log() {
         let (status, problem) = call(&app, "PUT", "/v1/state/deep/d1", Some("acme"), &document).await;
         assert_eq!(status, expected, "{problem}");
     }
+    // Both conditions must hold (RFC 9110): only If-Match 0 goes with If-None-Match *.
+    let acme = [("authorization", bearer("acme"))];
+    let with = |conditions: &[(&'static str, &'static str)]| [&acme[..], conditions].concat();
+    for (conditions, expected) in [
+        (with(&[("if-match", "\"1\""), ("if-none-match", "*")]), StatusCode::PRECONDITION_FAILED),
+        (with(&[("if-none-match", "W/\"1\"")]), StatusCode::BAD_REQUEST),
+        (with(&[("if-match", "0"), ("if-none-match", "*")]), StatusCode::OK),
+    ] {
+        let reply = request(&app, "PUT", "/v1/state/cond/c1", &conditions, "{}").await;
+        assert_eq!(reply.status, expected, "{conditions:?}: {}", reply.body);
+    }
 
     // Bad input: clear 4xx, nothing produced.
     let (status, problem) = call(&app, "POST", "/v1/ledgers/main/transactions", None, pay).await;
@@ -185,7 +196,11 @@ async fn requests_are_answered_from_the_log() {
     assert!(schemas["BatchPostingBody"]["properties"]["amount"]["minimum"].as_f64().unwrap() < 0.0);
 
     let log = service.h.log().await;
-    assert_eq!(log.outcomes().len(), 6, "define, t1, t2, t3, t4, d1: the repeated request produced nothing");
+    assert_eq!(
+        log.outcomes().len(),
+        7,
+        "define, t1, t2, t3, t4, d1, c1: the repeated request produced nothing"
+    );
     service.stop().await;
 }
 

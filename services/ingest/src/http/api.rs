@@ -87,6 +87,18 @@ struct CommandHeaders {
     idempotency_key: Option<String>,
 }
 
+/// The conditions a document's put or delete may carry, for the OpenAPI document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header, rename_all = "kebab-case")]
+#[allow(dead_code, reason = "only documents the headers")]
+struct ConditionHeaders {
+    /// Expect this version of the document (`"3"`, `3` or `W/"3"`): another version is a 409
+    /// `VERSION_MISMATCH` and changes nothing.
+    if_match: Option<String>,
+    /// `*`: expect no document (a put that creates only); another value is a 400.
+    if_none_match: Option<String>,
+}
+
 /// 202: the command is in the log's queue; its answer will be at `poll`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PendingBody {
@@ -300,22 +312,30 @@ fn depth(value: &serde_json::Value) -> usize {
     }
 }
 
-/// `If-Match: "3"` (or `3`) expects version 3; `If-None-Match: *` expects no document.
+/// `If-Match: "3"` (or `3`, `W/"3"`) expects version 3; `If-None-Match: *` expects no document
+/// (version 0). Both must hold when both are given (RFC 9110 section 13.2.2): only with
+/// `If-Match: 0` can they, and otherwise the answer is 412 at once, with nothing sent.
 fn expected_version(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
-    if let Some(v) = headers.get("if-match") {
-        let text = v.to_str().unwrap_or_default().trim().trim_start_matches("W/").trim_matches('"');
-        // The log carries the version as an Avro `long`.
-        return text
-            .parse::<u64>()
-            .ok()
-            .filter(|v| i64::try_from(*v).is_ok())
-            .map(Some)
-            .ok_or_else(|| Problem::bad_request("If-Match: expected a version number (at most 2^63 - 1)"));
-    }
-    match headers.get("if-none-match").map(|v| v.to_str().unwrap_or_default().trim()) {
-        Some("*") => Ok(Some(0)),
-        Some(_) => Err(Problem::bad_request("If-None-Match: only * is supported")),
-        None => Ok(None),
+    let none_match = match headers.get("if-none-match").map(|v| v.to_str().unwrap_or_default().trim()) {
+        Some("*") => Some(0),
+        Some(_) => return Err(Problem::bad_request("If-None-Match: only * is supported")),
+        None => None,
+    };
+    let Some(v) = headers.get("if-match") else { return Ok(none_match) };
+    let text = v.to_str().unwrap_or_default().trim().trim_start_matches("W/").trim_matches('"');
+    // The log carries the version as an Avro `long`.
+    let version = text
+        .parse::<u64>()
+        .ok()
+        .filter(|v| i64::try_from(*v).is_ok())
+        .ok_or_else(|| Problem::bad_request("If-Match: expected a version number (at most 2^63 - 1)"))?;
+    match none_match {
+        Some(none) if none != version => Err(Problem::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition failed",
+            "If-Match names a version and If-None-Match: * expects no document: both cannot hold",
+        )),
+        _ => Ok(Some(version)),
     }
 }
 
@@ -609,8 +629,8 @@ async fn reverse(submit: Submit, Ids((ledger, original)): TxIds, body: Bytes) ->
 
 /// Put a state document (a JSON object). `If-Match: "<version>"` or `If-None-Match: *`
 /// make it conditional.
-#[utoipa::path(put, path = "/v1/state/{doc_type}/{key}", params(("doc_type" = String, Path, description = "document type"), ("key" = String, Path, description = "document key"), CommandHeaders), request_body(content = Object, description = "the document, a JSON object"),
-    responses((status = 200, body = Outcome)))]
+#[utoipa::path(put, path = "/v1/state/{doc_type}/{key}", params(("doc_type" = String, Path, description = "document type"), ("key" = String, Path, description = "document key"), CommandHeaders, ConditionHeaders), request_body(content = Object, description = "the document, a JSON object"),
+    responses((status = 200, body = Outcome), (status = 412, body = Problem, content_type = "application/problem+json", description = "If-Match and If-None-Match that cannot both hold")))]
 async fn put_document(submit: Submit, Ids((doc_type, key)): DocIds, body: Bytes) -> Response {
     submit
         .send(false, |headers| {
@@ -621,8 +641,8 @@ async fn put_document(submit: Submit, Ids((doc_type, key)): DocIds, body: Bytes)
 }
 
 /// Delete a state document (`If-Match` makes it conditional).
-#[utoipa::path(delete, path = "/v1/state/{doc_type}/{key}", params(("doc_type" = String, Path, description = "document type"), ("key" = String, Path, description = "document key"), CommandHeaders),
-    responses((status = 200, body = Outcome)))]
+#[utoipa::path(delete, path = "/v1/state/{doc_type}/{key}", params(("doc_type" = String, Path, description = "document type"), ("key" = String, Path, description = "document key"), CommandHeaders, ConditionHeaders),
+    responses((status = 200, body = Outcome), (status = 412, body = Problem, content_type = "application/problem+json", description = "If-Match and If-None-Match that cannot both hold")))]
 async fn delete_document(submit: Submit, Ids((doc_type, key)): DocIds) -> Response {
     submit
         .send(false, |headers| {
