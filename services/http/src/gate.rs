@@ -190,10 +190,11 @@ fn admit(gate: &Inner, request: &mut Request) -> Result<Option<crate::answers::R
         query: query.to_owned(),
         head: request.method() == Method::HEAD,
     });
-    if gate.auth.judges_responses() {
+    if read.is_some() && gate.auth.judges_responses() {
         // A judged read is answered in full: a 304 has no body to judge (and would tell a
         // caller the policy refuses that a document exists at that version), and a HEAD is
-        // answered as the GET it stands for would be, once judged.
+        // answered as the GET it stands for would be, once judged. A write's If-None-Match is
+        // its condition, and stays.
         request.headers_mut().remove(header::IF_NONE_MATCH);
         if request.method() == Method::HEAD {
             *request.method_mut() = Method::GET;
