@@ -168,7 +168,8 @@ fn admit(gate: &Inner, request: &mut Request) -> Result<Option<crate::answers::R
     if PUBLIC_PATHS.contains(&request.uri().path()) {
         return Ok(None);
     }
-    let who = gate.auth.authenticate(bearer(request)?).map_err(refused)?;
+    let token = bearer(request)?.map(str::to_owned);
+    let who = gate.auth.authenticate(token.as_deref()).map_err(refused)?;
     if let Some(limiter) = &gate.limiter {
         if limiter.len() > LIMITER_KEYS_MAX {
             limiter.retain_recent();
@@ -184,7 +185,7 @@ fn admit(gate: &Inner, request: &mut Request) -> Result<Option<crate::answers::R
     gate.auth.authorize(&who, access).map_err(refused)?;
     let read = (access.action == Action::Read).then(|| crate::answers::Read {
         who: who.clone(),
-        token: bearer(request).ok().flatten().map(str::to_owned),
+        token: token.clone(),
         method: access.method.to_owned(),
         path: path.clone().into_owned(),
         query: query.to_owned(),

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use tally_core::*;
 use tally_http::gate::BearerAuth;
 use tally_http::outcome::Outcome;
@@ -284,15 +284,17 @@ fn transfer(ledger: &LedgerId, body: TransactionBody) -> Result<(String, Command
 fn document(body: &Bytes) -> Result<String, Problem> {
     let text = std::str::from_utf8(body)
         .map_err(|e| Problem::bad_request(format!("a document is UTF-8 JSON: {e}")))?;
-    serde_json::from_str::<HashMap<String, &serde_json::value::RawValue>>(text)
-        .map_err(|e| Problem::bad_request(format!("a document is a JSON object: {e}")))?;
     // Readers (field filters, response policies) read documents as JSON values: every number
-    // must fit a double, and the nesting must leave room under their limits.
+    // must fit a double, and the nesting must leave room under their limits. One parse checks
+    // it all; the text itself is what is kept.
     let value = serde_json::from_str::<serde_json::Value>(text).map_err(|e| {
         let rule =
             format!("numbers that fit a double (about ±1.8e308), at most {DOCUMENT_DEPTH_MAX} levels deep");
-        Problem::bad_request(format!("a document is JSON with {rule}: {e}"))
+        Problem::bad_request(format!("a document is a JSON object with {rule}: {e}"))
     })?;
+    if !value.is_object() {
+        return Err(Problem::bad_request("a document is a JSON object"));
+    }
     if depth(&value) > DOCUMENT_DEPTH_MAX {
         return Err(Problem::bad_request(format!("a document nests at most {DOCUMENT_DEPTH_MAX} levels")));
     }

@@ -66,10 +66,7 @@ pub(crate) fn exact_integer(literal: &str) -> Option<i128> {
 
 /// An integer field of `T` (an `i128` or narrower), read by [`exact_integer`].
 pub(crate) fn integer<'de, D: Deserializer<'de>, T: TryFrom<i128>>(d: D) -> Result<T, D::Error> {
-    let raw = Box::<RawValue>::deserialize(d)?;
-    exact_integer(raw.get())
-        .and_then(|n| T::try_from(n).ok())
-        .ok_or_else(|| D::Error::custom(format!("{} is not an integer in range", raw.get())))
+    in_range(&Box::<RawValue>::deserialize(d)?)
 }
 
 /// An optional integer field (`null` or absent is `None`; give it `#[serde(default)]`).
@@ -77,11 +74,7 @@ pub(crate) fn optional_integer<'de, D: Deserializer<'de>, T: TryFrom<i128>>(
     d: D,
 ) -> Result<Option<T>, D::Error> {
     let raw = Option::<Box<RawValue>>::deserialize(d)?;
-    let Some(raw) = raw.filter(|raw| raw.get() != "null") else { return Ok(None) };
-    exact_integer(raw.get())
-        .and_then(|n| T::try_from(n).ok())
-        .map(Some)
-        .ok_or_else(|| D::Error::custom(format!("{} is not an integer in range", raw.get())))
+    raw.filter(|raw| raw.get() != "null").map(|raw| in_range(&raw)).transpose()
 }
 
 /// An optional whole number that the log carries as an Avro `long`: 0 to 2^63 - 1.
@@ -93,16 +86,14 @@ pub(crate) fn optional_long<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u6
 /// An optional list of integer fields (`null` or absent is `None`; give it `#[serde(default)]`).
 pub(crate) fn optional_integers<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<i128>>, D::Error> {
     let raw = Option::<Vec<Box<RawValue>>>::deserialize(d)?;
-    raw.map(|items| {
-        items
-            .iter()
-            .map(|raw| {
-                exact_integer(raw.get())
-                    .ok_or_else(|| D::Error::custom(format!("{} is not an integer in range", raw.get())))
-            })
-            .collect()
-    })
-    .transpose()
+    raw.map(|items| items.iter().map(|raw| in_range(raw)).collect()).transpose()
+}
+
+/// The integer `raw` denotes, as a `T`; an error naming the text when it is not one in range.
+fn in_range<T: TryFrom<i128>, E: Error>(raw: &RawValue) -> Result<T, E> {
+    exact_integer(raw.get())
+        .and_then(|n| T::try_from(n).ok())
+        .ok_or_else(|| E::custom(format!("{} is not an integer in range", raw.get())))
 }
 
 #[cfg(test)]
