@@ -506,6 +506,13 @@ fn a_receiver_that_is_down_is_parked_while_others_flow_and_a_resume_replays_it()
         let metrics = metrics_text(&dev);
         !metrics.contains("destination=\"struggling\"")
     });
+    // ...and they stay gone: a lane told to stop in the middle of an attempt wrote them again
+    // once (a refresh and the longest backoff are well under a second here).
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !metrics_text(&dev).contains("destination=\"struggling\""),
+        "the deleted destination's series came back"
+    );
 
     // The receiver comes up; a resume sends what was parked, in order.
     let back = Receiver::start_on(

@@ -21,7 +21,7 @@ use crate::metrics;
 use crate::outlet::{Message, Outlets};
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tally_codec::Codec;
@@ -183,6 +183,9 @@ impl PartitionOwner for Shared {
 struct RunningLane {
     destination: watch::Sender<Arc<Destination>>,
     cancel: CancellationToken,
+    /// Set when the destination is deleted: the task drops the lane's series as it ends, after
+    /// its last metric write (a write in flight while it is told to stop would bring them back).
+    deleted: Arc<AtomicBool>,
     task: JoinHandle<LaneEnd>,
     /// How the task ended, once it has.
     ended: Option<LaneEnd>,
@@ -270,10 +273,12 @@ async fn reconcile(
         let deleted = !all.contains_key(&uid);
         tracing::info!(partition, uid, deleted, "sink lane stopping: its destination was paused or deleted");
         let destination = lane.destination.borrow().clone();
-        lanes.stopping.insert(uid, stop_lane(lane));
         if deleted {
+            // The flag before the forgetting: a task that ends later forgets again itself.
+            lane.deleted.store(true, Ordering::SeqCst);
             metrics::forget(destination.tenant.as_str(), destination.id.as_str(), partition);
         }
+        lanes.stopping.insert(uid, stop_lane(lane));
     }
     // Lanes that do not run (paused, parked): their lag is reported from here.
     let mut idle = Vec::new();
@@ -363,9 +368,19 @@ fn start_lane(
     destination: Arc<Destination>,
     cancel: CancellationToken,
 ) -> RunningLane {
+    let (tenant, id) = (destination.tenant.to_string(), destination.id.to_string());
     let (sender, receiver) = watch::channel(destination);
-    let task = tokio::spawn(run_lane(shared, partition, receiver, cancel.clone()));
-    RunningLane { destination: sender, cancel, task, ended: None }
+    let deleted = Arc::new(AtomicBool::new(false));
+    let lane = run_lane(shared, partition, receiver, cancel.clone());
+    let forget_if_deleted = deleted.clone();
+    let task = tokio::spawn(async move {
+        let end = lane.await;
+        if forget_if_deleted.load(Ordering::SeqCst) {
+            metrics::forget(&tenant, &id, partition);
+        }
+        end
+    });
+    RunningLane { destination: sender, cancel, deleted, task, ended: None }
 }
 
 /// Tells a lane to stop; returns its task if it has not ended yet.
