@@ -269,7 +269,17 @@ fn readiness_flips_when_the_broker_goes_away_and_comes_back() {
 #[test]
 fn logs_are_json_lines_off_a_terminal() {
     let mut child = Command::new(TALLY)
-        .args(["dev", "--kafka-port", "0", "--http-listen", "127.0.0.1:0", "--query-listen", "127.0.0.1:0"])
+        .args([
+            "dev",
+            "--kafka-port",
+            "0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--query-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+        ])
         .env("RUST_LOG", "info")
         .env_remove("TALLY_LOG_FORMAT")
         .stdout(std::process::Stdio::null())

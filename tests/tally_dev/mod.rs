@@ -17,7 +17,7 @@ pub const GLOBEX: &str = "Bearer tly_globex-rw_88u-Qd3mL9nrdb7U2xlcgbCDg2XOh-R6b
 pub const FUZZ: &str = "Bearer tly_fuzz-rw_2LnJbwMvO0odU_3iKBFQHkTJvNFH97kzZjMv7QDfvKk";
 
 /// The lines `tally dev` prints with its addresses, and with its own key when it makes one.
-const ADDRESSES: [&str; 3] = ["kafka: ", "http: ", "query: "];
+const ADDRESSES: [&str; 4] = ["kafka: ", "http: ", "query: ", "grpc: "];
 const TOKEN: &str = "token: ";
 
 /// A running `tally dev`, killed (SIGKILL) when dropped.
@@ -28,6 +28,8 @@ pub struct Dev {
     pub http: String,
     /// The query API's address.
     pub query: String,
+    /// The gRPC API's address.
+    pub grpc: String,
     /// The development key `tally dev` printed (only from [`Dev::start_with_its_own_key`]).
     pub token: Option<String>,
 }
@@ -100,7 +102,14 @@ impl Dev {
         let mut child = Command::new(TALLY)
             .arg("dev")
             .args(broker_port)
-            .args(["--http-listen", "127.0.0.1:0", "--query-listen", "127.0.0.1:0"])
+            .args([
+                "--http-listen",
+                "127.0.0.1:0",
+                "--query-listen",
+                "127.0.0.1:0",
+                "--grpc-listen",
+                "127.0.0.1:0",
+            ])
             .args(args)
             .stdout(Stdio::piped())
             // TALLY_TEST_STDERR=1 shows the process's logs (for debugging a test).
@@ -132,7 +141,9 @@ impl Dev {
         }
         let token = found.remove(TOKEN);
         let mut address = |prefix| found.remove(prefix).unwrap();
-        Dev { kafka: address("kafka: "), http: address("http: "), query: address("query: "), token, child }
+        let (kafka, http, query, grpc) =
+            (address("kafka: "), address("http: "), address("query: "), address("grpc: "));
+        Dev { kafka, http, query, grpc, token, child }
     }
 
     /// Sends SIGTERM and waits for the exit, at most `deadline`; how it exited and how long it

@@ -83,6 +83,8 @@ pub struct AuthOptions {
 pub struct Security {
     pub gate: Gate,
     pub tls: Option<Tls>,
+    /// The certificate and key files of `tls` (the gRPC listener reads them itself).
+    tls_files: Option<(PathBuf, PathBuf)>,
 }
 
 impl Security {
@@ -98,6 +100,32 @@ impl Security {
             .await
             .with_context(|| format!("listening on {address} ({name})"))?;
         println!("{name}: {}", server.local_addr()?);
+        Ok(server)
+    }
+
+    /// The gRPC listener (`tally.v1.Commands` over `commands`, `tally.v1.Queries` over
+    /// `queries`, each behind the gate; reflection, health, grpc-web) on `address`, bound, over
+    /// TLS when configured; prints `grpc: <address>`.
+    pub async fn grpc(
+        &self,
+        address: std::net::SocketAddr,
+        commands: Option<axum::Router>,
+        queries: Option<axum::Router>,
+    ) -> anyhow::Result<tally_grpc::GrpcServer> {
+        let mut apis = Vec::new();
+        apis.extend(commands.map(|r| tally_grpc::Api::Commands(self.gate.protect(r))));
+        apis.extend(queries.map(|r| tally_grpc::Api::Queries(self.gate.protect(r))));
+        let tls = match &self.tls_files {
+            Some((cert, key)) => Some(tally_grpc::Tls {
+                cert_pem: std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?,
+                key_pem: std::fs::read(key).with_context(|| format!("reading {}", key.display()))?,
+            }),
+            None => None,
+        };
+        let server = tally_grpc::GrpcServer::bind(address, apis, tls)
+            .await
+            .with_context(|| format!("listening on {address} (grpc)"))?;
+        println!("grpc: {}", server.local_addr()?);
         Ok(server)
     }
 }
@@ -150,7 +178,8 @@ impl AuthOptions {
             (Some(cert), Some(key)) => Some(Tls::load(cert, key).map_err(anyhow::Error::msg)?),
             _ => None,
         };
-        Ok(Security { gate, tls })
+        let tls_files = self.tls_cert.clone().zip(self.tls_key.clone());
+        Ok(Security { gate, tls, tls_files })
     }
 
     async fn jwt(&self, stop: &CancellationToken) -> anyhow::Result<Option<Arc<JwtVerifier>>> {

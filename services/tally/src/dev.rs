@@ -4,7 +4,7 @@ use crate::health::Health;
 use crate::ingest::{ServiceOptions, start_write_side};
 use crate::kafka::{Broker, ensure};
 use crate::project::{ProjectorOptions, start_projector};
-use crate::query::{QueryOptions, query_server};
+use crate::query::{QueryOptions, query_app};
 use crate::runner::Runner;
 use crate::sink::{SinkOptions, start_sink};
 use anyhow::Context;
@@ -25,6 +25,9 @@ pub struct DevOptions {
     /// Port of the in-process broker (0 = any free port).
     #[arg(long, default_value_t = 9092, env = "TALLY_KAFKA_PORT")]
     kafka_port: u16,
+    /// Address of the gRPC API: the commands and the queries, reflection, health and grpc-web.
+    #[arg(long, default_value = "127.0.0.1:8083", env = "TALLY_GRPC_LISTEN")]
+    grpc_listen: std::net::SocketAddr,
     #[command(flatten)]
     service: ServiceOptions,
     #[command(flatten)]
@@ -90,8 +93,11 @@ async fn start(
     let prefix = &service.topics.topic_prefix;
     let registry = service.processor.registry.client()?;
     let destinations = start_sink(runner, &kafka, &topics, prefix, &opts.sink, store.clone(), registry)?;
-    let query = query_server(&opts.query, store.clone(), &security).await?;
+    let query_app = query_app(&opts.query, store.clone());
+    let query = security.server("query", opts.query.query_listen, query_app.clone()).await?;
     runner.start(|cancel| query.run(cancel));
+    let grpc = security.grpc(opts.grpc_listen, Some(front.clone()), Some(query_app)).await?;
+    runner.start(|cancel| grpc.run(cancel));
     let health = Health::new().with_broker(&kafka)?.with_store(store).router();
     let app = front.merge(admin.router()).merge(destinations.router()).merge(health);
     let http = security.server("http", service.http.http_listen, app).await?;
@@ -138,10 +144,14 @@ fn print_banner(opts: &DevOptions, bootstrap: &str, topics: &Topics, embedded: b
         "  curl -H \"authorization: Bearer $TALLY_TOKEN\" http://{}/v1/events?stream=main",
         opts.query.query_listen
     );
+    println!(
+        "  grpcurl -plaintext -H \"authorization: Bearer $TALLY_TOKEN\" -d '{{\"ledger\":\"main\",\"account\":\"world\"}}' {} tally.v1.Queries/GetAccount",
+        opts.grpc_listen
+    );
     println!("  tally projections status --url http://{}", opts.service.http.http_listen);
     println!();
     println!(
-        "Running: the command processor, the HTTP front door, the projector, the sink runner and the query API."
+        "Running: the command processor, the HTTP front door, the projector, the sink runner, the query API and the gRPC API."
     );
     println!("Ctrl-C stops.");
 }
@@ -163,14 +173,26 @@ mod tests {
     /// error naming it, which `main` turns into a non-zero exit.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_service_that_dies_stops_every_service_with_an_error() {
-        let args =
-            ["dev", "--http-listen", "127.0.0.1:0", "--query-listen", "127.0.0.1:0", "--partitions", "2"];
+        let args = [
+            "dev",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--query-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--partitions",
+            "2",
+        ];
         let opts = Cli::parse_from(args).dev;
         let broker = EmbeddedBroker::start(BrokerStorage::Memory, 0).await.unwrap();
         let (reload, mut runner) = (CancellationToken::new(), Runner::new(&opts.service.shutdown));
         let keys = Some(crate::auth::dev_key(None).unwrap().1);
         start(&opts, &broker.bootstrap_servers(), keys, &reload, &mut runner).await.unwrap();
-        assert_eq!(runner.services(), ["processor", "outcome watcher", "projector", "sink", "query", "http"]);
+        assert_eq!(
+            runner.services(),
+            ["processor", "outcome watcher", "projector", "sink", "query", "grpc", "http"]
+        );
         assert!(runner.kill("http"), "the front door runs");
         let ran =
             tokio::time::timeout(Duration::from_secs(30), runner.run_until(Ok(()), std::future::pending()));

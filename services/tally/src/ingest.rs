@@ -89,6 +89,8 @@ pub struct IngestOptions {
     data_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
     service: ServiceOptions,
+    #[command(flatten)]
+    grpc: crate::query::GrpcOptions,
 }
 
 impl ProcessorOptions {
@@ -158,6 +160,10 @@ pub async fn run(opts: IngestOptions) -> anyhow::Result<()> {
         let topics = ensure(&kafka, &service.topics, Broker::Kafka).await?;
         let front = start_write_side(&mut runner, &kafka, service, &topics, store.clone(), &reload).await?;
         let health = Health::new().with_broker(&kafka)?.with_store(store).router();
+        if let Some(address) = opts.grpc.grpc_listen {
+            let grpc = security.grpc(address, Some(front.clone()), None).await?;
+            runner.start(|cancel| grpc.run(cancel));
+        }
         let http = security.server("http", service.http.http_listen, front.merge(health)).await?;
         runner.start(|cancel| http.run(cancel));
         tracing::info!(commands = %topics.commands, events = %topics.events, "ingest running");

@@ -41,6 +41,8 @@ pub struct ProjectOptions {
     #[command(flatten)]
     query: crate::query::QueryOptions,
     #[command(flatten)]
+    grpc: crate::query::GrpcOptions,
+    #[command(flatten)]
     sink: crate::sink::SinkOptions,
     #[command(flatten)]
     registry: crate::registry::RegistryOptions,
@@ -107,8 +109,12 @@ pub async fn run(opts: ProjectOptions) -> anyhow::Result<()> {
             store.clone(),
             registry,
         )?;
-        let query = crate::query::query_server(&opts.query, store.clone(), &security).await?;
+        let (query, grpc) =
+            crate::query::query_servers(&opts.query, &opts.grpc, store.clone(), &security).await?;
         runner.start(|cancel| query.run(cancel));
+        if let Some(grpc) = grpc {
+            runner.start(|cancel| grpc.run(cancel));
+        }
         let health = crate::health::Health::new().with_broker(&kafka)?.with_store(store).router();
         let routes = admin.router().merge(destinations.router()).merge(health);
         let admin = security.server("admin", opts.admin_listen, routes).await?;

@@ -29,20 +29,41 @@ pub struct QueryOptions {
     pub query_follow_poll_ms: u64,
 }
 
-/// The query API over `store`, behind the gate, bound and ready to run.
-pub async fn query_server(
-    options: &QueryOptions,
-    store: Arc<dyn ProjectionStore>,
-    security: &Security,
-) -> anyhow::Result<HttpServer> {
+/// The query API over `store` (with its health routes), not yet behind the gate.
+pub fn query_app(options: &QueryOptions, store: Arc<dyn ProjectionStore>) -> axum::Router {
     let config = QueryConfig {
         position_wait: Duration::from_millis(options.query_position_wait_ms),
         follow_poll: Duration::from_millis(options.query_follow_poll_ms),
         ..QueryConfig::default()
     };
     let health = crate::health::Health::new().with_store(store.clone()).router();
-    let app = Query::new(store, config).router().merge(health);
-    security.server("query", options.query_listen, app).await
+    Query::new(store, config).router().merge(health)
+}
+
+/// The query API over `store`, behind the gate, bound and ready to run; and its gRPC
+/// listener when `grpc` asks for one.
+pub async fn query_servers(
+    options: &QueryOptions,
+    grpc: &GrpcOptions,
+    store: Arc<dyn ProjectionStore>,
+    security: &Security,
+) -> anyhow::Result<(HttpServer, Option<tally_grpc::GrpcServer>)> {
+    let app = query_app(options, store);
+    let http = security.server("query", options.query_listen, app.clone()).await?;
+    let grpc = match grpc.grpc_listen {
+        Some(address) => Some(security.grpc(address, None, Some(app)).await?),
+        None => None,
+    };
+    Ok((http, grpc))
+}
+
+/// The gRPC listener of a service (`tally ingest`: the commands; `tally project` and
+/// `tally query`: the queries). `tally dev` has its own, on by default, serving both.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GrpcOptions {
+    /// Address of the gRPC API (with reflection, health and grpc-web); none when not given.
+    #[arg(long, env = "TALLY_GRPC_LISTEN")]
+    pub grpc_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -55,6 +76,8 @@ pub struct QueryServiceOptions {
     shutdown: crate::shutdown::ShutdownOptions,
     #[command(flatten)]
     auth: crate::auth::AuthOptions,
+    #[command(flatten)]
+    grpc: GrpcOptions,
 }
 
 /// `tally query`: the query API alone, over a store other processes write.
@@ -71,8 +94,11 @@ pub async fn run(opts: QueryServiceOptions) -> anyhow::Result<()> {
     let started = async {
         let security = opts.auth.security(None, &reload).await?;
         let store = crate::store::open(&opts.store, None).await?;
-        let server = query_server(&opts.query, store, &security).await?;
+        let (server, grpc) = query_servers(&opts.query, &opts.grpc, store, &security).await?;
         runner.start(|cancel| server.run(cancel));
+        if let Some(grpc) = grpc {
+            runner.start(|cancel| grpc.run(cancel));
+        }
         Ok(())
     }
     .await;
