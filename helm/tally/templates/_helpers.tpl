@@ -36,8 +36,11 @@ app.kubernetes.io/component: {{ . }}
 ingest:
   command: ingest
   port: 8080
+  # The gRPC API's commands (tally.v1.Commands, reflection, health, grpc-web).
+  grpcPort: 8083
   env:
     TALLY_HTTP_WAIT_MS: {{ .Values.ingest.httpWaitMs | quote }}
+    TALLY_GRPC_LISTEN: "0.0.0.0:8083"
 projector:
   command: project
   port: 8081
@@ -48,7 +51,10 @@ projector:
 query:
   command: query
   port: 8082
+  # The gRPC API's queries (tally.v1.Queries, reflection, health, grpc-web).
+  grpcPort: 8084
   env:
+    TALLY_GRPC_LISTEN: "0.0.0.0:8084"
     TALLY_QUERY_POSITION_WAIT_MS: {{ .Values.query.positionWaitMs | quote }}
     TALLY_QUERY_FOLLOW_POLL_MS: {{ .Values.query.followPollMs | quote }}
 {{- end -}}

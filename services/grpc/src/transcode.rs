@@ -78,16 +78,8 @@ pub(crate) fn request(
             None
         }
         Body::Rest => {
-            let mut out = String::from("{");
-            for (i, (field, value)) in rest().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&serde_json::to_string(field.name()).expect("text"));
-                out.push(':');
-                write_field(&mut out, &field, value)?;
-            }
-            out.push('}');
+            let mut out = String::new();
+            write_object(&mut out, rest())?;
             Some(out)
         }
         Body::Field(field) => {
@@ -149,6 +141,24 @@ fn enum_name(field: &FieldDescriptor, number: i32) -> String {
     }
 }
 
+/// Writes `fields` as one JSON object, by their proto names.
+fn write_object<'a>(
+    out: &mut String,
+    fields: impl Iterator<Item = (FieldDescriptor, &'a Value)>,
+) -> Result<(), Status> {
+    out.push('{');
+    for (i, (field, value)) in fields.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::to_string(field.name()).expect("text"));
+        out.push(':');
+        write_field(out, &field, value)?;
+    }
+    out.push('}');
+    Ok(())
+}
+
 /// Writes `value` of `field` as JSON (a list or map whole).
 fn write_field(out: &mut String, field: &FieldDescriptor, value: &Value) -> Result<(), Status> {
     match value {
@@ -193,16 +203,8 @@ fn write_one(out: &mut String, field: &FieldDescriptor, value: &Value) -> Result
         Value::Message(message) if is_well_known(&message.descriptor()) => serde_json::to_string(message)
             .map_err(|e| Status::invalid_argument(format!("{}: {e}", field.name())))?,
         Value::Message(message) => {
-            let mut inner = String::from("{");
-            for (i, (f, v)) in message.fields().enumerate() {
-                if i > 0 {
-                    inner.push(',');
-                }
-                inner.push_str(&serde_json::to_string(f.name()).expect("text"));
-                inner.push(':');
-                write_field(&mut inner, &f, v)?;
-            }
-            inner.push('}');
+            let mut inner = String::new();
+            write_object(&mut inner, message.fields())?;
             inner
         }
         Value::String(s) => serde_json::to_string(s).expect("text"),
