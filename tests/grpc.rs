@@ -36,6 +36,20 @@ fn posting(source: &str, destination: &str, amount: &str) -> Posting {
     }
 }
 
+/// A write to the front door with an idempotency key, as JSON text.
+fn http_write(dev: &Dev, method: &str, path: &str, body: &str, key: &str) -> (u16, String) {
+    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+    let request = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", dev.http))
+        .header("authorization", ACME)
+        .header("idempotency-key", key)
+        .body(body.to_owned())
+        .unwrap();
+    let mut response = agent.run(request).unwrap();
+    (response.status().as_u16(), response.body_mut().read_to_string().unwrap())
+}
+
 /// An HTTP GET of the query API, as JSON text.
 fn http_get(dev: &Dev, path: &str, key: &str) -> (u16, String) {
     let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
@@ -212,15 +226,72 @@ async fn every_method_answers_as_its_http_route_with_exact_amounts_and_mapped_er
     let elsewhere = ListDocumentsRequest { field: [("city".to_owned(), "Rome".to_owned())].into(), ..search };
     assert!(queries.list_documents(with_key(elsewhere, ACME)).await.unwrap().into_inner().items.is_empty());
 
+    // The same document over HTTP and over gRPC under one idempotency key is one command (the
+    // same text: keys in order, whole numbers as integers); a gRPC retry is the same command.
+    let (status, first) = http_write(
+        &dev,
+        "PUT",
+        "/v1/state/profile/p-2",
+        r#"{"city":"Oslo","n":1,"z":[2.5,null,true]}"#,
+        "same-doc",
+    );
+    assert_eq!(status, 200, "{first}");
+    let number = |n: f64| prost_types::Value { kind: Some(prost_types::value::Kind::NumberValue(n)) };
+    let list = prost_types::ListValue {
+        values: vec![
+            number(2.5),
+            prost_types::Value { kind: Some(prost_types::value::Kind::NullValue(0)) },
+            prost_types::Value { kind: Some(prost_types::value::Kind::BoolValue(true)) },
+        ],
+    };
+    let fields = [
+        ("z".to_owned(), prost_types::Value { kind: Some(prost_types::value::Kind::ListValue(list)) }),
+        ("n".to_owned(), number(1.0)),
+        (
+            "city".to_owned(),
+            prost_types::Value { kind: Some(prost_types::value::Kind::StringValue("Oslo".into())) },
+        ),
+    ];
+    let put = PutDocumentRequest {
+        doc_type: "profile".into(),
+        key: "p-2".into(),
+        value: Some(prost_types::Struct { fields: fields.into() }),
+    };
+    for _ in 0..3 {
+        let mut request = with_key(put.clone(), ACME);
+        request.metadata_mut().insert("idempotency-key", "same-doc".parse().unwrap());
+        let again =
+            commands.put_document(request).await.expect("the same command, not a conflict").into_inner();
+        assert!(first.contains(&again.position), "{first} / {again:?}");
+    }
+    // A document 32 levels deep (the most the front door takes) reads over gRPC too; a read
+    // answers in full whatever If-None-Match says.
+    let deep = format!("{}1{}", r#"{"a":"#.repeat(32), "}".repeat(32));
+    let (status, written) = http_write(&dev, "PUT", "/v1/state/deep/d32", &deep, "deep-doc");
+    assert_eq!(status, 200, "{written}");
+    let position: serde_json::Value = serde_json::from_str(&written).unwrap();
+    let mut request = with_key(GetDocumentRequest { doc_type: "deep".into(), key: "d32".into() }, ACME);
+    request.metadata_mut().insert("tally-position", position["position"].as_str().unwrap().parse().unwrap());
+    request.metadata_mut().insert("if-none-match", "\"1\"".parse().unwrap());
+    assert_eq!(queries.get_document(request).await.expect("a deep document").into_inner().version, 1);
+
+    // Refusals made behind the gate: an empty path field, no postings (the ledger's NO_POSTINGS,
+    // as `[]` over HTTP), a method that does not exist.
+    let nameless = queries
+        .get_account(with_key(GetAccountRequest { ledger: String::new(), account: "a".into() }, ACME))
+        .await
+        .unwrap_err();
+    assert_eq!(nameless.code(), Code::InvalidArgument, "{nameless:?}");
+    assert!(nameless.message().starts_with("ledger: "), "{nameless:?}");
+    let empty = PostTransactionRequest { tx_id: "t-empty".into(), postings: vec![], ..tx.clone() };
+    let refused = commands.post_transaction(with_key(empty, ACME)).await.unwrap_err();
+    assert_eq!(refused.get_error_details().error_info().unwrap().reason, "NO_POSTINGS", "{refused:?}");
+
     // Events, outcomes, balance at an instant.
     let events = SearchEventsRequest { stream: "main".into(), limit: 100, ..Default::default() };
     let events = queries.search_events(with_key(events, ACME)).await.unwrap().into_inner();
     assert!(events.items.iter().any(|e| e.kind == "TransactionPosted" && e.event.contains(I128_MAX)));
-    let outcome = GetCommandRequest {
-        command_id: "tx:t-max".into(),
-        stream: "main".into(),
-        fingerprint: String::new(),
-    };
+    let outcome = GetOutcomeRequest { command_id: "tx:t-max".into(), stream: "main".into() };
     let outcome = queries.get_command(with_key(outcome, ACME)).await.unwrap().into_inner();
     assert_eq!(outcome.status(), CommandStatus::Accepted);
     let at = GetBalanceAtRequest {
@@ -239,11 +310,13 @@ async fn every_method_answers_as_its_http_route_with_exact_amounts_and_mapped_er
     assert_eq!(http_get(&dev, "/v1/ledgers/main/accounts/alice", GLOBEX).0, 404);
 }
 
-/// A request of `message` type with every text field set to `text` (a valid id).
+/// A request of `message` type with every id field set to `text` (a valid id).
 fn filled(message: prost_reflect::MessageDescriptor, text: &str) -> DynamicMessage {
+    const IDS: [&str; 8] =
+        ["ledger", "account", "tx_id", "original_tx_id", "doc_type", "key", "command_id", "stream"];
     let mut request = DynamicMessage::new(message.clone());
     for field in message.fields() {
-        if field.kind() == prost_reflect::Kind::String && !field.is_list() && !field.is_map() {
+        if IDS.contains(&field.name()) {
             request.set_field(&field, Field::String(text.to_owned()));
         }
     }
@@ -252,6 +325,16 @@ fn filled(message: prost_reflect::MessageDescriptor, text: &str) -> DynamicMessa
 
 /// Calls `path` with `request` encoded, as `key` (none: no credentials); the status, or OK.
 async fn call_raw(channel: Channel, path: &str, request: &DynamicMessage, key: Option<&str>) -> Code {
+    call_answer(channel, path, request, key).await.0
+}
+
+/// [`call_raw`], with the first answer's bytes when there is one.
+async fn call_answer(
+    channel: Channel,
+    path: &str,
+    request: &DynamicMessage,
+    key: Option<&str>,
+) -> (Code, Option<bytes::Bytes>) {
     use prost::Message;
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
@@ -265,11 +348,12 @@ async fn call_raw(channel: Channel, path: &str, request: &DynamicMessage, key: O
         Ok(mut stream) => {
             // A unary answer arrives as a stream of one; a live stream is cut after its start.
             match tokio::time::timeout(Duration::from_millis(300), stream.get_mut().message()).await {
-                Ok(Err(status)) => status.code(),
-                _ => Code::Ok,
+                Ok(Err(status)) => (status.code(), None),
+                Ok(Ok(answer)) => (Code::Ok, answer),
+                Err(_) => (Code::Ok, None),
             }
         }
-        Err(status) => status.code(),
+        Err(status) => (status.code(), None),
     }
 }
 
@@ -278,7 +362,28 @@ async fn every_method_is_behind_the_gate() {
     let dev = Dev::start(&[]);
     let channel = channel(&dev).await;
     let pool = DescriptorPool::decode(tally_grpc::DESCRIPTOR_SET).unwrap();
-    let mut checked = 0;
+    // acme has data under every id `x` the calls below name: another tenant must see none of it.
+    let mut commands = CommandsClient::new(channel.clone());
+    commands
+        .define_asset(with_key(DefineAssetRequest { ledger: "x".into(), asset: "USD/2".into() }, ACME))
+        .await
+        .unwrap();
+    let open = OpenAccountRequest { ledger: "x".into(), account: "x".into(), ..Default::default() };
+    commands.open_account(with_key(open, ACME)).await.unwrap();
+    let tx = PostTransactionRequest {
+        ledger: "x".into(),
+        tx_id: "x".into(),
+        postings: vec![posting("world", "x", "5")],
+        ..Default::default()
+    };
+    commands.post_transaction(with_key(tx, ACME)).await.unwrap();
+    let put = PutDocumentRequest { doc_type: "x".into(), key: "x".into(), value: Some(Default::default()) };
+    let last = commands.put_document(with_key(put, ACME)).await.unwrap().into_inner();
+    let mut queries = QueriesClient::new(channel.clone());
+    let mut settled = with_key(GetDocumentRequest { doc_type: "x".into(), key: "x".into() }, ACME);
+    settled.metadata_mut().insert("tally-position", last.position.parse().unwrap());
+    queries.get_document(settled).await.unwrap();
+    let (mut checked, mut checked_own) = (0, 0);
     for service in ["tally.v1.Commands", "tally.v1.Queries"] {
         for method in pool.get_service_by_name(service).unwrap().methods() {
             let path = format!("/{service}/{}", method.name());
@@ -299,10 +404,34 @@ async fn every_method_is_behind_the_gate() {
                     "{path} by a read-only key: {read_only:?}"
                 ),
             }
+            // Another tenant, with the same ids, reads nothing of what acme reads there.
+            if !is_write {
+                let text =
+                    |answer: Option<bytes::Bytes>| answer.map(|b| String::from_utf8_lossy(&b).into_owned());
+                let own = text(call_answer(channel.clone(), &path, &request, Some(ACME)).await.1);
+                let (code, other) = call_answer(channel.clone(), &path, &request, Some(GLOBEX)).await;
+                let other = text(other).unwrap_or_default();
+                assert!(!other.contains("acme"), "{path} as globex: {code:?} {other}");
+                if let Some(own) = own.filter(|own| own.contains("x")) {
+                    assert_ne!(own, other, "{path}: globex read what acme reads");
+                    checked_own += 1;
+                }
+            }
             checked += 1;
         }
     }
     assert_eq!(checked, 22, "every method of both services");
+    // The reads that answered acme with its own data (events, outcomes, documents): the check
+    // above had something to find.
+    assert!(checked_own >= 6, "{checked_own} reads showed acme its data");
+    let nothing = DynamicMessage::new(pool.get_message_by_name("tally.v1.GetAccountRequest").unwrap());
+    for path in ["/tally.v1.Queries/Nope", "/tally.v1.Nope/GetAccount"] {
+        assert_eq!(
+            call_raw(channel.clone(), path, &nothing, Some(ACME)).await,
+            Code::Unimplemented,
+            "{path}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,7 +469,7 @@ async fn a_followed_stream_resumes_without_gaps_or_repeats_while_writes_go_on() 
     let expected = 1 + 40;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while seen.len() < expected && std::time::Instant::now() < deadline {
-        let follow = FollowEventsRequest { stream: "live".into(), r#type: String::new(), after };
+        let follow = FollowEventsRequest { stream: "live".into(), after, ..Default::default() };
         let mut stream = queries.follow_events(with_key(follow, ACME)).await.unwrap().into_inner();
         for _ in 0..7 {
             match tokio::time::timeout(Duration::from_secs(2), stream.next()).await {
@@ -516,4 +645,51 @@ async fn the_response_policy_filters_grpc_answers_as_it_does_http_ones() {
     assert_eq!(queries.get_document(document(ACME)).await.unwrap().into_inner().version, 1);
     let denied = queries.get_document(document(ACME_READ_ONLY)).await.unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn following_a_document_type_across_streams_resumes_with_its_token() {
+    use futures::StreamExt;
+    let dev = Dev::start(&[]);
+    let channel = channel(&dev).await;
+    let (mut commands, mut queries) = (CommandsClient::new(channel.clone()), QueriesClient::new(channel));
+    for key in 0..6 {
+        let value = prost_types::Struct::default();
+        let put = PutDocumentRequest { doc_type: "g".into(), key: format!("k-{key}"), value: Some(value) };
+        commands.put_document(with_key(put, ACME)).await.unwrap();
+        let other = PutDocumentRequest {
+            doc_type: "h".into(),
+            key: format!("k-{key}"),
+            value: Some(Default::default()),
+        };
+        commands.put_document(with_key(other, ACME)).await.unwrap();
+    }
+    let (mut seen, mut resume) = (Vec::new(), String::new());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while seen.len() < 6 && std::time::Instant::now() < deadline {
+        let follow =
+            FollowEventsRequest { doc_type: "g".into(), resume: resume.clone(), ..Default::default() };
+        let mut stream = queries.follow_events(with_key(follow, ACME)).await.unwrap().into_inner();
+        for _ in 0..2 {
+            match tokio::time::timeout(Duration::from_secs(2), stream.next()).await {
+                Ok(Some(Ok(event))) => {
+                    assert!(!event.resume.is_empty(), "{event:?}");
+                    resume = event.resume.clone();
+                    seen.push(event.event_id);
+                }
+                Ok(Some(Err(status))) => panic!("{status:?}"),
+                _ => break,
+            }
+        }
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "nothing twice: {seen:?}");
+    let expected: Vec<String> = (0..6).map(|k| format!("acme/state/g/k-{k}@1")).collect();
+    assert_eq!(unique, expected, "every document of type g, none of h");
+    // A token made for another filter is refused.
+    let other = FollowEventsRequest { doc_type: "h".into(), resume, ..Default::default() };
+    let refused = queries.follow_events(with_key(other, ACME)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
 }

@@ -515,6 +515,163 @@ fn following_the_timeline_across_streams_misses_nothing_and_repeats_nothing_whil
     assert!(passes >= 2, "the reader followed the timeline over several passes ({passes})");
 }
 
+/// One live event across streams: its SSE id (the resume token), and from its data the event
+/// id, stream, stream version and `resume` field.
+#[derive(Debug, Clone)]
+struct Live {
+    token: String,
+    event_id: String,
+    stream: String,
+    version: u64,
+    resume: String,
+}
+
+/// Follows `/v1/events/live?{query}` from `token` (`Last-Event-ID`) until `count` events have
+/// come or the connection has been open `open_for`; returns them in arrival order.
+fn follow_live(api: &Api, query: &str, token: Option<&str>, count: usize, open_for: Duration) -> Vec<Live> {
+    let agent = tally_dev::http_client(open_for);
+    let mut request = agent
+        .get(format!("http://{}/v1/events/live?{query}", api.dev.query))
+        .header("authorization", tally_dev::ACME);
+    if let Some(token) = token {
+        request = request.header("last-event-id", token);
+    }
+    let response = request.call().unwrap();
+    assert_eq!(response.status(), 200);
+    let mut reader = BufReader::new(response.into_body().into_reader());
+    let (mut events, mut id, mut line) = (Vec::new(), None::<String>, String::new());
+    while events.len() < count {
+        line.clear();
+        // The connection's time runs out (an error) or the stream ends: what came stands.
+        if !matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
+            break;
+        }
+        let line = line.trim_end();
+        if let Some(v) = line.strip_prefix("id: ") {
+            id = Some(v.to_owned());
+        } else if let Some(data) = line.strip_prefix("data: ") {
+            let view: Value = serde_json::from_str(data).unwrap();
+            let event_id = view["event_id"].as_str().unwrap().to_owned();
+            let (stream, _) = event_id.strip_prefix("acme/").unwrap().rsplit_once('@').unwrap();
+            events.push(Live {
+                token: id.take().expect("an id before the data"),
+                event_id: event_id.clone(),
+                stream: stream.to_owned(),
+                version: view["stream_version"].as_u64().unwrap(),
+                resume: view["resume"].as_str().unwrap_or_default().to_owned(),
+            });
+        }
+    }
+    events
+}
+
+/// Two followers across streams, one of the whole tenant and one of a document type, each
+/// dropped and resumed (with the last SSE id) every few events while ledgers and documents
+/// on every partition are written at once: each gets every event it follows exactly once, and
+/// every stream's events in stream order.
+#[test]
+fn live_streams_across_streams_resume_without_gaps_or_repeats_while_writes_go_on() {
+    let api = Api::start();
+    let base = api.dev.http.clone();
+    let mut writers = Vec::new();
+    for ledger in ["lv-a", "lv-b", "lv-c"] {
+        let base = base.clone();
+        writers.push(std::thread::spawn(move || {
+            let http = client();
+            let post = |path: String, body: Value| {
+                let response = http
+                    .post(format!("http://{base}{path}"))
+                    .header("authorization", tally_dev::ACME)
+                    .send(body.to_string())
+                    .unwrap();
+                assert!(response.status().is_success(), "{}", response.status());
+                response.headers().get("tally-position").unwrap().to_str().unwrap().to_owned()
+            };
+            let mut last = post(format!("/v1/ledgers/{ledger}/assets"), json!({"asset": "USD/2"}));
+            for i in 0..15 {
+                last = post(
+                    format!("/v1/ledgers/{ledger}/transactions"),
+                    transfer(&format!("{ledger}-{i}"), "world", "a", 1),
+                );
+            }
+            vec![(ledger.to_owned(), last)]
+        }));
+    }
+    for doc_type in ["order", "note"] {
+        let base = base.clone();
+        writers.push(std::thread::spawn(move || {
+            let http = client();
+            let mut last = Vec::new();
+            for key in 0..4 {
+                let mut position = String::new();
+                for n in 0..5 {
+                    let url = format!("http://{base}/v1/state/{doc_type}/k-{key}");
+                    let request = ureq::http::Request::builder()
+                        .method("PUT")
+                        .uri(url)
+                        .header("authorization", tally_dev::ACME);
+                    let response = http.run(request.body(json!({"n": n}).to_string()).unwrap()).unwrap();
+                    assert!(response.status().is_success(), "{}", response.status());
+                    position = response.headers().get("tally-position").unwrap().to_str().unwrap().to_owned();
+                }
+                last.push((format!("state/{doc_type}/k-{key}"), position));
+            }
+            last
+        }));
+    }
+    let (mut everything, mut orders) = (Vec::<Live>::new(), Vec::<Live>::new());
+    let follow = |query: &str, seen: &mut Vec<Live>, take: usize| {
+        let token = seen.last().map(|l| l.token.clone());
+        seen.extend(follow_live(&api, query, token.as_deref(), take, Duration::from_secs(2)));
+    };
+    while !writers.iter().all(|w| w.is_finished()) {
+        follow("", &mut everything, 9);
+        follow("doc_type=order", &mut orders, 4);
+    }
+    let streams: Vec<(String, String)> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    let mut expected_all = BTreeSet::new();
+    for (stream, position) in &streams {
+        for event in api.all_pages(&format!("/v1/events?stream={stream}"), 100, position) {
+            expected_all.insert(event["event_id"].as_str().unwrap().to_owned());
+        }
+    }
+    let expected_orders: BTreeSet<String> =
+        expected_all.iter().filter(|id| id.starts_with("acme/state/order/")).cloned().collect();
+    assert_eq!(expected_orders.len(), 20);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while everything.len() < expected_all.len() || orders.len() < expected_orders.len() {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {}, {} of {}",
+            everything.len(),
+            expected_all.len(),
+            orders.len(),
+            expected_orders.len()
+        );
+        follow("", &mut everything, 9);
+        follow("doc_type=order", &mut orders, 4);
+    }
+    for (name, got, expected) in
+        [("tenant", &everything, &expected_all), ("order", &orders, &expected_orders)]
+    {
+        let ids: Vec<&String> = got.iter().map(|l| &l.event_id).collect();
+        let unique: BTreeSet<String> = ids.iter().map(|id| (*id).clone()).collect();
+        assert_eq!(unique.len(), ids.len(), "{name}: an event came twice");
+        assert_eq!(&unique, expected, "{name}: every event followed, and nothing else");
+        let mut last_version: std::collections::BTreeMap<&str, u64> = Default::default();
+        for live in got.iter() {
+            let before = last_version.insert(&live.stream, live.version).unwrap_or(0);
+            assert_eq!(live.version, before + 1, "{name}: {} out of stream order", live.event_id);
+            assert_eq!(live.resume, live.token, "the data's resume field is the SSE id");
+        }
+    }
+    // A token belongs to its filters: the order follower's is refused by the tenant's stream.
+    let token = &orders.last().unwrap().token;
+    let (status, body) =
+        api.status_of(&format!("/v1/events/live?resume={token}"), &[("authorization", tally_dev::ACME)]);
+    assert_eq!(status, 400, "{body}");
+}
+
 /// Reads SSE events (`id`, `event` name) from `reader` until `count` have come.
 fn sse_events(reader: &mut impl BufRead, count: usize) -> Vec<(u64, String)> {
     let (mut events, mut id, mut name) = (Vec::new(), None, None);

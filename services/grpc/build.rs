@@ -11,6 +11,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("tally.v1.bin"), compiler.encode_file_descriptor_set())?;
     tonic_prost_build::configure().build_server(false).compile_fds(compiler.file_descriptor_set())?;
-    println!("cargo:rerun-if-changed={}", root.display());
+    // Relative, so that it names this checkout's files wherever the target directory is.
+    println!("cargo:rerun-if-changed=../../schemas/proto");
+    println!("cargo:rerun-if-changed=build.rs");
     Ok(())
 }

@@ -104,15 +104,17 @@ fn routes(apis: Vec<Api>) -> Routes {
             async move { health.set_service_status(name, tonic_health::ServingStatus::Serving).await },
         );
     }
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::DESCRIPTOR_SET)
-        .build_v1()
-        .expect("the descriptor set the build wrote");
-    let reflection_alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::DESCRIPTOR_SET)
-        .build_v1alpha()
-        .expect("the descriptor set the build wrote");
-    Routes::from(router).add_service(health_service).add_service(reflection).add_service(reflection_alpha)
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let v1 = reflection().build_v1().expect("the descriptor sets the builds wrote");
+    let v1alpha = reflection().build_v1alpha().expect("the descriptor sets the builds wrote");
+    // A method no service has is a gRPC answer too (UNIMPLEMENTED), not a bare HTTP 404.
+    let router = router
+        .fallback(|| async { Status::unimplemented("no such method").into_http::<tonic::body::Body>() });
+    Routes::from(router).add_service(health_service).add_service(v1).add_service(v1alpha)
 }
 
 /// The methods of one service, each answered by its route on `http`.
@@ -158,20 +160,27 @@ struct Call {
 }
 
 impl Call {
-    /// Calls the route with `request`; returns the answer's status, headers and body.
+    /// Calls the route with `request`; returns a successful answer (status, headers, body), or
+    /// the status a refusal maps to.
     async fn http(
         &self,
         request: Request<DynamicMessage>,
     ) -> Result<http::Response<axum::body::Body>, Status> {
-        let http_request = transcode::request(&self.route, request.get_ref(), request.metadata())?;
-        let answer = self.http.clone().oneshot(http_request).await;
+        let made = transcode::request(&self.route, request.get_ref(), request.metadata())?;
+        let answer = self.http.clone().oneshot(made.request).await;
         let answer = answer.unwrap_or_else(|never| match never {});
         if answer.status().is_success() {
             return Ok(answer);
         }
         let status = answer.status().as_u16();
+        if let (404, Some(field)) = (status, made.missing) {
+            let problem =
+                serde_json::json!({"title": "invalid request", "detail": format!("{field}: required")});
+            return Err(crate::status::of_answer(400, problem.to_string().as_bytes(), answer.headers()));
+        }
+        let headers = answer.headers().clone();
         let body = read(answer.into_body()).await?;
-        Err(crate::status::of_answer(status, &body))
+        Err(crate::status::of_answer(status, &body, &headers))
     }
 }
 
@@ -221,6 +230,13 @@ impl ServerStreamingService<DynamicMessage> for Call {
                 Ok(event) => transcode::message(&output, event.data.as_bytes()),
                 Err(e) => Err(Status::unavailable(format!("the event stream broke: {e}"))),
             });
+            // A followed stream has no end of its own: when the route's ends (a failed read, a
+            // credential revoked), the call ends UNAVAILABLE, and the client resumes (and is
+            // told then if it may not).
+            let ended = futures::stream::once(async {
+                Err(Status::unavailable("the event stream ended; resume after the last event"))
+            });
+            let messages = messages.chain(ended);
             let mut response = Response::new(Box::pin(messages) as MessageStream);
             *response.metadata_mut() = metadata;
             Ok(response)

@@ -62,26 +62,41 @@ struct Problem {
     position: Option<String>,
 }
 
-/// The status for an HTTP answer `status` with `body` (a problem, or any text).
-pub fn of_answer(status: u16, body: &[u8]) -> Status {
+/// The status for an HTTP answer `status` with `body` (a problem, or any text) and `headers`
+/// (the answer's metadata, as on a success; `retry-after` also as a RetryInfo).
+pub fn of_answer(status: u16, body: &[u8], headers: &http::HeaderMap) -> Status {
     let problem: Problem = serde_json::from_slice(body).unwrap_or_else(|_| Problem {
         title: String::from_utf8_lossy(body).chars().take(200).collect(),
         ..Problem::default()
     });
     let known = problem.reason.as_deref().and_then(Reason::from_code);
     let code = known.map_or_else(|| code_of_http(status), code_of_reason);
-    let reason = match &problem.reason {
-        Some(reason) => reason.clone(),
-        None => kind(&problem.title, status),
+    let reason = match (&problem.reason, status) {
+        (Some(reason), _) => reason.clone(),
+        // Every malformed request is one kind, whoever found it (a route or its extractor).
+        (None, 400) => "INVALID_REQUEST".to_owned(),
+        (None, _) => kind(&problem.title, status),
     };
     let mut metadata = HashMap::from([("http_status".to_owned(), status.to_string())]);
     metadata.extend(problem.command_id.map(|id| ("command_id".to_owned(), id)));
     metadata.extend(problem.position.map(|p| ("position".to_owned(), p)));
-    let message = match problem.detail.is_empty() {
-        true => problem.title,
-        false => problem.detail,
+    let message = match (problem.detail.is_empty(), problem.title.is_empty()) {
+        (false, _) => problem.detail,
+        (true, false) => problem.title,
+        (true, true) => format!("HTTP {status}"),
     };
-    Status::with_error_details(code, message, ErrorDetails::with_error_info(reason, DOMAIN, metadata))
+    let mut details = ErrorDetails::with_error_info(reason, DOMAIN, metadata);
+    let retry_after =
+        headers.get(http::header::RETRY_AFTER).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if let Some(seconds) = retry_after {
+        details.set_retry_info(Some(std::time::Duration::from_secs(seconds)));
+    }
+    Status::with_error_details_and_metadata(
+        code,
+        message,
+        details,
+        crate::transcode::answer_metadata(headers),
+    )
 }
 
 /// A problem's title as an ErrorInfo reason: `invalid request` -> `INVALID_REQUEST` (the
@@ -104,7 +119,7 @@ mod tests {
     fn every_reason_keeps_its_code_and_is_never_ok_nor_internal() {
         for reason in Reason::ALL {
             let body = serde_json::json!({"title": "command rejected", "detail": "no", "reason": reason.code(), "command_id": "c", "position": "0-1.x"});
-            let status = of_answer(422, body.to_string().as_bytes());
+            let status = of_answer(422, body.to_string().as_bytes(), &http::HeaderMap::new());
             assert_eq!(status.code(), code_of_reason(*reason), "{reason:?}");
             assert!(!matches!(status.code(), Code::Ok | Code::Internal | Code::Unknown));
             let info = status.get_error_details().error_info().cloned().expect("an ErrorInfo");
@@ -118,14 +133,32 @@ mod tests {
 
     #[test]
     fn problems_without_a_reason_take_their_kind_and_the_http_status() {
-        let status = of_answer(400, br#"{"title":"invalid request","status":400,"detail":"ledger: empty"}"#);
+        let none = http::HeaderMap::new();
+        let status =
+            of_answer(400, br#"{"title":"invalid request","status":400,"detail":"ledger: empty"}"#, &none);
         assert_eq!(status.code(), Code::InvalidArgument);
         assert_eq!(status.message(), "ledger: empty");
         assert_eq!(status.get_error_details().error_info().unwrap().reason, "INVALID_REQUEST");
-        let status = of_answer(413, b"length limit exceeded");
+        let status = of_answer(413, b"length limit exceeded", &none);
         assert_eq!(status.code(), Code::InvalidArgument);
         assert_eq!(status.get_error_details().error_info().unwrap().reason, "LENGTH_LIMIT_EXCEEDED");
-        assert_eq!(of_answer(502, b"").get_error_details().error_info().unwrap().reason, "HTTP_502");
+        assert_eq!(of_answer(502, b"", &none).get_error_details().error_info().unwrap().reason, "HTTP_502");
+        assert_eq!(
+            of_answer(400, b"{\"title\":\"Bad Request\"}", &none)
+                .get_error_details()
+                .error_info()
+                .unwrap()
+                .reason,
+            "INVALID_REQUEST"
+        );
+        let mut limited = http::HeaderMap::new();
+        limited.insert("retry-after", "2".parse().unwrap());
+        let status = of_answer(429, b"{}", &limited);
+        assert_eq!(
+            status.get_error_details().retry_info().unwrap().retry_delay,
+            Some(std::time::Duration::from_secs(2))
+        );
+        assert_eq!(status.metadata().get("retry-after").unwrap(), "2");
         for (http, code) in [
             (401, Code::Unauthenticated),
             (403, Code::PermissionDenied),
@@ -133,7 +166,7 @@ mod tests {
             (503, Code::Unavailable),
             (504, Code::DeadlineExceeded),
         ] {
-            assert_eq!(of_answer(http, b"{}").code(), code);
+            assert_eq!(of_answer(http, b"{}", &none).code(), code);
         }
     }
 }

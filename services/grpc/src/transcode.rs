@@ -32,20 +32,29 @@ pub(crate) const ANSWER_HEADERS: [&str; 4] = ["tally-position", "etag", "locatio
 /// What a path segment may hold unescaped: RFC 3986's unreserved characters.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
+/// An HTTP request made of a message.
+pub(crate) struct HttpRequest {
+    pub request: http::Request<axum::body::Body>,
+    /// The first path field left empty: the route is not found, once the gate has let the
+    /// caller through (so that a caller learns nothing before it is authenticated).
+    pub missing: Option<String>,
+}
+
 /// The HTTP request `route` makes of `message`, with the metadata that stands for headers.
+/// Nothing is refused here: every refusal is the route's, behind the gate.
 pub(crate) fn request(
     route: &Route,
     message: &DynamicMessage,
     metadata: &MetadataMap,
-) -> Result<http::Request<axum::body::Body>, Status> {
-    let mut uri = String::new();
+) -> Result<HttpRequest, Status> {
+    let (mut uri, mut missing) = (String::new(), None);
     for segment in &route.path {
         match segment {
             Segment::Text(text) => uri.push_str(text),
             Segment::Field(field) => {
                 let value = scalar_text(field, &message.get_field(field));
-                if value.is_empty() {
-                    return Err(Status::invalid_argument(format!("{}: required", field.name())));
+                if value.is_empty() && missing.is_none() {
+                    missing = Some(field.name().to_owned());
                 }
                 uri.extend(utf8_percent_encode(&value, SEGMENT));
             }
@@ -79,7 +88,7 @@ pub(crate) fn request(
         }
         Body::Rest => {
             let mut out = String::new();
-            write_object(&mut out, rest())?;
+            write_object(&mut out, &route.input(), &|f| !route.in_path(f), message)?;
             Some(out)
         }
         Body::Field(field) => {
@@ -92,7 +101,12 @@ pub(crate) fn request(
         }
     };
     let mut builder = http::Request::builder().method(route.http_method.clone()).uri(uri);
+    let read = route.http_method == http::Method::GET;
     for name in REQUEST_HEADERS {
+        // A read answers in full: a 304 has no message to give (conditions are for writes).
+        if read && name == "if-none-match" {
+            continue;
+        }
         for value in metadata.get_all(name) {
             builder = builder.header(name, value.as_bytes());
         }
@@ -104,7 +118,10 @@ pub(crate) fn request(
         }
         None => axum::body::Body::empty(),
     };
-    builder.body(body).map_err(|e| Status::invalid_argument(format!("not a request this API can make: {e}")))
+    let request = builder
+        .body(body)
+        .map_err(|e| Status::invalid_argument(format!("not a request this API can make: {e}")))?;
+    Ok(HttpRequest { request, missing })
 }
 
 /// A scalar field's value as path or query text.
@@ -141,22 +158,97 @@ fn enum_name(field: &FieldDescriptor, number: i32) -> String {
     }
 }
 
-/// Writes `fields` as one JSON object, by their proto names.
-fn write_object<'a>(
+/// Writes the fields of `message` (of type `descriptor`) that `wanted` takes as one JSON object,
+/// by their proto names: those set, and every list (an empty list is sent as one, so that the
+/// route judges it as it judges `[]` over HTTP).
+fn write_object(
     out: &mut String,
-    fields: impl Iterator<Item = (FieldDescriptor, &'a Value)>,
+    descriptor: &MessageDescriptor,
+    wanted: &dyn Fn(&FieldDescriptor) -> bool,
+    message: &DynamicMessage,
 ) -> Result<(), Status> {
     out.push('{');
-    for (i, (field, value)) in fields.enumerate() {
-        if i > 0 {
+    let mut first = true;
+    for field in descriptor.fields().filter(|f| wanted(f)) {
+        if !(message.has_field(&field) || field.is_list()) {
+            continue;
+        }
+        if !std::mem::take(&mut first) {
             out.push(',');
         }
         out.push_str(&serde_json::to_string(field.name()).expect("text"));
         out.push(':');
-        write_field(out, &field, value)?;
+        write_field(out, &field, &message.get_field(&field))?;
     }
     out.push('}');
     Ok(())
+}
+
+/// Writes a `google.protobuf.Struct`, `Value` or `ListValue` as JSON, a whole number as an
+/// integer (`1`, not `1.0`: the same document text, so the same command fingerprint, as the
+/// HTTP API makes of `{"v":1}`).
+fn write_well_known(out: &mut String, message: &DynamicMessage) -> Result<(), Status> {
+    let field = |name: &str| message.get_field_by_name(name);
+    match message.descriptor().name() {
+        "Struct" => {
+            out.push('{');
+            if let Some(fields) = field("fields")
+                && let Value::Map(fields) = fields.as_ref()
+            {
+                // In key order: a map's own order changes from call to call, and the text is
+                // what the command's fingerprint covers (a retry must be the same command).
+                let mut sorted: Vec<(String, &Value)> = fields.iter().map(|(k, v)| (map_key(k), v)).collect();
+                sorted.sort_by(|a, b| a.0.cmp(&b.0));
+                for (i, (key, value)) in sorted.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&serde_json::to_string(&key).expect("text"));
+                    out.push(':');
+                    write_nested(out, value)?;
+                }
+            }
+            out.push('}');
+        }
+        "ListValue" => {
+            out.push('[');
+            if let Some(values) = field("values")
+                && let Value::List(values) = values.as_ref()
+            {
+                for (i, value) in values.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write_nested(out, value)?;
+                }
+            }
+            out.push(']');
+        }
+        "Value" => match message.fields().next() {
+            None => out.push_str("null"),
+            Some((_, Value::F64(n))) if n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 => {
+                out.push_str(&(*n as i64).to_string())
+            }
+            Some((_, Value::F64(n))) => out.push_str(
+                &serde_json::to_string(n).map_err(|e| Status::invalid_argument(format!("a number: {e}")))?,
+            ),
+            Some((_, Value::String(s))) => out.push_str(&serde_json::to_string(s).expect("text")),
+            Some((_, Value::Bool(b))) => out.push_str(&b.to_string()),
+            Some((_, Value::Message(inner))) => write_well_known(out, inner)?,
+            Some(_) => out.push_str("null"),
+        },
+        other => {
+            return Err(Status::invalid_argument(format!("google.protobuf.{other} has no place here")));
+        }
+    }
+    Ok(())
+}
+
+fn write_nested(out: &mut String, value: &Value) -> Result<(), Status> {
+    match value {
+        Value::Message(message) => write_well_known(out, message),
+        _ => Err(Status::invalid_argument("a Struct holds Values")),
+    }
 }
 
 /// Writes `value` of `field` as JSON (a list or map whole).
@@ -193,18 +285,19 @@ fn write_field(out: &mut String, field: &FieldDescriptor, value: &Value) -> Resu
 /// Writes one value (not a list nor a map) of `field` as JSON.
 fn write_one(out: &mut String, field: &FieldDescriptor, value: &Value) -> Result<(), Status> {
     let text = match value {
-        Value::String(s) if is_json_text(field) => {
-            // Checked here, so that a broken value is refused for its field's sake.
-            let raw: &RawValue = serde_json::from_str(s).map_err(|_| {
-                Status::invalid_argument(format!("{}: {s:?} is not a number (nor JSON)", field.name()))
-            })?;
-            raw.get().to_owned()
+        // Text that is not JSON goes as a JSON string: the route refuses it (after the gate).
+        Value::String(s) if is_json_text(field) => match serde_json::from_str::<&RawValue>(s) {
+            Ok(raw) => raw.get().to_owned(),
+            Err(_) => serde_json::to_string(s).expect("text"),
+        },
+        Value::Message(message) if is_well_known(&message.descriptor()) => {
+            let mut inner = String::new();
+            write_well_known(&mut inner, message)?;
+            inner
         }
-        Value::Message(message) if is_well_known(&message.descriptor()) => serde_json::to_string(message)
-            .map_err(|e| Status::invalid_argument(format!("{}: {e}", field.name())))?,
         Value::Message(message) => {
             let mut inner = String::new();
-            write_object(&mut inner, message.fields())?;
+            write_object(&mut inner, &message.descriptor(), &|_| true, message)?;
             inner
         }
         Value::String(s) => serde_json::to_string(s).expect("text"),

@@ -123,11 +123,13 @@ fn parameter(name: &str) -> Option<Value> {
         "if-none-match" => json!({"type": "string", "enum": ["*"]}),
         "at" | "from" | "to" => json!({"type": "string", "format": "date-time"}),
         "limit" => json!({"type": "integer", "minimum": 1, "maximum": usize::MAX}),
-        // Opaque: only a `next_cursor` or `resume_cursor` the API gave is valid (base64url).
-        "cursor" => {
+        // Opaque: only a `next_cursor`, `resume_cursor` or live resume token the API gave is
+        // valid (base64url). A live stream's `Last-Event-ID` is such a token, or (following one
+        // stream) a stream version.
+        "cursor" | "resume" | "last-event-id" => {
             json!({"type": "string", "minLength": 1, "maxLength": 32 * 1024, "pattern": "^[A-Za-z0-9_-]+$"})
         }
-        "after" | "last-event-id" => unsigned(),
+        "after" => unsigned(),
         _ => return None,
     })
 }

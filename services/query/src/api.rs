@@ -1,7 +1,7 @@
 //! Routes, parameters and the OpenAPI document (generated from these definitions).
 
 use crate::cursor::{self, After, TimelinePass};
-use crate::events::{EventFilter, stream_page};
+use crate::events::{EventFilter, next_pass, stream_page, timeline_page};
 use crate::filtered::filtered;
 use crate::params::*;
 use crate::position::Reader;
@@ -13,15 +13,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
-use tally_core::projection::{EventRef, EventRow};
+use std::collections::HashMap;
+use tally_core::projection::EventRow;
 use tally_core::{AccountId, CommandId, DocKey, DocType, LedgerId, StreamId, TenantId, TxId};
 use tally_http::Problem;
 use tally_http::gate::BearerAuth;
 use tally_http::outcome::Outcome;
-use tally_store::reads::{
-    self, Accounts, Documents, EventsIndex, Outcomes, Statements, TimelinePlace, Transactions,
-};
+use tally_store::reads::{self, Accounts, Documents, Outcomes, Statements, Transactions};
 use utoipa::{IntoParams, OpenApi};
 
 #[derive(OpenApi)]
@@ -520,48 +518,18 @@ fn across_streams(
     (cursor, list): (Option<&str>, &str),
     limit: usize,
 ) -> Result<EventsFound, Problem> {
-    let from_ms = filter.from_ms.unwrap_or(i64::MIN);
-    // A range that ends before it begins is empty (and no store is asked for an inverted range).
-    let to_ms = filter.to_ms.map(|to_ms| to_ms.max(from_ms));
     let pass = resume(cursor, tenant, list, |a| match a {
         After::Timeline(pass) => Some(pass),
         _ => None,
     })?
     .unwrap_or_default();
     let bounds = (limit, query.config().scan_max);
-    let (found, upto) = query.read_live(|s, v| {
-        let upto: BTreeMap<i32, i64> = match &pass.upto {
-            Some(pinned) => pinned.iter().copied().collect(),
-            None => s.checkpoints(v)?,
-        };
-        let seen: BTreeMap<i32, i64> = pass.seen.iter().copied().collect();
-        // In this pass: above what earlier passes showed, up to what this one pinned.
-        let in_pass = |partition: i32, offset: i64| {
-            seen.get(&partition).is_none_or(|s| offset > *s)
-                && upto.get(&partition).is_some_and(|u| offset <= *u)
-        };
-        let read = |after: Option<&TimelinePlace>| {
-            s.timeline(v, tenant, (from_ms, to_ms), after.copied(), reads::PAGE_MAX)
-        };
-        let keep = |((_, partition, offset), at): (TimelinePlace, EventRef)| match in_pass(partition, offset)
-            && filter.admits_kind(&at.kind)
-        {
-            true => s.stream_event(v, tenant, &at.stream, at.stream_version),
-            false => Ok(None),
-        };
-        Ok((filtered(pass.after, bounds, read, |(place, _)| *place, keep)?, upto))
-    })?;
-    let pinned = || upto.iter().map(|(p, o)| (*p, *o)).collect::<Vec<_>>();
+    let (found, upto) = query.read_live(|s, v| timeline_page(s, v, tenant, filter, &pass, bounds))?;
     if found.more {
-        let next = TimelinePass { after: found.last, seen: pass.seen.clone(), upto: Some(pinned()) };
+        let next = TimelinePass { after: found.last, seen: pass.seen.clone(), upto: Some(upto) };
         return Ok(EventsFound { rows: found.items, next: Some(After::Timeline(next)), resume: None });
     }
     // The pass is over: the next one shows what was projected after this one pinned.
-    let mut seen: BTreeMap<i32, i64> = pass.seen.into_iter().collect();
-    for (partition, offset) in upto {
-        let shown = seen.entry(partition).or_insert(offset);
-        *shown = (*shown).max(offset);
-    }
-    let next_pass = TimelinePass { after: None, seen: seen.into_iter().collect(), upto: None };
-    Ok(EventsFound { rows: found.items, next: None, resume: Some(After::Timeline(next_pass)) })
+    let resume = After::Timeline(next_pass(&pass, &upto));
+    Ok(EventsFound { rows: found.items, next: None, resume: Some(resume) })
 }

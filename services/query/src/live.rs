@@ -1,10 +1,19 @@
-//! A stream's events as Server-Sent Events: the stream first catches up from where the client
-//! says (`after`, or the `Last-Event-ID` of a dropped connection), then follows new events as
-//! the projection adds them. Each SSE event's id is its stream version, so a client that
-//! reconnects with the last id it saw misses nothing and repeats nothing.
+//! Events as Server-Sent Events: catch up from where the client says, then follow new events as
+//! the projection adds them.
+//!
+//! - **One stream** (`stream`: a ledger, or one document): in stream order. Each SSE event's id
+//!   is its stream version; a client that reconnects with the last id it saw (`Last-Event-ID`,
+//!   or `after`) misses nothing and repeats nothing.
+//! - **Across streams** (no `stream`: every stream of the tenant, or with `doc_type` every
+//!   document of that type): the tenant's timeline, read in passes ([`TimelinePass`]) that
+//!   never pass over an event a partition has not projected yet. Each SSE event's id (and its
+//!   `resume` field) is a token of where every partition stands after it; reconnecting with it
+//!   misses nothing and repeats nothing. Order: time order within a pass, and each partition's
+//!   events in log order as long as their times do not go backwards (see docs).
 
 use crate::Query;
-use crate::events::{EventFilter, stream_page};
+use crate::cursor::{self, TimelinePass};
+use crate::events::{EventFilter, next_pass, place, stream_page, timeline_page};
 use crate::params::{id, stream};
 use crate::position::Reader;
 use crate::views::EventView;
@@ -15,9 +24,8 @@ use futures::Stream;
 use serde::Deserialize;
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use tally_core::StreamId;
-use tally_core::TenantId;
 use tally_core::projection::EventRow;
+use tally_core::{DocType, StreamId, TenantId};
 use tally_http::Problem;
 use tally_store::reads::PAGE_MAX;
 use utoipa::IntoParams;
@@ -26,64 +34,138 @@ use utoipa::IntoParams;
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LiveParams {
-    /// The stream: a ledger id, or `state/TYPE/KEY` for a document.
-    stream: String,
+    /// The stream: a ledger id (every event of the ledger), or `state/TYPE/KEY` for a document.
+    /// Without it: every stream of the tenant (or of `doc_type`), across partitions.
+    stream: Option<String>,
+    /// Only the events of documents of this type.
+    doc_type: Option<String>,
     /// Only these kinds of event, comma-separated.
     #[serde(rename = "type")]
     kinds: Option<String>,
-    /// Start after this stream version (default 0: from the first event). A `Last-Event-ID`
-    /// header takes precedence.
+    /// With `stream`: start after this stream version (default 0: from the first event). A
+    /// `Last-Event-ID` header takes precedence.
     after: Option<u64>,
+    /// Without `stream`: resume after the event whose id (or `resume` field) this is. A
+    /// `Last-Event-ID` header takes precedence.
+    resume: Option<String>,
+}
+
+/// What is followed, and where it stands.
+enum Place {
+    /// One stream, after this version.
+    Stream(StreamId, u64),
+    /// The tenant's timeline, in this pass; `list` names the filters its tokens belong to.
+    Timeline(TimelinePass, String),
 }
 
 /// What the live stream carries from one poll to the next.
 struct Follow {
     query: Query,
     tenant: TenantId,
-    stream: StreamId,
     filter: EventFilter,
-    after: u64,
-    buffered: VecDeque<EventRow>,
+    place: Place,
+    /// Events read and not sent yet, each with its SSE id.
+    buffered: VecDeque<(EventRow, String)>,
 }
 
 #[utoipa::path(get, path = "/v1/events/live",
-    params(LiveParams, ("last-event-id" = Option<u64>, Header, description = "the id of the last event received, to resume after it")),
-    responses((status = 200, content_type = "text/event-stream", description = "one SSE event per stream event: id = stream version, event = kind, data = the event view as JSON")))]
+    params(LiveParams, ("last-event-id" = Option<String>, Header, description = "the id of the last event received, to resume after it")),
+    responses((status = 200, content_type = "text/event-stream", description = "one SSE event per event: id = stream version (one stream) or a resume token (across streams), event = kind, data = the event view as JSON")))]
 pub(crate) async fn follow_events(
     State(query): State<Query>,
     Reader { tenant }: Reader,
     headers: HeaderMap,
     params: axum::extract::Query<LiveParams>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
-    let stream = stream(&params.stream)?;
-    let filter = EventFilter::parse(params.kinds.as_deref(), None, None)?;
-    let after = match tally_http::header_text(&headers, "last-event-id")? {
-        Some(last) => id::<String>("Last-Event-ID", last)?.parse().map_err(|_| {
-            Problem::bad_request("Last-Event-ID: not an id this stream sent (a stream version)")
-        })?,
-        None => params.after.unwrap_or(0),
+    let mut filter = EventFilter::parse(params.kinds.as_deref(), None, None)?;
+    filter.doc_type = params.doc_type.as_deref().map(|t| id::<DocType>("doc_type", t)).transpose()?;
+    let last = tally_http::header_text(&headers, "last-event-id")?;
+    let place = match params.stream.as_deref() {
+        Some(name) => {
+            if params.resume.is_some() {
+                return Err(Problem::bad_request(
+                    "resume: only without stream (give after, or Last-Event-ID)",
+                ));
+            }
+            let after = match last {
+                Some(last) => id::<String>("Last-Event-ID", last)?.parse().map_err(|_| {
+                    Problem::bad_request("Last-Event-ID: not an id this stream sent (a stream version)")
+                })?,
+                None => params.after.unwrap_or(0),
+            };
+            Place::Stream(stream(name)?, after)
+        }
+        None => {
+            let list = timeline_list(&params);
+            let pass = match last.or(params.resume.as_deref()) {
+                Some(token) => match cursor::decode(token, &tenant, &list)? {
+                    cursor::After::Timeline(pass) => pass,
+                    _ => return Err(Problem::bad_request("resume: not a token of this live stream")),
+                },
+                None => TimelinePass::default(),
+            };
+            Place::Timeline(pass, list)
+        }
     };
-    let follow = Follow { query, tenant, stream, filter, after, buffered: VecDeque::new() };
+    let follow = Follow { query, tenant, filter, place, buffered: VecDeque::new() };
     Ok(Sse::new(futures::stream::unfold(follow, next_event)).keep_alive(KeepAlive::default()))
+}
+
+/// What the tokens of a live stream across streams belong to: its filters.
+fn timeline_list(params: &LiveParams) -> String {
+    format!("live/{}/{}", params.doc_type.as_deref().unwrap_or(""), params.kinds.as_deref().unwrap_or(""))
 }
 
 /// The next SSE event: a buffered one, else what the next read finds, else (caught up) wait and
 /// read again. A failed read ends the stream; the client reconnects with `Last-Event-ID`.
 async fn next_event(mut follow: Follow) -> Option<(Result<Event, Infallible>, Follow)> {
     loop {
-        if let Some(row) = follow.buffered.pop_front() {
-            let id = row.event.stream_version.to_string();
+        if let Some((row, id)) = follow.buffered.pop_front() {
             let kind = row.event.body.kind();
-            let event = Event::default().id(id).event(kind).json_data(EventView::of(row).ok()?).ok()?;
+            let mut view = EventView::of(row).ok()?;
+            if matches!(follow.place, Place::Timeline(..)) {
+                view.resume = Some(id.clone());
+            }
+            let event = Event::default().id(id).event(kind).json_data(view).ok()?;
             return Some((Ok(event), follow));
         }
-        let (after, bounds) = (follow.after, (PAGE_MAX, follow.query.config().scan_max));
-        let scope = (&follow.tenant, &follow.stream);
-        let page =
-            follow.query.read_live(|s, v| stream_page(s, v, scope, &follow.filter, after, bounds)).ok()?;
-        follow.after = page.last.unwrap_or(after);
-        follow.buffered.extend(page.items);
-        if follow.buffered.is_empty() && !page.more {
+        let more = match &mut follow.place {
+            Place::Stream(stream, after) => {
+                let (scope, bounds) =
+                    ((&follow.tenant, &*stream), (PAGE_MAX, follow.query.config().scan_max));
+                let filter = &follow.filter;
+                let page =
+                    follow.query.read_live(|s, v| stream_page(s, v, scope, filter, *after, bounds)).ok()?;
+                *after = page.last.unwrap_or(*after);
+                follow.buffered.extend(page.items.into_iter().map(|row| {
+                    let id = row.event.stream_version.to_string();
+                    (row, id)
+                }));
+                page.more
+            }
+            Place::Timeline(pass, list) => {
+                let (tenant, filter) = (&follow.tenant, &follow.filter);
+                let bounds = (PAGE_MAX, follow.query.config().scan_max);
+                let (page, upto) =
+                    follow.query.read_live(|s, v| timeline_page(s, v, tenant, filter, pass, bounds)).ok()?;
+                // Each event's token: this pass, after that event.
+                for row in page.items {
+                    let after = TimelinePass {
+                        after: Some(place(&row)),
+                        seen: pass.seen.clone(),
+                        upto: Some(upto.clone()),
+                    };
+                    let token = cursor::encode(tenant, list, cursor::After::Timeline(after));
+                    follow.buffered.push_back((row, token));
+                }
+                *pass = match page.more {
+                    true => TimelinePass { after: page.last, seen: pass.seen.clone(), upto: Some(upto) },
+                    false => next_pass(pass, &upto),
+                };
+                page.more
+            }
+        };
+        if follow.buffered.is_empty() && !more {
             tokio::time::sleep(follow.query.config().follow_poll).await;
         }
     }

@@ -274,6 +274,10 @@ pub struct EventView {
     /// integers (or read the events topic, where they are Avro decimals).
     #[schema(value_type = Object)]
     pub event: Box<RawValue>,
+    /// On a live stream across streams (`/v1/events/live` without `stream`): the token to
+    /// resume after this event (its SSE id too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume: Option<String>,
 }
 
 impl EventView {
@@ -287,6 +291,7 @@ impl EventView {
             time: time(row.event.time_ms),
             position: Position { partition: row.partition, offset: row.offset }.token(&row.event.tenant),
             event,
+            resume: None,
         })
     }
 }

@@ -302,8 +302,10 @@ fn document(body: &Bytes) -> Result<String, Problem> {
 }
 
 /// Deepest nesting of a document (objects and arrays), leaving room under serde_json's and the
-/// policy engine's limit of 128 for the answers that hold documents.
-const DOCUMENT_DEPTH_MAX: usize = 64;
+/// policy engine's limit of 128 for the answers that hold documents, and under protobuf's 100
+/// (the common decoders' default) for the gRPC API's, which carries a document as a
+/// `google.protobuf.Struct`: two protobuf levels per JSON level, and three around it.
+const DOCUMENT_DEPTH_MAX: usize = 32;
 
 /// How deep `value` nests: 1 for a flat object.
 fn depth(value: &serde_json::Value) -> usize {
