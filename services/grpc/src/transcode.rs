@@ -41,45 +41,17 @@ pub(crate) struct HttpRequest {
 }
 
 /// The HTTP request `route` makes of `message`, with the metadata that stands for headers.
-/// Nothing is refused here: every refusal is the route's, behind the gate.
+/// Nothing the route judges is refused here: those refusals are the route's, behind the gate.
+/// Fails only for what no HTTP request can carry (a metadata value, a NaN).
 pub(crate) fn request(
     route: &Route,
     message: &DynamicMessage,
     metadata: &MetadataMap,
 ) -> Result<HttpRequest, Status> {
-    let (mut uri, mut missing) = (String::new(), None);
-    for segment in &route.path {
-        match segment {
-            Segment::Text(text) => uri.push_str(text),
-            Segment::Field(field) => {
-                let value = scalar_text(field, &message.get_field(field));
-                if value.is_empty() && missing.is_none() {
-                    missing = Some(field.name().to_owned());
-                }
-                uri.extend(utf8_percent_encode(&value, SEGMENT));
-            }
-        }
-    }
-    let rest = || message.fields().filter(|(f, _)| !route.in_path(f));
+    let (mut uri, missing) = path(route, message);
     let body = match &route.body {
         Body::None => {
-            let mut query = form_urlencoded::Serializer::new(String::new());
-            for (field, value) in rest() {
-                match value {
-                    Value::Map(map) => {
-                        for (key, value) in map {
-                            query.append_pair(
-                                &format!("{}.{}", field.name(), map_key(key)),
-                                &scalar_text(&field, value),
-                            );
-                        }
-                    }
-                    _ => {
-                        query.append_pair(field.name(), &scalar_text(&field, value));
-                    }
-                }
-            }
-            let query = query.finish();
+            let query = query(route, message);
             if !query.is_empty() {
                 uri.push('?');
                 uri.push_str(&query);
@@ -122,6 +94,45 @@ pub(crate) fn request(
         .body(body)
         .map_err(|e| Status::invalid_argument(format!("not a request this API can make: {e}")))?;
     Ok(HttpRequest { request, missing })
+}
+
+/// The route's path with `message`'s fields in it (percent-encoded), and the first of those
+/// left empty.
+fn path(route: &Route, message: &DynamicMessage) -> (String, Option<String>) {
+    let (mut uri, mut missing) = (String::new(), None);
+    for segment in &route.path {
+        match segment {
+            Segment::Text(text) => uri.push_str(text),
+            Segment::Field(field) => {
+                let value = scalar_text(field, &message.get_field(field));
+                if value.is_empty() && missing.is_none() {
+                    missing = Some(field.name().to_owned());
+                }
+                uri.extend(utf8_percent_encode(&value, SEGMENT));
+            }
+        }
+    }
+    (uri, missing)
+}
+
+/// The set fields of `message` not in the route's path, as a query string (a map field `f`
+/// as `f.KEY=VALUE` pairs).
+fn query(route: &Route, message: &DynamicMessage) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (field, value) in message.fields().filter(|(f, _)| !route.in_path(f)) {
+        match value {
+            Value::Map(map) => {
+                for (key, value) in map {
+                    let name = format!("{}.{}", field.name(), map_key(key));
+                    query.append_pair(&name, &scalar_text(&field, value));
+                }
+            }
+            _ => {
+                query.append_pair(field.name(), &scalar_text(&field, value));
+            }
+        }
+    }
+    query.finish()
 }
 
 /// A scalar field's value as path or query text.
@@ -379,4 +390,78 @@ pub(crate) fn answer_metadata(headers: &http::HeaderMap) -> MetadataMap {
         }
     }
     metadata
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routes::{POOL, routes_of};
+
+    fn body_of(route: &str, service: &str, json: serde_json::Value) -> (String, String) {
+        let routes = routes_of(service);
+        let route = &routes[route];
+        let message = DynamicMessage::deserialize(route.input(), json).unwrap();
+        let made = request(route, &message, &MetadataMap::new()).unwrap();
+        let uri = made.request.uri().to_string();
+        let bytes = futures::executor::block_on(axum::body::to_bytes(made.request.into_body(), usize::MAX));
+        (uri, String::from_utf8(bytes.unwrap().to_vec()).unwrap())
+    }
+
+    #[test]
+    fn amounts_cross_as_exact_text_both_ways() {
+        let min = "-170141183460469231731687303715884105728";
+        let posting =
+            serde_json::json!({"source": "world", "destination": "a", "asset": "USD/2", "amount": min});
+        let (uri, body) = body_of(
+            "/tally.v1.Commands/PostTransaction",
+            "tally.v1.Commands",
+            serde_json::json!({"ledger": "main", "tx_id": "t/1", "postings": [posting]}),
+        );
+        assert_eq!(uri, "/v1/ledgers/main/transactions");
+        assert!(body.contains(&format!("\"amount\":{min}")), "{body}");
+        assert!(body.contains("\"tx_id\":\"t/1\""), "{body}");
+        // Not JSON: sent as a string, for the route to refuse.
+        let posting =
+            serde_json::json!({"source": "w", "destination": "a", "asset": "USD/2", "amount": "1,\"x\":2"});
+        let (_, body) = body_of(
+            "/tally.v1.Commands/PostTransaction",
+            "tally.v1.Commands",
+            serde_json::json!({"ledger": "main", "tx_id": "t", "postings": [posting]}),
+        );
+        assert!(body.contains(r#""amount":"1,\"x\":2""#), "{body}");
+
+        let line = POOL.get_message_by_name("tally.v1.StatementLine").unwrap();
+        let max = "170141183460469231731687303715884105727";
+        let answer = format!(
+            r#"{{"asset":"USD/2","amount":{max},"balance_after":-1,"tx_id":"t","counterparty":"w","time":"x","event_id":"e"}}"#
+        );
+        let read = message(&line, answer.as_bytes()).unwrap();
+        assert_eq!(read.get_field_by_name("amount").unwrap().as_str(), Some(max));
+        assert_eq!(read.get_field_by_name("balance_after").unwrap().as_str(), Some("-1"));
+        // The proto files must keep up with the routes: an unknown field is an error.
+        assert!(message(&line, br#"{"asset":"USD/2","nope":1}"#).is_err());
+    }
+
+    #[test]
+    fn a_document_is_written_with_keys_in_order_and_whole_numbers_as_integers() {
+        let value = serde_json::json!({"z": 1, "a": [2.5, null, true, -3], "m": {"k": "v"}});
+        let (uri, body) = body_of(
+            "/tally.v1.Commands/PutDocument",
+            "tally.v1.Commands",
+            serde_json::json!({"doc_type": "order", "key": "a b/ü", "value": value}),
+        );
+        assert_eq!(uri, "/v1/state/order/a%20b%2F%C3%BC");
+        assert_eq!(body, r#"{"a":[2.5,null,true,-3],"m":{"k":"v"},"z":1}"#);
+    }
+
+    #[test]
+    fn reads_put_their_fields_in_the_query_and_maps_as_name_dot_key() {
+        let (uri, body) = body_of(
+            "/tally.v1.Queries/ListDocuments",
+            "tally.v1.Queries",
+            serde_json::json!({"doc_type": "order", "limit": 5, "field": {"a&b": "c=d"}}),
+        );
+        assert_eq!(uri, "/v1/state/order?limit=5&field.a%26b=c%3Dd");
+        assert!(body.is_empty());
+    }
 }
