@@ -12,6 +12,14 @@ import schemathesis
 
 @schemathesis.hook
 def filter_case(context, case):
-    invented_token = case.query and ("cursor" in case.query or "resume" in case.query)
+    query = case.query or {}
+    invented_token = "cursor" in query or "resume" in query
+    # A live stream takes `after` with `stream` only and `doc_type` without it (400 otherwise),
+    # which a schema cannot say.
+    live = case.path == "/v1/events/live"
+    if live and "after" in query and "stream" not in query:
+        return False
+    if live and "doc_type" in query and "stream" in query:
+        return False
     invented_event_id = case.headers and "last-event-id" in {k.lower() for k in case.headers}
     return not (invented_token or invented_event_id)

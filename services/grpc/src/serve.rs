@@ -15,6 +15,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tonic::server::{Grpc, ServerStreamingService, UnaryService};
 use tonic::service::Routes;
 use tonic::transport::{Identity, ServerTlsConfig};
@@ -52,6 +53,9 @@ pub struct GrpcServer {
     listener: TcpListener,
     routes: Routes,
     tls: Option<Tls>,
+    /// Fired as the server begins to stop: open streams end then (UNAVAILABLE), so that the
+    /// graceful stop, which waits for calls in flight, is not held by streams without an end.
+    closing: CancellationToken,
 }
 
 impl GrpcServer {
@@ -59,7 +63,8 @@ impl GrpcServer {
     /// is given. Fails when the address cannot be bound.
     pub async fn bind(address: SocketAddr, apis: Vec<Api>, tls: Option<Tls>) -> std::io::Result<GrpcServer> {
         let listener = TcpListener::bind(address).await?;
-        Ok(GrpcServer { listener, routes: routes(apis), tls })
+        let closing = CancellationToken::new();
+        Ok(GrpcServer { listener, routes: routes(apis, &closing), tls, closing })
     }
 
     /// The address bound (the port the system chose for port 0).
@@ -69,6 +74,11 @@ impl GrpcServer {
 
     /// Serves until `shutdown` completes; calls in flight then finish.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), String> {
+        let closing = self.closing.clone();
+        let shutdown = async move {
+            shutdown.await;
+            closing.cancel();
+        };
         let mut server = tonic::transport::Server::builder().accept_http1(true);
         if let Some(tls) = self.tls {
             let identity = Identity::from_pem(tls.cert_pem, tls.key_pem);
@@ -86,7 +96,7 @@ impl GrpcServer {
 }
 
 /// Every method of `apis`, reflection and health, as routes.
-fn routes(apis: Vec<Api>) -> Routes {
+fn routes(apis: Vec<Api>, closing: &CancellationToken) -> Routes {
     let (health, health_service) = tonic_health::server::health_reporter();
     let mut router = axum::Router::new();
     for api in apis {
@@ -94,7 +104,7 @@ fn routes(apis: Vec<Api>) -> Routes {
         let http = match api {
             Api::Commands(router) | Api::Queries(router) => router,
         };
-        let methods = Methods { http, routes: Arc::new(routes_of(name)) };
+        let methods = Methods { http, routes: Arc::new(routes_of(name)), closing: closing.clone() };
         for path in methods.routes.keys() {
             router = router.route_service(path, methods.clone());
         }
@@ -122,6 +132,7 @@ fn routes(apis: Vec<Api>) -> Routes {
 struct Methods {
     http: axum::Router,
     routes: Arc<HashMap<String, Arc<Route>>>,
+    closing: CancellationToken,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -137,13 +148,13 @@ impl tower::Service<http::Request<axum::body::Body>> for Methods {
 
     fn call(&mut self, request: http::Request<axum::body::Body>) -> Self::Future {
         let route = self.routes.get(request.uri().path()).cloned();
-        let http = self.http.clone();
+        let (http, closing) = (self.http.clone(), self.closing.clone());
         Box::pin(async move {
             let Some(route) = route else {
                 return Ok(Status::unimplemented("no such method").into_http());
             };
             let mut grpc = Grpc::new(DynamicCodec::new(route.input()));
-            let call = Call { route: route.clone(), http };
+            let call = Call { route: route.clone(), http, closing };
             Ok(match route.method.is_server_streaming() {
                 true => grpc.server_streaming(call, request).await,
                 false => grpc.unary(call, request).await,
@@ -157,6 +168,7 @@ impl tower::Service<http::Request<axum::body::Body>> for Methods {
 struct Call {
     route: Arc<Route>,
     http: axum::Router,
+    closing: CancellationToken,
 }
 
 impl Call {
@@ -236,7 +248,7 @@ impl ServerStreamingService<DynamicMessage> for Call {
             let ended = futures::stream::once(async {
                 Err(Status::unavailable("the event stream ended; resume after the last event"))
             });
-            let messages = messages.chain(ended);
+            let messages = messages.take_until(call.closing.clone().cancelled_owned()).chain(ended);
             let mut response = Response::new(Box::pin(messages) as MessageStream);
             *response.metadata_mut() = metadata;
             Ok(response)

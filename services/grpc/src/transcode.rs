@@ -237,8 +237,14 @@ fn write_well_known(out: &mut String, message: &DynamicMessage) -> Result<(), St
         }
         "Value" => match message.fields().next() {
             None => out.push_str("null"),
-            Some((_, Value::F64(n))) if n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 => {
-                out.push_str(&(*n as i64).to_string())
+            // JSON has no NaN nor infinities: refused, not written as null.
+            Some((_, Value::F64(n))) if !n.is_finite() => {
+                return Err(Status::invalid_argument(format!("a document number is finite, not {n}")));
+            }
+            // A whole number as the integer it is (exact: a whole double is an integer), as
+            // the same document's text over HTTP would have it.
+            Some((_, Value::F64(n))) if n.fract() == 0.0 && n.abs() < 1e38 => {
+                out.push_str(&(*n as i128).to_string())
             }
             Some((_, Value::F64(n))) => out.push_str(
                 &serde_json::to_string(n).map_err(|e| Status::invalid_argument(format!("a number: {e}")))?,

@@ -26,6 +26,8 @@ impl EventFilter {
     pub fn parse(kinds: Option<&str>, from: Option<&str>, to: Option<&str>) -> Result<EventFilter, Problem> {
         let kinds =
             kinds.map(|k| k.split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_owned).collect());
+        // `type=` (or only commas and blanks) names no kind: no filter, not "nothing".
+        let kinds = kinds.filter(|k: &Vec<String>| !k.is_empty());
         let from_ms = from.map(|f| instant("from", f)).transpose()?;
         let to_ms = to.map(|t| instant("to", t)).transpose()?;
         Ok(EventFilter { kinds, from_ms, to_ms, doc_type: None })

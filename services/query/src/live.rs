@@ -81,6 +81,16 @@ pub(crate) async fn follow_events(
     filter.doc_type = params.doc_type.as_deref().map(|t| id::<DocType>("doc_type", t)).transpose()?;
     let last = tally_http::header_text(&headers, "last-event-id")?;
     let place = match params.stream.as_deref() {
+        Some(_) if filter.doc_type.is_some() => {
+            return Err(Problem::bad_request(
+                "doc_type: only without stream (a stream is one document already)",
+            ));
+        }
+        None if params.after.is_some() => {
+            return Err(Problem::bad_request(
+                "after: only with stream (across streams, resume with a token)",
+            ));
+        }
         Some(name) => {
             if params.resume.is_some() {
                 return Err(Problem::bad_request(
