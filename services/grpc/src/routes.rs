@@ -2,7 +2,7 @@
 //! `tally.v1.http` options; which fields carry JSON text (`tally.v1.json`).
 
 use prost_reflect::{DescriptorPool, FieldDescriptor, MessageDescriptor, MethodDescriptor, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
 
 /// The API's descriptors.
@@ -95,10 +95,19 @@ fn route(method: MethodDescriptor) -> Result<Route, String> {
 
 /// Whether `field` carries a JSON value's text (the `tally.v1.json` option).
 pub(crate) fn is_json_text(field: &FieldDescriptor) -> bool {
-    static JSON: LazyLock<prost_reflect::ExtensionDescriptor> =
-        LazyLock::new(|| POOL.get_extension_by_name("tally.v1.json").expect("declared in options.proto"));
-    matches!(field.options().get_extension(&JSON).as_ref(), Value::Bool(true))
+    JSON_FIELDS.contains(field.full_name())
 }
+
+/// The full names of the fields with the `tally.v1.json` option, read from the descriptors once
+/// (a field's options are decoded anew on each ask, and every field of every message asks).
+static JSON_FIELDS: LazyLock<HashSet<String>> = LazyLock::new(|| {
+    let json = POOL.get_extension_by_name("tally.v1.json").expect("declared in options.proto");
+    POOL.all_messages()
+        .flat_map(|message| message.fields().collect::<Vec<_>>())
+        .filter(|field| matches!(field.options().get_extension(&json).as_ref(), Value::Bool(true)))
+        .map(|field| field.full_name().to_owned())
+        .collect()
+});
 
 #[cfg(test)]
 mod tests {
