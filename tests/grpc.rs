@@ -534,6 +534,66 @@ async fn reflection_health_and_grpc_web_answer() {
     assert!(status.as_deref() == Some("5") || trailer, "{:?} {body:?}", answer.headers());
 }
 
+/// A browser page on an allowed origin can call the gRPC listener with grpc-web: its preflight
+/// is answered with grpc-web's headers allowed, and the answer lets it read gRPC's status and
+/// Tally's position; another origin gets no CORS headers, nor does anyone without
+/// `--cors-origins`.
+#[test]
+fn browsers_on_allowed_origins_may_call_grpc_web() {
+    const APP: &str = "https://app.example";
+    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+    let preflight = |dev: &Dev, origin: &str| {
+        let request = ureq::http::Request::builder()
+            .method("OPTIONS")
+            .uri(format!("http://{}/tally.v1.Commands/DefineAsset", dev.grpc))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization,content-type,idempotency-key,x-grpc-web")
+            .body(())
+            .unwrap();
+        agent.run(request).unwrap()
+    };
+    let header = |answer: &ureq::http::Response<ureq::Body>, name: &str| {
+        answer.headers().get(name).map(|v| v.to_str().unwrap().to_ascii_lowercase())
+    };
+
+    let dev = Dev::start(&["--cors-origins", APP]);
+    let allowed = preflight(&dev, APP);
+    assert!(allowed.status().is_success(), "{allowed:?}");
+    assert_eq!(header(&allowed, "access-control-allow-origin").as_deref(), Some(APP));
+    let headers = header(&allowed, "access-control-allow-headers").unwrap_or_default();
+    for name in ["authorization", "idempotency-key", "x-grpc-web", "tally-position"] {
+        assert!(headers.contains(name), "{name} not allowed: {headers}");
+    }
+    assert_eq!(header(&preflight(&dev, "https://evil.example"), "access-control-allow-origin"), None);
+
+    // The call itself: a grpc-web DefineAsset from the page.
+    use prost::Message;
+    let request = DefineAssetRequest { ledger: "web".into(), asset: "USD/2".into() }.encode_to_vec();
+    let mut framed = vec![0u8];
+    framed.extend((request.len() as u32).to_be_bytes());
+    framed.extend(request);
+    let answer = agent
+        .post(format!("http://{}/tally.v1.Commands/DefineAsset", dev.grpc))
+        .header("origin", APP)
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .header("authorization", ACME)
+        .send(&framed[..])
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    assert_eq!(header(&answer, "access-control-allow-origin").as_deref(), Some(APP));
+    let exposed = header(&answer, "access-control-expose-headers").unwrap_or_default();
+    for name in ["grpc-status", "grpc-status-details-bin", "tally-position"] {
+        assert!(exposed.contains(name), "{name} not readable by the page: {exposed}");
+    }
+    assert!(header(&answer, "tally-position").is_some(), "{answer:?}");
+    drop(dev);
+
+    let closed = Dev::start(&[]);
+    assert_eq!(header(&preflight(&closed, APP), "access-control-allow-origin"), None);
+}
+
 /// Requests and answers as bytes (the gate test sends messages built from descriptors).
 #[derive(Clone, Copy)]
 struct RawCodec;

@@ -53,3 +53,50 @@ fn the_python_sdk_passes_its_tests_against_tally_dev() {
     assert!(out.status.success(), "the Python SDK's tests failed:\n{report}");
     assert!(!report.contains("skipped"), "no SDK test may skip here (TALLY_BIN is set):\n{report}");
 }
+
+/// Whether the TypeScript SDK's packages are installed (`npm ci` in sdks/typescript) and `node`
+/// runs.
+fn typescript_ready() -> Result<(), &'static str> {
+    if !Command::new("node").arg("--version").output().is_ok_and(|out| out.status.success()) {
+        return Err("no node");
+    }
+    if !sdk("typescript").join("node_modules/.bin/buf").exists() {
+        return Err("its packages are not installed (npm ci in sdks/typescript)");
+    }
+    Ok(())
+}
+
+#[test]
+fn the_typescript_sdk_is_generated_from_the_current_proto_files() {
+    if let Err(why) = typescript_ready() {
+        return skipped("the TypeScript SDK's regeneration check", why);
+    }
+    let out =
+        Command::new("bash").arg(sdk("typescript").join("generate.sh")).arg("--check").output().unwrap();
+    assert!(
+        out.status.success(),
+        "sdks/typescript/src/gen is stale: run sdks/typescript/generate.sh\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Its tests run every call over gRPC and over grpc-web (HTTP/1.1, as a browser speaks it).
+#[test]
+fn the_typescript_sdk_passes_its_tests_against_tally_dev_over_grpc_and_grpc_web() {
+    if let Err(why) = typescript_ready() {
+        return skipped("the TypeScript SDK's tests", why);
+    }
+    let out = Command::new("npm")
+        .args(["test", "--silent"])
+        .current_dir(sdk("typescript"))
+        .env("TALLY_BIN", env!("CARGO_BIN_EXE_tally"))
+        .output()
+        .unwrap();
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("{report}");
+    assert!(out.status.success(), "the TypeScript SDK's tests failed:\n{report}");
+    assert!(report.contains("# fail 0"), "no test may fail:\n{report}");
+    assert!(report.contains("# skipped 0"), "no SDK test may skip here (TALLY_BIN is set):\n{report}");
+    assert!(!report.contains("# pass 0\n"), "some test must run:\n{report}");
+}

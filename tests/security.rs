@@ -552,21 +552,30 @@ fn limits_policy_and_cors_guard_the_gate() {
     let response = agent.get(format!("http://{}/healthz", dev.query)).header("x-big", &big).call().unwrap();
     assert_eq!(response.status().as_u16(), 431);
 
-    // CORS: the allowed origin gets the headers, another does not.
+    // CORS: the allowed origin gets the headers, another does not; every request header of
+    // Tally's is allowed (a conditional document write sends if-match).
     let preflight = |origin: &str| {
         let request = ureq::http::Request::builder()
             .method("OPTIONS")
-            .uri(format!("http://{}/v1/ledgers/main/transactions", dev.http))
+            .uri(format!("http://{}/v1/state/profile/p-1", dev.http))
             .header("origin", origin)
-            .header("access-control-request-method", "POST")
-            .header("access-control-request-headers", "authorization,content-type")
+            .header("access-control-request-method", "PUT")
+            .header("access-control-request-headers", "authorization,content-type,if-match,idempotency-key")
             .body(())
             .unwrap();
         let response = agent.run(request).unwrap();
-        response.headers().get("access-control-allow-origin").map(|v| v.to_str().unwrap().to_owned())
+        let header =
+            |name: &str| response.headers().get(name).map(|v| v.to_str().unwrap().to_ascii_lowercase());
+        (header("access-control-allow-origin"), header("access-control-allow-headers").unwrap_or_default())
     };
-    assert_eq!(preflight("https://app.example").as_deref(), Some("https://app.example"));
-    assert_eq!(preflight("https://evil.example"), None);
+    let (origin, headers) = preflight("https://app.example");
+    assert_eq!(origin.as_deref(), Some("https://app.example"));
+    for name in
+        ["authorization", "if-match", "if-none-match", "idempotency-key", "tally-position", "tracestate"]
+    {
+        assert!(headers.contains(name), "{name} not allowed: {headers}");
+    }
+    assert_eq!(preflight("https://evil.example").0, None);
 }
 
 #[test]

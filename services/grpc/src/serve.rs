@@ -21,6 +21,7 @@ use tonic::service::Routes;
 use tonic::transport::{Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 use tower::ServiceExt;
+use tower_http::cors::CorsLayer;
 
 /// Largest JSON answer a unary method reads from its route, in bytes.
 const ANSWER_MAX: usize = 64 * 1024 * 1024;
@@ -53,6 +54,8 @@ pub struct GrpcServer {
     listener: TcpListener,
     routes: Routes,
     tls: Option<Tls>,
+    /// CORS for browsers on other origins (grpc-web); `None`: no CORS headers.
+    cors: Option<CorsLayer>,
     /// Fired as the server begins to stop: open streams end then (UNAVAILABLE), so that the
     /// graceful stop, which waits for calls in flight, is not held by streams without an end.
     closing: CancellationToken,
@@ -60,11 +63,17 @@ pub struct GrpcServer {
 
 impl GrpcServer {
     /// Binds `address` for `apis` (plus reflection, health and grpc-web), over TLS when `tls`
-    /// is given. Fails when the address cannot be bound.
-    pub async fn bind(address: SocketAddr, apis: Vec<Api>, tls: Option<Tls>) -> std::io::Result<GrpcServer> {
+    /// is given, answering browsers' CORS requests with `cors` when given. Fails when the
+    /// address cannot be bound.
+    pub async fn bind(
+        address: SocketAddr,
+        apis: Vec<Api>,
+        tls: Option<Tls>,
+        cors: Option<CorsLayer>,
+    ) -> std::io::Result<GrpcServer> {
         let listener = TcpListener::bind(address).await?;
         let closing = CancellationToken::new();
-        Ok(GrpcServer { listener, routes: routes(apis, &closing), tls, closing })
+        Ok(GrpcServer { listener, routes: routes(apis, &closing), tls, cors, closing })
     }
 
     /// The address bound (the port the system chose for port 0).
@@ -86,8 +95,11 @@ impl GrpcServer {
                 server.tls_config(ServerTlsConfig::new().identity(identity)).map_err(|e| e.to_string())?;
         }
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.listener);
+        // CORS outside grpc-web: a preflight (OPTIONS) is answered before it reaches a method.
+        let layers =
+            tower::ServiceBuilder::new().option_layer(self.cors).layer(tonic_web::GrpcWebLayer::new());
         server
-            .layer(tonic_web::GrpcWebLayer::new())
+            .layer(layers)
             .add_routes(self.routes)
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await

@@ -12,7 +12,7 @@ use crate::Problem;
 use axum::Router;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -76,6 +76,8 @@ struct Inner {
     limiter: Option<DefaultKeyedRateLimiter<String>>,
     header_bytes_max: usize,
     cors: Option<CorsLayer>,
+    /// The same origins, for the gRPC listener's grpc-web calls (other headers and methods).
+    grpc_cors: Option<CorsLayer>,
 }
 
 impl Gate {
@@ -86,8 +88,18 @@ impl Gate {
             let burst = NonZeroU32::new(config.rate_burst).unwrap_or(rate);
             RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
         });
-        let cors = cors(&config.cors_origins)?;
-        Ok(Gate { inner: Arc::new(Inner { auth, limiter, header_bytes_max: config.header_bytes_max, cors }) })
+        let origins = allowed_origins(&config.cors_origins)?;
+        let cors = origins.clone().map(http_cors);
+        let grpc_cors = origins.map(grpc_cors);
+        let header_bytes_max = config.header_bytes_max;
+        Ok(Gate { inner: Arc::new(Inner { auth, limiter, header_bytes_max, cors, grpc_cors }) })
+    }
+
+    /// CORS for the gRPC listener, so that a browser on an allowed origin can make grpc-web
+    /// calls (its preflight answered, gRPC's status and Tally's headers readable); `None`
+    /// when no origin is allowed.
+    pub fn grpc_cors(&self) -> Option<CorsLayer> {
+        self.inner.grpc_cors.clone()
     }
 
     /// `router` behind the gate.
@@ -100,45 +112,60 @@ impl Gate {
     }
 }
 
-fn cors(origins: &[String]) -> Result<Option<CorsLayer>, String> {
+/// The origins `origins` allows (`*`: any); `None` when empty (no CORS headers at all).
+fn allowed_origins(origins: &[String]) -> Result<Option<AllowOrigin>, String> {
     if origins.is_empty() {
         return Ok(None);
     }
-    let allow = match origins.iter().any(|o| o == "*") {
-        true => AllowOrigin::any(),
-        false => {
-            let parsed: Result<Vec<HeaderValue>, String> = origins
-                .iter()
-                .map(|o| {
-                    HeaderValue::from_str(o).map_err(|_| format!("CORS origin {o:?} is not a header value"))
-                })
-                .collect();
-            AllowOrigin::list(parsed?)
-        }
-    };
-    let allowed_headers = [
-        header::AUTHORIZATION,
-        header::CONTENT_TYPE,
-        header::IF_NONE_MATCH,
-        "idempotency-key".parse().expect("a header name"),
-        "last-event-id".parse().expect("a header name"),
-        "traceparent".parse().expect("a header name"),
-        crate::POSITION_HEADER.parse().expect("a header name"),
-    ];
-    let exposed = [
-        header::ETAG,
-        header::LOCATION,
-        header::RETRY_AFTER,
-        crate::POSITION_HEADER.parse().expect("a header name"),
-    ];
-    Ok(Some(
-        CorsLayer::new()
-            .allow_origin(allow)
-            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
-            .allow_headers(allowed_headers)
-            .expose_headers(exposed)
-            .max_age(Duration::from_secs(600)),
-    ))
+    if origins.iter().any(|o| o == "*") {
+        return Ok(Some(AllowOrigin::any()));
+    }
+    let parsed: Result<Vec<HeaderValue>, String> = origins
+        .iter()
+        .map(|o| HeaderValue::from_str(o).map_err(|_| format!("CORS origin {o:?} is not a header value")))
+        .collect();
+    Ok(Some(AllowOrigin::list(parsed?)))
+}
+
+fn names(names: &[&'static str]) -> Vec<HeaderName> {
+    names.iter().map(|n| HeaderName::from_static(n)).collect()
+}
+
+/// Request headers of Tally's own that a browser may send, over HTTP and gRPC alike.
+const TALLY_REQUEST_HEADERS: [&str; 8] = [
+    "authorization",
+    "content-type",
+    "idempotency-key",
+    "if-match",
+    "if-none-match",
+    crate::POSITION_HEADER,
+    "traceparent",
+    "tracestate",
+];
+
+/// How long a browser may keep a preflight's answer.
+const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
+
+fn http_cors(allow: AllowOrigin) -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([names(&TALLY_REQUEST_HEADERS), names(&["last-event-id"])].concat())
+        .expose_headers(names(&["etag", "location", "retry-after", crate::POSITION_HEADER]))
+        .max_age(PREFLIGHT_MAX_AGE)
+}
+
+/// grpc-web's own headers besides Tally's (as the grpc-web protocol and its clients use them:
+/// github.com/grpc/grpc/blob/master/doc/PROTOCOL-WEB.md).
+fn grpc_cors(allow: AllowOrigin) -> CorsLayer {
+    let grpc_web = ["x-grpc-web", "x-user-agent", "grpc-timeout"];
+    let grpc_status = ["grpc-status", "grpc-message", "grpc-status-details-bin"];
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::POST])
+        .allow_headers([names(&TALLY_REQUEST_HEADERS), names(&grpc_web)].concat())
+        .expose_headers([names(&grpc_status), names(&["etag", crate::POSITION_HEADER])].concat())
+        .max_age(PREFLIGHT_MAX_AGE)
 }
 
 async fn check(State(gate): State<Gate>, mut request: Request, next: Next) -> Response {

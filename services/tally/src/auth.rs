@@ -122,7 +122,7 @@ impl Security {
             }),
             None => None,
         };
-        let server = tally_grpc::GrpcServer::bind(address, apis, tls)
+        let server = tally_grpc::GrpcServer::bind(address, apis, tls, self.gate.grpc_cors())
             .await
             .with_context(|| format!("listening on {address} (grpc)"))?;
         println!("grpc: {}", server.local_addr()?);

@@ -63,8 +63,8 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     let _stop_reloading = reload.clone().drop_guard();
     let mut runner = Runner::new(&opts.service.shutdown);
     let started = start(&opts, &bootstrap, keys, &reload, &mut runner).await;
-    let started = started.map(|topics| {
-        print_banner(&opts, &bootstrap, &topics, broker.is_some(), token.as_deref());
+    let started = started.map(|(topics, bound)| {
+        print_banner(&opts, &bootstrap, &topics, &bound, broker.is_some(), token.as_deref());
     });
     let ran = runner.run_until(started, crate::shutdown::signal()).await;
     drop(broker);
@@ -73,14 +73,15 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
 
 /// Starts every service of `tally dev` on `runner` against the cluster at `bootstrap`: the
 /// processor, the outcome watcher, the projector, the sink runner, the query API, and last the
-/// front door (with the admin and health routes on its listener). Returns the topics.
+/// front door (with the admin and health routes on its listener). Returns the topics and the
+/// addresses bound.
 async fn start(
     opts: &DevOptions,
     bootstrap: &str,
     keys: Option<tally_auth::keys::KeyRing>,
     reload: &CancellationToken,
     runner: &mut Runner,
-) -> anyhow::Result<Topics> {
+) -> anyhow::Result<(Topics, Bound)> {
     let service = &opts.service;
     let kafka = service.kafka(bootstrap);
     let security = service.auth.security(keys, reload).await?;
@@ -95,17 +96,34 @@ async fn start(
     let destinations = start_sink(runner, &kafka, &topics, prefix, &opts.sink, store.clone(), registry)?;
     let query_app = query_app(&opts.query, store.clone());
     let query = security.server("query", opts.query.query_listen, query_app.clone()).await?;
+    let query_addr = query.local_addr()?;
     runner.start(|cancel| query.run(cancel));
     let grpc = security.grpc(opts.grpc_listen, Some(front.clone()), Some(query_app)).await?;
+    let grpc_addr = grpc.local_addr()?;
     runner.start(|cancel| grpc.run(cancel));
     let health = Health::new().with_broker(&kafka)?.with_store(store).router();
     let app = front.merge(admin.router()).merge(destinations.router()).merge(health);
     let http = security.server("http", service.http.http_listen, app).await?;
+    let bound = Bound { http: http.local_addr()?, query: query_addr, grpc: grpc_addr };
     runner.start(|cancel| http.run(cancel));
-    Ok(topics)
+    Ok((topics, bound))
 }
 
-fn print_banner(opts: &DevOptions, bootstrap: &str, topics: &Topics, embedded: bool, token: Option<&str>) {
+/// The addresses the listeners bound (the ports the system chose for port 0).
+struct Bound {
+    http: std::net::SocketAddr,
+    query: std::net::SocketAddr,
+    grpc: std::net::SocketAddr,
+}
+
+fn print_banner(
+    opts: &DevOptions,
+    bootstrap: &str,
+    topics: &Topics,
+    bound: &Bound,
+    embedded: bool,
+    token: Option<&str>,
+) {
     let storage = match (&opts.data_dir, embedded) {
         (_, false) => "external cluster".to_owned(),
         (Some(dir), true) => format!("in-process broker, data in {}", dir.display()),
@@ -138,17 +156,14 @@ fn print_banner(opts: &DevOptions, bootstrap: &str, topics: &Topics, embedded: b
     println!();
     println!(
         "  curl -X POST -H \"authorization: Bearer $TALLY_TOKEN\" -d '{{\"asset\":\"USD/2\"}}' http://{}/v1/ledgers/main/assets",
-        opts.service.http.http_listen
+        bound.http
     );
-    println!(
-        "  curl -H \"authorization: Bearer $TALLY_TOKEN\" http://{}/v1/events?stream=main",
-        opts.query.query_listen
-    );
+    println!("  curl -H \"authorization: Bearer $TALLY_TOKEN\" http://{}/v1/events?stream=main", bound.query);
     println!(
         "  grpcurl -plaintext -H \"authorization: Bearer $TALLY_TOKEN\" -d '{{\"ledger\":\"main\",\"account\":\"world\"}}' {} tally.v1.Queries/GetAccount",
-        opts.grpc_listen
+        bound.grpc
     );
-    println!("  tally projections status --url http://{}", opts.service.http.http_listen);
+    println!("  tally projections status --url http://{}", bound.http);
     println!();
     println!(
         "Running: the command processor, the HTTP front door, the projector, the sink runner, the query API and the gRPC API."
