@@ -240,7 +240,32 @@ fn over_http(dev: &Dev, request: &Request) -> (Reply, bool) {
 
 /// Polls the front door for a command's answer until it has one.
 fn poll_until_answered(dev: &Dev, path: &str) -> Reply {
-    poll(dev, path, Duration::from_secs(60)).unwrap_or_else(|| panic!("no answer at {path}"))
+    poll(dev, path, Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("no answer at {path} within 60 s; {}", what_is_known(dev, path)))
+}
+
+/// What the front door and the query API know of the command polled at `path`
+/// (`/v1/commands/ID?stream=S&fingerprint=F`), and the events of its stream: to explain a
+/// command left unanswered.
+fn what_is_known(dev: &Dev, path: &str) -> String {
+    let agent = http_client(Duration::from_secs(10));
+    let get = |address: &str, path: &str| match agent
+        .get(format!("http://{address}{path}"))
+        .header("authorization", ACME)
+        .call()
+    {
+        Ok(mut r) => format!("{} {}", r.status(), r.body_mut().read_to_string().unwrap_or_default()),
+        Err(e) => format!("failed: {e}"),
+    };
+    let id_and_stream = path.split("&fingerprint").next().unwrap_or(path);
+    let stream = id_and_stream.split("stream=").nth(1).unwrap_or_default();
+    format!(
+        "front door, this command: {}\nfront door, the id's first answer: {}\nquery API, the id's first answer: {}\nthe stream's events: {}",
+        get(&dev.http, path),
+        get(&dev.http, id_and_stream),
+        get(&dev.query, id_and_stream),
+        get(&dev.query, &format!("/v1/events?stream={stream}&limit=1000")),
+    )
 }
 
 /// Polls the front door for a command's answer for at most `wait`.

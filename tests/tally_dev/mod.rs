@@ -20,9 +20,12 @@ pub const FUZZ: &str = "Bearer tly_fuzz-rw_2LnJbwMvO0odU_3iKBFQHkTJvNFH97kzZjMv7
 const ADDRESSES: [&str; 4] = ["kafka: ", "http: ", "query: ", "grpc: "];
 const TOKEN: &str = "token: ";
 
-/// A running `tally dev`, killed (SIGKILL) when dropped.
+/// A running `tally dev`, killed (SIGKILL) when dropped. When dropped by a failing test, it
+/// prints the warnings and errors the process logged (its stderr is kept in a temp file).
 pub struct Dev {
     child: Child,
+    /// The process's stderr (`None` with `TALLY_TEST_STDERR`, which shows it as it comes).
+    log: Option<tempfile::NamedTempFile>,
     pub kafka: String,
     /// The HTTP front door's address.
     pub http: String,
@@ -99,6 +102,15 @@ impl Dev {
     /// of `lines`.
     fn launch(args: &[&str], lines: &[&'static str]) -> Dev {
         let broker_port = if args.contains(&"--kafka-port") { &[][..] } else { &["--kafka-port", "0"][..] };
+        let log = match std::env::var_os("TALLY_TEST_STDERR") {
+            Some(_) => None,
+            None => Some(tempfile::NamedTempFile::new().expect("a temp file for the log")),
+        };
+        let stderr = match &log {
+            // TALLY_TEST_STDERR=1 shows the process's logs as they come (for debugging a test).
+            None => Stdio::inherit(),
+            Some(file) => Stdio::from(file.reopen().expect("the log file reopens")),
+        };
         let mut child = Command::new(TALLY)
             .arg("dev")
             .args(broker_port)
@@ -112,12 +124,7 @@ impl Dev {
             ])
             .args(args)
             .stdout(Stdio::piped())
-            // TALLY_TEST_STDERR=1 shows the process's logs (for debugging a test).
-            .stderr(if std::env::var_os("TALLY_TEST_STDERR").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
+            .stderr(stderr)
             .spawn()
             .expect("tally dev starts");
         let stdout = BufReader::new(child.stdout.take().unwrap());
@@ -143,7 +150,7 @@ impl Dev {
         let mut address = |prefix| found.remove(prefix).unwrap();
         let (kafka, http, query, grpc) =
             (address("kafka: "), address("http: "), address("query: "), address("grpc: "));
-        Dev { kafka, http, query, grpc, token, child }
+        Dev { kafka, http, query, grpc, token, child, log }
     }
 
     /// Sends SIGTERM and waits for the exit, at most `deadline`; how it exited and how long it
@@ -175,6 +182,33 @@ impl Drop for Dev {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            self.print_problems();
+        }
+    }
+}
+
+impl Dev {
+    /// Prints the last warnings and errors of the process's log (librdkafka's configuration
+    /// notices left out), to explain a failing test.
+    fn print_problems(&self) {
+        const SHOWN: usize = 60;
+        let Some(text) = self.log.as_ref().and_then(|f| std::fs::read_to_string(f.path()).ok()) else {
+            return;
+        };
+        let problems: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(r#""level":"WARN""#) || l.contains(r#""level":"ERROR""#))
+            .filter(|l| !l.contains("CONFWARN"))
+            .collect();
+        println!(
+            "--- tally dev (pid {}): its last {SHOWN} warnings and errors of {}",
+            self.child.id(),
+            problems.len()
+        );
+        for line in &problems[problems.len().saturating_sub(SHOWN)..] {
+            println!("{line}");
+        }
     }
 }
 
