@@ -315,8 +315,10 @@ for (const protocol of PROTOCOLS) {
       const tally = client();
       const ledger = await freshLedger(tally);
       const answer = await tally.postTransaction(ledger, "t-max", pay("alice", I128_MAX));
-      const event = parseEvent(answer.event) as { body: { TransactionPosted: { postings: { amount: bigint }[] } } };
+      type Posted = { stream_version: unknown; body: { TransactionPosted: { postings: { amount: bigint }[] } } };
+      const event = parseEvent(answer.event) as Posted;
       assert.equal(event.body.TransactionPosted.postings[0]!.amount, I128_MAX);
+      assert.equal(typeof event.stream_version, "number"); // small integers stay numbers
 
       const read = { position: answer.position };
       const alice = await tally.getAccount(ledger, "alice", read);
@@ -336,12 +338,101 @@ for (const protocol of PROTOCOLS) {
   });
 }
 
+// No server needed below: a closed port (nothing listens on port 9), so whatever is refused is
+// refused before a call is made, and what is sent fails UNAVAILABLE.
+const CLOSED = "http://127.0.0.1:9";
+
 test("amounts must be integers in the i128 range, checked before anything is sent", async () => {
-  // No server needed: refused before a call is made (the address is never dialled).
-  const tally = new Client("http://127.0.0.1:9", TOKEN, { retries: 0 });
+  const tally = new Client(CLOSED, TOKEN, { retries: 0 });
   await assert.rejects(tally.postTransaction("main", "t-1", pay("alice", I128_MAX + 1n)), RangeError);
   await assert.rejects(tally.postTransaction("main", "t-1", pay("alice", 2.5)), TypeError);
   await assert.rejects(tally.postTransaction("main", "t-1", pay("alice", 2 ** 53)), TypeError);
   await assert.rejects(tally.postTransaction("main", "t-1", pay("alice", "250" as unknown as number)), TypeError);
   await assert.rejects(tally.commitPending("main", "t-1", [-(2n ** 127n) - 1n]), RangeError);
+});
+
+test("documents, metadata, counts and options are checked before anything is sent", async () => {
+  const tally = new Client(CLOSED, TOKEN, { retries: 0 });
+  const notDocuments: unknown[] = ["hello", [1, 2], 5, null, { a: 10n }, { f: () => 1 }, { a: new Date(0) }];
+  notDocuments.push({ a: undefined }, { a: NaN }, { a: [Infinity] }, { nested: { deeper: [{ x: 1n }] } });
+  for (const value of notDocuments) {
+    await assert.rejects(tally.putDocument("config", "k", value as object), TypeError, String(value));
+  }
+  const badMetadata: unknown[] = [{ a: 1 }, { a: null }, { a: { b: 1 } }, ["a"]];
+  for (const metadata of badMetadata) {
+    const fields = { metadata: metadata as Record<string, string> };
+    await assert.rejects(tally.postTransaction("main", "t-1", pay("alice", 1), fields), TypeError);
+    await assert.rejects(tally.openAccount("main", "alice", fields), TypeError);
+  }
+  for (const size of [0, -1, 1.5, 2 ** 32, NaN, Infinity]) {
+    await assert.rejects(collect(tally.accounts("main", { pageSize: size })), /pageSize/);
+  }
+  for (const timeout of [-1, 1.5, 2n ** 64n]) {
+    await assert.rejects(tally.postTransaction("main", "t-1", pay("alice", 1), { pendingTimeoutMs: timeout }), /pendingTimeoutMs/);
+  }
+  for (const after of [-1, 1.5, 2n ** 64n]) {
+    await assert.rejects(collect(tally.follow({ stream: "main", after })), /after/);
+  }
+  await assert.rejects(tally.putDocument("config", "k", { a: 1 }, { ifMatch: -1 }), RangeError);
+  await assert.rejects(tally.defineAsset("main", "USD/2", { idempotencyKey: "a\nb" }), TypeError);
+  for (const options of [{ retries: NaN }, { retries: -1 }, { retries: 1.5 }, { timeoutMs: 0 }, { timeoutMs: NaN }]) {
+    assert.throws(() => new Client(CLOSED, TOKEN, options), /retries|timeoutMs/, String(Object.entries(options)));
+  }
+  assert.throws(() => new Client(CLOSED, "tly_a\nb"), TypeError);
+});
+
+test("a write that fails carries its idempotency key, to be sent again or asked about", async () => {
+  const tally = new Client(CLOSED, TOKEN, { retries: 1 });
+  await assert.rejects(tally.defineAsset("main", "USD/2"), (e: TallyError) => {
+    assert.equal(e.code, Code.Unavailable);
+    assert.match(e.commandId ?? "", /^[0-9a-f-]{36}$/);
+    assert.ok(e.cause instanceof ConnectError);
+    return true;
+  });
+  await assert.rejects(tally.defineAsset("main", "USD/2", { idempotencyKey: "mine" }), (e: TallyError) => {
+    assert.equal(e.commandId, "mine");
+    return true;
+  });
+});
+
+test("an aborted signal stops calls and subscriptions with CANCELED", async () => {
+  const tally = new Client(CLOSED, TOKEN);
+  const stopped = new AbortController();
+  stopped.abort("done");
+  const canceled = (e: TallyError) => e instanceof TallyError && e.code === Code.Canceled && e.cause === "done";
+  await assert.rejects(collect(tally.follow({ stream: "main", signal: stopped.signal })), canceled);
+  await assert.rejects(tally.defineAsset("main", "USD/2", { signal: stopped.signal }), canceled);
+  // Aborted during the backoff between attempts: at once, not after the remaining retries.
+  const later = new AbortController();
+  setTimeout(() => later.abort("done"), 150);
+  const started = Date.now();
+  await assert.rejects(collect(tally.follow({ stream: "main", signal: later.signal })), canceled);
+  assert.ok(Date.now() - started < 1_000);
+});
+
+test("a quiet subscription survives a proxy that cuts idle connections, for longer than its retries", async (t) => {
+  if (!requireServer(t)) return;
+  const writer = new Client(`http://${address}`, TOKEN);
+  const ledger = await freshLedger(writer); // version 1: the asset
+  const proxy = await Proxy.start(address);
+  const stop = new AbortController();
+  // retries: 1: without the reset after a working call, the second cut would end it.
+  const follower = new Client(`http://${proxy.address}`, TOKEN, { retries: 1 });
+  const first = (async () => {
+    for await (const event of follower.follow({ stream: ledger, after: 1, signal: stop.signal })) return event;
+  })();
+  try {
+    for (let cut = 0; cut < 3; cut++) {
+      await sleep(5_500);
+      proxy.cut();
+    }
+    await sleep(500);
+    await writer.postTransaction(ledger, "t-1", pay("alice", 1));
+    const event = await first;
+    assert.equal(event?.streamVersion, 2n);
+    assert.ok(proxy.connections >= 4, `${proxy.connections} connections`);
+  } finally {
+    stop.abort();
+    proxy.close();
+  }
 });
