@@ -594,6 +594,28 @@ fn browsers_on_allowed_origins_may_call_grpc_web() {
     assert_eq!(header(&preflight(&closed, APP), "access-control-allow-origin"), None);
 }
 
+/// FollowEvents is a live stream like the HTTP one and takes its place among them: beyond the
+/// tenant's most, RESOURCE_EXHAUSTED; a cancelled call frees its place at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_events_counts_against_the_live_stream_limits() {
+    let dev = Dev::start(&["--live-streams-per-tenant-max", "1"]);
+    let mut queries = QueriesClient::new(channel(&dev).await);
+    let follow = || with_key(FollowEventsRequest { stream: "main".into(), ..Default::default() }, ACME);
+    let first = queries.follow_events(follow()).await.unwrap().into_inner();
+    let refused = queries.follow_events(follow()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    drop(first);
+    let started = std::time::Instant::now();
+    loop {
+        match queries.follow_events(follow()).await {
+            Ok(_) => break,
+            Err(e) => assert_eq!(e.code(), Code::ResourceExhausted),
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the cancelled call kept its place");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Requests and answers as bytes (the gate test sends messages built from descriptors).
 #[derive(Clone, Copy)]
 struct RawCodec;

@@ -322,6 +322,9 @@ fn bad_input_is_a_clear_error_and_unknown_things_are_404() {
             400,
         ),
         ("/v1/ledgers/main/accounts?colour=red".into(), vec![ACME], 400),
+        // A kind no event has would match nothing, for ever.
+        ("/v1/events?stream=main&type=TransactionPosted,Transfered".into(), vec![ACME], 400),
+        ("/v1/events/live?stream=main&type=NoSuchKind".into(), vec![ACME], 400),
         ("/v1/ledgers/main/accounts/alice/balance?at=yesterday".into(), vec![ACME], 400),
         ("/v1/ledgers/main/accounts/alice/balance".into(), vec![ACME], 400),
         ("/v1/ledgers/main/accounts/alice/statement?asset=dollars".into(), vec![ACME], 400),
@@ -347,6 +350,10 @@ fn bad_input_is_a_clear_error_and_unknown_things_are_404() {
         assert_eq!(answer.status, expected, "GET {path} {headers:?}: {}", answer.body);
         assert!(answer.body["detail"].as_str().is_some_and(|d| !d.is_empty()), "GET {path}: {}", answer.body);
     }
+    // Blanks around kinds and empty items are allowed (as the documents' pattern says).
+    let kinds = api.read_with("/v1/events?stream=main&type=%20TransactionPosted%09,,", &[ACME]);
+    assert_eq!(kinds.status, 200, "{}", kinds.body);
+    assert_eq!(kinds.body["items"][0]["kind"], "TransactionPosted", "{}", kinds.body);
     // Across streams any range is a search (from the first event, to no end, by default); one
     // that ends before it begins is empty.
     let ranges = [("", 2), ("?from=0001-01-01T00:00:00Z&to=9999-12-31T23:59:59Z", 2)];
@@ -797,4 +804,43 @@ fn both_command_endpoints_document_one_outcome() {
             "#/components/schemas/Outcome"
         );
     }
+}
+
+/// Live streams are bounded per tenant (429) and in all (503), and a stream's place comes back
+/// when its client goes away (gRPC's FollowEvents counts against the same places: tests/grpc.rs).
+#[test]
+fn live_streams_are_bounded_per_tenant_and_in_all() {
+    let dev = Dev::start(&["--live-streams-per-tenant-max", "1", "--live-streams-max", "2"]);
+    let agent = tally_dev::http_client(Duration::from_secs(10));
+    let open = |key: &str| {
+        agent
+            .get(format!("http://{}/v1/events/live?stream=main", dev.query))
+            .header("authorization", key)
+            .call()
+            .unwrap()
+    };
+    let acme = open(tally_dev::ACME);
+    assert_eq!(acme.status(), 200);
+    let refused = open(tally_dev::ACME);
+    assert_eq!(refused.status(), 429, "a second stream of the tenant");
+    let globex = open(tally_dev::GLOBEX);
+    assert_eq!(globex.status(), 200);
+    assert_eq!(open(tally_dev::FUZZ).status(), 503, "a third stream in all");
+
+    drop(refused);
+
+    // The client goes away: the server notices when it next writes (the SSE keep-alive comes
+    // every 15 s), and the place is free again.
+    drop(acme);
+    let started = Instant::now();
+    loop {
+        let again = open(tally_dev::ACME);
+        if again.status() == 200 {
+            break;
+        }
+        assert_eq!(again.status(), 429);
+        assert!(started.elapsed() < Duration::from_secs(40), "acme's place did not come back");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(globex);
 }

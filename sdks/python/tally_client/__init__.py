@@ -40,7 +40,11 @@ def _backoff(attempt: int) -> None:
 class TallyError(Exception):
     """A refused call: its gRPC `code` and `message`, and from the status details'
     google.rpc.ErrorInfo the `reason` (`INSUFFICIENT_FUNDS`, `NOT_FOUND`, ...) and
-    `metadata` (`http_status`, and `command_id` and `position` for a command's answer)."""
+    `metadata` (`http_status`, and `command_id` and `position` for a command's answer).
+
+    For a write, `command_id` is the idempotency key it was sent with: a write that failed
+    UNAVAILABLE or DEADLINE_EXCEEDED after its retries may still have been made, so send it
+    again with that key (it is made at most once) or ask `get_outcome(command_id, stream)`."""
 
     def __init__(self, code: grpc.StatusCode, message: str, reason: str | None = None,
                  metadata: Mapping[str, str] | None = None):
@@ -49,6 +53,7 @@ class TallyError(Exception):
         self.message = message
         self.reason = reason
         self.metadata = dict(metadata or {})
+        self.command_id: str | None = None
 
     @classmethod
     def from_rpc_error(cls, err: grpc.RpcError) -> TallyError:
@@ -199,12 +204,17 @@ class Client:
 
     def _write(self, method, request_type, fields, *, idempotency_key=None, keyed=True,
                if_match=None, create_only=False) -> Record:
-        metadata = [("idempotency-key", idempotency_key or str(uuid.uuid4()))] if keyed else []
+        key = (idempotency_key or str(uuid.uuid4())) if keyed else None
+        metadata = [("idempotency-key", key)] if key else []
         if if_match is not None:
             metadata.append(("if-match", str(if_match)))
         if create_only:
             metadata.append(("if-none-match", "*"))
-        answer, headers = self._call(method, request_type, fields, metadata)
+        try:
+            answer, headers = self._call(method, request_type, fields, metadata)
+        except TallyError as error:
+            error.command_id = key
+            raise
         # A batch's answer has no position of its own: its last command's is the latest.
         outcomes = ([r.outcome for r in answer.results if r.outcome]
                     if hasattr(answer, "results") else [answer])

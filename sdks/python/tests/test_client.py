@@ -286,3 +286,15 @@ def test_amounts_must_be_ints_in_the_i128_range(client, ledger):
         client.post_transaction(ledger, "t-1", pay("alice", "250"))
     with pytest.raises(TypeError):
         client.post_transaction(ledger, "t-1", pay("alice", 2.5))
+
+
+def test_a_failed_write_carries_its_idempotency_key():
+    # Nothing listens on port 9: every attempt fails UNAVAILABLE.
+    with Client("127.0.0.1:9", TOKEN, retries=1, timeout=2.0) as client:
+        with pytest.raises(TallyError) as failed:
+            client.define_asset("main", USD)
+        assert failed.value.code == grpc.StatusCode.UNAVAILABLE
+        assert uuid.UUID(failed.value.command_id).version == 4
+        with pytest.raises(TallyError) as mine:
+            client.define_asset("main", USD, idempotency_key="mine")
+        assert mine.value.command_id == "mine"

@@ -441,13 +441,7 @@ export class TallyClient {
     fields: { metadata?: Record<string, string>; pendingTimeoutMs?: bigint | number } = {},
     options: WriteOptions = {},
   ): Promise<CommandAnswer> {
-    const request = {
-      ledger,
-      txId,
-      postings: postings.map(posting),
-      metadata: metadataOf(fields.metadata),
-      pendingTimeoutMs: u64(fields.pendingTimeoutMs, "pendingTimeoutMs"),
-    };
+    const request = { ledger, ...transaction({ txId, postings, ...fields }) };
     return this.write((o) => this.commands.postTransaction(request, o), options);
   }
 
@@ -456,15 +450,7 @@ export class TallyClient {
    * transaction's id is its key, so a retry gets the first answers.
    */
   async postBatch(ledger: string, transactions: BatchTransactionInput[], options: { signal?: AbortSignal } = {}): Promise<BatchAnswer> {
-    const request = {
-      ledger,
-      transactions: transactions.map((t) => ({
-        txId: t.txId,
-        postings: t.postings.map(posting),
-        metadata: metadataOf(t.metadata),
-        pendingTimeoutMs: u64(t.pendingTimeoutMs, "pendingTimeoutMs"),
-      })),
-    };
+    const request = { ledger, transactions: transactions.map(transaction) };
     return this.write((o) => this.commands.postBatch(request, o), { ...options, keyed: false });
   }
 
@@ -620,6 +606,16 @@ export class TallyClient {
   static pending(answer: CommandAnswer): boolean {
     return answer.status === CommandStatus.PENDING;
   }
+}
+
+/** A transaction's fields as a request carries them, checked. */
+function transaction(t: BatchTransactionInput) {
+  return {
+    txId: t.txId,
+    postings: t.postings.map(posting),
+    metadata: metadataOf(t.metadata),
+    pendingTimeoutMs: u64(t.pendingTimeoutMs, "pendingTimeoutMs"),
+  };
 }
 
 function posting(p: PostingInput) {

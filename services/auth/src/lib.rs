@@ -195,7 +195,12 @@ impl Authenticator {
                 self.keys.as_ref().ok_or_else(|| AuthError::invalid("API keys are not accepted here"))?;
             return keys.current().verify(token);
         }
-        let jwt = self.jwt.as_ref().ok_or_else(|| AuthError::invalid("JWTs are not accepted here"))?;
+        let jwt = self.jwt.as_ref().ok_or_else(|| {
+            AuthError::invalid(format!(
+                "not an API key (they start with {}), and JWTs are not accepted here",
+                keys::SECRET_PREFIX
+            ))
+        })?;
         jwt.verify(token)
     }
 

@@ -130,8 +130,16 @@ fn parameter(name: &str) -> Option<Value> {
             json!({"type": "string", "minLength": 1, "maxLength": 32 * 1024, "pattern": "^[A-Za-z0-9_-]+$"})
         }
         "after" => unsigned(),
+        "type" => event_kinds(),
         _ => return None,
     })
+}
+
+/// Event kinds, comma-separated, each one of [`tally_core::EVENT_KINDS`], spaces or tabs
+/// around them, empty items allowed (`type=` is no filter).
+fn event_kinds() -> Value {
+    let kind = format!("(?:{})[ \\t]*", tally_core::EVENT_KINDS.join("|"));
+    json!({"type": "string", "pattern": format!("^[ \\t]*(?:{kind})?(?:,[ \\t]*(?:{kind})?)*$")})
 }
 
 /// What the front door refuses as malformed (400) in a request body's property `name`.

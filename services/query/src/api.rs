@@ -148,7 +148,8 @@ pub(crate) struct EventParams {
     /// The stream: a ledger id, or `state/TYPE/KEY` for a document. Without it, every stream of
     /// the tenant, in time order (in passes: see `resume_cursor`).
     stream: Option<String>,
-    /// Only these kinds of event, comma-separated (`TransactionPosted,PendingCommitted`).
+    /// Only these kinds of event, comma-separated (`TransactionPosted,PendingCommitted`); an
+    /// unknown kind is 400, and naming none (`type=`) is no filter.
     #[serde(rename = "type")]
     kinds: Option<String>,
     /// Only events at or after this instant (RFC 3339).

@@ -61,9 +61,10 @@ pub fn encode(tenant: &TenantId, list: &str, after: After) -> String {
     URL_SAFE_NO_PAD.encode(postcard::to_stdvec(&body).expect("plain data serialises"))
 }
 
-/// The place a cursor names, if it was made for this tenant's `list`.
-pub fn decode(cursor: &str, tenant: &TenantId, list: &str) -> Result<After, Problem> {
-    let malformed = || Problem::bad_request("cursor: not a cursor this API returned");
+/// The place a cursor names, if it was made for this tenant's `list`; `field` names where the
+/// request gave it (`cursor`, `resume`, `Last-Event-ID`) in the 400 otherwise.
+pub fn decode(cursor: &str, tenant: &TenantId, list: &str, field: &str) -> Result<After, Problem> {
+    let malformed = || Problem::bad_request(format!("{field}: not a token this API returned"));
     if cursor.len() > CURSOR_LEN_MAX {
         return Err(malformed());
     }
@@ -72,7 +73,9 @@ pub fn decode(cursor: &str, tenant: &TenantId, list: &str) -> Result<After, Prob
     match (&body.tenant == tenant, body.list == list) {
         (true, true) => Ok(body.after),
         // The same answer for another tenant's cursor as for another list's: nothing is learnt.
-        _ => Err(Problem::bad_request("cursor: it belongs to another list; start again without it")),
+        _ => {
+            Err(Problem::bad_request(format!("{field}: it belongs to another list; start again without it")))
+        }
     }
 }
 
@@ -85,11 +88,11 @@ mod tests {
         let (acme, globex) = (TenantId::parse("acme").unwrap(), TenantId::parse("globex").unwrap());
         let after = After::Line(7, 1);
         let cursor = encode(&acme, "statement/main/alice", after.clone());
-        assert_eq!(decode(&cursor, &acme, "statement/main/alice").unwrap(), after);
-        assert!(decode(&cursor, &globex, "statement/main/alice").is_err());
-        assert!(decode(&cursor, &acme, "statement/main/bob").is_err());
-        assert!(decode("not a cursor!", &acme, "x").is_err());
-        assert!(decode(&"A".repeat(CURSOR_LEN_MAX + 1), &acme, "x").is_err());
-        assert!(decode(&cursor[..cursor.len() - 2], &acme, "statement/main/alice").is_err());
+        assert_eq!(decode(&cursor, &acme, "statement/main/alice", "cursor").unwrap(), after);
+        assert!(decode(&cursor, &globex, "statement/main/alice", "cursor").is_err());
+        assert!(decode(&cursor, &acme, "statement/main/bob", "cursor").is_err());
+        assert!(decode("not a cursor!", &acme, "x", "cursor").is_err());
+        assert!(decode(&"A".repeat(CURSOR_LEN_MAX + 1), &acme, "x", "cursor").is_err());
+        assert!(decode(&cursor[..cursor.len() - 2], &acme, "statement/main/alice", "cursor").is_err());
     }
 }

@@ -7,7 +7,7 @@ use crate::filtered::{Filtered, filtered};
 use crate::params::instant;
 use std::collections::BTreeMap;
 use tally_core::projection::{EventRef, EventRow};
-use tally_core::{DocType, StreamId, TenantId};
+use tally_core::{DocType, EVENT_KINDS, StreamId, TenantId};
 use tally_http::Problem;
 use tally_store::projections::{ProjectionStore, Version};
 use tally_store::reads::{self, EventsIndex, TimelinePlace};
@@ -23,9 +23,24 @@ pub(crate) struct EventFilter {
 }
 
 impl EventFilter {
+    /// The filter of a request's `type` (event kinds, comma-separated, blanks around them
+    /// allowed), `from` and `to`; 400 for a kind that is not one of [`EVENT_KINDS`] (it would
+    /// match nothing, for ever) or a malformed instant.
     pub fn parse(kinds: Option<&str>, from: Option<&str>, to: Option<&str>) -> Result<EventFilter, Problem> {
-        let kinds =
-            kinds.map(|k| k.split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_owned).collect());
+        // Spaces and tabs only, as the OpenAPI documents' pattern says.
+        let kinds: Option<Vec<String>> = kinds.map(|k| {
+            k.split(',')
+                .map(|k| k.trim_matches([' ', '\t']))
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned)
+                .collect()
+        });
+        if let Some(unknown) = kinds.iter().flatten().find(|k| !EVENT_KINDS.contains(&k.as_str())) {
+            return Err(Problem::bad_request(format!(
+                "type: unknown event kind {unknown:?}; known are {}",
+                EVENT_KINDS.join(", ")
+            )));
+        }
         // `type=` (or only commas and blanks) names no kind: no filter, not "nothing".
         let kinds = kinds.filter(|k: &Vec<String>| !k.is_empty());
         let from_ms = from.map(|f| instant("from", f)).transpose()?;

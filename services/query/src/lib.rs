@@ -23,6 +23,7 @@ pub mod cursor;
 mod events;
 mod filtered;
 mod live;
+mod live_limit;
 mod params;
 pub mod position;
 pub mod views;
@@ -50,6 +51,10 @@ pub struct QueryConfig {
     /// Most rows a filtered list (documents by field, events by type or time) reads for one
     /// page; when it runs out the page is short and its cursor goes on from there.
     pub scan_max: usize,
+    /// Most live event streams open at once in all (beyond: 503).
+    pub live_streams_max: usize,
+    /// Most live event streams one tenant may have open at once (beyond: 429).
+    pub live_streams_per_tenant_max: usize,
 }
 
 impl Default for QueryConfig {
@@ -60,6 +65,8 @@ impl Default for QueryConfig {
             follow_poll: Duration::from_millis(100),
             page_default: 100,
             scan_max: 10_000,
+            live_streams_max: 1_000,
+            live_streams_per_tenant_max: 100,
         }
     }
 }
@@ -73,11 +80,13 @@ pub struct Query {
 struct Inner {
     store: Arc<dyn ProjectionStore>,
     config: QueryConfig,
+    live: Arc<live_limit::LiveStreams>,
 }
 
 impl Query {
     pub fn new(store: Arc<dyn ProjectionStore>, config: QueryConfig) -> Query {
-        Query { inner: Arc::new(Inner { store, config }) }
+        let live = live_limit::LiveStreams::new(config.live_streams_max, config.live_streams_per_tenant_max);
+        Query { inner: Arc::new(Inner { store, config, live }) }
     }
 
     /// The query API's routes, answering errors as problem details.
@@ -93,6 +102,10 @@ impl Query {
 
     pub(crate) fn config(&self) -> &QueryConfig {
         &self.inner.config
+    }
+
+    pub(crate) fn live_streams(&self) -> &Arc<live_limit::LiveStreams> {
+        &self.inner.live
     }
 
     /// Runs a store read through the store's bridge ([`tally_store::bridge::read`]). A store error is logged and answered with a

@@ -14,6 +14,7 @@
 use crate::Query;
 use crate::cursor::{self, TimelinePass};
 use crate::events::{EventFilter, next_pass, place, stream_page, timeline_page};
+use crate::live_limit::LiveSlot;
 use crate::params::{id, stream};
 use crate::position::Reader;
 use crate::views::EventView;
@@ -39,7 +40,8 @@ pub(crate) struct LiveParams {
     stream: Option<String>,
     /// Only the events of documents of this type.
     doc_type: Option<String>,
-    /// Only these kinds of event, comma-separated.
+    /// Only these kinds of event, comma-separated (`TransactionPosted,PendingCommitted`); an
+    /// unknown kind is 400, and naming none (`type=`) is no filter.
     #[serde(rename = "type")]
     kinds: Option<String>,
     /// With `stream`: start after this stream version (default 0: from the first event). A
@@ -66,11 +68,15 @@ struct Follow {
     place: Place,
     /// Events read and not sent yet, each with its SSE id.
     buffered: VecDeque<(EventRow, String)>,
+    /// The stream's place among the open ones, freed when it ends.
+    _slot: LiveSlot,
 }
 
 #[utoipa::path(get, path = "/v1/events/live",
     params(LiveParams, ("last-event-id" = Option<String>, Header, description = "the id of the last event received, to resume after it")),
-    responses((status = 200, content_type = "text/event-stream", description = "one SSE event per event: id = stream version (one stream) or a resume token (across streams), event = kind, data = the event view as JSON")))]
+    responses((status = 200, content_type = "text/event-stream", description = "one SSE event per event: id = stream version (one stream) or a resume token (across streams), event = kind, data = the event view as JSON"),
+        (status = 429, body = Problem, content_type = "application/problem+json", description = "the tenant has the most live streams open (--live-streams-per-tenant-max)"),
+        (status = 503, body = Problem, content_type = "application/problem+json", description = "the server has the most live streams open (--live-streams-max)")))]
 pub(crate) async fn follow_events(
     State(query): State<Query>,
     Reader { tenant }: Reader,
@@ -107,8 +113,12 @@ pub(crate) async fn follow_events(
         }
         None => {
             let list = timeline_list(&params);
-            let pass = match last.or(params.resume.as_deref()) {
-                Some(token) => match cursor::decode(token, &tenant, &list)? {
+            let given = match last {
+                Some(last) => Some((last, "Last-Event-ID")),
+                None => params.resume.as_deref().map(|token| (token, "resume")),
+            };
+            let pass = match given {
+                Some((token, field)) => match cursor::decode(token, &tenant, &list, field)? {
                     cursor::After::Timeline(pass) => pass,
                     _ => return Err(Problem::bad_request("resume: not a token of this live stream")),
                 },
@@ -117,7 +127,8 @@ pub(crate) async fn follow_events(
             Place::Timeline(pass, list)
         }
     };
-    let follow = Follow { query, tenant, filter, place, buffered: VecDeque::new() };
+    let _slot = query.live_streams().admit(&tenant)?;
+    let follow = Follow { query, tenant, filter, place, buffered: VecDeque::new(), _slot };
     Ok(Sse::new(futures::stream::unfold(follow, next_event)).keep_alive(KeepAlive::default()))
 }
 

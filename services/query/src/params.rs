@@ -49,7 +49,7 @@ pub(crate) fn resume<T>(
 ) -> Result<Option<T>, Problem> {
     let Some(cursor) = cursor else { return Ok(None) };
     let wrong = || Problem::bad_request("cursor: it belongs to another list; start again without it");
-    pick(cursor::decode(cursor, tenant, list)?).map(Some).ok_or_else(wrong)
+    pick(cursor::decode(cursor, tenant, list, "cursor")?).map(Some).ok_or_else(wrong)
 }
 
 /// Whether a ledger has any event (else it is unknown: 404).

@@ -27,6 +27,14 @@ pub struct QueryOptions {
     /// one store read per open stream per interval while idle.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000), env = "TALLY_QUERY_FOLLOW_POLL_MS")]
     pub query_follow_poll_ms: u64,
+    /// Most live event streams (`/v1/events/live`, gRPC `FollowEvents`) open at once on this
+    /// listener; one more is answered 503. Each open stream reads the store once per
+    /// `--query-follow-poll-ms` while idle.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000), env = "TALLY_LIVE_STREAMS_MAX")]
+    pub live_streams_max: u32,
+    /// Most live event streams one tenant may have open at once; one more is answered 429.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000), env = "TALLY_LIVE_STREAMS_PER_TENANT_MAX")]
+    pub live_streams_per_tenant_max: u32,
 }
 
 /// The query API over `store` (with its health routes), not yet behind the gate.
@@ -34,6 +42,8 @@ pub fn query_app(options: &QueryOptions, store: Arc<dyn ProjectionStore>) -> axu
     let config = QueryConfig {
         position_wait: Duration::from_millis(options.query_position_wait_ms),
         follow_poll: Duration::from_millis(options.query_follow_poll_ms),
+        live_streams_max: options.live_streams_max as usize,
+        live_streams_per_tenant_max: options.live_streams_per_tenant_max as usize,
         ..QueryConfig::default()
     };
     let health = crate::health::Health::new().with_store(store.clone()).router();
