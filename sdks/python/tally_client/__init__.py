@@ -31,6 +31,12 @@ I128_MAX = 2**127 - 1
 # Codes after which a call is tried again (a write with the same idempotency key).
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 2.0  # seconds; doubled each attempt up to the max
+# A subscription's call that lasted this long before it broke was a working one: the count of
+# failed calls starts over.
+WORKING_CALL_SECONDS = 5.0
+# An HTTP/2 ping this often on a channel with a call open, so a connection gone silent (a
+# half-open TCP connection) is noticed and a subscription resumes on a new one.
+KEEPALIVE = [("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000)]
 
 
 def _backoff(attempt: int) -> None:
@@ -96,7 +102,9 @@ def _fill(msg, fields: Mapping[str, Any]):
             continue
         field = msg.DESCRIPTOR.fields_by_name[name]
         repeated = field.is_repeated
-        if _is_map(field) or _is_struct(field):
+        if _is_struct(field):
+            getattr(msg, name).update(_document(value))
+        elif _is_map(field):
             getattr(msg, name).update(value)
         elif field.message_type is not None:
             if repeated:
@@ -114,6 +122,38 @@ def _fill(msg, fields: Mapping[str, Any]):
         else:
             setattr(msg, name, value)
     return msg
+
+
+# Struct numbers are doubles: integers beyond this would arrive changed.
+EXACT_INT_MAX = 2**53
+
+
+def _document(value):
+    """`value` checked to be a dict of JSON values a Struct carries exactly (TypeError,
+    ValueError: an int beyond 2**53, NaN or an infinity would be stored changed)."""
+    def check(v, at):
+        if v is None or isinstance(v, (str, bool)):
+            return
+        if isinstance(v, int):
+            if abs(v) > EXACT_INT_MAX:
+                raise ValueError(f"{at} is {v}: beyond 2**53 a document number is not exact")
+        elif isinstance(v, float):
+            if v != v or v in (float("inf"), float("-inf")):
+                raise ValueError(f"{at} is {v}: JSON has no such number")
+        elif isinstance(v, list):
+            for i, item in enumerate(v):
+                check(item, f"{at}[{i}]")
+        elif isinstance(v, dict):
+            for k, item in v.items():
+                if not isinstance(k, str):
+                    raise TypeError(f"{at} has a key {k!r} that is not a string")
+                check(item, f"{at}.{k}")
+        else:
+            raise TypeError(f"{at} is a {type(v).__name__}: a document holds only JSON values")
+    if not isinstance(value, dict):
+        raise TypeError("a document must be a dict")
+    check(value, "value")
+    return value
 
 
 def _whole_numbers(value):
@@ -169,8 +209,8 @@ class Client:
     def __init__(self, address: str, token: str, *, retries: int = 3, timeout: float = 10.0,
                  credentials: grpc.ChannelCredentials | None = None,
                  interceptors: tuple = ()):
-        channel = (grpc.secure_channel(address, credentials) if credentials
-                   else grpc.insecure_channel(address))
+        channel = (grpc.secure_channel(address, credentials, options=KEEPALIVE) if credentials
+                   else grpc.insecure_channel(address, options=KEEPALIVE))
         self._channel = channel
         channel = grpc.intercept_channel(channel, *interceptors)
         self._commands = tally_pb2_grpc.CommandsStub(channel)
@@ -305,7 +345,7 @@ class Client:
                      idempotency_key: str | None = None) -> Record:
         """Writes only if the document is at version `if_match`, or (`create_only`) is new."""
         return self._write(self._commands.PutDocument, tally_pb2.PutDocumentRequest,
-                           dict(doc_type=doc_type, key=key, value=value),
+                           dict(doc_type=doc_type, key=key, value=_document(value)),
                            idempotency_key=idempotency_key, if_match=if_match,
                            create_only=create_only)
 
@@ -381,13 +421,16 @@ class Client:
         `after`, or (no `stream`) every stream's, or `doc_type`'s documents', from after the
         event whose `resume` token is given. When the stream drops (UNAVAILABLE) or ends, it
         calls again from after the last event received, so each event is seen once; it
-        raises TallyError after `retries` failed attempts in a row, or on any other error.
+        raises TallyError after `retries` failed calls in a row (a call that worked for
+        WORKING_CALL_SECONDS before it broke does not count, so a quiet stream behind a proxy
+        that cuts idle connections is followed for ever), or on any other error.
         Close the generator (or stop iterating it) to cancel the call."""
         attempt = 0
         while True:
             fields = dict(stream=stream, doc_type=doc_type, type=type, after=after, resume=resume)
             call = self._queries.FollowEvents(_fill(tally_pb2.FollowEventsRequest(), fields),
                                               metadata=[self._auth])
+            started = time.monotonic()
             try:
                 for message in call:
                     attempt = 0
@@ -398,6 +441,8 @@ class Client:
                         resume = event.resume
                     yield event
             except grpc.RpcError as err:
+                if time.monotonic() - started >= WORKING_CALL_SECONDS:
+                    attempt = 0
                 if err.code() not in RETRYABLE or attempt >= self.retries:
                     raise TallyError.from_rpc_error(err) from None
             finally:

@@ -298,3 +298,15 @@ def test_a_failed_write_carries_its_idempotency_key():
         with pytest.raises(TallyError) as mine:
             client.define_asset("main", USD, idempotency_key="mine")
         assert mine.value.command_id == "mine"
+
+
+def test_documents_are_checked_before_anything_is_sent():
+    with Client("127.0.0.1:9", TOKEN, retries=0, timeout=2.0) as client:
+        for value in ["hello", [1, 2], 5, None]:
+            with pytest.raises(TypeError):
+                client.put_document("config", "k", value)
+        for value in [{"a": 2**53 + 1}, {"a": [float("nan")]}, {"a": {"b": float("inf")}}]:
+            with pytest.raises(ValueError):
+                client.put_document("config", "k", value)
+        with pytest.raises(TypeError):
+            client.put_document("config", "k", {"a": object()})
