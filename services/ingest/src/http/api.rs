@@ -708,7 +708,11 @@ async fn command_outcome(
         Peek::Unknown => Problem::new(
             StatusCode::NOT_FOUND,
             "unknown command",
-            format!("no outcome of {command_id} is known here"),
+            format!(
+                "no outcome of {command_id} is known here: never sent here, or forgotten (only the \
+                 newest --outcomes-kept answers are kept); send the command again with the same \
+                 Idempotency-Key to get its answer"
+            ),
         )
         .into_response(),
     }
