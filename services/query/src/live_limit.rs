@@ -37,6 +37,8 @@ pub(crate) struct LiveSlot {
 
 impl LiveStreams {
     pub(crate) fn new(total_max: usize, tenant_max: usize) -> Arc<LiveStreams> {
+        // The gauge is there (at 0) before the first stream opens: an alert on it sees a series.
+        LazyLock::force(&OPEN);
         Arc::new(LiveStreams { total_max, tenant_max, open: Mutex::new(HashMap::new()) })
     }
 

@@ -29,7 +29,8 @@ pub struct QueryOptions {
     pub query_follow_poll_ms: u64,
     /// Most live event streams (`/v1/events/live`, gRPC `FollowEvents`) open at once on this
     /// listener; one more is answered 503. Each open stream reads the store once per
-    /// `--query-follow-poll-ms` while idle.
+    /// `--query-follow-poll-ms` while idle. Places are not reserved per tenant: this many
+    /// divided by `--live-streams-per-tenant-max` tenants at their most fill it.
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000), env = "TALLY_LIVE_STREAMS_MAX")]
     pub live_streams_max: u32,
     /// Most live event streams one tenant may have open at once; one more is answered 429.
