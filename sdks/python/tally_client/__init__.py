@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator, Mapping
 from types import SimpleNamespace
@@ -360,6 +361,27 @@ class Client:
         return self._call(self._commands.GetCommand, tally_pb2.GetCommandRequest,
                           dict(command_id=command_id, stream=stream, fingerprint=fingerprint),
                           [])[0]
+
+    def settle(self, answer: Record, *, timeout: float = 30.0, interval: float = 0.05) -> Record:
+        """The final answer to a write that came back PENDING (the server's wait ran out
+        first): polls the instance that took it (`get_command` with the stream and fingerprint
+        of its `poll` route) every `interval` seconds for at most `timeout`, then raises a
+        DEADLINE_EXCEEDED TallyError with the write's `command_id` (send the write again with
+        that key). Any other answer comes back as it is. A poll refused NOT_FOUND means the
+        instance forgot the answer: send the write again with the same key too."""
+        deadline = time.monotonic() + timeout
+        while answer.status == "PENDING":
+            if time.monotonic() >= deadline:
+                late = TallyError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                  f"no answer to {answer.command_id} yet")
+                late.command_id = answer.command_id
+                raise late
+            time.sleep(interval)
+            poll = urllib.parse.parse_qs(urllib.parse.urlsplit(answer.poll).query)
+            answer = self.get_command(answer.command_id, poll["stream"][0], poll["fingerprint"][0])
+        if answer.position:
+            self.last_position = answer.position
+        return answer
 
     # Reads. Each takes `position=` (a write's position: the read waits until it sees that
     # write) or `after_last_write=True` (the position of this client's last write).

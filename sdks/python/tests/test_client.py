@@ -310,3 +310,40 @@ def test_documents_are_checked_before_anything_is_sent():
                 client.put_document("config", "k", value)
         with pytest.raises(TypeError):
             client.put_document("config", "k", {"a": object()})
+
+
+def test_a_write_answered_pending_settles_to_its_final_answer(tmp_path):
+    binary = os.environ.get("TALLY_BIN")
+    if not binary:
+        pytest.skip("TALLY_BIN is not set")
+    # A server whose wait for an answer is 1 ms: nearly every write comes back PENDING.
+    keys = tmp_path / "api-keys.toml"
+    keys.write_text(f'[[key]]\nid = "sdk-test"\ntenant = "sdk"\n'
+                    f'sha256 = "{hashlib.sha256(TOKEN.encode()).hexdigest()}"\n'
+                    f'roles = ["read", "write"]\n')
+    stdout = tmp_path / "stdout"
+    with open(stdout, "w") as out:
+        server = subprocess.Popen(
+            [binary, "dev", "--kafka-port", "0", "--http-listen", "127.0.0.1:0",
+             "--query-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0",
+             "--api-keys", str(keys), "--http-wait-ms", "1"],
+            stdout=out, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (line := [l for l in stdout.read_text().splitlines() if l.startswith("grpc: ")]):
+            assert server.poll() is None and time.monotonic() < deadline, "tally dev did not start"
+            time.sleep(0.1)
+        pending = 0
+        with Client(line[0].removeprefix("grpc: "), TOKEN) as client:
+            for i in range(5):
+                sent = client.define_asset(f"pending-{i}", USD)
+                pending += sent.status == "PENDING"
+                answer = client.settle(sent)
+                assert answer.status == "ACCEPTED" and answer.command_id == sent.command_id
+                assert answer.position and client.last_position == answer.position
+                kept = client.get_outcome(answer.command_id, f"pending-{i}", position=answer.position)
+                assert kept.event == answer.event
+        assert pending > 0, "no write came back PENDING: the test tested nothing"
+    finally:
+        server.terminate()
+        server.wait(30)

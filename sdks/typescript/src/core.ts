@@ -59,18 +59,7 @@ const BACKOFF_MAX_MS = 2000;
 
 /** Waits before attempt `attempt + 1`; rejects with a CANCELED TallyError if `signal` aborts. */
 function backoff(attempt: number, signal?: AbortSignal): Promise<void> {
-  const ms = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** attempt);
-  return new Promise((resolve, reject) => {
-    const abort = () => {
-      clearTimeout(timer);
-      reject(TallyError.canceled(signal));
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", abort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", abort, { once: true });
-  });
+  return pause(Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** attempt), signal);
 }
 
 /**
@@ -606,6 +595,51 @@ export class TallyClient {
   static pending(answer: CommandAnswer): boolean {
     return answer.status === CommandStatus.PENDING;
   }
+
+  /**
+   * The final answer to a write that came back PENDING (the server's wait ran out first): polls
+   * the instance that took it (`getCommand` with the stream and fingerprint of its `poll`
+   * route) every `intervalMs` (default 50) for at most `timeoutMs` (default 30,000), then throws
+   * a DEADLINE_EXCEEDED TallyError with the write's `commandId` (send the write again with that
+   * key). Any other answer comes back as it is. A poll refused NOT_FOUND means the instance
+   * forgot the answer: send the write again with the same key too.
+   */
+  async settle(
+    answer: CommandAnswer,
+    options: { timeoutMs?: number; intervalMs?: number; signal?: AbortSignal } = {},
+  ): Promise<CommandAnswer> {
+    const deadline = Date.now() + (options.timeoutMs ?? 30_000);
+    const interval = options.intervalMs ?? 50;
+    while (answer.status === CommandStatus.PENDING) {
+      if (Date.now() >= deadline) {
+        const late = new TallyError(Code.DeadlineExceeded, `no answer to ${answer.commandId} yet`);
+        late.commandId = answer.commandId;
+        throw late;
+      }
+      await pause(interval, options.signal);
+      const poll = new URL(answer.poll, "http://poll.invalid").searchParams;
+      const [stream, fingerprint] = [poll.get("stream") ?? "", poll.get("fingerprint") ?? ""];
+      answer = await this.getCommand(answer.commandId, stream, fingerprint, options);
+    }
+    if (answer.position) this.lastPosition = answer.position;
+    return answer;
+  }
+}
+
+/** Waits `ms`; rejects with a CANCELED TallyError if `signal` aborts. */
+function pause(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(TallyError.canceled(signal));
+    const abort = () => {
+      clearTimeout(timer);
+      reject(TallyError.canceled(signal));
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", abort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", abort, { once: true });
+  });
 }
 
 /** A transaction's fields as a request carries them, checked. */

@@ -338,6 +338,44 @@ for (const protocol of PROTOCOLS) {
   });
 }
 
+test("a write answered PENDING settles to its final answer", async (t) => {
+  const binary = process.env.TALLY_BIN;
+  if (!binary) return t.skip("TALLY_BIN is not set");
+  // A server whose wait for an answer is 1 ms: nearly every write comes back PENDING.
+  const dir = mkdtempSync(join(tmpdir(), "tally-ts-pending-"));
+  const sha256 = createHash("sha256").update(TOKEN).digest("hex");
+  writeFileSync(join(dir, "keys.toml"), `[[key]]\nid = "sdk-test"\ntenant = "sdk"\nsha256 = "${sha256}"\nroles = ["read", "write"]\n`);
+  const args = ["dev", "--kafka-port", "0", "--http-listen", "127.0.0.1:0", "--query-listen", "127.0.0.1:0"];
+  args.push("--grpc-listen", "127.0.0.1:0", "--api-keys", join(dir, "keys.toml"), "--http-wait-ms", "1");
+  const child = spawn(binary, args, { stdio: ["ignore", "pipe", "ignore"] });
+  try {
+    let stdout = "";
+    child.stdout.on("data", (chunk) => (stdout += chunk));
+    const deadline = Date.now() + 60_000;
+    while (!stdout.includes("grpc: ")) {
+      assert.ok(Date.now() < deadline, "tally dev did not print its gRPC address");
+      await sleep(100);
+    }
+    const at = stdout.split("\n").find((l) => l.startsWith("grpc: "))!.slice(6).trim();
+    const tally = new Client(`http://${at}`, TOKEN);
+    let pending = 0;
+    for (let i = 0; i < 5; i++) {
+      const sent = await tally.defineAsset(`pending-${i}`, USD);
+      if (Client.pending(sent)) pending += 1;
+      const answer = await tally.settle(sent);
+      assert.equal(answer.status, CommandStatus.ACCEPTED);
+      assert.equal(answer.commandId, sent.commandId);
+      assert.ok(answer.position && tally.lastPosition === answer.position);
+      // The same answer the projections keep for the command.
+      const kept = await tally.getOutcome(answer.commandId, `pending-${i}`, { position: answer.position });
+      assert.equal(kept.event, answer.event);
+    }
+    assert.ok(pending > 0, "no write came back PENDING: the test tested nothing");
+  } finally {
+    child.kill("SIGTERM");
+  }
+});
+
 // No server needed below: a closed port (nothing listens on port 9), so whatever is refused is
 // refused before a call is made, and what is sent fails UNAVAILABLE.
 const CLOSED = "http://127.0.0.1:9";
