@@ -103,9 +103,7 @@ def _fill(msg, fields: Mapping[str, Any]):
             continue
         field = msg.DESCRIPTOR.fields_by_name[name]
         repeated = field.is_repeated
-        if _is_struct(field):
-            getattr(msg, name).update(_document(value))
-        elif _is_map(field):
+        if _is_map(field) or _is_struct(field):  # a document was checked by _document
             getattr(msg, name).update(value)
         elif field.message_type is not None:
             if repeated:

@@ -404,7 +404,7 @@ export class TallyClient {
     fields: { limits?: LimitInput[]; metadata?: Record<string, string> } = {},
     options: WriteOptions = {},
   ): Promise<CommandAnswer> {
-    const request = { ledger, account, limits: limits(fields.limits), metadata: metadataOf(fields.metadata) };
+    const request = accountRequest(ledger, account, fields);
     return this.write((o) => this.commands.openAccount(request, o), options);
   }
 
@@ -414,7 +414,7 @@ export class TallyClient {
     fields: { limits?: LimitInput[]; metadata?: Record<string, string> } = {},
     options: WriteOptions = {},
   ): Promise<CommandAnswer> {
-    const request = { ledger, account, limits: limits(fields.limits), metadata: metadataOf(fields.metadata) };
+    const request = accountRequest(ledger, account, fields);
     return this.write((o) => this.commands.updateAccount(request, o), options);
   }
 
@@ -640,6 +640,15 @@ function pause(ms: number, signal?: AbortSignal): Promise<void> {
     }, ms);
     signal?.addEventListener("abort", abort, { once: true });
   });
+}
+
+/** An account's fields as an open or update request carries them, checked. */
+function accountRequest(
+  ledger: string,
+  account: string,
+  fields: { limits?: LimitInput[]; metadata?: Record<string, string> },
+) {
+  return { ledger, account, limits: limits(fields.limits), metadata: metadataOf(fields.metadata) };
 }
 
 /** A transaction's fields as a request carries them, checked. */
