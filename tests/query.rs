@@ -679,6 +679,44 @@ fn live_streams_across_streams_resume_without_gaps_or_repeats_while_writes_go_on
     assert_eq!(status, 400, "{body}");
 }
 
+/// The store scans a query listener has made (`tally_store_operation_seconds_count` of `scan`).
+fn scans(api: &Api) -> u64 {
+    let text = api.metrics(&api.dev.query);
+    let line =
+        text.lines().find(|l| l.starts_with("tally_store_operation_seconds_count{operation=\"scan\"}"));
+    line.map_or(0, |l| l.rsplit(' ').next().unwrap().parse().unwrap())
+}
+
+/// A caught-up follower across streams reads no rows while nothing is written: its cost does
+/// not grow with the tenant's history (each poll read the whole timeline before the partition
+/// index), and it still gets the next write.
+#[test]
+fn an_idle_follower_across_streams_reads_nothing_until_a_write() {
+    let api = Api::start();
+    let mut position = String::new();
+    for ledger in ["idle-a", "idle-b", "idle-c"] {
+        api.write("POST", &format!("/v1/ledgers/{ledger}/assets"), json!({"asset": "USD/2"}));
+        for i in 0..10 {
+            let tx = transfer(&format!("{ledger}-{i}"), "world", "a", 1);
+            position = api.write("POST", &format!("/v1/ledgers/{ledger}/transactions"), tx).position.unwrap();
+        }
+    }
+    api.read_after("/v1/ledgers/idle-c/accounts/a", &position);
+    std::thread::scope(|scope| {
+        let follower = scope.spawn(|| follow_live(&api, "", None, 34, Duration::from_secs(30)));
+        // Caught up (33 events) well within this, then idle for 2 s: some 20 polls.
+        std::thread::sleep(Duration::from_secs(3));
+        let before = scans(&api);
+        std::thread::sleep(Duration::from_secs(2));
+        let idle = scans(&api) - before;
+        api.write("POST", "/v1/ledgers/idle-a/transactions", transfer("idle-last", "world", "a", 1));
+        let got = follower.join().unwrap();
+        assert_eq!(idle, 0, "store scans by an idle follower in 2 s");
+        assert_eq!(got.len(), 34, "every event, then the write made while it was idle");
+        assert_eq!(got.last().unwrap().event_id, "acme/idle-a@12");
+    });
+}
+
 /// Reads SSE events (`id`, `event` name) from `reader` until `count` have come.
 fn sse_events(reader: &mut impl BufRead, count: usize) -> Vec<(u64, String)> {
     let (mut events, mut id, mut name) = (Vec::new(), None, None);

@@ -68,6 +68,14 @@ pub enum RowKey {
         partition: i32,
         offset: i64,
     },
+    /// An event's place in its events partition, per tenant: what a live stream across the
+    /// tenant's streams reads, partition by partition in log order, so that it only ever reads
+    /// the events it has not shown (the timeline, in time order, cannot say which those are).
+    EventByOffset {
+        tenant: TenantId,
+        partition: i32,
+        offset: i64,
+    },
 }
 
 impl RowKey {
@@ -75,7 +83,11 @@ impl RowKey {
     pub fn is_from_events(&self) -> bool {
         matches!(
             self,
-            RowKey::Outcome { .. } | RowKey::Posting { .. } | RowKey::Event { .. } | RowKey::EventAt { .. }
+            RowKey::Outcome { .. }
+                | RowKey::Posting { .. }
+                | RowKey::Event { .. }
+                | RowKey::EventAt { .. }
+                | RowKey::EventByOffset { .. }
         )
     }
 }
@@ -91,6 +103,7 @@ pub enum Row {
     Outcome(EventRow),
     Posting(StatementLine),
     Event(EventRow),
+    /// The value of [`RowKey::EventAt`] and [`RowKey::EventByOffset`].
     EventAt(EventRef),
 }
 
@@ -120,7 +133,7 @@ pub struct EventRow {
     pub event: Event,
 }
 
-/// Which event a timeline entry is (the event itself is its stream's [`RowKey::Event`] row),
+/// Which event a timeline or partition entry is (the event itself is its stream's [`RowKey::Event`] row),
 /// and its kind, so that a search by kind reads only the events it wants.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventRef {
@@ -231,14 +244,15 @@ pub fn statement_lines(after: &State, event: &Event, offset: i64) -> Vec<(RowKey
 }
 
 /// The events index rows of an event at `offset` of events partition `partition`: in its
-/// stream, and in its tenant's timeline.
-pub fn event_rows(event: &Event, partition: i32, offset: i64) -> [(RowKey, Row); 2] {
+/// stream, in its tenant's timeline, and in its tenant's share of the partition.
+pub fn event_rows(event: &Event, partition: i32, offset: i64) -> [(RowKey, Row); 3] {
     let in_stream = RowKey::Event {
         tenant: event.tenant.clone(),
         stream: event.stream.clone(),
         stream_version: event.stream_version,
     };
     let at = RowKey::EventAt { tenant: event.tenant.clone(), time_ms: event.time_ms, partition, offset };
+    let by_offset = RowKey::EventByOffset { tenant: event.tenant.clone(), partition, offset };
     let reference = EventRef {
         stream: event.stream.clone(),
         stream_version: event.stream_version,
@@ -246,7 +260,8 @@ pub fn event_rows(event: &Event, partition: i32, offset: i64) -> [(RowKey, Row);
     };
     [
         (in_stream, Row::Event(EventRow { partition, offset, event: event.clone() })),
-        (at, Row::EventAt(reference)),
+        (at, Row::EventAt(reference.clone())),
+        (by_offset, Row::EventAt(reference)),
     ]
 }
 
@@ -328,9 +343,11 @@ pub fn row(state: &State, key: &RowKey) -> Option<Row> {
             state.document(tenant, doc_type, key).cloned().map(Row::Document)
         }
         // Not state: see `outcome`, `statement_lines`, `event_rows`.
-        RowKey::Outcome { .. } | RowKey::Posting { .. } | RowKey::Event { .. } | RowKey::EventAt { .. } => {
-            None
-        }
+        RowKey::Outcome { .. }
+        | RowKey::Posting { .. }
+        | RowKey::Event { .. }
+        | RowKey::EventAt { .. }
+        | RowKey::EventByOffset { .. } => None,
     }
 }
 

@@ -285,12 +285,17 @@ impl Wide {
 }
 
 /// A partition's log as the processor writes it, for benchmarks: a claim, an asset definition
-/// for `tenant`, then transfers from `world` to 10,000 accounts of one ledger, `n` records in
-/// all after the claim.
+/// for `tenant`, then transfers from `world` to 10,000 accounts of ledger `main`, `n` records
+/// in all after the claim. Event `i` is stamped `i` ms.
 pub fn transfers_log(tenant: &str, n: usize) -> Vec<crate::log::LogRecord> {
+    transfers_log_of(tenant, "main", n)
+}
+
+/// [`transfers_log`] on another ledger.
+pub fn transfers_log_of(tenant: &str, ledger: &str, n: usize) -> Vec<crate::log::LogRecord> {
     use crate::log::{LogRecord, Replica};
     let tenant = TenantId::parse(tenant).unwrap();
-    let ledger = LedgerId::parse_ledger("main").unwrap();
+    let ledger = LedgerId::parse_ledger(ledger).unwrap();
     let usd = Asset::parse("USD/2").unwrap();
     let command = |i: usize, body: CommandBody| Command {
         tenant: tenant.clone(),

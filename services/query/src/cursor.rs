@@ -21,6 +21,9 @@ pub enum After {
     StreamVersion(u64),
     /// A tenant's timeline, read in passes ([`TimelinePass`]).
     Timeline(TimelinePass),
+    /// A live stream across streams: per events partition, the offset up to which everything
+    /// was shown (`crate::events::Shown`).
+    Partitions(Vec<(i32, i64)>),
 }
 
 /// Where a reading of a tenant's timeline (the search across streams, by time) stands.
@@ -50,7 +53,7 @@ struct Body {
 }
 
 /// Longest cursor accepted, in characters: a timeline's carries two offsets per partition (some
-/// 19 KB for the most partitions a topic may have here, 1,024); the others are far shorter.
+/// 19 KB for the most partitions a topic may have here, 1,024); the others are shorter.
 const CURSOR_LEN_MAX: usize = 32 * 1024;
 
 /// The cursor for `tenant`'s `list` after `after`: the postcard bytes of all three, base64url

@@ -5,15 +5,16 @@
 //!   is its stream version; a client that reconnects with the last id it saw (`Last-Event-ID`,
 //!   or `after`) misses nothing and repeats nothing.
 //! - **Across streams** (no `stream`: every stream of the tenant, or with `doc_type` every
-//!   document of that type): the tenant's timeline, read in passes ([`TimelinePass`]) that
-//!   never pass over an event a partition has not projected yet. Each SSE event's id (and its
-//!   `resume` field) is a token of where every partition stands after it; reconnecting with it
-//!   misses nothing and repeats nothing. Order: time order within a pass, and each partition's
-//!   events in log order as long as their times do not go backwards (see docs).
+//!   document of that type): the tenant's events partition by partition, in log order, after
+//!   the offset each partition was shown up to ([`partitions_read`]), never past a partition's
+//!   checkpoint. Each SSE event's id (and its `resume` field) is a token of those offsets after
+//!   it; reconnecting with it misses nothing and repeats nothing. Order: each partition's
+//!   events (so each stream's) in log order; across partitions, earliest time first within
+//!   one read, and nothing more.
 
 use crate::Query;
-use crate::cursor::{self, TimelinePass};
-use crate::events::{EventFilter, next_pass, place, stream_page, timeline_page};
+use crate::cursor;
+use crate::events::{EventFilter, Shown, partitions_read, stream_page};
 use crate::live_limit::LiveSlot;
 use crate::params::{id, stream};
 use crate::position::Reader;
@@ -56,8 +57,9 @@ pub(crate) struct LiveParams {
 enum Place {
     /// One stream, after this version.
     Stream(StreamId, u64),
-    /// The tenant's timeline, in this pass; `list` names the filters its tokens belong to.
-    Timeline(TimelinePass, String),
+    /// The tenant's events, each partition after the offset it was shown up to; `list` names
+    /// the filters its tokens belong to.
+    Partitions(Shown, String),
 }
 
 /// What the live stream carries from one poll to the next.
@@ -117,14 +119,24 @@ pub(crate) async fn follow_events(
                 Some(last) => Some((last, "Last-Event-ID")),
                 None => params.resume.as_deref().map(|token| (token, "resume")),
             };
-            let pass = match given {
+            let shown = match given {
                 Some((token, field)) => match cursor::decode(token, &tenant, &list, field)? {
-                    cursor::After::Timeline(pass) => pass,
-                    _ => return Err(Problem::bad_request("resume: not a token of this live stream")),
+                    cursor::After::Partitions(shown) => shown.into_iter().collect(),
+                    // Tokens of Tally before 2026-12 held timeline passes, which cannot be
+                    // turned into offsets without showing some events again.
+                    cursor::After::Timeline(_) => {
+                        return Err(Problem::bad_request(format!(
+                            "{field}: a token of an earlier Tally release, which cannot be resumed \
+                             exactly; start again without it"
+                        )));
+                    }
+                    _ => {
+                        return Err(Problem::bad_request(format!("{field}: not a token of this live stream")));
+                    }
                 },
-                None => TimelinePass::default(),
+                None => Shown::new(),
             };
-            Place::Timeline(pass, list)
+            Place::Partitions(shown, list)
         }
     };
     let _slot = query.live_streams().admit(&tenant)?;
@@ -144,7 +156,7 @@ async fn next_event(mut follow: Follow) -> Option<(Result<Event, Infallible>, Fo
         if let Some((row, id)) = follow.buffered.pop_front() {
             let kind = row.event.body.kind();
             let mut view = EventView::of(row).ok()?;
-            if matches!(follow.place, Place::Timeline(..)) {
+            if matches!(follow.place, Place::Partitions(..)) {
                 view.resume = Some(id.clone());
             }
             let event = Event::default().id(id).event(kind).json_data(view).ok()?;
@@ -164,26 +176,19 @@ async fn next_event(mut follow: Follow) -> Option<(Result<Event, Infallible>, Fo
                 }));
                 page.more
             }
-            Place::Timeline(pass, list) => {
+            Place::Partitions(shown, list) => {
                 let (tenant, filter) = (&follow.tenant, &follow.filter);
-                let bounds = (PAGE_MAX, follow.query.config().scan_max);
-                let (page, upto) =
-                    follow.query.read_live(|s, v| timeline_page(s, v, tenant, filter, pass, bounds)).ok()?;
-                // Each event's token: this pass, after that event.
-                for row in page.items {
-                    let after = TimelinePass {
-                        after: Some(place(&row)),
-                        seen: pass.seen.clone(),
-                        upto: Some(upto.clone()),
-                    };
-                    let token = cursor::encode(tenant, list, cursor::After::Timeline(after));
-                    follow.buffered.push_back((row, token));
+                let scan_max = follow.query.config().scan_max;
+                let read = follow
+                    .query
+                    .read_live(|s, v| partitions_read(s, v, tenant, filter, shown, scan_max))
+                    .ok()?;
+                for (row, after) in read.items {
+                    let after = cursor::After::Partitions(after.into_iter().collect());
+                    follow.buffered.push_back((row, cursor::encode(tenant, list, after)));
                 }
-                *pass = match page.more {
-                    true => TimelinePass { after: page.last, seen: pass.seen.clone(), upto: Some(upto) },
-                    false => next_pass(pass, &upto),
-                };
-                page.more
+                *shown = read.shown;
+                read.more
             }
         };
         if follow.buffered.is_empty() && !more {

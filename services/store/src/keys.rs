@@ -24,6 +24,7 @@ mod tag {
     pub const POSTING: u8 = 5;
     pub const EVENT: u8 = 6;
     pub const EVENT_AT: u8 = 7;
+    pub const EVENT_BY_OFFSET: u8 = 8;
     pub const STREAM_LEDGER: u8 = 1;
     pub const STREAM_DOCUMENT: u8 = 2;
 }
@@ -141,6 +142,11 @@ impl KeyBytes {
         KeyBytes::tag(tag::EVENT_AT).id(tenant.as_str())
     }
 
+    /// A tenant's events in one events partition.
+    pub(crate) fn partition_events(tenant: &TenantId, partition: i32) -> Self {
+        KeyBytes::tag(tag::EVENT_BY_OFFSET).id(tenant.as_str()).i32(partition)
+    }
+
     /// A place in a timeline after [`KeyBytes::timeline`]: an instant, or (with the rest) an
     /// event.
     pub(crate) fn at(self, (time_ms, partition, offset): (i64, i32, i64)) -> Self {
@@ -174,6 +180,9 @@ pub(crate) fn encode(key: &RowKey) -> Vec<u8> {
         }
         RowKey::EventAt { tenant, time_ms, partition, offset } => {
             KeyBytes::timeline(tenant).at((*time_ms, *partition, *offset))
+        }
+        RowKey::EventByOffset { tenant, partition, offset } => {
+            KeyBytes::partition_events(tenant, *partition).i64(*offset)
         }
     };
     key.into_bytes()
@@ -219,6 +228,15 @@ pub(crate) fn range(scan: &Scan) -> ByteRange {
                 None => Excluded(timeline().prefix_end()),
             };
             ByteRange { start, end, backwards: false }
+        }
+        Scan::Partition { tenant, partition, after, upto } => {
+            let events = || KeyBytes::partition_events(tenant, *partition);
+            ByteRange {
+                start: Excluded(events().i64(*after).into_bytes()),
+                // Never below the start: an empty range, not an inverted one.
+                end: Included(events().i64((*upto).max(*after)).into_bytes()),
+                backwards: false,
+            }
         }
         Scan::Outcomes { tenant, command_id } => {
             let outcomes = || KeyBytes::outcomes(tenant, command_id);
@@ -271,12 +289,12 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<RowKey, StoreError> {
             stream: r.stream()?,
             stream_version: u64::from_be_bytes(r.array()?),
         },
-        tag::EVENT_AT => RowKey::EventAt {
-            tenant: r.id()?,
-            time_ms: r.i64()?,
-            partition: (u32::from_be_bytes(r.array()?) ^ (1 << 31)) as i32,
-            offset: r.i64()?,
-        },
+        tag::EVENT_AT => {
+            RowKey::EventAt { tenant: r.id()?, time_ms: r.i64()?, partition: r.i32()?, offset: r.i64()? }
+        }
+        tag::EVENT_BY_OFFSET => {
+            RowKey::EventByOffset { tenant: r.id()?, partition: r.i32()?, offset: r.i64()? }
+        }
         other => return Err(corrupt(format!("unknown row key tag {other}"))),
     };
     match r.at == bytes.len() {
@@ -312,6 +330,10 @@ impl Reader<'_> {
 
     fn i64(&mut self) -> Result<i64, StoreError> {
         Ok((u64::from_be_bytes(self.array()?) ^ (1 << 63)) as i64)
+    }
+
+    fn i32(&mut self) -> Result<i32, StoreError> {
+        Ok((u32::from_be_bytes(self.array()?) ^ (1 << 31)) as i32)
     }
 
     fn text(&mut self) -> Result<&str, StoreError> {
@@ -396,6 +418,8 @@ mod tests {
             (id(), offset(), prop_oneof![Just(i32::MIN), -2i32..3, Just(i32::MAX)], offset()).prop_map(
                 |(tenant, time_ms, partition, offset)| RowKey::EventAt { tenant, time_ms, partition, offset }
             ),
+            (id(), prop_oneof![Just(i32::MIN), -2i32..3, Just(i32::MAX)], offset())
+                .prop_map(|(tenant, partition, offset)| RowKey::EventByOffset { tenant, partition, offset }),
         ]
     }
 

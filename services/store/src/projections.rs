@@ -102,6 +102,9 @@ pub enum Scan {
     /// A tenant's timeline from `from_ms` to before `to_ms` (none: to the end), after the event
     /// at `after` (time, partition, offset).
     Timeline { tenant: TenantId, from_ms: i64, to_ms: Option<i64>, after: Option<(i64, i32, i64)> },
+    /// A tenant's events in one events partition, in log order, at offsets after `after` and up
+    /// to `upto` (both are offsets of the partition: `upto` is included).
+    Partition { tenant: TenantId, partition: i32, after: i64, upto: i64 },
 }
 
 /// The rules every backend checks before a commit writes anything: the version is not retired

@@ -348,6 +348,24 @@ pub trait EventsIndex: ProjectionStore {
         page_of(self, version, &scan, limit, pick, |(place, _)| *place)
     }
 
+    /// A tenant's events in events partition `partition` at offsets in `(after, upto]`, in log
+    /// order; each names its event ([`EventsIndex::stream_event`] reads it). The cursor is the
+    /// last offset.
+    fn partition_events(
+        &self,
+        version: Version,
+        tenant: &TenantId,
+        (partition, after, upto): (i32, i64, i64),
+        limit: usize,
+    ) -> Result<Page<(i64, EventRef), i64>, StoreError> {
+        let scan = Scan::Partition { tenant: tenant.clone(), partition, after, upto };
+        let pick = |key, row| match (key, row) {
+            (RowKey::EventByOffset { offset, .. }, Row::EventAt(event)) => Some((offset, event)),
+            _ => None,
+        };
+        page_of(self, version, &scan, limit, pick, |(offset, _)| *offset)
+    }
+
     /// A stream's events from stream version `after + 1` on.
     fn stream_events(
         &self,

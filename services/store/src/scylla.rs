@@ -77,9 +77,10 @@ enum Table {
     Postings,
     Events,
     EventsByTime,
+    EventsByOffset,
 }
 
-const TABLES: [Table; 7] = [
+const TABLES: [Table; 8] = [
     Table::Accounts,
     Table::Transactions,
     Table::Documents,
@@ -87,6 +88,7 @@ const TABLES: [Table; 7] = [
     Table::Postings,
     Table::Events,
     Table::EventsByTime,
+    Table::EventsByOffset,
 ];
 
 /// The timeline's partitions are UTC days.
@@ -103,6 +105,7 @@ impl Table {
             Table::Postings => "postings",
             Table::Events => "events",
             Table::EventsByTime => "events_by_time",
+            Table::EventsByOffset => "events_by_offset",
         }
     }
 
@@ -116,6 +119,7 @@ impl Table {
             Table::Postings => &["tenant", "ledger", "account", "asset", "offset", "line"],
             Table::Events => &["tenant", "stream", "stream_version"],
             Table::EventsByTime => &["tenant", "day", "time_ms", "partition", "offset"],
+            Table::EventsByOffset => &["tenant", "partition", "offset"],
         }
     }
 
@@ -166,6 +170,10 @@ impl Table {
                     CqlValue::BigInt(*offset),
                 ],
             ),
+            RowKey::EventByOffset { tenant, partition, offset } => (
+                Table::EventsByOffset,
+                vec![text(tenant.as_str()), CqlValue::Int(*partition), CqlValue::BigInt(*offset)],
+            ),
         }
     }
 }
@@ -188,6 +196,8 @@ struct ScanStatements {
     statement: PreparedStatement,
     outcomes: PreparedStatement,
     stream: PreparedStatement,
+    /// A tenant's events in one events partition, between two offsets.
+    partition: PreparedStatement,
     /// One day of a timeline.
     timeline_day: PreparedStatement,
     /// The days of a tenant's timeline that have events, in a range.
@@ -456,6 +466,11 @@ impl Statements {
                 "{select} events WHERE version = ? AND tenant = ? AND stream = ? AND stream_version > ? LIMIT ?"
             ))
             .await?,
+            partition: prepare(format!(
+                "{select} events_by_offset WHERE version = ? AND tenant = ? AND partition = ? \
+                 AND offset > ? AND offset <= ? LIMIT ?"
+            ))
+            .await?,
             timeline_day: prepare(format!(
                 "{select} events_by_time WHERE version = ? AND tenant = ? AND day = ? \
                  AND (time_ms, partition, offset) > (?, ?, ?) AND (time_ms, partition, offset) < (?, ?, ?) LIMIT ?"
@@ -707,6 +722,15 @@ impl ProjectionStore for ScyllaStore {
             Scan::Timeline { tenant, from_ms, to_ms, after } => {
                 return self.timeline(version, tenant, (*from_ms, *to_ms), *after, limit);
             }
+            Scan::Partition { tenant, partition, after, upto } => (
+                &scans.partition,
+                vec![
+                    text(tenant.as_str()),
+                    CqlValue::Int(*partition),
+                    CqlValue::BigInt(*after),
+                    CqlValue::BigInt(*upto),
+                ],
+            ),
             Scan::Outcomes { tenant, command_id } => {
                 (&scans.outcomes, vec![text(tenant.as_str()), text(command_id.as_str())])
             }
@@ -873,7 +897,7 @@ mod tests {
     #[test]
     fn the_schema_file_splits_into_its_statements_with_the_keyspace_filled_in() {
         let statements = schema_statements("ks", "{'class': 'SimpleStrategy', 'replication_factor': 1}");
-        assert_eq!(statements.len(), 14, "{statements:#?}");
+        assert_eq!(statements.len(), 15, "{statements:#?}");
         assert!(statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS ks WITH replication = {'class'"));
         for statement in &statements[1..] {
             assert!(statement.starts_with("CREATE TABLE IF NOT EXISTS ks."), "{statement}");
@@ -943,7 +967,8 @@ mod tests {
                 stream: tally_core::StreamId::Ledger(LedgerId::parse("l").unwrap()),
                 stream_version: 3,
             },
-            RowKey::EventAt { tenant, time_ms: 1_700_000_000_000, partition: 2, offset: 9 },
+            RowKey::EventAt { tenant: tenant.clone(), time_ms: 1_700_000_000_000, partition: 2, offset: 9 },
+            RowKey::EventByOffset { tenant, partition: 2, offset: 9 },
         ];
         let tables: Vec<Table> = keys.iter().map(|key| Table::of(key).0).collect();
         assert_eq!(tables, TABLES);

@@ -81,7 +81,11 @@ fn conformance(store: &dyn ProjectionStore) {
         Row::Document(tally_core::Document { stream_version: 1, version: 1, value: Some("{}".into()) }),
     );
     let kinds: std::collections::HashSet<_> = every_kind.keys().map(std::mem::discriminant).collect();
-    assert_eq!(kinds.len(), 7, "accounts, transactions, documents, outcomes, postings, events, timeline");
+    assert_eq!(
+        kinds.len(),
+        8,
+        "accounts, transactions, documents, outcomes, postings, events, by time, by offset"
+    );
     let changes: Vec<_> = every_kind.iter().map(|(k, r)| (k.clone(), Some(r.clone()))).collect();
     store.commit(5, 0, &changes, 10).unwrap();
     assert_eq!(store.rows(5).unwrap(), every_kind);

@@ -7,7 +7,7 @@ mod scylla_env;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use tally_core::log::LogRecord;
-use tally_core::projection::{self, Row, RowKey};
+use tally_core::projection::{self, EventRef, Row, RowKey};
 use tally_core::{AccountId, Amount, Asset, DocKey, Event, LedgerId, State, TenantId, testkit};
 use tally_store::EmbeddedStore;
 use tally_store::projections::ProjectionStore;
@@ -140,6 +140,38 @@ fn reads_conform(store: &dyn ProjectionStore, version: u32, rows: &BTreeMap<RowK
         .collect();
     for tenant in tenants {
         check_timeline(store, version, rows, tenant);
+        check_partitions(store, version, rows, tenant);
+    }
+}
+
+/// A tenant's events partition by partition, whole and between two offsets, page by page: the
+/// same events as its timeline, in log order.
+fn check_partitions(
+    store: &dyn ProjectionStore,
+    version: u32,
+    rows: &BTreeMap<RowKey, Row>,
+    tenant: &TenantId,
+) {
+    let mut by_partition: BTreeMap<i32, Vec<(i64, EventRef)>> = BTreeMap::new();
+    for (key, row) in rows {
+        if let (RowKey::EventAt { tenant: t, partition, offset, .. }, Row::EventAt(at)) = (key, row)
+            && t == tenant
+        {
+            by_partition.entry(*partition).or_default().push((*offset, at.clone()));
+        }
+    }
+    for (partition, mut expected) in by_partition {
+        expected.sort_by_key(|(offset, _)| *offset);
+        let (first, last) = (expected[0].0, expected[expected.len() - 1].0);
+        for (after, upto) in [(i64::MIN, i64::MAX), (first, last - 1), (last, i64::MAX), (last, first)] {
+            let listed = all_pages(|from| {
+                store
+                    .partition_events(version, tenant, (partition, from.unwrap_or(after), upto), PAGE)
+                    .unwrap()
+            });
+            let within: Vec<_> = expected.iter().filter(|(o, _)| *o > after && *o <= upto).cloned().collect();
+            assert_eq!(listed, within, "partition {partition} of {tenant} in ({after}, {upto}]");
+        }
     }
 }
 
