@@ -99,7 +99,12 @@ pub async fn as_problem(response: Response) -> Response {
         Ok(text) if !text.is_empty() => text.to_owned(),
         _ => status.canonical_reason().unwrap_or("error").to_owned(),
     };
-    let title = status.canonical_reason().unwrap_or("error").to_ascii_lowercase();
+    // One title per status: a 400 is "invalid request" whether a route or the framework found
+    // the input malformed.
+    let title = match status {
+        StatusCode::BAD_REQUEST => "invalid request".to_owned(),
+        _ => status.canonical_reason().unwrap_or("error").to_ascii_lowercase(),
+    };
     let mut problem = Problem::new(status, &title, detail).into_response();
     for name in [header::ALLOW, header::RETRY_AFTER] {
         if let Some(value) = parts.headers.get(&name) {

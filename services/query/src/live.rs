@@ -131,7 +131,9 @@ pub(crate) async fn follow_events(
                         )));
                     }
                     _ => {
-                        return Err(Problem::bad_request(format!("{field}: not a token of this live stream")));
+                        return Err(Problem::bad_request(format!(
+                            "{field}: not a token of this live stream"
+                        )));
                     }
                 },
                 None => Shown::new(),

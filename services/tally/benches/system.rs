@@ -15,7 +15,9 @@
 //! - `TALLY_BENCH_FETCH_WAIT_MS` (default 50, tally dev's): `tally dev --kafka-fetch-wait-ms`,
 //!   and the baseline consumer's `fetch.wait.max.ms`;
 //! - `TALLY_TEST_KAFKA=host:port`: a real Kafka (fresh topic prefix, projections in a redb file
-//!   under a temporary `--data-dir`) instead of the in-process broker (memory) and store.
+//!   under a temporary `--data-dir`) instead of the in-process broker (memory) and store;
+//! - `TALLY_BENCH_CASSANDRA=host:port` (with `TALLY_TEST_KAFKA`): projections in a fresh
+//!   keyspace of that Cassandra or Scylla (replication factor 1) instead of the redb file.
 //!
 //! Each round: (1) the baseline, records of a transfer command's size produced to a fresh plain
 //! topic of the same broker and consumed back (same client library, default settings); (2)
@@ -260,6 +262,26 @@ async fn main() {
     let mut args: Vec<String> =
         ["--query-follow-poll-ms", "1", "--kafka-fetch-wait-ms", &fetch_wait_ms].map(String::from).to_vec();
     let real_kafka = std::env::var("TALLY_TEST_KAFKA").ok().filter(|s| !s.is_empty());
+    let cassandra =
+        std::env::var("TALLY_BENCH_CASSANDRA").ok().filter(|s| !s.is_empty() && real_kafka.is_some());
+    if let Some(nodes) = &cassandra {
+        let keyspace = format!("tally_bench_{}_{}", std::process::id(), now_nanos());
+        let replication = "{'class': 'SimpleStrategy', 'replication_factor': 1}";
+        let schema = [
+            "schema",
+            "--scylla-nodes",
+            nodes,
+            "--scylla-keyspace",
+            &keyspace,
+            "--scylla-replication",
+            replication,
+        ];
+        let applied = tally_dev::tally(&schema);
+        assert!(String::from_utf8_lossy(&applied.stdout).contains("schema applied"), "{applied:?}");
+        args.extend(
+            ["--store", "scylla", "--scylla-nodes", nodes, "--scylla-keyspace", &keyspace].map(String::from),
+        );
+    }
     let prefix = match &real_kafka {
         Some(kafka) => {
             let prefix = format!("bench-{}-{}.", std::process::id(), now_nanos());
@@ -274,9 +296,10 @@ async fn main() {
     let dev = tally_dev::Dev::start(&args);
     dev.wait_until_writes_are_answered();
     let bootstrap = dev.kafka.clone();
-    let on = match real_kafka {
-        Some(_) => format!("Kafka at {bootstrap}, projections in a redb file"),
-        None => "the in-process broker (memory), projections in memory (redb)".to_owned(),
+    let on = match (real_kafka, &cassandra) {
+        (Some(_), Some(nodes)) => format!("Kafka at {bootstrap}, projections in Cassandra at {nodes}"),
+        (Some(_), None) => format!("Kafka at {bootstrap}, projections in a redb file"),
+        (None, _) => "the in-process broker (memory), projections in memory (redb)".to_owned(),
     };
     let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
     let mut bench = Bench {
