@@ -152,8 +152,13 @@ pub(crate) fn partitions_read(
     shown: &Shown,
     scan_max: usize,
 ) -> Result<PartitionsRead, tally_store::StoreError> {
+    let checkpoints = store.checkpoints(version)?;
+    // Only the partitions the projection has: a genuine token names no other, and one that
+    // did (forged) would carry them into every event's token.
+    let mut shown: Shown =
+        shown.iter().filter(|(p, _)| checkpoints.contains_key(p)).map(|(p, o)| (*p, *o)).collect();
     let (mut lanes, mut read, mut more) = (Vec::new(), 0, false);
-    for (partition, upto) in store.checkpoints(version)? {
+    for (partition, upto) in checkpoints {
         let after = shown.get(&partition).copied().unwrap_or(i64::MIN);
         if upto <= after {
             continue;
@@ -177,7 +182,6 @@ pub(crate) fn partitions_read(
         // tenants' events.
         lanes.push(Lane { partition, rows, end: page.next.unwrap_or(upto) });
     }
-    let mut shown = shown.clone();
     let mut items = Vec::new();
     loop {
         for lane in &mut lanes {
@@ -273,6 +277,23 @@ mod tests {
                 return;
             }
         }
+    }
+
+    /// A token naming partitions the projection does not have (none is ever handed out) does
+    /// not carry them into the tokens of what it reads.
+    #[test]
+    fn partitions_the_projection_does_not_have_are_dropped_from_the_tokens() {
+        let store = EmbeddedStore::in_memory().unwrap();
+        let records = placed("acme", "main", 3, 0, (0, 1));
+        let changes: Vec<Change> = records.iter().flat_map(|(_, c)| c.clone()).collect();
+        store.commit(1, 0, &changes, 3).unwrap();
+        let filter = EventFilter { kinds: None, from_ms: None, to_ms: None, doc_type: None };
+        let forged: Shown = (0..8_000).map(|p| (p, i64::from(p == 0) - 1)).collect();
+        let read =
+            partitions_read(&store, 1, &TenantId::parse("acme").unwrap(), &filter, &forged, 100).unwrap();
+        assert_eq!(read.items.len(), 3, "the define and two transfers, at offsets 1 to 3");
+        assert!(read.items.iter().all(|(_, shown)| shown.keys().eq([&0])));
+        assert_eq!(read.shown, Shown::from([(0, 3)]));
     }
 
     /// Two partitions projected a batch at a time, each holding more than a page of the

@@ -114,14 +114,14 @@ pub(crate) async fn follow_events(
             Place::Stream(stream(name)?, after)
         }
         None => {
-            let list = timeline_list(&params);
+            let list = timeline_list(&filter);
             let given = match last {
                 Some(last) => Some((last, "Last-Event-ID")),
                 None => params.resume.as_deref().map(|token| (token, "resume")),
             };
             let shown = match given {
                 Some((token, field)) => match cursor::decode(token, &tenant, &list, field)? {
-                    cursor::After::Partitions(shown) => shown.into_iter().collect(),
+                    cursor::After::Partitions(shown) => shown_of(shown, field)?,
                     // Tokens of Tally before 2026-12 held timeline passes, which cannot be
                     // turned into offsets without showing some events again.
                     cursor::After::Timeline(_) => {
@@ -146,9 +146,29 @@ pub(crate) async fn follow_events(
     Ok(Sse::new(futures::stream::unfold(follow, next_event)).keep_alive(KeepAlive::default()))
 }
 
-/// What the tokens of a live stream across streams belong to: its filters.
-fn timeline_list(params: &LiveParams) -> String {
-    format!("live/{}/{}", params.doc_type.as_deref().unwrap_or(""), params.kinds.as_deref().unwrap_or(""))
+/// What the tokens of a live stream across streams belong to: its filters, as parsed (kinds in
+/// order, once each), so that the same filter written another way takes the same tokens.
+fn timeline_list(filter: &EventFilter) -> String {
+    let mut kinds = filter.kinds.clone().unwrap_or_default();
+    kinds.sort();
+    kinds.dedup();
+    format!("live/{}/{}", filter.doc_type.as_ref().map_or("", |t| t.as_str()), kinds.join(","))
+}
+
+/// The most partitions a token may name: the most a topic may have here.
+const TOKEN_PARTITIONS_MAX: usize = 1024;
+
+/// The offsets of a token, if they are as the server hands them out: partitions in ascending
+/// order, each once, none negative, offsets not negative, at most [`TOKEN_PARTITIONS_MAX`].
+/// (A token is checked, not signed: one forged by its holder for its own tenant can still
+/// resume elsewhere in that tenant.)
+fn shown_of(offsets: Vec<(i32, i64)>, field: &str) -> Result<Shown, Problem> {
+    let ascending = offsets.windows(2).all(|w| w[0].0 < w[1].0);
+    let in_range = offsets.iter().all(|(partition, offset)| *partition >= 0 && *offset >= 0);
+    match ascending && in_range && offsets.len() <= TOKEN_PARTITIONS_MAX {
+        true => Ok(offsets.into_iter().collect()),
+        false => Err(Problem::bad_request(format!("{field}: not a token this API returned"))),
+    }
 }
 
 /// The next SSE event: a buffered one, else what the next read finds, else (caught up) wait and
@@ -196,5 +216,37 @@ async fn next_event(mut follow: Follow) -> Option<(Result<Event, Infallible>, Fo
         if follow.buffered.is_empty() && !more {
             tokio::time::sleep(follow.query.config().follow_poll).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_taken_only_as_the_server_hands_them_out() {
+        assert_eq!(shown_of(vec![(0, 0), (1, 7), (3, 9)], "resume").unwrap().len(), 3);
+        assert!(shown_of(vec![], "resume").unwrap().is_empty());
+        for forged in [
+            vec![(1, 0), (0, 0)],
+            vec![(0, 5), (0, 0)],
+            vec![(-1, 0)],
+            vec![(0, -1)],
+            (0..1025).map(|p| (p, 0)).collect(),
+        ] {
+            let refused = shown_of(forged.clone(), "resume").unwrap_err();
+            assert_eq!(refused.status, 400, "{forged:?}");
+        }
+    }
+
+    #[test]
+    fn the_same_filter_written_another_way_takes_the_same_tokens() {
+        let list = |kinds: Option<&str>| timeline_list(&EventFilter::parse(kinds, None, None).unwrap());
+        assert_eq!(
+            list(Some("DocumentPut,AssetDefined")),
+            list(Some(" AssetDefined ,DocumentPut,DocumentPut"))
+        );
+        assert_eq!(list(Some(",,,")), list(None));
+        assert_ne!(list(Some("DocumentPut")), list(None));
     }
 }
