@@ -122,14 +122,8 @@ pub(crate) async fn follow_events(
             let shown = match given {
                 Some((token, field)) => match cursor::decode(token, &tenant, &list, field)? {
                     cursor::After::Partitions(shown) => shown_of(shown, field)?,
-                    // Tokens of Tally before 2026-12 held timeline passes, which cannot be
-                    // turned into offsets without showing some events again.
-                    cursor::After::Timeline(_) => {
-                        return Err(Problem::bad_request(format!(
-                            "{field}: a token of an earlier Tally release, which cannot be resumed \
-                             exactly; start again without it"
-                        )));
-                    }
+                    // (Tokens of releases before 2026-12 held timeline passes and no checksum:
+                    // `decode` refuses them.)
                     _ => {
                         return Err(Problem::bad_request(format!(
                             "{field}: not a token of this live stream"
