@@ -144,6 +144,7 @@ impl Deployment {
         for (i, front) in fronts.iter().enumerate() {
             let mut args = on_kafka(common("ingest"), "processor");
             args.extend(["--http-listen", front, "--snapshot-every", "200"].map(str::to_owned));
+            args.extend(["--state-window", tally_dev::TEST_STATE_WINDOW].map(str::to_owned));
             add(&format!("ingest-{i}"), args);
         }
         for i in 0..2 {

@@ -10,6 +10,9 @@ pub const TALLY: &str = env!("CARGO_BIN_EXE_tally");
 
 /// The API keys every `tally dev` of the tests accepts (unless a test gives its own).
 pub const API_KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/api-keys.toml");
+/// The processor's `--state-window` in every `tally dev` a test starts (unless it gives one):
+/// a few events, so that forgetting and recalling run under every test.
+pub const TEST_STATE_WINDOW: &str = "16";
 /// `Authorization` values of those keys (test secrets: their digests are in the file above).
 pub const ACME: &str = "Bearer tly_acme-admin_v69TGnbccX9NOKYRSVqmkehBlZBXIwRNu5atK53F7zo";
 pub const ACME_READ_ONLY: &str = "Bearer tly_acme-ro_q07UDEOKYjGMDTnbkUbrGWaoe8kgt7ocurYM79lZjZw";
@@ -102,6 +105,13 @@ impl Dev {
     /// of `lines`.
     fn launch(args: &[&str], lines: &[&'static str]) -> Dev {
         let broker_port = if args.contains(&"--kafka-port") { &[][..] } else { &["--kafka-port", "0"][..] };
+        // A window of a few events, so that every test also runs a processor that forgets its
+        // older transactions and command ids and reads them back from the projection.
+        let window = if args.contains(&"--state-window") {
+            &[][..]
+        } else {
+            &["--state-window", TEST_STATE_WINDOW][..]
+        };
         let log = match std::env::var_os("TALLY_TEST_STDERR") {
             Some(_) => None,
             None => Some(tempfile::NamedTempFile::new().expect("a temp file for the log")),
@@ -114,6 +124,7 @@ impl Dev {
         let mut child = Command::new(TALLY)
             .arg("dev")
             .args(broker_port)
+            .args(window)
             .args([
                 "--http-listen",
                 "127.0.0.1:0",

@@ -40,6 +40,7 @@ ingest:
   grpcPort: 8083
   env:
     TALLY_HTTP_WAIT_MS: {{ .Values.ingest.httpWaitMs | quote }}
+    TALLY_STATE_WINDOW: {{ .Values.ingest.stateWindow | int64 | quote }}
     TALLY_GRPC_LISTEN: "0.0.0.0:8083"
 projector:
   command: project

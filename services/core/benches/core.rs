@@ -186,5 +186,62 @@ fn command_id_memory(_: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, command_id_memory, simple_transfers, ten_posting_transactions);
+/// What a projector's fold keeps in memory: the same 500,000 transfers folded as a projector
+/// folds them (`projection::fold_batch`, 1,000 events a batch), once keeping every transaction
+/// and command id and once forgetting them after each batch (`projection::forget_settled`,
+/// as the projector does once a batch's rows are committed); resident memory grown per event.
+/// Printed, not timed.
+fn projector_fold_memory(_: &mut Criterion) {
+    use tally_core::log::{LogRecord, Replica};
+    const N: usize = 500_000;
+    let mut start = 0;
+    let records: Vec<LogRecord> = {
+        let mut state = funded_state();
+        let commands = (0..N / BATCH).flat_map(|_| transfers(&mut start, 1));
+        let events = commands.map(|c| {
+            let e = decide(&state, &c, 0);
+            apply(&mut state, &e);
+            e
+        });
+        let claim = LogRecord::Claim { epoch: 1, owner: "bench".into() };
+        let answers = events.enumerate().map(|(i, event)| LogRecord::Event {
+            epoch: 1,
+            command_offset: i as i64,
+            event,
+        });
+        std::iter::once(claim).chain(answers).collect()
+    };
+    let measure = |forget: bool| {
+        let before = resident_bytes()?;
+        let mut replica = Replica { state: funded_state(), ..Replica::new() };
+        for (n, batch) in records.chunks(1_000).enumerate() {
+            let offsets = (n * 1_000) as i64..;
+            black_box(projection::fold_batch(&mut replica, offsets.zip(batch), 0));
+            if forget {
+                memory::forget_settled(&mut replica.state, batch);
+            }
+        }
+        let grown = resident_bytes()?.saturating_sub(before);
+        Some((grown, replica))
+    };
+    let (Some((keeping, _kept)), Some((forgetting, replica))) = (measure(false), measure(true)) else {
+        println!("projector fold memory: no /proc/self/statm here");
+        return;
+    };
+    println!(
+        "projector fold memory: {N} transfers folded in batches of 1,000: {:.1} MiB keeping every transaction and command id ({:.0} bytes per event), {:.1} MiB forgetting them after each batch ({} transactions held at the end)",
+        keeping as f64 / 1048576.0,
+        keeping as f64 / N as f64,
+        forgetting as f64 / 1048576.0,
+        replica.state.transactions_len(),
+    );
+}
+
+criterion_group!(
+    benches,
+    command_id_memory,
+    projector_fold_memory,
+    simple_transfers,
+    ten_posting_transactions
+);
 criterion_main!(benches);

@@ -15,6 +15,7 @@ mod fingerprint;
 mod ids;
 pub mod limits;
 pub mod log;
+pub mod memory;
 pub mod projection;
 mod reason;
 mod rules;

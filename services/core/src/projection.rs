@@ -11,6 +11,8 @@
 //! statement lines (one per posting side, with the balance after it) and the events index (each
 //! event in its stream, and in its tenant's timeline). [`rows_of`] lists every other row a state implies; a projection built event by event
 //! must equal it. The property tests hold both to that, and statements to the balances.
+//!
+//! A projector's fold need not keep every transaction and command id: see [`crate::memory`].
 
 use crate::log::{LogRecord, Replica, Verdict};
 use crate::{Account, AccountId, Amount, Asset, CommandId, DocKey, DocType, Document, Event, EventBody};

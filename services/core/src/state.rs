@@ -1,5 +1,6 @@
 //! The in-memory state a processor validates against: the fold of a partition's events.
 
+use crate::projection::RowKey;
 use crate::{
     AccountId, Amount, Asset, CommandId, DocKey, DocType, LedgerId, Posting, Reason, StreamId, TenantId, TxId,
 };
@@ -250,6 +251,92 @@ impl State {
         {
             record.offset = offset;
         }
+    }
+
+    /// Forgets the record behind `key`, a [`RowKey::Transaction`] or [`RowKey::Outcome`] (a
+    /// command id's first answer), so that memory does not grow with every command: see
+    /// [`crate::memory`] for when that is safe and how the record comes back. A pending
+    /// transaction is kept (its settlement reads its holds, the expiry timer looks for it).
+    /// Returns whether a record was forgotten.
+    pub fn forget(&mut self, key: &RowKey) -> bool {
+        match key {
+            RowKey::Transaction { tenant, ledger, tx_id } => {
+                let Some(l) = self.tenants.get_mut(tenant).and_then(|ts| ts.ledgers.get_mut(ledger)) else {
+                    return false;
+                };
+                let settled = l.transactions.get(tx_id).is_some_and(|tx| tx.status != TxStatus::Pending);
+                settled && l.transactions.remove(tx_id).is_some()
+            }
+            RowKey::Outcome { tenant, command_id, stream } => self
+                .tenants
+                .get_mut(tenant)
+                .is_some_and(|ts| ts.commands.remove(&(stream.clone(), command_id.clone())).is_some()),
+            _ => false,
+        }
+    }
+
+    /// [`State::forget`] for every command record and settled transaction the state holds (a
+    /// projector's fold restored from a processor's snapshot, which may hold any of them).
+    pub fn forget_all_settled(&mut self) {
+        for ts in self.tenants.values_mut() {
+            ts.commands = Map::default();
+            for l in ts.ledgers.values_mut() {
+                l.transactions.retain(|_, tx| tx.status == TxStatus::Pending);
+            }
+        }
+    }
+
+    /// Puts back a transaction record forgotten by [`State::forget`], as it was when
+    /// forgotten (read from the projection). A record the state holds wins: it is never older
+    /// than the one given.
+    pub fn recall_transaction(
+        &mut self,
+        tenant: &TenantId,
+        ledger: &LedgerId,
+        tx_id: &TxId,
+        record: TxRecord,
+    ) {
+        let ts = self.tenants.entry(tenant.clone()).or_default();
+        let l = ts.ledgers.entry(ledger.clone()).or_default();
+        l.transactions.entry(tx_id.clone()).or_insert(record);
+    }
+
+    /// Puts back the record of a command id's first answer forgotten by [`State::forget`]; a
+    /// record the state holds wins.
+    pub fn recall_command(
+        &mut self,
+        tenant: &TenantId,
+        stream: &StreamId,
+        command_id: &CommandId,
+        record: CommandRecord,
+    ) {
+        let ts = self.tenants.entry(tenant.clone()).or_default();
+        ts.commands.entry((stream.clone(), command_id.clone())).or_insert(record);
+    }
+
+    /// The key of every transaction and command record the state holds (what [`State::forget`]
+    /// takes).
+    pub fn remembered(&self) -> impl Iterator<Item = RowKey> + '_ {
+        self.tenants.iter().flat_map(|(tenant, ts)| {
+            let commands = ts.commands.keys().map(move |(stream, command_id)| RowKey::Outcome {
+                tenant: tenant.clone(),
+                command_id: command_id.clone(),
+                stream: stream.clone(),
+            });
+            let transactions = ts.ledgers.iter().flat_map(move |(ledger, l)| {
+                l.transactions.keys().map(move |tx_id| RowKey::Transaction {
+                    tenant: tenant.clone(),
+                    ledger: ledger.clone(),
+                    tx_id: tx_id.clone(),
+                })
+            });
+            commands.chain(transactions)
+        })
+    }
+
+    /// Number of transaction records held, over every ledger (for memory figures and tests).
+    pub fn transactions_len(&self) -> usize {
+        self.ledgers().map(|(_, _, l)| l.transactions.len()).sum()
     }
 
     /// Number of command ids remembered (for memory figures).

@@ -4,6 +4,7 @@
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use tally_core::log::{LogRecord, Replica};
+use tally_core::memory;
 use tally_core::projection::{self, Row, RowKey};
 use tally_core::testkit;
 
@@ -99,5 +100,60 @@ proptest! {
             testkit::write_changes(&mut batched, changes);
         }
         prop_assert_eq!(batched, one_by_one);
+    }
+
+    /// A fold that forgets command records and settled transactions once a batch is written,
+    /// and reads them back from its own rows when a later event names one, writes the same
+    /// rows as a fold that keeps everything, and holds nothing but pending transactions between
+    /// batches: its memory does not grow with the commands answered. It starts forgetting at a random
+    /// batch, from a state that kept everything until then (as one restored from a processor's
+    /// snapshot does).
+    #[test]
+    fn a_fold_that_forgets_what_its_rows_hold_writes_the_same_rows(
+        history in testkit::history(),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+        restored_at in any::<prop::sample::Index>(),
+    ) {
+        let (state, events, _) = testkit::run(&history, |_, _| {});
+        let mut log = vec![LogRecord::Claim { epoch: 1, owner: "p".into() }];
+        log.extend(events.into_iter().enumerate().map(|(i, event)| LogRecord::Event {
+            epoch: 1,
+            command_offset: i as i64,
+            event,
+        }));
+        let mut keeping = BTreeMap::new();
+        testkit::fold_into(&mut keeping, log.iter().enumerate().map(|(o, r)| (o as i64, r)), 0);
+        let mut bounds: Vec<usize> = cuts.iter().map(|c| c.index(log.len() + 1)).collect();
+        bounds.extend([0, log.len()]);
+        bounds.sort();
+        bounds.dedup();
+        let restored_at = bounds[restored_at.index(bounds.len() - 1)];
+        let (mut rows, mut replica, mut forgetting) = (BTreeMap::new(), Replica::new(), false);
+        for range in bounds.windows(2) {
+            let batch: Vec<_> = (range[0]..range[1]).map(|offset| (offset as i64, &log[offset])).collect();
+            let wanted = memory::keys_named_by_events(&replica.state, batch.iter().map(|(_, r)| *r));
+            let found: Vec<_> =
+                wanted.into_iter().filter_map(|k| rows.get(&k).cloned().map(|row| (k, row))).collect();
+            memory::recall(&mut replica.state, found);
+            testkit::write_changes(&mut rows, projection::fold_batch(&mut replica, batch.iter().copied(), 0));
+            if range[1] <= restored_at {
+                continue; // until then, a state that keeps everything (as a snapshot's does)
+            }
+            if !forgetting {
+                replica.state.forget_all_settled();
+                forgetting = true;
+            }
+            memory::forget_settled(&mut replica.state, batch.iter().map(|(_, r)| *r));
+            prop_assert_eq!(replica.state.commands_len(), 0, "no command record kept");
+            let settled = projection::rows_of(&replica.state)
+                .values()
+                .filter(|r| matches!(r, Row::Transaction(tx) if tx.status != tally_core::TxStatus::Pending))
+                .count();
+            prop_assert_eq!(settled, 0, "no settled transaction kept");
+        }
+        prop_assert_eq!(rows, keeping);
+        let pending_at_end = state.ledgers().flat_map(|(_, _, l)| l.transactions.values())
+            .filter(|tx| tx.status == tally_core::TxStatus::Pending).count();
+        prop_assert_eq!(replica.state.transactions_len(), pending_at_end);
     }
 }

@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tally_codec::Codec;
 use tally_core::log::{LogRecord, Replica, Verdict};
+use tally_core::memory;
+use tally_core::projection::RowKey;
 
 /// How long a read may go without receiving anything before it is an error.
 const STALL_MAX: Duration = Duration::from_secs(30);
@@ -187,20 +189,34 @@ impl LogTail {
     }
 
     /// Folds every record before offset `end` into `replica`; returns the offset of and the
-    /// verdict on the last record read (none if there was nothing to read).
-    pub fn read_until(
+    /// verdict on the last record read (none if there was nothing to read). Before a record
+    /// whose event names transactions the replica lacks (it was restored from a snapshot of a
+    /// state that forgot them, `tally_core::memory`), `recall` is given their keys to put them
+    /// back; if it fails, nothing more is folded and its error is returned (the inner `Err`).
+    pub fn read_until<E>(
         &mut self,
         codec: &Codec,
         replica: &mut Replica,
         end: i64,
-    ) -> Result<Option<(i64, Verdict)>, KafkaError> {
-        let mut last = None;
+        mut recall: impl FnMut(&mut Replica, Vec<RowKey>) -> Result<(), E>,
+    ) -> Result<Result<Option<(i64, Verdict)>, E>, KafkaError> {
+        let (mut last, mut failed) = (None, None);
         self.for_each_until(codec, end, |offset, record| {
+            if failed.is_some() {
+                return Verdict::Superseded; // read to the end unfolded; the error is returned
+            }
+            let wanted = memory::keys_named_by_events(&replica.state, [&record]);
+            if !wanted.is_empty()
+                && let Err(e) = recall(replica, wanted)
+            {
+                failed = Some(e);
+                return Verdict::Superseded;
+            }
             let verdict = replica.read(offset, &record);
             last = Some((offset, verdict));
             verdict
         })?;
-        Ok(last)
+        Ok(failed.map_or(Ok(last), Err))
     }
 
     /// Reads every record before offset `end`, in order, giving each to `f` (which says how

@@ -30,8 +30,8 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use tally_codec::Codec;
-use tally_core::log::Replica;
-use tally_core::projection;
+use tally_core::log::{LogRecord, Replica};
+use tally_core::{memory, projection};
 use tally_kafka::config::KafkaOptions;
 use tally_kafka::trace_context;
 use tally_kafka::{
@@ -300,10 +300,12 @@ impl PartitionProjector {
         let store = shared.config.store.clone();
         let checkpoint =
             blocking(move || Ok::<_, ProjectorError>(store.checkpoint(version, partition)?)).await?;
-        let (replica, snapshot, records_read) = match checkpoint {
+        let (mut replica, snapshot, records_read) = match checkpoint {
             None => (Replica::new(), None, 0),
-            Some(checkpoint) => restore(shared.clone(), partition, checkpoint).await?,
+            Some(checkpoint) => restore(shared.clone(), (version, partition), checkpoint).await?,
         };
+        // A processor's snapshot holds every transaction and command id; the rows hold them too.
+        replica.state.forget_all_settled();
         tracing::info!(partition, version, ?checkpoint, ?snapshot, records_read, "projection restored");
         let progress = Progress { partition, version, checkpoint, lag_ms: 0, snapshot, records_read };
         shared.progress.set(progress);
@@ -332,6 +334,7 @@ impl PartitionProjector {
             }
         }
         let batch_len = records.len();
+        self.recall(&records).await?;
         let batch = records.iter().map(|(offset, record)| (*offset, record));
         let changes = projection::fold_batch(&mut self.replica, batch, partition);
         let Some((offset, written_at)) = last else { return Ok(()) };
@@ -352,6 +355,7 @@ impl PartitionProjector {
             "batch committed"
         );
         self.checkpoint = Some(offset);
+        memory::forget_settled(&mut self.replica.state, records.iter().map(|(_, record)| record));
         self.assignment.done_before(offset + 1);
         let lag_ms = written_at.map_or(0, |at| (now_ms() - at).max(0));
         metrics::LAG_SECONDS.observe(lag_ms as f64 / 1000.0);
@@ -364,11 +368,28 @@ impl PartitionProjector {
     }
 }
 
+impl PartitionProjector {
+    /// Reads back from the store the transactions `records` name that the fold forgot
+    /// (`tally_core::memory`): the store holds them as of the checkpoint, which is where the
+    /// fold's state is.
+    async fn recall(&mut self, records: &[(i64, LogRecord)]) -> Result<(), ProjectorError> {
+        let keys =
+            memory::keys_named_by_events(&self.replica.state, records.iter().map(|(_, record)| record));
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let (store, version) = (self.shared.config.store.clone(), self.version);
+        let rows = blocking(move || Ok::<_, ProjectorError>(store.rows_named(version, &keys)?)).await?;
+        memory::recall(&mut self.replica.state, rows);
+        Ok(())
+    }
+}
+
 /// The fold's state as of `checkpoint`: the newest usable snapshot at or before it, then the
 /// log up to and including it. Returns the state, the snapshot used and the records read.
 async fn restore(
     shared: Arc<Shared>,
-    partition: i32,
+    (version, partition): (Version, i32),
     checkpoint: i64,
 ) -> Result<(Replica, Option<i64>, u64), ProjectorError> {
     blocking(move || {
@@ -377,7 +398,13 @@ async fn restore(
             snapshot::resume_point(config.snapshots.as_deref(), &config.events, partition, checkpoint);
         let mut replica = resume.replica;
         let mut tail = LogTail::open_at(&config.kafka, &config.events, partition, resume.next)?;
-        tail.read_until(&shared.codec, &mut replica, checkpoint + 1)?;
+        // A snapshot may lack settled transactions its processor forgot; this version's rows
+        // hold every one up to the checkpoint, which is at or after the snapshot.
+        let recall = |replica: &mut Replica, keys: Vec<_>| {
+            memory::recall(&mut replica.state, config.store.rows_named(version, &keys)?);
+            Ok::<_, StoreError>(())
+        };
+        tail.read_until(&shared.codec, &mut replica, checkpoint + 1, recall)??;
         Ok::<_, ProjectorError>((replica, resume.snapshot, tail.records_read()))
     })
     .await

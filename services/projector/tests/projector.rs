@@ -20,19 +20,49 @@ use tokio_util::sync::CancellationToken;
 
 const TENANTS: [&str; 4] = ["acme", "globex", "initech", "umbrella"];
 
-/// Transfers `from..to` for every tenant, with an overdraft every tenth (a rejection, which
-/// has an outcome row too).
+/// Commands `from..to` for every tenant: mostly transfers, with an overdraft every tenth (a
+/// rejection, which has an outcome row too), a reversal of the transfer 21 steps back, and a
+/// pending transfer committed or voided ten steps later: events that name transactions recorded batches
+/// earlier, which the projector's fold has forgotten and must read back from its rows.
 async fn wave(h: &Harness, from: usize, to: usize) {
     for i in from..to {
-        let batch: Vec<_> = TENANTS
-            .iter()
-            .map(|t| match i % 10 {
-                9 => transfer(t, &format!("over-{i}"), "user-1", "user-2", 1_000_000_000),
-                _ => transfer(t, &format!("pay-{i}"), "world", &format!("user-{}", i % 7), 3),
-            })
-            .collect();
+        let batch: Vec<_> = TENANTS.iter().map(|t| step(t, i)).collect();
         h.send(&batch).await;
     }
+}
+
+fn step(tenant: &str, i: usize) -> tally_core::Command {
+    use tally_core::{CommandBody, Metadata, TxId, TxRequest};
+    let body = match i % 10 {
+        3 if i >= 23 => CommandBody::Transact {
+            ledger: ledger("main"),
+            tx_id: TxId::parse(format!("undo-{i}")).unwrap(),
+            request: TxRequest::Reversal {
+                original: TxId::parse(format!("pay-{}", i - 21)).unwrap(),
+                metadata: Metadata::new(),
+            },
+        },
+        5 => {
+            let mut pending = transfer(tenant, &format!("hold-{i}"), "world", "user-9", 5).body;
+            if let CommandBody::Transact { request: TxRequest::Transfer { pending_timeout_ms, .. }, .. } =
+                &mut pending
+            {
+                *pending_timeout_ms = Some(3_600_000);
+            }
+            pending
+        }
+        // Each pending transfer is committed or voided in the next ten steps.
+        7 if i >= 12 => {
+            let (ledger, tx_id) = (ledger("main"), TxId::parse(format!("hold-{}", i - 12)).unwrap());
+            match i / 10 % 2 {
+                0 => CommandBody::CommitPending { ledger, tx_id, amounts: None },
+                _ => CommandBody::VoidPending { ledger, tx_id },
+            }
+        }
+        9 => return transfer(tenant, &format!("over-{i}"), "user-1", "user-2", 1_000_000_000),
+        _ => return transfer(tenant, &format!("pay-{i}"), "world", &format!("user-{}", i % 7), 3),
+    };
+    command(tenant, &format!("cmd-{i}"), body)
 }
 
 fn projector(h: &Harness, store: &Arc<EmbeddedStore>) -> Handle<ProjectorStatus> {
@@ -107,6 +137,18 @@ async fn two_projectors_and_rebalances_mid_stream_end_with_the_rows_of_a_fresh_f
     caught_up(&store, 1, &log.ends()).await;
     let taken_over = second.progress().into_iter().filter(|p| p.snapshot.is_some() || p.records_read > 0);
     assert!(taken_over.count() > 0, "the second projector took partitions over from checkpoints");
+    let named_earlier = log.events().filter(|e| {
+        use tally_core::EventBody::*;
+        matches!(
+            e.body,
+            TransactionPosted { reverses: Some(_), .. } | PendingCommitted { .. } | PendingVoided { .. }
+        )
+    });
+    let named_earlier = named_earlier.count();
+    assert!(
+        named_earlier >= TENANTS.len() * 110,
+        "{named_earlier} reversals, commits and voids of earlier transactions"
+    );
     let (stored, fresh) = (store.rows(1).unwrap(), log.projection());
     println!("{} rows; progress of the second projector: {:?}", fresh.len(), second.progress());
     assert_same_rows(&stored, &fresh);

@@ -200,6 +200,19 @@ impl ProjectionStore for EmbeddedStore {
         table.get((version, key.as_slice()))?.map(|v| projections::decode(v.value())).transpose()
     }
 
+    /// Every key in one read transaction.
+    fn rows_named(&self, version: Version, keys: &[RowKey]) -> Result<Vec<(RowKey, Row)>, StoreError> {
+        let table = self.db.begin_read()?.open_table(ROWS)?;
+        let mut rows = Vec::with_capacity(keys.len());
+        for key in keys {
+            let encoded = keys::encode(key);
+            if let Some(value) = table.get((version, encoded.as_slice()))? {
+                rows.push((key.clone(), projections::decode(value.value())?));
+            }
+        }
+        Ok(rows)
+    }
+
     fn rows(&self, version: Version) -> Result<BTreeMap<RowKey, Row>, StoreError> {
         let tx = self.db.begin_read()?;
         let table = tx.open_table(ROWS)?;

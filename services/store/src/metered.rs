@@ -76,6 +76,10 @@ impl ProjectionStore for Metered {
         timed("row", || self.inner.row(version, key))
     }
 
+    fn rows_named(&self, version: Version, keys: &[RowKey]) -> Result<Vec<(RowKey, Row)>, StoreError> {
+        timed("rows_named", || self.inner.rows_named(version, keys))
+    }
+
     fn rows(&self, version: Version) -> Result<BTreeMap<RowKey, Row>, StoreError> {
         timed("rows", || self.inner.rows(version))
     }

@@ -47,6 +47,18 @@ pub trait ProjectionStore: Send + Sync + std::fmt::Debug {
     /// One row of a version.
     fn row(&self, version: Version, key: &RowKey) -> Result<Option<Row>, StoreError>;
 
+    /// The rows of `keys` that a version has, with their keys, in the order of `keys` (a fold
+    /// reading back what it forgot, `tally_core::memory`).
+    fn rows_named(&self, version: Version, keys: &[RowKey]) -> Result<Vec<(RowKey, Row)>, StoreError> {
+        let mut rows = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(row) = self.row(version, key)? {
+                rows.push((key.clone(), row));
+            }
+        }
+        Ok(rows)
+    }
+
     /// Every row of a version (for comparisons and checks; not for serving).
     fn rows(&self, version: Version) -> Result<BTreeMap<RowKey, Row>, StoreError>;
 

@@ -600,6 +600,9 @@ fn key_values(version: Version, parts: Vec<CqlValue>) -> Vec<CqlValue> {
     std::iter::once(CqlValue::Int(version as i32)).chain(parts).collect()
 }
 
+/// Most point reads of [`ProjectionStore::rows_named`] in flight at once.
+const ROWS_NAMED_CONCURRENCY: usize = 64;
+
 impl ProjectionStore for ScyllaStore {
     fn checkpoint(&self, version: Version, partition: i32) -> Result<Option<i64>, StoreError> {
         let found: Option<(i64,)> =
@@ -676,6 +679,28 @@ impl ProjectionStore for ScyllaStore {
         let found: Option<(Vec<u8>,)> =
             self.select_one(&self.statements.rows[&table].get, key_values(version, parts))?;
         found.map(|(bytes,)| projections::decode(&bytes)).transpose()
+    }
+
+    /// Every key read at once (at most [`ROWS_NAMED_CONCURRENCY`] in flight), one round trip's
+    /// wait for a batch instead of one per key.
+    fn rows_named(&self, version: Version, keys: &[RowKey]) -> Result<Vec<(RowKey, Row)>, StoreError> {
+        use futures::StreamExt;
+        let reads = futures::stream::iter(keys.iter().map(|key| async move {
+            let (table, parts) = Table::of(key);
+            let statement = &self.statements.rows[&table].get;
+            let result = self
+                .session
+                .execute_unpaged(statement, key_values(version, parts))
+                .await
+                .map_err(scylla_error)?;
+            let first = result.into_rows_result().map_err(scylla_error)?.maybe_first_row::<(Vec<u8>,)>();
+            let found = first.map_err(scylla_error)?;
+            let row = found.map(|(bytes,)| projections::decode::<Row>(&bytes)).transpose()?;
+            Ok::<_, StoreError>(row.map(|row| (key.clone(), row)))
+        }));
+        let all = reads.buffered(ROWS_NAMED_CONCURRENCY).try_collect::<Vec<_>>();
+        let runtime = self.runtime.as_ref().expect("present until dropped");
+        Ok(runtime.block_on(all)?.into_iter().flatten().collect())
     }
 
     fn rows(&self, version: Version) -> Result<BTreeMap<RowKey, Row>, StoreError> {

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tally_ingest::http::{Front, HttpConfig};
 use tally_ingest::outcomes::{OutcomeWatcher, Outcomes};
-use tally_ingest::processor::{Processor, ProcessorConfig};
+use tally_ingest::processor::{Processor, ProcessorConfig, StateWindow};
 use tally_kafka::Producer;
 use tally_kafka::config::KafkaOptions;
 use tally_kafka::topics::Topics;
-use tally_store::SnapshotStore;
+use tally_store::{SnapshotStore, Store};
 use tokio_util::sync::CancellationToken;
 
 /// How the processor runs.
@@ -36,6 +36,12 @@ pub struct ProcessorOptions {
     /// ... or after this many milliseconds, whichever comes first.
     #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(100..=86_400_000), env = "TALLY_SNAPSHOT_INTERVAL_MS")]
     pub snapshot_interval_ms: u64,
+    /// Transactions and command ids changed within the newest this-many events of a partition
+    /// stay in the processor's memory; older ones that the live projection (in the same store)
+    /// covers are dropped, and read back from it when a command names them, so memory does not
+    /// grow with every command. 0 keeps every one in memory for as long as the log lives.
+    #[arg(long, default_value_t = 100_000, env = "TALLY_STATE_WINDOW")]
+    pub state_window: u64,
     #[command(flatten)]
     pub producers: crate::auth::ProducerOptions,
     #[command(flatten)]
@@ -100,7 +106,7 @@ impl ProcessorOptions {
         &self,
         kafka: &KafkaOptions,
         topics: &Topics,
-        snapshots: Arc<dyn SnapshotStore>,
+        store: Arc<dyn Store>,
         reload: &CancellationToken,
     ) -> anyhow::Result<Processor> {
         let mut config = ProcessorConfig::new(kafka.clone(), topics.clone());
@@ -109,8 +115,11 @@ impl ProcessorOptions {
         config.expiry_interval = Duration::from_millis(self.expiry_interval_ms);
         config.producers = self.producers.allow_list(reload).await?;
         config.schemas = self.registry.lookup(topics).await?;
+        if self.state_window > 0 {
+            config.window = Some(StateWindow { projections: store.clone(), events: self.state_window });
+        }
         if self.snapshot_every > 0 {
-            config.snapshots = Some(snapshots);
+            config.snapshots = Some(store);
             config.snapshot_every = self.snapshot_every;
             config.snapshot_interval = Duration::from_millis(self.snapshot_interval_ms);
         }
@@ -126,10 +135,11 @@ pub async fn start_write_side(
     kafka: &KafkaOptions,
     opts: &ServiceOptions,
     topics: &Topics,
-    snapshots: Arc<dyn SnapshotStore>,
+    store: Arc<dyn Store>,
     reload: &CancellationToken,
 ) -> anyhow::Result<axum::Router> {
-    let processor = opts.processor.build(kafka, topics, snapshots.clone(), reload).await?;
+    let processor = opts.processor.build(kafka, topics, store.clone(), reload).await?;
+    let snapshots: Arc<dyn SnapshotStore> = store;
     runner.start(|cancel| processor.run(cancel));
     let outcomes = Outcomes::new(opts.http.outcomes_kept as usize);
     let (events, partitions) = (topics.events.clone(), opts.topics.partitions);

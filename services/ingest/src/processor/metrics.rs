@@ -2,8 +2,8 @@
 //! (size and time to answer), and when each partition last wrote a snapshot.
 
 use prometheus::{
-    Histogram, IntCounterVec, IntGaugeVec, register_histogram, register_int_counter_vec,
-    register_int_gauge_vec,
+    Histogram, IntCounter, IntCounterVec, IntGaugeVec, register_histogram, register_int_counter,
+    register_int_counter_vec, register_int_gauge_vec,
 };
 use std::sync::LazyLock;
 use tally_core::{Answer, Event};
@@ -49,6 +49,22 @@ pub(crate) static SNAPSHOT_WRITTEN: LazyLock<IntGaugeVec> = LazyLock::new(|| {
         "tally_snapshot_written_timestamp_seconds",
         "When each partition last wrote a snapshot (Unix time; the age is time() minus this)",
         &["partition"]
+    )
+    .expect("registered once")
+});
+
+pub(crate) static FORGOTTEN: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "tally_processor_forgotten_total",
+        "Transactions and command ids dropped from memory (the live projection holds them)"
+    )
+    .expect("registered once")
+});
+
+pub(crate) static RECALLED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "tally_processor_recalled_total",
+        "Transactions and command ids read back from the live projection for a command that named them"
     )
     .expect("registered once")
 });

@@ -16,8 +16,10 @@ pub mod intake;
 mod metrics;
 mod partition;
 mod schemas;
+mod window;
 
 pub use schemas::SchemaLookup;
+pub use window::StateWindow;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -58,6 +60,9 @@ pub struct ProcessorConfig {
     /// Where the writer schemas of Confluent-framed commands are fetched; `None`: such records
     /// are dead-lettered as `UNKNOWN_SCHEMA`.
     pub schemas: Option<Arc<SchemaLookup>>,
+    /// Which transactions and command ids stay in memory, the rest being read back from the
+    /// projection when named; `None`: every one stays, for as long as the log lives.
+    pub window: Option<StateWindow>,
 }
 
 impl ProcessorConfig {
@@ -74,6 +79,7 @@ impl ProcessorConfig {
             snapshot_interval: Duration::from_secs(60),
             producers: None,
             schemas: None,
+            window: None,
         }
     }
 }
@@ -91,6 +97,12 @@ pub enum ProcessorError {
     /// A task on the blocking pool panicked or was cancelled.
     #[error("blocking task: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// Reading the projection (what the state forgot, or its checkpoint) failed.
+    #[error("projection store: {0}")]
+    Store(#[from] tally_store::StoreError),
+    /// What the state forgot cannot be read back yet (see [`StateWindow`]).
+    #[error("{0}")]
+    Recall(String),
 }
 
 /// The newest snapshot this instance wrote for a partition (snapshot age, for metrics).

@@ -2,6 +2,7 @@
 //! in batches, one log record per command record.
 
 use super::schemas::BatchSchemas;
+use super::window::{self, Remembering};
 use super::{ProcessorError, Restored, Shared, SnapshotWritten};
 use super::{dead_letter, intake, metrics};
 use crate::stages::Stage;
@@ -9,6 +10,8 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 use tally_core::log::{LogRecord, Replica, Verdict};
+use tally_core::memory;
+use tally_core::projection::RowKey;
 use tally_core::{Actor, Command, CommandBody, CommandId, CommandRecord, LedgerId, TenantId, TxId, decide};
 use tally_kafka::{Assignment, Headers, LogTail, Outgoing, Record, trace_context};
 use tally_runtime::now_ms;
@@ -28,7 +31,7 @@ pub(super) async fn own(
     mut records: mpsc::Receiver<Record>,
 ) -> Result<(), ProcessorError> {
     let partition = assignment.partition;
-    let (replica, claim) = match take_over(&shared, partition, true).await {
+    let (replica, claim, snapshot) = match take_over(&shared, partition, true).await {
         Err(TakeOver::SnapshotAhead { covers, claim }) => {
             tracing::warn!(
                 partition,
@@ -45,11 +48,14 @@ pub(super) async fn own(
     tracing::info!(partition, epoch = replica.reader.epoch(), start, "partition restored and claimed");
     assignment.start_at(start);
     let cancel = assignment.cancel.clone();
+    let remembering = (shared.config.window.clone())
+        .map(|config| Remembering::restored(config, partition, &replica.state, snapshot, claim));
     let mut owner = Owner {
         shared,
         assignment,
         partition,
         replica,
+        remembering,
         expiring: HashSet::new(),
         log_end: Some(claim),
         since_snapshot: 0,
@@ -104,13 +110,13 @@ impl TakeOver {
 /// Restores the replica from the newest valid snapshot (if `use_snapshot` and there is a
 /// store), reads the partition on to its end, appends a claim with the next epoch, and reads on
 /// to the claim. The claim wins if it reads as a new epoch there; otherwise another owner
-/// claimed the same epoch first, and this one claims again above it. Returns the replica and
-/// the offset of its winning claim.
+/// claimed the same epoch first, and this one claims again above it. Returns the replica, the
+/// offset of its winning claim and the offset the snapshot it started from covers.
 async fn take_over(
     shared: &Arc<Shared>,
     partition: i32,
     use_snapshot: bool,
-) -> Result<(Replica, i64), TakeOver> {
+) -> Result<(Replica, i64, Option<i64>), TakeOver> {
     let resume = if use_snapshot { resume_point(shared, partition).await? } else { ResumePoint::start() };
     let (covers, from, mut replica) = (resume.snapshot, resume.next, resume.replica);
     let (kafka, topic) = (shared.config.kafka.clone(), shared.config.topics.events.clone());
@@ -118,9 +124,10 @@ async fn take_over(
         blocking(move || Ok::<_, ProcessorError>(LogTail::open_at(&kafka, &topic, partition, from)?)).await?;
     let end = {
         let codec = shared.codec.clone();
+        let recall = recall_for_replay(shared, partition, covers);
         let (t, r, end) = blocking(move || {
             let end = tail.end()?;
-            tail.read_until(&codec, &mut replica, end)?;
+            tail.read_until(&codec, &mut replica, end, recall)??;
             Ok::<_, ProcessorError>((tail, replica, end))
         })
         .await?;
@@ -136,8 +143,9 @@ async fn take_over(
             return Err(TakeOver::SnapshotAhead { covers, claim: at });
         }
         let codec = shared.codec.clone();
+        let recall = recall_for_replay(shared, partition, covers);
         let (t, r, last) = blocking(move || {
-            let last = tail.read_until(&codec, &mut replica, at + 1)?;
+            let last = tail.read_until(&codec, &mut replica, at + 1, recall)??;
             Ok::<_, ProcessorError>((tail, replica, last))
         })
         .await?;
@@ -151,13 +159,34 @@ async fn take_over(
             };
             tracing::info!(partition, snapshot = ?covers, records_read = restored.records_read, "restored");
             shared.restores.lock().expect("not poisoned").push(restored);
-            return Ok((replica, at));
+            return Ok((replica, at, covers));
         }
         tracing::warn!(partition, at, epoch = replica.reader.epoch(), "lost a claim race; claiming again");
     }
     Err(TakeOver::Failed(ProcessorError::Restore(format!(
         "partition {partition}: lost {CLAIM_ATTEMPTS_MAX} claim races in a row"
     ))))
+}
+
+/// What a replay does when an event names a transaction the restored state lacks (its
+/// snapshot's owner forgot it): read it from the live projection once that covers the snapshot.
+/// Without a window configured nothing can be read, and the restore fails with the keys named.
+fn recall_for_replay(
+    shared: &Shared,
+    partition: i32,
+    snapshot: Option<i64>,
+) -> impl FnMut(&mut Replica, Vec<RowKey>) -> Result<(), ProcessorError> + Send + 'static {
+    let store = shared.config.window.as_ref().map(|w| w.projections.clone());
+    move |replica, keys| {
+        let Some(store) = &store else {
+            return Err(ProcessorError::Recall(format!(
+                "partition {partition}: the snapshot lacks {keys:?}, and no projection is configured to read them from"
+            )));
+        };
+        let rows = window::recall_rows(store.as_ref(), partition, snapshot.unwrap_or(-1), &keys)?;
+        memory::recall(&mut replica.state, rows);
+        Ok(())
+    }
 }
 
 /// After the newest usable snapshot of the partition, if snapshots are kept (read off the
@@ -177,6 +206,8 @@ struct Owner {
     assignment: Assignment,
     partition: i32,
     replica: Replica,
+    /// What of the state stays in memory, if a window is configured.
+    remembering: Option<Remembering>,
     /// Expiries requested and not yet seen answered (so each is requested once per owner).
     expiring: HashSet<TxKey>,
     /// The offset of the last record of the log, while this owner knows the replica equals the
@@ -227,7 +258,16 @@ impl Owner {
                 }
             }
         };
+        let classified: Vec<_> = (waiting.iter())
+            .map(|message| intake::classify(&self.shared.codec, message, producers.as_deref(), &schemas))
+            .collect();
+        if let Some(remembering) = &mut self.remembering {
+            let commands = classified.iter().filter_map(|c| c.as_ref().ok());
+            remembering.recall(&mut self.replica.state, commands).await?;
+        }
+        let mut classified = classified.into_iter();
         while let Some(message) = waiting.pop_front() {
+            let command = classified.next().expect("one per waiting record");
             let command_offset = message.offset;
             if command_offset < self.replica.reader.next_command_offset() {
                 continue; // delivered again (a seek, a restart): already answered
@@ -235,34 +275,33 @@ impl Owner {
             if let Some(produced_ms) = message.timestamp_ms {
                 Stage::HandOver.observe_since(produced_ms, now);
             }
-            let (record, trace) =
-                match intake::classify(&self.shared.codec, &message, producers.as_deref(), &schemas) {
-                    Ok(command) if self.answered_this_round(&command) => {
-                        debug_assert!(!records.is_empty(), "an unplaced answer outside a round");
-                        waiting.push_front(message);
-                        break;
-                    }
-                    Ok(command) => {
-                        let trace = answer_trace(&message, &command.command_id);
-                        let event = decide(&self.replica.state, &command, now);
-                        (LogRecord::Event { epoch, command_offset, event }, trace)
-                    }
-                    Err(why) => {
-                        // The record could not be read as a command: its place and key name it.
-                        let key = message.key_text();
-                        tracing::warn!(
-                            partition = self.partition,
-                            command_offset,
-                            key = key.as_deref().unwrap_or(""),
-                            code = why.reason.code(),
-                            "dead-lettered: {}",
-                            why.detail
-                        );
-                        let reason = why.marker_reason();
-                        dead_letters.push((message, why));
-                        (LogRecord::DeadLettered { epoch, command_offset, reason }, None)
-                    }
-                };
+            let (record, trace) = match command {
+                Ok(command) if self.answered_this_round(&command) => {
+                    debug_assert!(!records.is_empty(), "an unplaced answer outside a round");
+                    waiting.push_front(message);
+                    break;
+                }
+                Ok(command) => {
+                    let trace = answer_trace(&message, &command.command_id);
+                    let event = decide(&self.replica.state, &command, now);
+                    (LogRecord::Event { epoch, command_offset, event }, trace)
+                }
+                Err(why) => {
+                    // The record could not be read as a command: its place and key name it.
+                    let key = message.key_text();
+                    tracing::warn!(
+                        partition = self.partition,
+                        command_offset,
+                        key = key.as_deref().unwrap_or(""),
+                        code = why.reason.code(),
+                        "dead-lettered: {}",
+                        why.detail
+                    );
+                    let reason = why.marker_reason();
+                    dead_letters.push((message, why));
+                    (LogRecord::DeadLettered { epoch, command_offset, reason }, None)
+                }
+            };
             // Folds the answer exactly as every reader of the log will (its offset comes below).
             let verdict = self.replica.read_unplaced(&record);
             debug_assert_eq!(verdict, Verdict::Apply);
@@ -283,6 +322,9 @@ impl Owner {
         Stage::Append.observe(appending.elapsed());
         for (record, offset) in records.iter().zip(&offsets) {
             self.replica.place(record, *offset);
+            if let Some(remembering) = &mut self.remembering {
+                remembering.changed(*offset, record);
+            }
         }
         // Counted once durable (a failed append is answered again by the next owner).
         for record in &records {
@@ -299,6 +341,9 @@ impl Owner {
         self.assignment.done_before(next_offset);
         self.extend_log_end(&offsets);
         self.snapshot_if_due();
+        if let (Some(remembering), Some(&end)) = (&mut self.remembering, offsets.last()) {
+            remembering.forget_due(&mut self.replica.state, end).await?;
+        }
         Ok(())
     }
 
