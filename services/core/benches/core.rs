@@ -189,8 +189,10 @@ fn command_id_memory(_: &mut Criterion) {
 /// What a projector's fold keeps in memory: the same 500,000 transfers folded as a projector
 /// folds them (`projection::fold_batch`, 1,000 events a batch), once keeping every transaction
 /// and command id and once forgetting them after each batch (`projection::forget_settled`,
-/// as the projector does once a batch's rows are committed); resident memory grown per event.
-/// Printed, not timed.
+/// as the projector does once a batch's rows are committed); resident memory grown, and what
+/// the forgetting fold holds at the end. The second run may grow into memory the process freed
+/// before it, so its resident figure can read low: the records it holds are the bound. Printed,
+/// not timed.
 fn projector_fold_memory(_: &mut Criterion) {
     use tally_core::log::{LogRecord, Replica};
     const N: usize = 500_000;
@@ -237,10 +239,58 @@ fn projector_fold_memory(_: &mut Criterion) {
     );
 }
 
+/// What the processor's state keeps in memory with a window: 500,000 transfers decided and
+/// applied as a processor does, once keeping every transaction and command id and once with a
+/// window of 10,000 events (`memory::Window`, horizon = newest offset - 10,000: a projection
+/// that keeps up); resident memory grown, and what the windowed state holds at the end (the
+/// second run's resident figure can read low, as above). Every id is new here, so nothing needs
+/// recalling. Printed, not timed.
+fn processor_window_memory(_: &mut Criterion) {
+    use tally_core::log::{LogRecord, Replica};
+    const N: usize = 500_000;
+    const WINDOW: i64 = 10_000;
+    let commands: Vec<Command> = {
+        let mut start = 0;
+        (0..N / BATCH).flat_map(|_| transfers(&mut start, 1)).collect()
+    };
+    let measure = |window: Option<i64>| {
+        let before = resident_bytes()?;
+        let mut replica = Replica { state: funded_state(), ..Replica::new() };
+        let claim = LogRecord::Claim { epoch: 1, owner: "bench".into() };
+        replica.read(0, &claim);
+        let mut remembered = memory::Window::after(-1);
+        for (i, command) in commands.iter().enumerate() {
+            let offset = i as i64 + 1;
+            let event = decide(&replica.state, command, 0);
+            let record = LogRecord::Event { epoch: 1, command_offset: i as i64, event };
+            replica.read(offset, &record);
+            if let Some(window) = window {
+                remembered.changed(offset, &record);
+                remembered.forget_upto(offset - window, &mut replica.state);
+            }
+        }
+        let grown = resident_bytes()?.saturating_sub(before);
+        Some((grown, replica))
+    };
+    let (Some((keeping, _kept)), Some((windowed, replica))) = (measure(None), measure(Some(WINDOW))) else {
+        println!("processor window memory: no /proc/self/statm here");
+        return;
+    };
+    println!(
+        "processor window memory: {N} transfers: {:.1} MiB keeping every transaction and command id ({:.0} bytes per transfer), {:.1} MiB with a window of {WINDOW} events ({} transactions and {} command ids held at the end)",
+        keeping as f64 / 1048576.0,
+        keeping as f64 / N as f64,
+        windowed as f64 / 1048576.0,
+        replica.state.transactions_len(),
+        replica.state.commands_len(),
+    );
+}
+
 criterion_group!(
     benches,
     command_id_memory,
     projector_fold_memory,
+    processor_window_memory,
     simple_transfers,
     ten_posting_transactions
 );
