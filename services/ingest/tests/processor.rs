@@ -264,7 +264,7 @@ async fn a_new_owner_restores_from_the_newest_good_snapshot() {
         .unwrap()
         .expect("snapshots were written");
     assert_eq!(good.covers, written[0].covers, "the reported snapshot is the newest stored");
-    let torn = snapshot::Snapshot { covers: good.covers + 50, replica: good.replica.clone() }.encode();
+    let torn = snapshot::Snapshot { covers: good.covers + 50, ..good.clone() }.encode();
     store.put(&h.topics.events, 0, good.covers + 50, &torn[..torn.len() - 7], KEEP + 1).unwrap();
 
     let second = Processor::build(config()).unwrap().run(CancellationToken::new());

@@ -32,7 +32,13 @@ fn main() {
     let store = EmbeddedStore::in_memory().unwrap();
     let covers = log.len() as i64 - 1;
     let started = Instant::now();
-    snapshot::save(&store, "bench.events", 0, &Snapshot { covers, replica: replica.clone() }).unwrap();
+    snapshot::save(
+        &store,
+        "bench.events",
+        0,
+        &Snapshot { covers, replica: replica.clone(), forgotten_upto: -1 },
+    )
+    .unwrap();
     let save = started.elapsed();
     let size =
         snapshot::SnapshotStore::newest_first(&store, "bench.events", 0, i64::MAX, 1).unwrap()[0].1.len();

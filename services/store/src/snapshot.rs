@@ -6,17 +6,22 @@
 //! log's fold up to `covers`, carries a format version and a checksum, and one that fails any
 //! check is skipped with a warning (the next older one is tried, then the full log).
 //!
-//! Layout (little-endian): magic `TALLYSNP`, format version (u16), `covers` (i64), payload length
-//! (u64), xxh3-128 of everything before it and of the payload (u128), payload (postcard of the
-//! replica).
+//! Layout (little-endian): magic `TALLYSNP`, format version (u16), `covers` (i64),
+//! `forgotten_upto` (i64, from format 4), payload length (u64), xxh3-128 of everything before it
+//! and of the payload (u128), payload (postcard of the replica). Format 3, written before
+//! processors forgot anything, is still read, as `forgotten_upto` -1.
 
 use crate::StoreError;
 use tally_core::log::Replica;
 
 const MAGIC: &[u8; 8] = b"TALLYSNP";
-/// Bumped whenever the payload's shape changes; older formats are skipped, never misread.
-pub const FORMAT_VERSION: u16 = 3;
-const HEADER_LEN: usize = 8 + 2 + 8 + 8 + 16;
+/// Bumped whenever the layout or the payload's shape changes; formats other than this one and
+/// [`FORMAT_VERSION_WITHOUT_FORGETTING`] are skipped, never misread.
+pub const FORMAT_VERSION: u16 = 4;
+/// The format before `forgotten_upto`: read as a snapshot of a state that forgot nothing.
+pub const FORMAT_VERSION_WITHOUT_FORGETTING: u16 = 3;
+/// Header bytes of format 4 (format 3 lacks the 8 of `forgotten_upto`), checksum included.
+const HEADER_LEN: usize = 8 + 2 + 8 + 8 + 8 + 16;
 
 /// The state of one partition after folding its events log up to and including `covers`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,20 +30,24 @@ pub struct Snapshot {
     pub covers: i64,
     /// The reader position and state after folding the log up to `covers`.
     pub replica: Replica,
+    /// The highest offset whose changes the state forgot (`tally_core::memory::Window`): a
+    /// replay from this snapshot reads them back from a projection that covers it. -1: the
+    /// state holds every transaction and command id.
+    pub forgotten_upto: i64,
 }
 
 /// Why stored bytes are not a usable snapshot. A reader skips such a snapshot with a warning and
 /// tries the next older one (then the start of the log); it never misreads one.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SnapshotError {
-    /// Fewer bytes (the number given) than a snapshot header (42 bytes).
+    /// Fewer bytes (the number given) than a snapshot header (50 bytes; 42 in format 3).
     #[error("shorter than a snapshot header ({0} bytes)")]
     Truncated(usize),
     /// The first 8 bytes are not `TALLYSNP`.
     #[error("not a snapshot (bad magic)")]
     Magic,
-    /// Written in another format version (the one given) than [`FORMAT_VERSION`].
-    #[error("snapshot format {0}, this build reads {FORMAT_VERSION}")]
+    /// Written in a format version (the one given) this build does not read.
+    #[error("snapshot format {0}, this build reads {FORMAT_VERSION_WITHOUT_FORGETTING} and {FORMAT_VERSION}")]
     Version(u16),
     /// The header's payload length (`expected`) is not the number of bytes after it (`actual`).
     #[error("payload is {actual} bytes, the header says {expected}")]
@@ -63,6 +72,7 @@ impl Snapshot {
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         out.extend_from_slice(&self.covers.to_le_bytes());
+        out.extend_from_slice(&self.forgotten_upto.to_le_bytes());
         out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
         let checksum = checksum(&out, &payload);
         out.extend_from_slice(&checksum.to_le_bytes());
@@ -73,20 +83,30 @@ impl Snapshot {
     /// Reads bytes written by [`Snapshot::encode`], checking magic, format version, length and
     /// checksum first; fails with the [`SnapshotError`] of the first check that does not pass.
     pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
-        if bytes.len() < HEADER_LEN {
-            return Err(SnapshotError::Truncated(bytes.len()));
-        }
-        let (header, rest) = bytes.split_at(HEADER_LEN - 16);
-        let (sum, payload) = rest.split_at(16);
-        if &header[..8] != MAGIC {
+        const FORGOTTEN_LEN: usize = 8;
+        let Some(start) = bytes.get(..10) else { return Err(SnapshotError::Truncated(bytes.len())) };
+        if &start[..8] != MAGIC {
             return Err(SnapshotError::Magic);
         }
-        let version = u16::from_le_bytes(header[8..10].try_into().expect("2 bytes"));
-        if version != FORMAT_VERSION {
-            return Err(SnapshotError::Version(version));
+        let version = u16::from_le_bytes(start[8..10].try_into().expect("2 bytes"));
+        let header_len = match version {
+            FORMAT_VERSION => HEADER_LEN,
+            FORMAT_VERSION_WITHOUT_FORGETTING => HEADER_LEN - FORGOTTEN_LEN,
+            other => return Err(SnapshotError::Version(other)),
+        };
+        if bytes.len() < header_len {
+            return Err(SnapshotError::Truncated(bytes.len()));
         }
+        let (header, rest) = bytes.split_at(header_len - 16);
+        let (sum, payload) = rest.split_at(16);
         let covers = i64::from_le_bytes(header[10..18].try_into().expect("8 bytes"));
-        let expected = u64::from_le_bytes(header[18..26].try_into().expect("8 bytes"));
+        let (forgotten_upto, length) = match version {
+            FORMAT_VERSION => {
+                (i64::from_le_bytes(header[18..26].try_into().expect("8 bytes")), &header[26..34])
+            }
+            _ => (-1, &header[18..26]),
+        };
+        let expected = u64::from_le_bytes(length.try_into().expect("8 bytes"));
         if expected != payload.len() as u64 {
             return Err(SnapshotError::Length { expected, actual: payload.len() });
         }
@@ -94,7 +114,7 @@ impl Snapshot {
             return Err(SnapshotError::Checksum);
         }
         let replica = postcard::from_bytes(payload).map_err(|e| SnapshotError::Payload(e.to_string()))?;
-        Ok(Snapshot { covers, replica })
+        Ok(Snapshot { covers, replica, forgotten_upto })
     }
 }
 
@@ -170,12 +190,14 @@ pub struct ResumePoint {
     pub next: i64,
     /// The offset covered by the snapshot it comes from; `None`: the start of the log.
     pub snapshot: Option<i64>,
+    /// What the snapshot's state forgot ([`Snapshot::forgotten_upto`]; -1: nothing).
+    pub forgotten_upto: i64,
 }
 
 impl ResumePoint {
     /// The start of the log.
     pub fn start() -> Self {
-        ResumePoint { replica: Replica::new(), next: 0, snapshot: None }
+        ResumePoint { replica: Replica::new(), next: 0, snapshot: None, forgotten_upto: -1 }
     }
 }
 
@@ -198,7 +220,12 @@ pub fn resume_point(
             .flatten()
     });
     match newest {
-        Some(s) => ResumePoint { next: s.covers + 1, snapshot: Some(s.covers), replica: s.replica },
+        Some(s) => ResumePoint {
+            next: s.covers + 1,
+            snapshot: Some(s.covers),
+            forgotten_upto: s.forgotten_upto,
+            replica: s.replica,
+        },
         None => ResumePoint::start(),
     }
 }

@@ -40,7 +40,7 @@ proptest! {
         let at = cut.index(log.len() + 1);
         let mut prefix = Replica::new();
         fold(&mut prefix, &log[..at], 0);
-        let stored = Snapshot { covers: at as i64 - 1, replica: prefix }.encode();
+        let stored = Snapshot { covers: at as i64 - 1, replica: prefix, forgotten_upto: -1 }.encode();
         let mut restored = Snapshot::decode(&stored).unwrap().replica;
         fold(&mut restored, &log[at..], at);
         prop_assert_eq!(restored, whole);
@@ -59,7 +59,7 @@ fn some_snapshot(covers: i64) -> Snapshot {
         .collect();
     let mut replica = Replica::new();
     fold(&mut replica, &log_of(&history), 0);
-    Snapshot { covers, replica }
+    Snapshot { covers, replica, forgotten_upto: -1 }
 }
 
 #[test]
@@ -72,12 +72,34 @@ fn every_kind_of_damage_is_detected() {
     let mut covers_changed = good.clone();
     covers_changed[10] ^= 1;
     assert_eq!(Snapshot::decode(&covers_changed), Err(SnapshotError::Checksum));
+    let mut forgotten_changed = good.clone();
+    forgotten_changed[20] ^= 1;
+    assert_eq!(Snapshot::decode(&forgotten_changed), Err(SnapshotError::Checksum));
     assert!(matches!(Snapshot::decode(&good[..good.len() - 1]), Err(SnapshotError::Length { .. })));
     assert!(matches!(Snapshot::decode(&good[..20]), Err(SnapshotError::Truncated(20))));
     let mut other_version = good.clone();
     other_version[8] = 9;
     assert_eq!(Snapshot::decode(&other_version), Err(SnapshotError::Version(9)));
     assert_eq!(Snapshot::decode(&[b'x'; 100]), Err(SnapshotError::Magic));
+}
+
+/// A snapshot written before processors forgot anything (format 3: no `forgotten_upto` in its
+/// header) is still read, as one of a state that forgot nothing.
+#[test]
+fn a_format_3_snapshot_reads_as_one_that_forgot_nothing() {
+    let snapshot = Snapshot { forgotten_upto: 17, ..some_snapshot(41) };
+    let format_4 = snapshot.encode();
+    assert_eq!(Snapshot::decode(&format_4).unwrap(), snapshot);
+    // Format 3: magic, version, covers, payload length, checksum, payload.
+    let mut header = format_4[..18].to_vec();
+    header[8..10].copy_from_slice(&3u16.to_le_bytes());
+    header.extend_from_slice(&format_4[26..34]);
+    let payload = &format_4[50..];
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(&header);
+    hasher.update(payload);
+    let format_3 = [&header[..], &hasher.digest128().to_le_bytes(), payload].concat();
+    assert_eq!(Snapshot::decode(&format_3).unwrap(), Snapshot { forgotten_upto: -1, ..snapshot });
 }
 
 /// The contract of a snapshot store, written once for every backend.

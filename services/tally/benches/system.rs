@@ -14,6 +14,7 @@
 //!   (commands per second) sets another rate;
 //! - `TALLY_BENCH_FETCH_WAIT_MS` (default 50, tally dev's): `tally dev --kafka-fetch-wait-ms`,
 //!   and the baseline consumer's `fetch.wait.max.ms`;
+//! - `TALLY_BENCH_STATE_WINDOW` (default 100,000, tally dev's): `tally dev --state-window`;
 //! - `TALLY_TEST_KAFKA=host:port`: a real Kafka (fresh topic prefix, projections in a redb file
 //!   under a temporary `--data-dir`) instead of the in-process broker (memory) and store;
 //! - `TALLY_BENCH_CASSANDRA=host:port` (with `TALLY_TEST_KAFKA`): projections in a fresh
@@ -259,8 +260,18 @@ async fn main() {
     let data_dir = data.path().to_str().unwrap().to_owned();
     // tally dev's default fetch wait unless told otherwise; the baseline uses the same.
     let fetch_wait_ms = env("TALLY_BENCH_FETCH_WAIT_MS", 50).to_string();
-    let mut args: Vec<String> =
-        ["--query-follow-poll-ms", "1", "--kafka-fetch-wait-ms", &fetch_wait_ms].map(String::from).to_vec();
+    // tally dev's default window, not the few events the test harness gives every test.
+    let state_window = env("TALLY_BENCH_STATE_WINDOW", 100_000).to_string();
+    let mut args: Vec<String> = [
+        "--query-follow-poll-ms",
+        "1",
+        "--kafka-fetch-wait-ms",
+        &fetch_wait_ms,
+        "--state-window",
+        &state_window,
+    ]
+    .map(String::from)
+    .to_vec();
     let real_kafka = std::env::var("TALLY_TEST_KAFKA").ok().filter(|s| !s.is_empty());
     let cassandra =
         std::env::var("TALLY_BENCH_CASSANDRA").ok().filter(|s| !s.is_empty() && real_kafka.is_some());

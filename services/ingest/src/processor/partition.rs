@@ -31,7 +31,7 @@ pub(super) async fn own(
     mut records: mpsc::Receiver<Record>,
 ) -> Result<(), ProcessorError> {
     let partition = assignment.partition;
-    let (replica, claim, snapshot) = match take_over(&shared, partition, true).await {
+    let (replica, claim, forgotten_upto) = match take_over(&shared, partition, true).await {
         Err(TakeOver::SnapshotAhead { covers, claim }) => {
             tracing::warn!(
                 partition,
@@ -49,7 +49,7 @@ pub(super) async fn own(
     assignment.start_at(start);
     let cancel = assignment.cancel.clone();
     let remembering = (shared.config.window.clone())
-        .map(|config| Remembering::restored(config, partition, &replica.state, snapshot, claim));
+        .map(|config| Remembering::restored(config, partition, &replica.state, forgotten_upto, claim));
     let mut owner = Owner {
         shared,
         assignment,
@@ -111,20 +111,22 @@ impl TakeOver {
 /// store), reads the partition on to its end, appends a claim with the next epoch, and reads on
 /// to the claim. The claim wins if it reads as a new epoch there; otherwise another owner
 /// claimed the same epoch first, and this one claims again above it. Returns the replica, the
-/// offset of its winning claim and the offset the snapshot it started from covers.
+/// offset of its winning claim and what the snapshot it started from had forgotten (-1:
+/// nothing).
 async fn take_over(
     shared: &Arc<Shared>,
     partition: i32,
     use_snapshot: bool,
-) -> Result<(Replica, i64, Option<i64>), TakeOver> {
+) -> Result<(Replica, i64, i64), TakeOver> {
     let resume = if use_snapshot { resume_point(shared, partition).await? } else { ResumePoint::start() };
-    let (covers, from, mut replica) = (resume.snapshot, resume.next, resume.replica);
+    let (covers, from, forgotten_upto, mut replica) =
+        (resume.snapshot, resume.next, resume.forgotten_upto, resume.replica);
     let (kafka, topic) = (shared.config.kafka.clone(), shared.config.topics.events.clone());
     let mut tail =
         blocking(move || Ok::<_, ProcessorError>(LogTail::open_at(&kafka, &topic, partition, from)?)).await?;
     let end = {
         let codec = shared.codec.clone();
-        let recall = recall_for_replay(shared, partition, covers);
+        let recall = recall_for_replay(shared, partition, forgotten_upto);
         let (t, r, end) = blocking(move || {
             let end = tail.end()?;
             tail.read_until(&codec, &mut replica, end, recall)??;
@@ -143,7 +145,7 @@ async fn take_over(
             return Err(TakeOver::SnapshotAhead { covers, claim: at });
         }
         let codec = shared.codec.clone();
-        let recall = recall_for_replay(shared, partition, covers);
+        let recall = recall_for_replay(shared, partition, forgotten_upto);
         let (t, r, last) = blocking(move || {
             let last = tail.read_until(&codec, &mut replica, at + 1, recall)??;
             Ok::<_, ProcessorError>((tail, replica, last))
@@ -159,7 +161,7 @@ async fn take_over(
             };
             tracing::info!(partition, snapshot = ?covers, records_read = restored.records_read, "restored");
             shared.restores.lock().expect("not poisoned").push(restored);
-            return Ok((replica, at, covers));
+            return Ok((replica, at, forgotten_upto));
         }
         tracing::warn!(partition, at, epoch = replica.reader.epoch(), "lost a claim race; claiming again");
     }
@@ -169,12 +171,13 @@ async fn take_over(
 }
 
 /// What a replay does when an event names a transaction the restored state lacks (its
-/// snapshot's owner forgot it): read it from the live projection once that covers the snapshot.
+/// snapshot's owner forgot it): read it from the live projection once that covers everything
+/// the snapshot's state forgot.
 /// Without a window configured nothing can be read, and the restore fails with the keys named.
 fn recall_for_replay(
     shared: &Shared,
     partition: i32,
-    snapshot: Option<i64>,
+    forgotten_upto: i64,
 ) -> impl FnMut(&mut Replica, Vec<RowKey>) -> Result<(), ProcessorError> + Send + 'static {
     let store = shared.config.window.as_ref().map(|w| w.projections.clone());
     move |replica, keys| {
@@ -183,7 +186,7 @@ fn recall_for_replay(
                 "partition {partition}: the snapshot lacks {keys:?}, and no projection is configured to read them from"
             )));
         };
-        let rows = window::recall_rows(store.as_ref(), partition, snapshot.unwrap_or(-1), &keys)?;
+        let rows = window::recall_rows(store.as_ref(), partition, forgotten_upto, &keys)?;
         memory::recall(&mut replica.state, rows);
         Ok(())
     }
@@ -384,7 +387,8 @@ impl Owner {
             return;
         }
         let (log, partition) = (config.topics.events.clone(), self.partition);
-        let taken = Snapshot { covers, replica: self.replica.clone() };
+        let forgotten_upto = self.remembering.as_ref().map_or(-1, Remembering::forgotten_upto);
+        let taken = Snapshot { covers, replica: self.replica.clone(), forgotten_upto };
         let written = self.shared.snapshots_written.clone();
         self.snapshotting = Some(tokio::task::spawn_blocking(move || {
             match snapshot::save(store.as_ref(), &log, partition, &taken) {

@@ -41,25 +41,28 @@ pub(super) struct Remembering {
     config: StateWindow,
     partition: i32,
     window: Window,
-    /// The live projection's checkpoint for this partition, as last read.
-    projected: Option<i64>,
+    /// The live projection's checkpoint for this partition as read one read before the last
+    /// (at least [`CHECKPOINT_READ_EVERY`] ago), and as last read. Forgetting goes up to the
+    /// older one: on Cassandra and Scylla the logged batch that moved a checkpoint is atomic but
+    /// not isolated, so its rows may still be landing when the checkpoint is first seen.
+    projected: (Option<i64>, Option<i64>),
     read_at: Option<Instant>,
 }
 
 impl Remembering {
     /// The window of a state just restored, with its claim at `claim`: everything it holds
-    /// counts as changed there, and anything up to `snapshot` (the offset its snapshot covers)
-    /// may have been forgotten by the owner that wrote the snapshot.
+    /// counts as changed there, and what its snapshot's owner forgot (up to `forgotten_upto`;
+    /// -1: nothing) is read back when named.
     pub(super) fn restored(
         config: StateWindow,
         partition: i32,
         state: &State,
-        snapshot: Option<i64>,
+        forgotten_upto: i64,
         claim: i64,
     ) -> Self {
-        let mut window = Window::after(snapshot.unwrap_or(-1));
+        let mut window = Window::after(forgotten_upto);
         window.changed_all(claim, state);
-        Remembering { config, partition, window, projected: None, read_at: None }
+        Remembering { config, partition, window, projected: (None, None), read_at: None }
     }
 
     /// Puts back into `state` what deciding `commands` reads and the state forgot.
@@ -85,24 +88,31 @@ impl Remembering {
         Ok(())
     }
 
+    /// The highest offset whose changes were forgotten (-1: none), for snapshots.
+    pub(super) fn forgotten_upto(&self) -> i64 {
+        self.window.forgotten_upto()
+    }
+
     /// Notes what the record appended at `offset` changed.
     pub(super) fn changed(&mut self, offset: i64, record: &LogRecord) {
         self.window.changed(offset, record);
     }
 
     /// Forgets from `state` what was last changed more than the window's events before `end`
-    /// (the offset of the newest record) and is covered by the live projection.
+    /// (the offset of the newest record) and is covered by the live projection (as read at
+    /// least a second ago).
     pub(super) async fn forget_due(&mut self, state: &mut State, end: i64) -> Result<(), ProcessorError> {
         if self.read_at.is_none_or(|at| at.elapsed() >= CHECKPOINT_READ_EVERY) {
             let (store, partition) = (self.config.projections.clone(), self.partition);
-            self.projected = blocking(move || {
+            let latest = blocking(move || {
                 let version = store.live_version()?;
                 Ok::<_, ProcessorError>(store.checkpoint(version, partition)?)
             })
             .await?;
+            self.projected = (self.projected.1, latest);
             self.read_at = Some(Instant::now());
         }
-        let Some(projected) = self.projected else { return Ok(()) };
+        let Some(projected) = self.projected.0 else { return Ok(()) };
         let horizon = projected.min(end.saturating_sub(self.config.events as i64));
         let forgotten = self.window.forget_upto(horizon, state);
         super::metrics::FORGOTTEN.inc_by(forgotten as u64);
