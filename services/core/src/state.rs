@@ -21,8 +21,9 @@ pub struct State {
 pub(crate) struct TenantState {
     pub(crate) ledgers: Map<LedgerId, Ledger>,
     pub(crate) documents: Map<(DocType, DocKey), Document>,
-    /// Every command id answered in the tenant's streams, kept forever: a repeat is answered
-    /// with the first answer at any later time (see [`CommandId`] for the scope).
+    /// The command ids answered in the tenant's streams: a repeat is answered with the first
+    /// answer at any later time (see [`CommandId`] for the scope). Every one, unless a fold
+    /// forgot older ones that a projection holds ([`crate::memory`]).
     pub(crate) commands: Map<(StreamId, CommandId), CommandRecord>,
 }
 
@@ -53,7 +54,8 @@ pub struct Ledger {
     pub assets: Map<String, Asset>,
     /// Every account opened or used, closed ones included.
     pub accounts: Map<AccountId, Account>,
-    /// Every transaction id the ledger has seen, failed ones included (ids are unique forever).
+    /// The transaction ids the ledger has seen, failed ones included (ids are unique forever):
+    /// every one, unless a fold forgot settled ones that a projection holds ([`crate::memory`]).
     pub transactions: Map<TxId, TxRecord>,
 }
 
