@@ -787,3 +787,69 @@ fn the_reported_cases_answer_correctly() {
     let reserved = send(&dev, "POST", "/v1/ledgers/main/assets", Some("tx:t-9"), r#"{"asset":"EUR/2"}"#);
     assert_eq!(reserved.status, 400, "{reserved:?}");
 }
+
+/// `tally_processor_forgotten_total` on `dev`'s HTTP listener (0 before anything is forgotten).
+fn forgotten(dev: &Dev) -> f64 {
+    let agent = http_client(Duration::from_secs(30));
+    let text = agent
+        .get(format!("http://{}/metrics", dev.http))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let line = text.lines().find(|l| l.starts_with("tally_processor_forgotten_total "));
+    line.and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+}
+
+/// Ids a run forgot (a window of 2, snapshots every 5 records) are still known to the next run,
+/// whatever its window: with one it reads them back from the projection, without one
+/// (`--state-window 0` keeps everything) it cannot start from a snapshot that forgot, and reads
+/// the log from its start. Either way a repeat gets the first answer and a reuse is a conflict.
+#[test]
+fn ids_a_run_forgot_are_known_to_the_next_whatever_its_window() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap().to_owned();
+    let tx = |tx_id: &str, amount: u32| {
+        format!(
+            r#"{{"tx_id":"{tx_id}","postings":[{{"source":"world","destination":"amy","asset":"USD/2","amount":{amount}}}]}}"#
+        )
+    };
+    let path = "/v1/ledgers/main/transactions";
+    let forgetting = ["--data-dir", &dir, "--state-window", "2", "--snapshot-every", "5"];
+    let dev = Dev::start(&forgetting);
+    assert_eq!(send(&dev, "POST", "/v1/ledgers/main/assets", None, r#"{"asset":"USD/2"}"#).status, 201);
+    let firsts: Vec<Reply> =
+        (0..40).map(|i| send(&dev, "POST", path, None, &tx(&format!("t-{i}"), 7))).collect();
+    assert!(firsts.iter().all(|r| r.status == 201), "{firsts:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while forgotten(&dev) < 20.0 {
+        assert!(Instant::now() < deadline, "the processor forgot nothing");
+        send(&dev, "POST", path, None, &tx(&format!("filler-{}", Instant::now().elapsed().as_nanos()), 1));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Ten more records, so that a snapshot (every 5) is taken of the state that forgot.
+    for i in 0..10 {
+        assert_eq!(send(&dev, "POST", path, None, &tx(&format!("after-{i}"), 1)).status, 201);
+    }
+    let (status, _) = dev.terminate(Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()));
+    for (run, args) in [
+        ("without a window", &["--data-dir", &dir, "--state-window", "0"][..]),
+        ("with one", &forgetting[..]),
+    ] {
+        let dev = Dev::start(args);
+        for i in [0, 1, 17] {
+            let repeat = send(&dev, "POST", path, None, &tx(&format!("t-{i}"), 7));
+            assert_eq!(repeat, firsts[i], "{run}: a repeat of t-{i} gets the first answer exactly");
+            let reuse = send(&dev, "POST", path, None, &tx(&format!("t-{i}"), 8));
+            assert_eq!(
+                (reuse.status, reason_of(&reuse).as_deref()),
+                (409, Some("ID_CONFLICT")),
+                "{run}: {reuse:?}"
+            );
+        }
+        let (status, _) = dev.terminate(Duration::from_secs(30));
+        assert!(status.is_some_and(|s| s.success()));
+    }
+}

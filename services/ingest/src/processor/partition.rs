@@ -118,7 +118,17 @@ async fn take_over(
     partition: i32,
     use_snapshot: bool,
 ) -> Result<(Replica, i64, i64), TakeOver> {
-    let resume = if use_snapshot { resume_point(shared, partition).await? } else { ResumePoint::start() };
+    let mut resume = if use_snapshot { resume_point(shared, partition).await? } else { ResumePoint::start() };
+    if resume.forgotten_upto >= 0 && shared.config.window.is_none() {
+        // A processor without a window keeps everything and reads nothing back: a snapshot of a
+        // state that forgot cannot give it that, the log from its start can.
+        tracing::info!(
+            partition,
+            forgotten_upto = resume.forgotten_upto,
+            "the newest snapshot forgot transactions and command ids, and no window is set: reading the log from its start"
+        );
+        resume = ResumePoint::start();
+    }
     let (covers, from, forgotten_upto, mut replica) =
         (resume.snapshot, resume.next, resume.forgotten_upto, resume.replica);
     let (kafka, topic) = (shared.config.kafka.clone(), shared.config.topics.events.clone());
