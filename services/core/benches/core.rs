@@ -145,6 +145,14 @@ fn resident_bytes() -> Option<u64> {
     Some(pages * 4096)
 }
 
+/// What `build` returns, and how much the process's resident memory grew while it ran (`None`
+/// without /proc/self/statm).
+fn grown_by<T>(build: impl FnOnce() -> T) -> Option<(u64, T)> {
+    let before = resident_bytes()?;
+    let built = build();
+    Some((resident_bytes()?.saturating_sub(before), built))
+}
+
 /// What remembering command ids costs: the same 500,000 transfers folded twice, once as they
 /// are and once with their fingerprints cleared (so no id is remembered); the difference in
 /// resident memory per id. Printed, not timed.
@@ -162,16 +170,16 @@ fn command_id_memory(_: &mut Criterion) {
             })
             .collect()
     };
+    // Each state is kept alive until both are measured, so neither reuses the other's memory.
     let measure = |remember: bool| {
-        let before = resident_bytes()?;
-        let mut state = funded_state();
-        for e in &events {
-            let e = if remember { e.clone() } else { Event { command_fingerprint: 0, ..e.clone() } };
-            apply(&mut state, &e);
-        }
-        let grown = resident_bytes()?.saturating_sub(before);
-        // Kept alive until both are measured, so neither reuses the other's freed memory.
-        Some((grown, state))
+        grown_by(|| {
+            let mut state = funded_state();
+            for e in &events {
+                let e = if remember { e.clone() } else { Event { command_fingerprint: 0, ..e.clone() } };
+                apply(&mut state, &e);
+            }
+            state
+        })
     };
     let (Some((without, _kept)), Some((with, state))) = (measure(false), measure(true)) else {
         println!("command id memory: no /proc/self/statm here");
@@ -214,17 +222,17 @@ fn projector_fold_memory(_: &mut Criterion) {
         std::iter::once(claim).chain(answers).collect()
     };
     let measure = |forget: bool| {
-        let before = resident_bytes()?;
-        let mut replica = Replica { state: funded_state(), ..Replica::new() };
-        for (n, batch) in records.chunks(1_000).enumerate() {
-            let offsets = (n * 1_000) as i64..;
-            black_box(projection::fold_batch(&mut replica, offsets.zip(batch), 0));
-            if forget {
-                memory::forget_settled(&mut replica.state, batch);
+        grown_by(|| {
+            let mut replica = Replica { state: funded_state(), ..Replica::new() };
+            for (n, batch) in records.chunks(1_000).enumerate() {
+                let offsets = (n * 1_000) as i64..;
+                black_box(projection::fold_batch(&mut replica, offsets.zip(batch), 0));
+                if forget {
+                    memory::forget_settled(&mut replica.state, batch);
+                }
             }
-        }
-        let grown = resident_bytes()?.saturating_sub(before);
-        Some((grown, replica))
+            replica
+        })
     };
     let (Some((keeping, _kept)), Some((forgetting, replica))) = (measure(false), measure(true)) else {
         println!("projector fold memory: no /proc/self/statm here");
@@ -254,23 +262,23 @@ fn processor_window_memory(_: &mut Criterion) {
         (0..N / BATCH).flat_map(|_| transfers(&mut start, 1)).collect()
     };
     let measure = |window: Option<i64>| {
-        let before = resident_bytes()?;
-        let mut replica = Replica { state: funded_state(), ..Replica::new() };
-        let claim = LogRecord::Claim { epoch: 1, owner: "bench".into() };
-        replica.read(0, &claim);
-        let mut remembered = memory::Window::after(-1);
-        for (i, command) in commands.iter().enumerate() {
-            let offset = i as i64 + 1;
-            let event = decide(&replica.state, command, 0);
-            let record = LogRecord::Event { epoch: 1, command_offset: i as i64, event };
-            replica.read(offset, &record);
-            if let Some(window) = window {
-                remembered.changed(offset, &record);
-                remembered.forget_upto(offset - window, &mut replica.state);
+        grown_by(|| {
+            let mut replica = Replica { state: funded_state(), ..Replica::new() };
+            let claim = LogRecord::Claim { epoch: 1, owner: "bench".into() };
+            replica.read(0, &claim);
+            let mut remembered = memory::Window::after(-1);
+            for (i, command) in commands.iter().enumerate() {
+                let offset = i as i64 + 1;
+                let event = decide(&replica.state, command, 0);
+                let record = LogRecord::Event { epoch: 1, command_offset: i as i64, event };
+                replica.read(offset, &record);
+                if let Some(window) = window {
+                    remembered.changed(offset, &record);
+                    remembered.forget_upto(offset - window, &mut replica.state);
+                }
             }
-        }
-        let grown = resident_bytes()?.saturating_sub(before);
-        Some((grown, replica))
+            replica
+        })
     };
     let (Some((keeping, _kept)), Some((windowed, replica))) = (measure(None), measure(Some(WINDOW))) else {
         println!("processor window memory: no /proc/self/statm here");

@@ -192,16 +192,6 @@ impl Window {
     pub fn forgotten_upto(&self) -> i64 {
         self.forgotten_upto
     }
-
-    /// Number of changes noted and not yet past the horizon (for metrics and tests).
-    pub fn len(&self) -> usize {
-        self.changes.len()
-    }
-
-    /// Whether no change is noted.
-    pub fn is_empty(&self) -> bool {
-        self.changes.is_empty()
-    }
 }
 
 /// The transactions and command id an event records or changes (what a fold may later forget).

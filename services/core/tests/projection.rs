@@ -34,6 +34,16 @@ fn check_statements(rows: &BTreeMap<RowKey, Row>, state: &tally_core::State) -> 
     Ok(())
 }
 
+/// A partition's log: its owner's claim, then the events answering commands 0, 1, ...
+fn log_of(events: Vec<tally_core::Event>) -> Vec<LogRecord> {
+    let answers = events.into_iter().enumerate().map(|(i, event)| LogRecord::Event {
+        epoch: 1,
+        command_offset: i as i64,
+        event,
+    });
+    std::iter::once(LogRecord::Claim { epoch: 1, owner: "p".into() }).chain(answers).collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -77,12 +87,7 @@ proptest! {
         cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
     ) {
         let (_, events, _) = testkit::run(&history, |_, _| {});
-        let mut log = vec![LogRecord::Claim { epoch: 1, owner: "p".into() }];
-        log.extend(events.into_iter().enumerate().map(|(i, event)| LogRecord::Event {
-            epoch: 1,
-            command_offset: i as i64,
-            event,
-        }));
+        let log = log_of(events);
         let (mut one_by_one, mut replica) = (BTreeMap::new(), Replica::new());
         for (offset, record) in log.iter().enumerate() {
             testkit::write_changes(&mut one_by_one, projection::fold(&mut replica, record, 0, offset as i64));
@@ -115,12 +120,7 @@ proptest! {
         restored_at in any::<prop::sample::Index>(),
     ) {
         let (state, events, _) = testkit::run(&history, |_, _| {});
-        let mut log = vec![LogRecord::Claim { epoch: 1, owner: "p".into() }];
-        log.extend(events.into_iter().enumerate().map(|(i, event)| LogRecord::Event {
-            epoch: 1,
-            command_offset: i as i64,
-            event,
-        }));
+        let log = log_of(events);
         let mut keeping = BTreeMap::new();
         testkit::fold_into(&mut keeping, log.iter().enumerate().map(|(o, r)| (o as i64, r)), 0);
         let mut bounds: Vec<usize> = cuts.iter().map(|c| c.index(log.len() + 1)).collect();
